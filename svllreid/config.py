@@ -1,0 +1,337 @@
+"""Typed configuration: one dataclass per concern, YAML files, ``a.b=c`` overrides.
+
+Only the command line and the factories read these objects; library functions take plain
+arguments. A YAML file may build on others with ``base: other.yaml`` (or a list of files),
+resolved relative to the file that names them; later files and command-line overrides win.
+Every key is checked against the dataclasses: an unknown or misspelt key is an error that
+names the key and the closest valid one.
+"""
+
+import dataclasses
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from svllreid.fileio import atomic_write_text
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid."""
+
+
+def _choice(section: str, name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{section}.{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+
+
+def _positive(section: str, name: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        kind = "non-negative" if allow_zero else "positive"
+        raise ConfigError(f"{section}.{name} must be {kind}; got {value}")
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, and how images become tensors."""
+
+    dataset: str = "synthetic"
+    root: str = ""
+    #: Parser-specific options, e.g. ``test_size`` for VehicleID or ``camera_regex`` for folders.
+    options: dict[str, Any] = field(default_factory=dict)
+    image_size: list[int] = field(default_factory=lambda: [256, 128])
+    pixel_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    pixel_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    padding: int = 10
+    flip_prob: float = 0.5
+    erasing_prob: float = 0.5
+    #: Random erasing of SVLL's two self-supervision views: probability and erased area fraction.
+    ssl_erasing_prob: float = 0.5
+    ssl_erasing_area: float = 0.33
+    num_workers: int = 4
+    #: Keep decoded, resized uint8 images in shared memory so each image is decoded once per run.
+    cache_images: bool = False
+    #: Dataset validation when training starts: "quick" (structure, names, splits), "full"
+    #: (also decodes every image) or "off".
+    check: str = "quick"
+
+    def __post_init__(self) -> None:
+        if len(self.image_size) != 2 or min(self.image_size) <= 0:
+            raise ConfigError(f"data.image_size must be [height, width] > 0; got {list(self.image_size)}")
+        for name in ("pixel_mean", "pixel_std"):
+            if len(getattr(self, name)) != 3:
+                raise ConfigError(f"data.{name} needs 3 values (R, G, B); got {list(getattr(self, name))}")
+        if min(self.pixel_std) <= 0:
+            raise ConfigError(f"data.pixel_std must be positive; got {list(self.pixel_std)}")
+        for name in ("flip_prob", "erasing_prob", "ssl_erasing_prob", "ssl_erasing_area"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"data.{name} must be within [0, 1]; got {getattr(self, name)}")
+        _positive("data", "padding", self.padding, allow_zero=True)
+        _positive("data", "num_workers", self.num_workers, allow_zero=True)
+        _choice("data", "check", self.check, ("quick", "full", "off"))
+
+
+@dataclass
+class ModelConfig:
+    """The network: CLIP backbone, patch stride and side-information embedding."""
+
+    arch: str = "ViT-B-16"
+    #: OpenAI/open_clip checkpoint file or open_clip pretrained tag; None = random initialisation.
+    pretrained: Optional[str] = None  # noqa: UP045 (OmegaConf needs typing.Optional)
+    stride: int = 16
+    sie: str = "none"
+    sie_coef: float = 1.0
+
+    def __post_init__(self) -> None:
+        _positive("model", "stride", self.stride)
+        _choice("model", "sie", self.sie, ("none", "camera", "view", "camera_view"))
+
+
+@dataclass
+class Stage1Config:
+    """Stage 1: prompt learning against frozen encoders (plus language self-supervision)."""
+
+    epochs: int = 120
+    batch_size: int = 64
+    lr: float = 3.5e-4
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 5
+    warmup_lr: float = 1e-5
+    min_lr: float = 1e-6
+    lang_ssl: bool = False
+    lang_ssl_weight: float = 0.8
+    prompt_mask: str = "element"
+    prompt_mask_prob: float = 0.5
+    #: The reference never optimises the language projector; True trains it.
+    train_lang_projector: bool = False
+
+    def __post_init__(self) -> None:
+        _positive("stage1", "epochs", self.epochs, allow_zero=True)
+        _positive("stage1", "batch_size", self.batch_size)
+        _choice("stage1", "prompt_mask", self.prompt_mask, ("element", "token", "swap", "mix"))
+        if not 0.0 <= self.prompt_mask_prob <= 1.0:
+            raise ConfigError(f"stage1.prompt_mask_prob must be within [0, 1]; got {self.prompt_mask_prob}")
+
+
+@dataclass
+class Stage2Config:
+    """Stage 2: image-encoder fine-tuning (plus vision self-supervision)."""
+
+    epochs: int = 60
+    ids_per_batch: int = 16
+    images_per_id: int = 4
+    lr: float = 5e-6
+    weight_decay: float = 1e-4
+    bias_lr_factor: float = 2.0
+    warmup_epochs: int = 10
+    warmup_factor: float = 0.1
+    milestones: list[int] = field(default_factory=lambda: [30, 50])
+    gamma: float = 0.1
+    id_weight: float = 0.25
+    triplet_weight: float = 1.0
+    i2t_weight: float = 1.0
+    label_smoothing: float = 0.1
+    triplet_margin: float = 0.3
+    vis_ssl: bool = False
+    vis_ssl_weight: float = 0.8
+    #: Exclude other images of the same identity from the NT-Xent negatives (the reference keeps them).
+    ssl_exclude_same_id: bool = False
+    #: Encode the image and its two self-supervision views in one batched pass.
+    single_pass: bool = True
+    grad_clip: Optional[float] = None  # noqa: UP045 (OmegaConf needs typing.Optional)
+
+    def __post_init__(self) -> None:
+        _positive("stage2", "epochs", self.epochs, allow_zero=True)
+        _positive("stage2", "ids_per_batch", self.ids_per_batch)
+        _positive("stage2", "images_per_id", self.images_per_id)
+        if list(self.milestones) != sorted(self.milestones):
+            raise ConfigError(f"stage2.milestones must be increasing; got {list(self.milestones)}")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation protocol options."""
+
+    rerank: bool = False
+    rerank_k1: int = 20
+    rerank_k2: int = 6
+    rerank_lambda: float = 0.3
+    max_rank: int = 50
+    flip: bool = False
+    batch_size: int = 256
+    #: Seeded trials of the VehicleID protocol (trial i uses seed i).
+    vehicleid_trials: int = 10
+
+    def __post_init__(self) -> None:
+        _positive("eval", "max_rank", self.max_rank)
+        _positive("eval", "batch_size", self.batch_size)
+        _positive("eval", "vehicleid_trials", self.vehicleid_trials)
+
+
+@dataclass
+class RunConfig:
+    """Where and how a run executes."""
+
+    output_dir: str = "runs"
+    name: str = ""
+    seed: int = 1234
+    device: str = "auto"
+    precision: str = "auto"
+    log_every: int = 20
+
+    def __post_init__(self) -> None:
+        _choice("run", "precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        _positive("run", "log_every", self.log_every)
+
+
+@dataclass
+class Config:
+    """The whole configuration of a run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+BASE_KEY = "base"
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    if get_origin(tp) is Union:
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else tp
+    return tp
+
+
+def _unknown_key_error(path: str, key: str, valid: Sequence[str], source: str) -> ConfigError:
+    prefix = f"{path}." if path else ""
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+    return ConfigError(
+        f"unknown config key '{prefix}{key}' in {source}{hint} (valid keys here: {', '.join(sorted(valid))})"
+    )
+
+
+def _check_keys(values: Mapping[str, Any], cls: type, source: str, path: str = "") -> None:
+    """Raise ConfigError for the first key of ``values`` that ``cls`` does not define."""
+    types = _field_types(cls)
+    for key, value in values.items():
+        if key not in types:
+            raise _unknown_key_error(path, str(key), list(types), source)
+        sub = _unwrap_optional(types[key])
+        if dataclasses.is_dataclass(sub):
+            where = f"{path}.{key}" if path else key
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key '{where}' in {source} must be a mapping; got {value!r}")
+            _check_keys(value, sub, source, where)
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict[str, Any], str]]:
+    """Return the layers of ``path`` (its bases first, then itself) with their source names."""
+    path = path.expanduser().resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise ConfigError(f"config files include each other in a cycle: {chain}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config sections, not {type(data).__name__}")
+    bases = data.pop(BASE_KEY, [])
+    if isinstance(bases, str):
+        bases = [bases]
+    layers: list[tuple[dict[str, Any], str]] = []
+    for base in bases:
+        layers.extend(_read_yaml(path.parent / base, (*seen, path)))
+    layers.append((data, str(path)))
+    return layers
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``a.b=value`` into the dotted key and the YAML-parsed value."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value (e.g. stage2.lr=1e-5)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _nest(key: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Build a :class:`Config` from defaults, a YAML file (with its bases) and overrides.
+
+    Args:
+        path: YAML file; None uses the built-in defaults only.
+        overrides: ``key.sub=value`` strings, applied last, in order.
+
+    Raises:
+        ConfigError: unknown keys, wrong types, invalid values or unreadable files.
+    """
+    layers = _read_yaml(Path(path)) if path is not None else []
+    for text in overrides:
+        key, value = parse_override(text)
+        layers.append((_nest(key, value), f"override {text!r}"))
+    merged = OmegaConf.structured(Config)
+    for values, source in layers:
+        _check_keys(values, Config, source)
+        try:
+            merged = OmegaConf.merge(merged, values)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"invalid value in {source}: {_omegaconf_message(err)}") from err
+    try:
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"invalid configuration: {_omegaconf_message(err)}") from err
+
+
+def _omegaconf_message(err: OmegaConfBaseException) -> str:
+    # OmegaConf appends a multi-line "full_key/object_type" trailer; the first line says it all.
+    return str(err).strip().splitlines()[0]
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict of a config (for JSON, checkpoints and printing)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def config_to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML text that :func:`load_config` reads back to an equal config."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def save_config(cfg: Config, run_dir: str | Path) -> Path:
+    """Write the resolved config to ``run_dir/config.yaml`` and return its path."""
+    target = Path(run_dir) / "config.yaml"
+    atomic_write_text(target, config_to_yaml(cfg))
+    return target

@@ -1,0 +1,1 @@
+"""The data layer: dataset parsers, transforms, samplers and loaders."""

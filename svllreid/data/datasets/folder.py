@@ -1,0 +1,221 @@
+"""A user's own data, without writing code.
+
+Three layouts, tried in this order:
+
+1. A CSV manifest (``root`` is a ``.csv`` file, or ``root/manifest.csv`` exists) with columns
+   ``path,pid[,camid][,split]`` (a header row naming them is optional; paths are relative to the
+   CSV file; ``split`` is ``train``, ``query`` or ``gallery``).
+2. Split folders: ``root/train/<identity>/*.jpg``, ``root/query/<identity>/*.jpg`` and
+   ``root/gallery/<identity>/*.jpg``.
+3. Identity folders only: ``root/<identity>/*.jpg``; identities are split into train and test
+   (``test_fraction``, seeded), and each test identity gives one query image per camera (one per
+   identity without cameras) while its other images form the gallery.
+
+Cameras are optional: ``camera_regex`` reads them from file names (the group named ``cam``, else
+the first group, else the whole match); a manifest may carry them in ``camid``. Without cameras the
+evaluation protocol excludes only the query's own image.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from svllreid.data.datasets.common import IMAGE_EXTENSIONS, list_images, raise_if_problems
+from svllreid.data.datasets.registry import register
+from svllreid.data.types import DatasetError, EvalSplit, ReIDDataset, Sample, relabel
+
+SPLITS = ("train", "query", "gallery")
+MANIFEST = "manifest.csv"
+COLUMNS = ("path", "pid", "camid", "split")
+
+
+def _rows_from_identity_folders(folder: Path, split: str | None, problems: list[str]) -> list[tuple]:
+    """Rows (path, identity name, camera label or None, split or None) of identity sub-folders."""
+    rows = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_file() and entry.suffix.lower() in IMAGE_EXTENSIONS:
+            problems.append(f"{entry}: images must sit inside one sub-folder per identity")
+        elif entry.is_dir():
+            images = list_images(entry)
+            if not images:
+                problems.append(f"{entry}: identity folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            rows.extend((str(path), entry.name, None, split) for path in images)
+    return rows
+
+
+def _rows_from_manifest(manifest: Path, problems: list[str]) -> tuple[list[tuple], bool, bool]:
+    """Read the CSV; returns rows and whether it has camera and split columns."""
+    with manifest.open(newline="") as handle:
+        table = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    if not table:
+        raise DatasetError(f"folder: manifest {manifest} is empty; expected rows 'path,pid[,camid][,split]'")
+    first = [cell.strip().lower() for cell in table[0]]
+    if "path" in first and "pid" in first:
+        unknown = [c for c in first if c not in COLUMNS]
+        if unknown:
+            raise DatasetError(f"folder: manifest {manifest} has unknown columns {unknown}; allowed: {COLUMNS}")
+        columns, table = first, table[1:]
+    else:
+        if not 2 <= len(first) <= 4:
+            raise DatasetError(f"folder: manifest {manifest}: rows must be 'path,pid[,camid][,split]'")
+        columns = list(COLUMNS[: len(first)])
+    has_cam, has_split = "camid" in columns, "split" in columns
+    rows = []
+    for number, row in enumerate(table, start=2 if columns == first else 1):
+        cells = dict(zip(columns, (c.strip() for c in row), strict=False))
+        where = f"{manifest}:{number}"
+        if len(row) != len(columns):
+            problems.append(f"{where}: expected {len(columns)} fields ({','.join(columns)}), got {len(row)}")
+            continue
+        if not cells["path"] or not cells["pid"]:
+            problems.append(f"{where}: empty path or pid")
+            continue
+        if has_cam and not cells["camid"]:
+            problems.append(f"{where}: empty camid (the manifest has a camid column)")
+            continue
+        split = cells.get("split", "").lower() or None
+        if has_split and split not in SPLITS:
+            problems.append(f"{where}: split must be train, query or gallery; got {cells['split']!r}")
+            continue
+        path = Path(cells["path"]).expanduser()
+        path = path if path.is_absolute() else manifest.parent / path
+        rows.append((str(path), cells["pid"], cells["camid"] if has_cam else None, split))
+    return rows, has_cam, has_split
+
+
+def _cameras_from_names(rows: list[tuple], pattern: str, problems: list[str]) -> list[tuple]:
+    try:
+        regex = re.compile(pattern)
+    except re.error as err:
+        raise DatasetError(f"folder: camera_regex {pattern!r} is not a valid regular expression: {err}") from err
+    out = []
+    for path, name, _, split in rows:
+        match = regex.search(Path(path).name)
+        if match is None:
+            problems.append(f"{path}: camera_regex {pattern!r} does not match the file name")
+            continue
+        group: str | int = "cam" if "cam" in regex.groupindex else (1 if regex.groups else 0)
+        cam = match.group(group)
+        out.append((path, name, cam, split))
+    return out
+
+
+def _ordinal(labels: set[str]) -> dict[str, int]:
+    """Number labels in sorted order (numerically when they are all integers)."""
+    numeric = all(label.lstrip("-").isdigit() for label in labels)
+    ordered = sorted(labels, key=int) if numeric else sorted(labels)
+    return {label: i for i, label in enumerate(ordered)}
+
+
+def _identity_numbers(names: set[str]) -> dict[str, int]:
+    """Integer identity names keep their value; other names are numbered in sorted order."""
+    if all(name.isdigit() for name in names):
+        return {name: int(name) for name in names}
+    return _ordinal(names)
+
+
+def _auto_split(
+    samples: list[Sample], test_fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    ids = sorted({s.pid for s in samples})
+    if len(ids) < 2:
+        raise DatasetError(f"folder: an automatic train/test split needs at least 2 identities; found {len(ids)}")
+    rng = random.Random(seed)
+    rng.shuffle(ids)
+    n_test = min(max(round(len(ids) * test_fraction), 1), len(ids) - 1)
+    test_ids = set(ids[:n_test])
+    train = [s for s in samples if s.pid not in test_ids]
+    groups: dict[int, dict[int, list[Sample]]] = defaultdict(lambda: defaultdict(list))
+    for s in samples:
+        if s.pid in test_ids:
+            groups[s.pid][s.camid].append(s)
+    query, gallery = [], []
+    for pid in sorted(groups):
+        by_camera = groups[pid]
+        # A query needs a true match: another camera, or (without cameras) another image.
+        usable = len(by_camera) >= 2 if -1 not in by_camera else len(by_camera[-1]) >= 2
+        for cam in sorted(by_camera):
+            images = by_camera[cam]
+            pick = rng.randrange(len(images)) if usable else -1
+            for i, sample in enumerate(images):
+                (query if i == pick else gallery).append(sample)
+    return train, query, gallery
+
+
+@register("folder", kind="person", description="your own images: identity folders or a CSV manifest")
+def folder(
+    root: str | Path,
+    camera_regex: str = "",
+    test_fraction: float = 0.5,
+    split_seed: int = 0,
+    kind: str = "person",
+) -> ReIDDataset:
+    """Args:
+    camera_regex: regular expression that reads the camera from a file name (identity folders).
+    test_fraction: share of identities held out for testing when no split is given.
+    split_seed: seed of that automatic split and of the query picks.
+    kind: "person" or "vehicle" (selects the prompt template).
+    """
+    if kind not in ("person", "vehicle"):
+        raise DatasetError(f"folder: kind must be 'person' or 'vehicle'; got {kind!r}")
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise DatasetError(f"folder: test_fraction must be between 0 and 1 (exclusive); got {test_fraction}")
+    base = Path(root).expanduser()
+    if not str(root) or not base.exists():
+        raise DatasetError(
+            f"folder: {str(base)!r} does not exist; pass a folder of identity sub-folders, a folder with "
+            f"train/, query/ and gallery/, or a CSV manifest (path,pid[,camid][,split])"
+        )
+    problems: list[str] = []
+    manifest = base if base.is_file() else base / MANIFEST
+    has_cam = has_split = False
+    if manifest.is_file():
+        rows, has_cam, has_split = _rows_from_manifest(manifest, problems)
+        if camera_regex:
+            raise DatasetError("folder: camera_regex applies to image folders; a manifest gives cameras in 'camid'")
+    elif (base / "train").is_dir():
+        present = [s for s in SPLITS if (base / s).is_dir()]
+        if present != list(SPLITS):
+            missing = [str(base / s) for s in SPLITS if s not in present]
+            raise DatasetError("folder: found train/ but the split folders are incomplete; missing:", missing)
+        rows = [r for split in SPLITS for r in _rows_from_identity_folders(base / split, split, problems)]
+        has_split = True
+    else:
+        rows = _rows_from_identity_folders(base, None, problems)
+    if camera_regex:
+        rows = _cameras_from_names(rows, camera_regex, problems)
+        has_cam = True
+    raise_if_problems("folder", base, problems)
+    if not rows:
+        raise DatasetError(f"folder: no images found under {base}")
+
+    pid_of = _identity_numbers({r[1] for r in rows})
+    cam_of = _ordinal({r[2] for r in rows}) if has_cam else {}
+    samples_by_split: dict[str | None, list[Sample]] = defaultdict(list)
+    for path, name, cam, split in rows:
+        samples_by_split[split].append(Sample(path, pid_of[name], cam_of[cam] if has_cam else -1, -1))
+    notes = []
+    if has_split:
+        train, query, gallery = (samples_by_split[s] for s in SPLITS)
+    else:
+        train, query, gallery = _auto_split(samples_by_split[None], float(test_fraction), int(split_seed))
+        notes.append(
+            f"automatic split: {len({s.pid for s in query + gallery})} of {len(pid_of)} identities held out "
+            f"for testing (test_fraction={test_fraction}, split_seed={split_seed})"
+        )
+    if not has_cam:
+        notes.append("no camera labels: each query's own image is excluded from its gallery and nothing else")
+    return ReIDDataset(
+        name="folder",
+        root=str(base.resolve()),
+        kind=kind,  # type: ignore[arg-type]
+        train=relabel(train),
+        splits=[EvalSplit("default", query, gallery)],
+        protocol="camera" if has_cam else "no-camera",
+        num_cameras=len(cam_of),
+        notes=notes,
+    )

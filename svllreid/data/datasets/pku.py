@@ -1,0 +1,69 @@
+"""The PKU-Reid subset: ``images/<pid>_<camera>_<orientation>.jpg`` and ``split.json``.
+
+``split.json`` lists disjoint ``train_ids`` and ``test_ids``. Evaluation has two directions:
+queries from camera 01 against a gallery from camera 02, then the swap; the reported figure is
+their mean. The orientation (1-8) becomes the viewpoint id.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from svllreid.data.datasets.common import list_images, raise_if_problems, resolve_root
+from svllreid.data.datasets.registry import register
+from svllreid.data.types import DatasetError, EvalSplit, ReIDDataset, Sample, relabel
+
+PATTERN = re.compile(r"^(\d+)_(\d+)_(\d+)\.")
+NUM_CAMERAS = 2
+NUM_VIEWS = 8
+
+
+def _read_split(path: Path) -> tuple[set[int], set[int]]:
+    try:
+        split = json.loads(path.read_text())
+        train, test = {int(i) for i in split["train_ids"]}, {int(i) for i in split["test_ids"]}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise DatasetError(f"pku: {path} must be JSON with lists 'train_ids' and 'test_ids' ({err})") from err
+    if train & test:
+        raise DatasetError(f"pku: {path}: identities in both train_ids and test_ids: {sorted(train & test)}")
+    return train, test
+
+
+@register("pku", kind="person", description="PKU-Reid subset (2 cameras, split.json, two query directions)")
+def pku(root: str | Path) -> ReIDDataset:
+    base = resolve_root(root, ("images", "split.json"), "pku", ("pku-reid-subset",))
+    train_ids, test_ids = _read_split(base / "split.json")
+    problems: list[str] = []
+    samples = []
+    for path in list_images(base / "images"):
+        match = PATTERN.match(path.name)
+        if match is None:
+            problems.append(f"{path}: file name is not <pid>_<camera>_<orientation>.jpg")
+            continue
+        pid, cam, orientation = (int(g) for g in match.groups())
+        if not 1 <= cam <= NUM_CAMERAS or not 1 <= orientation <= NUM_VIEWS:
+            problems.append(f"{path}: camera must be 1-{NUM_CAMERAS} and orientation 1-{NUM_VIEWS}")
+            continue
+        samples.append(Sample(str(path), pid, cam - 1, orientation - 1))
+    seen = {s.pid for s in samples}
+    missing = sorted((train_ids | test_ids) - seen)
+    if missing:
+        problems.append(f"split.json names identities without images: {missing}")
+    raise_if_problems("pku", base, problems)
+    test = [s for s in samples if s.pid in test_ids]
+    cam1 = [s for s in test if s.camid == 0]
+    cam2 = [s for s in test if s.camid == 1]
+    unused = len(seen - train_ids - test_ids)
+    return ReIDDataset(
+        name="pku",
+        root=str(base),
+        kind="person",
+        train=relabel([s for s in samples if s.pid in train_ids]),
+        splits=[EvalSplit("camera 01 -> 02", cam1, cam2), EvalSplit("camera 02 -> 01", cam2, cam1)],
+        protocol="camera",
+        num_cameras=NUM_CAMERAS,
+        num_views=NUM_VIEWS,
+        notes=[f"{unused} identities not in split.json are ignored"] if unused else [],
+    )

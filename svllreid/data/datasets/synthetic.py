@@ -1,0 +1,65 @@
+"""The ``synthetic`` dataset: procedurally drawn people, generated on first use and cached.
+
+It is written in the Market-1501 layout and read back with the Market-1501 parser, so the code
+path is the one real data takes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from svllreid.data.datasets.market1501 import MARKET_PATTERN, parse_three_folder
+from svllreid.data.datasets.registry import register
+from svllreid.data.synthetic import generate_synthetic, synthetic_matches
+from svllreid.data.types import DatasetError, ReIDDataset
+
+
+def cache_dir() -> Path:
+    """Where generated data is cached: ``$SVLLREID_CACHE`` or ``~/.cache/svllreid``."""
+    return Path(os.environ.get("SVLLREID_CACHE", "~/.cache/svllreid")).expanduser()
+
+
+def ensure_synthetic(root: str | Path, ids: int, cameras: int, images_per_camera: int, seed: int) -> Path:
+    """Return a folder holding the synthetic dataset of these parameters, generating it if needed.
+
+    Generation goes to a temporary sibling folder that is renamed into place, so concurrent
+    callers (several training processes) and interrupted runs never leave a partial dataset.
+    """
+    params = {"num_ids": ids, "num_cameras": cameras, "images_per_camera": images_per_camera, "seed": seed}
+    target = Path(root).expanduser() if root else cache_dir() / f"synthetic-{ids}x{cameras}x{images_per_camera}-s{seed}"
+    if synthetic_matches(target, **params):
+        return target
+    if target.exists() and any(target.iterdir()):
+        raise DatasetError(
+            f"synthetic: {target} already holds other data (no synthetic.json with ids={ids}, "
+            f"cameras={cameras}, images_per_camera={images_per_camera}, seed={seed}); "
+            "choose an empty or new folder, or leave the root empty to use the cache"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        generate_synthetic(staging, **params)
+        if target.exists():
+            target.rmdir()  # empty (checked above)
+        staging.rename(target)
+    except OSError:
+        if not synthetic_matches(target, **params):  # another process did not win the race either
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@register("synthetic", kind="person", description="drawn people in the Market-1501 layout, generated on demand")
+def synthetic(
+    root: str | Path = "", ids: int = 100, cameras: int = 6, images_per_camera: int = 4, seed: int = 0
+) -> ReIDDataset:
+    """Args:
+    ids, cameras, images_per_camera, seed: generator parameters (see ``svllreid data synth``).
+    root: folder to generate into / read from; empty uses the cache folder.
+    """
+    folder = ensure_synthetic(root, int(ids), int(cameras), int(images_per_camera), int(seed))
+    return parse_three_folder(folder, "synthetic", MARKET_PATTERN, int(cameras), ())

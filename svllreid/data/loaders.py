@@ -1,0 +1,185 @@
+"""Image reading, the optional decoded-image cache, the torch Dataset and DataLoader builders."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from svllreid.data.samplers import PKSampler
+from svllreid.data.types import Sample
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[Any], torch.Tensor]
+
+
+class ImageReadError(OSError):
+    """An image file is missing, unreadable or corrupt."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(
+            f"cannot read image {path}: {reason}. Run 'svllreid data check' on the dataset to list every bad file."
+        )
+        self.path = path
+
+
+def read_resized(path: str, size: Sequence[int]) -> torch.Tensor:
+    """Decode ``path`` as RGB and resize it (bicubic) to ``size`` = (height, width).
+
+    Returns:
+        uint8 tensor ``[3, H, W]``. Cached and uncached loading both go through here, so the
+        two give identical pixels.
+    """
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+    except FileNotFoundError as err:
+        raise ImageReadError(path, "file not found") from err
+    except Exception as err:  # PIL raises many types for corrupt data
+        raise ImageReadError(path, f"{type(err).__name__}: {err}") from err
+    height, width = size
+    if rgb.size != (width, height):
+        rgb = rgb.resize((width, height), Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
+
+
+class ImageCache:
+    """Decoded, resized uint8 images in shared memory, filled lazily on first access.
+
+    The storage is allocated in shared memory before DataLoader workers start, so an image
+    decoded by any worker is reused by every worker and every later epoch: each image is
+    decoded once per run.
+    """
+
+    def __init__(self, paths: Sequence[str], size: Sequence[int]):
+        self.size = (int(size[0]), int(size[1]))
+        self.slot = {path: i for i, path in enumerate(dict.fromkeys(paths))}
+        count = len(self.slot)
+        self.pixels = torch.zeros((count, 3, *self.size), dtype=torch.uint8).share_memory_()
+        self.filled = torch.zeros(count, dtype=torch.bool).share_memory_()
+        log.info("image cache: %d images, %.2f GB of shared memory", count, self.nbytes / 1e9)
+
+    @property
+    def nbytes(self) -> int:
+        return self.pixels.numel()
+
+    def get(self, path: str) -> torch.Tensor:
+        slot = self.slot[path]
+        if not self.filled[slot]:
+            self.pixels[slot] = read_resized(path, self.size)
+            self.filled[slot] = True
+        return self.pixels[slot]
+
+
+class ReIDImageDataset(Dataset):
+    """Samples -> dicts ``{"image", "pid", "camid", "viewid", "index"}`` (and ``"views"``).
+
+    Args:
+        samples: the images.
+        transform: applied to the (resized uint8) image.
+        size: (height, width) every image is resized to before the transform.
+        view_transform: if given, two extra views are made from the same image with it and
+            returned as ``"views"`` ``[2, 3, H, W]`` (SVLL's vision self-supervision).
+        cache: an :class:`ImageCache` holding these samples' paths, or None to decode each time.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Transform,
+        size: Sequence[int],
+        view_transform: Transform | None = None,
+        cache: ImageCache | None = None,
+    ):
+        self.samples = list(samples)
+        self.transform = transform
+        self.view_transform = view_transform
+        self.size = (int(size[0]), int(size[1]))
+        self.cache = cache
+        if cache is not None and cache.size != self.size:
+            raise ValueError(f"image cache holds {cache.size} images but the dataset needs {self.size}")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> torch.Tensor:
+        path = self.samples[index].path
+        return self.cache.get(path) if self.cache is not None else read_resized(path, self.size)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        image = self.load(index)
+        item = {
+            "image": self.transform(image),
+            "pid": sample.pid,
+            "camid": sample.camid,
+            "viewid": sample.viewid,
+            "index": index,
+        }
+        if self.view_transform is not None:
+            item["views"] = torch.stack([self.view_transform(image), self.view_transform(image)])
+        return item
+
+
+def _worker_kwargs(num_workers: int) -> dict[str, Any]:
+    # Workers are not persistent: new workers each epoch take their seeds from the loader's
+    # generator, which set_loader_epoch re-seeds, so augmentation is reproducible per epoch.
+    if num_workers <= 0:
+        return {"num_workers": 0}
+    return {"num_workers": num_workers, "prefetch_factor": 4}
+
+
+def build_train_loader(
+    dataset: ReIDImageDataset,
+    ids_per_batch: int,
+    images_per_id: int,
+    seed: int,
+    num_workers: int = 4,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A P×K loader. Call :func:`set_loader_epoch` before each epoch for reproducible order
+    and augmentation (the sampler and the workers' random seeds both follow the epoch)."""
+    sampler = PKSampler(
+        [s.pid for s in dataset.samples],
+        ids_per_batch,
+        images_per_id,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+    )
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        generator=generator,
+        pin_memory=pin_memory,
+        **_worker_kwargs(num_workers),
+    )
+
+
+def set_loader_epoch(loader: DataLoader, epoch: int, seed: int, rank: int = 0) -> None:
+    """Re-seed a train loader for ``epoch``: its sampler's order and its workers' augmentation
+    seeds. With ``num_workers=0`` augmentation draws from the main process's global torch RNG,
+    whose state the caller saves and restores."""
+    sampler = loader.batch_sampler
+    if isinstance(sampler, PKSampler):
+        sampler.set_epoch(epoch)
+    if loader.generator is not None:
+        loader.generator.manual_seed(seed * 100_003 + epoch * 101 + rank)
+
+
+def build_test_loader(
+    dataset: ReIDImageDataset, batch_size: int, num_workers: int = 4, pin_memory: bool = False
+) -> DataLoader:
+    """Ordered, unshuffled batches for feature extraction."""
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, pin_memory=pin_memory, **_worker_kwargs(num_workers)
+    )

@@ -1,0 +1,101 @@
+"""The P×K identity sampler of stage 2 (METHOD.md 3.3), DDP-aware and seeded.
+
+Each batch holds ``ids_per_batch`` (P) identities with ``images_per_id`` (K) images each.
+Identities with fewer than K images are sampled with replacement; an epoch ends when fewer than
+P identities have unused images. Under DDP every process gets a disjoint share of the identities
+each epoch and all processes yield the same number of batches.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+
+from torch.utils.data import Sampler
+
+
+class PKSampler(Sampler[list[int]]):
+    """Yields lists of dataset indices, one P×K batch each (use as a DataLoader ``batch_sampler``).
+
+    The order depends only on ``(seed, epoch, rank, world_size)``: call :meth:`set_epoch` before
+    each epoch; resuming at an epoch boundary reproduces the same batches.
+    """
+
+    def __init__(
+        self,
+        pids: Sequence[int],
+        ids_per_batch: int,
+        images_per_id: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        if ids_per_batch < 1 or images_per_id < 1:
+            raise ValueError(f"ids_per_batch and images_per_id must be positive; got {ids_per_batch}, {images_per_id}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
+        self.index_by_pid: dict[int, list[int]] = defaultdict(list)
+        for index, pid in enumerate(pids):
+            self.index_by_pid[pid].append(index)
+        num_ids = len(self.index_by_pid)
+        if num_ids // world_size < ids_per_batch:
+            raise ValueError(
+                f"P×K sampling needs at least P={ids_per_batch} identities per process; the training set has "
+                f"{num_ids} identities for {world_size} process(es). Lower stage2.ids_per_batch."
+            )
+        self.ids_per_batch = ids_per_batch
+        self.images_per_id = images_per_id
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _rank_batches(self, epoch: int, rank: int) -> list[list[int]]:
+        ids = sorted(self.index_by_pid)
+        random.Random(f"pk-shuffle-{self.seed}-{epoch}").shuffle(ids)  # same on every rank
+        rng = random.Random(f"pk-{self.seed}-{epoch}-{rank}")
+        k = self.images_per_id
+        chunks: dict[int, list[list[int]]] = {}
+        for pid in ids[rank :: self.world_size]:
+            indices = list(self.index_by_pid[pid])
+            if len(indices) < k:
+                indices = rng.choices(indices, k=k)
+            rng.shuffle(indices)
+            chunks[pid] = [indices[i : i + k] for i in range(0, len(indices) - k + 1, k)]
+        available = sorted(chunks)
+        batches = []
+        while len(available) >= self.ids_per_batch:
+            batch: list[int] = []
+            for pid in rng.sample(available, self.ids_per_batch):
+                batch.extend(chunks[pid].pop())
+                if not chunks[pid]:
+                    available.remove(pid)
+            batches.append(batch)
+        return batches
+
+    def batches(self) -> list[list[int]]:
+        """This process's batches of the current epoch (cut to the shortest process's count)."""
+        if self._cache is None or self._cache[0] != self.epoch:
+            mine = self._rank_batches(self.epoch, self.rank)
+            if self.world_size > 1:
+                shortest = min(len(self._rank_batches(self.epoch, r)) for r in range(self.world_size))
+                mine = mine[:shortest]
+            self._cache = (self.epoch, mine)
+        return self._cache[1]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.seed, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])

@@ -1,0 +1,49 @@
+"""Per-split counts of a dataset (``svllreid data stats``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from svllreid.data.datasets import load_dataset
+from svllreid.data.datasets.common import resolve_root
+from svllreid.data.datasets.vehicleid import ALIASES, SPLIT_DIR, TEST_SIZES, test_list_name
+from svllreid.data.types import DatasetError, ReIDDataset, split_summary
+
+
+def summarize(dataset: ReIDDataset) -> dict[str, dict[str, int]]:
+    """``{"train": {...}, "query": {...}, "gallery": {...}}`` with ids, images and cameras each."""
+    return {
+        "train": split_summary(dataset.train),
+        "query": split_summary(dataset.query),
+        "gallery": split_summary(dataset.gallery),
+    }
+
+
+def dataset_stats(name: str, root: str, **options: Any) -> dict[str, dict[str, int]]:
+    """Counts per split. VehicleID reports train and every test size whose list file exists
+    (``test_800``, ``test_1600``, ``test_2400``: identities and images of the whole test list)."""
+    if name != "vehicleid":
+        return summarize(load_dataset(name, root, **options))
+    options.pop("test_size", None)
+    base = resolve_root(root, ("image", f"{SPLIT_DIR}/train_list.txt"), name, ALIASES)
+    sizes = [size for size in TEST_SIZES.values() if (base / SPLIT_DIR / test_list_name(size)).is_file()]
+    if not sizes:
+        expected = [str(base / SPLIT_DIR / test_list_name(size)) for size in TEST_SIZES.values()]
+        raise DatasetError("vehicleid: no test list found; expected at least one of:", expected)
+    stats: dict[str, dict[str, int]] = {}
+    for size in sizes:
+        dataset = load_dataset(name, str(base), test_size=size, **options)
+        test = dataset.splits[0].query + dataset.splits[0].gallery
+        stats.setdefault("train", split_summary(dataset.train))
+        stats[f"test_{size}"] = {k: v for k, v in split_summary(test).items() if k != "cameras"}
+    return stats
+
+
+def format_stats(stats: dict[str, dict[str, Any]]) -> str:
+    """A small aligned table of :func:`dataset_stats` output."""
+    columns = [c for c in ("ids", "images", "cameras") if any(c in row for row in stats.values())]
+    width = max(len(k) for k in stats) + 2
+    lines = ["split".ljust(width) + "".join(c.rjust(10) for c in columns)]
+    for split, row in stats.items():
+        lines.append(split.ljust(width) + "".join(str(row.get(c, "-")).rjust(10) for c in columns))
+    return "\n".join(lines)

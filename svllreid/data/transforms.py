@@ -1,0 +1,79 @@
+"""Image transforms of METHOD.md 3.3 and 4.2 on torchvision.transforms.v2.
+
+Every transform accepts a PIL image or a uint8 ``[3, H, W]`` tensor (what the image cache holds)
+and returns a normalised float32 ``[3, H, W]`` tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchvision.transforms import InterpolationMode, v2
+
+#: Mean/std of CLIP ViT configs in the reference (0.5 per channel) and of ImageNet (RN50 configs).
+VIT_MEAN = VIT_STD = (0.5, 0.5, 0.5)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _head(size: Sequence[int]) -> list[v2.Transform]:
+    return [v2.ToImage(), v2.Resize(list(size), interpolation=InterpolationMode.BICUBIC, antialias=True)]
+
+
+def _tail(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+
+
+def build_test_transform(
+    size: Sequence[int], mean: Sequence[float] = VIT_MEAN, std: Sequence[float] = VIT_STD
+) -> v2.Compose:
+    """Resize (bicubic) -> tensor -> normalise."""
+    return v2.Compose([*_head(size), *_tail(mean, std)])
+
+
+def build_train_transform(
+    size: Sequence[int],
+    mean: Sequence[float] = VIT_MEAN,
+    std: Sequence[float] = VIT_STD,
+    padding: int = 10,
+    flip_prob: float = 0.5,
+    erasing_prob: float = 0.5,
+) -> v2.Compose:
+    """Resize -> flip -> pad -> random crop -> normalise -> random erasing with noise fill.
+
+    Erasing covers 2%-33% of the image with aspect 0.3-3.3, filled with per-pixel normal noise.
+    """
+    return v2.Compose(
+        [
+            *_head(size),
+            v2.RandomHorizontalFlip(flip_prob),
+            v2.Pad(padding),
+            v2.RandomCrop(list(size)),
+            *_tail(mean, std),
+            v2.RandomErasing(p=erasing_prob, scale=(0.02, 0.33), ratio=(0.3, 3.3), value="random"),
+        ]
+    )
+
+
+def build_ssl_view_transform(
+    size: Sequence[int],
+    mean: Sequence[float] = VIT_MEAN,
+    std: Sequence[float] = VIT_STD,
+    padding: int = 10,
+    flip_prob: float = 0.5,
+    erasing_prob: float = 0.5,
+    erasing_area: float = 0.33,
+) -> v2.Compose:
+    """One of SVLL's two occluded self-supervision views: the train pipeline, but the erased
+    rectangle always covers ``erasing_area`` of the image (about a third in the reference)."""
+    return v2.Compose(
+        [
+            *_head(size),
+            v2.RandomHorizontalFlip(flip_prob),
+            v2.Pad(padding),
+            v2.RandomCrop(list(size)),
+            *_tail(mean, std),
+            v2.RandomErasing(p=erasing_prob, scale=(erasing_area, erasing_area), ratio=(0.3, 3.3), value="random"),
+        ]
+    )

@@ -1,0 +1,113 @@
+"""The data layer's vocabulary: samples, evaluation splits and parsed datasets.
+
+Everything here is pure Python so that dataset parsers can be used and tested without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+
+#: Camera or view id of a sample whose camera / viewpoint is not known.
+UNKNOWN = -1
+
+Kind = Literal["person", "vehicle"]
+Protocol = Literal["camera", "no-camera"]
+
+
+class Sample(NamedTuple):
+    """One image: absolute path, identity, 0-based camera id and 0-based viewpoint id.
+
+    ``pid`` is relabelled to 0..N-1 for training samples; query and gallery samples keep the
+    dataset's own identity numbers (0 is a distractor where the dataset has them).
+    ``camid`` and ``viewid`` are :data:`UNKNOWN` (-1) where the dataset has no such label.
+    """
+
+    path: str
+    pid: int
+    camid: int
+    viewid: int
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be read. ``problems`` lists every individual problem found."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        self.problems = list(problems or [])
+        details = ""
+        if self.problems:
+            shown = self.problems[:20]
+            details = "\n  - " + "\n  - ".join(shown)
+            if len(self.problems) > len(shown):
+                details += f"\n  ... and {len(self.problems) - len(shown)} more"
+        super().__init__(message + details)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class EvalSplit:
+    """One query/gallery pair to evaluate. Datasets with several (PKU's two camera directions,
+    VehicleID's seeded trials) report the mean over their splits."""
+
+    name: str
+    query: list[Sample]
+    gallery: list[Sample]
+
+
+@dataclass
+class ReIDDataset:
+    """A parsed dataset: training samples and one or more evaluation splits.
+
+    Attributes:
+        name: registry name of the parser that produced it.
+        root: the folder (or manifest file) it was read from.
+        kind: ``"person"`` or ``"vehicle"``; selects the prompt template.
+        train: training samples, identities relabelled 0..num_train_ids-1.
+        splits: evaluation splits; ``splits[0]`` is the default query/gallery pair.
+        protocol: ``"camera"`` (same-identity-same-camera gallery images are junk) or
+            ``"no-camera"`` (only the query's own image is excluded).
+        num_cameras: size of the camera-id space (0 when there are no cameras).
+        num_views: size of the viewpoint-id space (0 when there are no viewpoint labels).
+        notes: facts a user should know (images without a view label, auto-made splits, ...).
+    """
+
+    name: str
+    root: str
+    kind: Kind
+    train: list[Sample]
+    splits: list[EvalSplit]
+    protocol: Protocol
+    num_cameras: int
+    num_views: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def query(self) -> list[Sample]:
+        return self.splits[0].query if self.splits else []
+
+    @property
+    def gallery(self) -> list[Sample]:
+        return self.splits[0].gallery if self.splits else []
+
+    @property
+    def num_train_ids(self) -> int:
+        return len({s.pid for s in self.train})
+
+    @property
+    def has_cameras(self) -> bool:
+        return self.protocol == "camera"
+
+
+def relabel(samples: list[Sample]) -> list[Sample]:
+    """Map identities to 0..N-1 in order of their sorted original ids."""
+    mapping = {pid: i for i, pid in enumerate(sorted({s.pid for s in samples}))}
+    return [s._replace(pid=mapping[s.pid]) for s in samples]
+
+
+def split_summary(samples: list[Sample]) -> dict[str, int]:
+    """Identities, images and cameras of one list of samples (unknown cameras not counted)."""
+    return {
+        "ids": len({s.pid for s in samples}),
+        "images": len(samples),
+        "cameras": len({s.camid for s in samples if s.camid != UNKNOWN}),
+    }

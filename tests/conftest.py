@@ -1,0 +1,149 @@
+"""Shared fixtures: tiny fake dataset trees with the real naming schemes."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+SHARED_PKU = Path(__file__).resolve().parents[2] / "shared" / "data" / "pku-reid-subset"
+
+
+def _jpeg_bytes(color: tuple[int, int, int] = (120, 80, 40), size: tuple[int, int] = (8, 16)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+TINY_JPEG = _jpeg_bytes()
+
+
+def write_images(folder: Path, names: Iterable[str], data: bytes = TINY_JPEG) -> list[Path]:
+    """Write the same tiny JPEG under every name (folders created as needed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in names:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
+
+
+def market_names(pid: int, cams: Iterable[int], per_cam: int, start: int = 0) -> list[str]:
+    return [f"{pid:04d}_c{c}s1_{start + i:06d}_00.jpg" for c in cams for i in range(per_cam)]
+
+
+def duke_names(pid: int, cams: Iterable[int], per_cam: int) -> list[str]:
+    return [f"{pid:04d}_c{c}_f{1000 * c + i:07d}.jpg" for c in cams for i in range(per_cam)]
+
+
+@pytest.fixture
+def market_root(tmp_path: Path) -> Path:
+    """3 train ids (2, 7, 9 with 4, 2, 6 images), 2 query ids, gallery with junk (-1) and distractors (0)."""
+    root = tmp_path / "Market-1501-v15.09.15"
+    write_images(
+        root / "bounding_box_train",
+        market_names(2, [1, 2], 2) + market_names(7, [3], 2) + market_names(9, [4, 5, 6], 2),
+    )
+    write_images(root / "query", market_names(11, [1], 1) + market_names(12, [2], 1))
+    gallery = market_names(11, [1, 3], 2) + market_names(12, [4], 3) + market_names(0, [5], 2)
+    gallery += ["-1_c6s1_000001_00.jpg", "-1_c1s1_000002_00.jpg"]
+    write_images(root / "bounding_box_test", gallery)
+    (root / "bounding_box_test" / "Thumbs.db").write_text("not an image")
+    return root
+
+
+@pytest.fixture
+def duke_root(tmp_path: Path) -> Path:
+    root = tmp_path / "DukeMTMC-reID"
+    write_images(root / "bounding_box_train", duke_names(5, [1, 8], 2) + duke_names(6, [2], 3))
+    write_images(root / "query", duke_names(20, [7], 1))
+    write_images(root / "bounding_box_test", duke_names(20, [3, 7], 2) + duke_names(21, [1], 1))
+    return root
+
+
+@pytest.fixture
+def msmt_root(tmp_path: Path) -> Path:
+    """Train list (2 ids), val list (1 more id and 1 shared), query/gallery lists over test/."""
+    root = tmp_path / "MSMT17_V1"
+
+    def name(pid: int, cam: int, i: int) -> str:
+        return f"{pid:04d}/{pid:04d}_{i:03d}_{cam:02d}_0303morning_{i:04d}_0.jpg"
+
+    train = [(name(0, 1, 0), 0), (name(0, 15, 1), 0), (name(1, 3, 2), 1)]
+    val = [(name(1, 4, 3), 1), (name(5, 2, 4), 5)]
+    query = [(name(100, 1, 0), 100)]
+    gallery = [(name(100, 2, 1), 100), (name(100, 1, 2), 100), (name(101, 9, 3), 101)]
+    for folder, entries in (("train", train + val), ("test", query + gallery)):
+        write_images(root / folder, [rel for rel, _ in entries])
+    for list_name, entries in (("train", train), ("val", val), ("query", query), ("gallery", gallery)):
+        (root / f"list_{list_name}.txt").write_text("".join(f"{rel} {label}\n" for rel, label in entries))
+    return root
+
+
+def veri_names(pid: int, cams: Iterable[int], per_cam: int) -> list[str]:
+    return [f"{pid:04d}_c{c:03d}_{100 * c + i:08d}_0.jpg" for c in cams for i in range(per_cam)]
+
+
+@pytest.fixture
+def veri_root(tmp_path: Path) -> Path:
+    root = tmp_path / "VeRi"
+    write_images(root / "image_train", veri_names(1, [1, 20], 2) + veri_names(3, [5], 2))
+    write_images(root / "image_query", veri_names(2, [2], 1))
+    write_images(root / "image_test", veri_names(2, [2, 3], 2) + veri_names(4, [7], 1))
+    return root
+
+
+def write_veri_views(root: Path, skip: Iterable[str] = ()) -> None:
+    """Viewpoint files in the keypoint format: path, 20 keypoint coordinates, view id last."""
+    skip = set(skip)
+    for label_file, folders in (
+        ("keypoint_train.txt", ["image_train"]),
+        ("keypoint_test.txt", ["image_query", "image_test"]),
+    ):
+        lines = []
+        for folder in folders:
+            for i, path in enumerate(sorted((root / folder).iterdir())):
+                if path.name not in skip:
+                    coords = " ".join(["10"] * 40)
+                    lines.append(f"VeRi/{folder}/{path.name} {coords} {i % 8}\n")
+        (root / label_file).write_text("".join(lines))
+
+
+@pytest.fixture
+def vehicleid_root(tmp_path: Path) -> Path:
+    """Train: 3 vehicles. Test 800 list: 3 vehicles (3, 2 and 1 images); 1600 list: 4 vehicles."""
+    root = tmp_path / "VehicleID_V1.0"
+    train = [("0000001", 1), ("0000002", 1), ("0000003", 4), ("0000004", 7)]
+    test_800 = [
+        ("0001001", 50),
+        ("0001002", 50),
+        ("0001003", 50),
+        ("0001004", 51),
+        ("0001005", 51),
+        ("0001006", 52),
+    ]
+    test_1600 = [*test_800, ("0001007", 60)]
+    write_images(root / "image", [f"{n}.jpg" for n, _ in train + test_1600])
+    split = root / "train_test_split"
+    split.mkdir(parents=True)
+    for list_name, rows in (
+        ("train_list", train),
+        ("test_list_800", test_800),
+        ("test_list_1600", test_1600),
+    ):
+        (split / f"{list_name}.txt").write_text("".join(f"{n} {v}\n" for n, v in rows))
+    return root
+
+
+@pytest.fixture
+def pku_root(tmp_path: Path) -> Path:
+    root = tmp_path / "pku"
+    names = [f"{pid:03d}_{cam:02d}_{o}.jpg" for pid in (1, 2, 3, 4) for cam in (1, 2) for o in (1, 2)]
+    write_images(root / "images", names)
+    (root / "split.json").write_text('{"train_ids": ["001", "002"], "test_ids": ["003", "004"]}')
+    return root
