@@ -102,3 +102,11 @@ def test_saved_config_round_trips(tmp_path):
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     load_config(path)
+
+
+def test_yaml_1_1_words_stay_strings(tmp_path):
+    # YAML 1.1 reads off/on/yes/no as booleans; configs use YAML 1.2 booleans (true/false only).
+    assert load_config(None, ["data.check=off"]).data.check == "off"
+    (tmp_path / "c.yaml").write_text("data:\n  check: off\n  cache_images: true\nrun:\n  name: yes\n")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert (cfg.data.check, cfg.data.cache_images, cfg.run.name) == ("off", True, "yes")

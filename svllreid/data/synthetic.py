@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import shutil
 import time
@@ -446,9 +447,7 @@ def _draw_pattern(p: _Painter, ident: _Identity, torso: list[Point], view: int, 
         elif view in (LEFT, RIGHT):
             edge = [q for q in torso if q[0] * d > 0]
             front_x = max(q[0] * d for q in edge) * d
-            p.poly(
-                [(front_x, 0.16), (front_x - d * 0.022, 0.16), (front_x - d * 0.026, 0.5), (front_x, 0.5)], c2
-            )
+            p.poly([(front_x, 0.16), (front_x - d * 0.022, 0.16), (front_x - d * 0.026, 0.5), (front_x, 0.5)], c2)
         # The back of a jacket is plain.
     elif ident.upper_pattern == "logo" and view == FRONT:
         p.rect((-0.034, 0.22), (0.034, 0.29), c2, radius=0.006)
@@ -686,9 +685,7 @@ def _background(seed: int, cam: _Camera, width: int, height: int) -> Image.Image
             wy1 = max(wy0 + 2, min(hy - height // 14, int(height * rng.uniform(0.32, 0.42))))
             draw.rectangle((wx0 - 4, wy0 - 4, wx0 + width // 4 + 4, wy1 + 4), fill=_shade(wall, 0.8))
             draw.rectangle((wx0, wy0, wx0 + width // 4, wy1), fill=wall2)
-            draw.line(
-                (wx0, (wy0 + wy1) // 2, wx0 + width // 4, (wy0 + wy1) // 2), fill=_shade(wall, 0.75), width=3
-            )
+            draw.line((wx0, (wy0 + wy1) // 2, wx0 + width // 4, (wy0 + wy1) // 2), fill=_shade(wall, 0.75), width=3)
         draw.rectangle((0, hy - height // 30, pw, hy), fill=_shade(wall, 0.7))  # kerb
     elif cam.style == "indoor":  # wall, a door, skirting board, tiles
         dx = int(rng.integers(0, pw - width // 2))
@@ -750,9 +747,7 @@ def _draw_occluder(
         x0 = width * rng.uniform(-0.4, 0.2)
         x1 = x0 + width * rng.uniform(0.7, 1.4)
         draw.rounded_rectangle((x0, top, x1, height + 20), radius=width * 0.08, fill=c)
-        draw.rectangle(
-            (x0, top + (height - top) * 0.15, x1, top + (height - top) * 0.22), fill=_shade(c, 1.2)
-        )
+        draw.rectangle((x0, top + (height - top) * 0.15, x1, top + (height - top) * 0.22), fill=_shade(c, 1.2))
     else:  # part of another pedestrian at the crop's edge
         other = _sample_identity(rng)
         pose = _sample_pose(rng, int(rng.integers(4)))
@@ -762,9 +757,7 @@ def _draw_occluder(
         _draw_person(_Painter(draw, cx, height - unit * rng.uniform(0.98, 1.02), unit), other, pose)
 
 
-def _render(
-    seed: int, ident: _Identity, cam: _Camera, rng: np.random.Generator, size: tuple[int, int]
-) -> Image.Image:
+def _render(seed: int, ident: _Identity, cam: _Camera, rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
     """One crop of ``ident`` seen by ``cam``, at ``size`` = (height, width)."""
     h, w = size
     ss = _SUPERSAMPLE
@@ -887,29 +880,39 @@ class SynthSummary:
     seconds: float
 
 
-def _validate(
-    num_ids: int, num_cameras: int, images_per_camera: int, seed: int, image_size: Any
-) -> tuple[int, int]:
-    if not isinstance(num_ids, int) or num_ids < 2:
-        raise ValueError(
-            f"num_ids must be an integer >= 2 (one train and one test identity), got {num_ids!r}"
-        )
-    if not isinstance(num_cameras, int) or not 2 <= num_cameras <= MAX_CAMERAS:
-        raise ValueError(
-            f"num_cameras must be an integer in 2..{MAX_CAMERAS} (every identity is seen by at least two "
-            f"cameras and Market-1501 names hold a single camera digit), got {num_cameras!r}"
-        )
-    if not isinstance(images_per_camera, int) or images_per_camera < 1:
-        raise ValueError(f"images_per_camera must be an integer >= 1, got {images_per_camera!r}")
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+def _integer(name: str, value: Any, low: int, high: int | None, why: str = "") -> int:
     try:
-        height, width = (int(v) for v in image_size)
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < low or (high is not None and number > high):
+        bounds = f">= {low}" if high is None else f"in {low}..{high}"
+        raise ValueError(f"{name} must be an integer {bounds}{why}, got {value!r}")
+    return number
+
+
+def _validate(
+    num_ids: Any, num_cameras: Any, images_per_camera: Any, seed: Any, image_size: Any
+) -> tuple[int, int, int, int, tuple[int, int]]:
+    ids = _integer("num_ids", num_ids, 2, 9999, " (one train and one test identity; 4-digit Market ids)")
+    cams = _integer(
+        "num_cameras",
+        num_cameras,
+        2,
+        MAX_CAMERAS,
+        " (every identity is seen by two cameras or more; Market-1501 names hold a single camera digit)",
+    )
+    per_camera = _integer("images_per_camera", images_per_camera, 1, 999_999)
+    seed = _integer("seed", seed, 0, None)
+    try:
+        height, width = (operator.index(v) for v in image_size)
     except (TypeError, ValueError):
-        raise ValueError(f"image_size must be a (height, width) pair, got {image_size!r}") from None
+        raise ValueError(f"image_size must be a (height, width) pair of integers, got {image_size!r}") from None
     if height < _MIN_SIZE[0] or width < _MIN_SIZE[1]:
         raise ValueError(f"image_size (height, width) must be at least {_MIN_SIZE}, got {image_size!r}")
-    return height, width
+    return ids, cams, per_camera, seed, (height, width)
 
 
 def _params(num_ids: int, num_cameras: int, images_per_camera: int, seed: int, size: tuple[int, int]) -> dict:
@@ -958,7 +961,9 @@ def generate_synthetic(
         FileExistsError: ``out`` already holds images that this generator did not write.
     """
     start = time.perf_counter()
-    height, width = _validate(num_ids, num_cameras, images_per_camera, seed, image_size)
+    num_ids, num_cameras, images_per_camera, seed, (height, width) = _validate(
+        num_ids, num_cameras, images_per_camera, seed, image_size
+    )
     root = Path(out)
     meta_path, partial = root / META_FILE, root / PARTIAL_FILE
     dirs = [root / d for d in SPLIT_DIRS.values()]

@@ -44,10 +44,7 @@ def scan(root: Path) -> dict[str, list[tuple[int, int, str]]]:
 
 
 def hashes(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*.jpg"))
-    }
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.jpg"))}
 
 
 @pytest.fixture(scope="module")
@@ -203,9 +200,12 @@ def test_refuses_to_overwrite_foreign_data(tmp_path):
     [
         ({"num_ids": 1}, "num_ids"),
         ({"num_ids": 0}, "num_ids"),
+        ({"num_ids": 10_000}, "num_ids"),
+        ({"num_ids": 4.5}, "num_ids"),
         ({"num_cameras": 1}, "num_cameras"),
         ({"num_cameras": 10}, "num_cameras"),
         ({"images_per_camera": 0}, "images_per_camera"),
+        ({"images_per_camera": "3"}, "images_per_camera"),
         ({"seed": -1}, "seed"),
         ({"image_size": (8, 4)}, "image_size"),
     ],

@@ -1,0 +1,49 @@
+"""The data factory: config -> dataset (with its start-of-training check), transforms, cache."""
+
+from __future__ import annotations
+
+import pytest
+
+from svllreid.config import load_config
+from svllreid.data.factory import build_dataset, build_image_cache, build_transforms
+from svllreid.data.types import DatasetError
+from tests.conftest import write_images
+
+
+def test_build_dataset_runs_the_quick_check(market_root):
+    cfg = load_config(None, ["data.dataset=market1501", f"data.root={market_root}"]).data
+    assert build_dataset(cfg).num_train_ids == 3
+    write_images(market_root / "query", ["0077_c2s1_000001_00.jpg"])  # a query without gallery images
+    with pytest.raises(DatasetError, match=r"failed its quick check.*svllreid data check") as err:
+        build_dataset(cfg)
+    assert "1 query identities have no image in the gallery: 77" in str(err.value)
+
+
+def test_full_check_catches_corrupt_images_and_off_skips(market_root):
+    (market_root / "query" / "0011_c1s1_000000_00.jpg").write_bytes(b"garbage")
+    full = load_config(None, ["data.dataset=market1501", f"data.root={market_root}", "data.check=full"]).data
+    with pytest.raises(DatasetError, match="unreadable or corrupt"):
+        build_dataset(full)
+    off = load_config(None, ["data.dataset=market1501", f"data.root={market_root}", "data.check=off"]).data
+    assert len(build_dataset(off).query) == 2
+
+
+def test_dataset_options_reach_the_parser(vehicleid_root):
+    cfg = load_config(None, ["data.dataset=vehicleid", f"data.root={vehicleid_root}", "data.options.test_size=1600"])
+    assert len(build_dataset(cfg.data).gallery) == 4
+
+
+def test_transforms_and_cache_follow_the_config(market_root):
+    cfg = load_config(
+        None,
+        ["data.dataset=market1501", f"data.root={market_root}", "data.image_size=[64,32]", "data.cache_images=true"],
+    ).data
+    dataset = build_dataset(cfg)
+    transforms = build_transforms(cfg)
+    cache = build_image_cache(cfg, dataset)
+    assert cache is not None and cache.size == (64, 32)
+    assert len(cache.slot) == len(dataset.train) + len(dataset.query) + len(dataset.gallery)
+    image = cache.get(dataset.train[0].path)
+    for transform in (transforms.train, transforms.test, transforms.view):
+        assert transform(image).shape == (3, 64, 32)
+    assert build_image_cache(load_config().data, dataset) is None
