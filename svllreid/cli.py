@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (ConfigError, DatasetError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, DatasetError, ValueError, OSError) as err:
         print(f"svllreid: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -147,7 +147,7 @@ def check_dataset(name: str, root: str, mode: Mode = "full", workers: int | None
         dataset = load_dataset(name, root, **options)
     except DatasetError as err:
         report = CheckReport(name, str(root))
-        report.errors.append(err.message)
-        report.errors.extend(err.problems)
+        # The message heads the list of problems ("N problem(s) under ROOT:"); the problems are the errors.
+        report.errors.extend(err.problems or [err.message])
         return report
     return check_loaded_dataset(dataset, mode, workers)

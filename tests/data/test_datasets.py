@@ -277,13 +277,38 @@ def test_folder_incomplete_split_folders(tmp_path):
 
 
 def test_folder_loose_images_and_empty_identity(tmp_path):
-    write_images(tmp_path, ["loose.jpg"])
+    write_images(tmp_path, ["loose.jpg", "loose2.jpg"])
     (tmp_path / "empty_person").mkdir()
     write_images(tmp_path / "p1", ["a.jpg"])
     with pytest.raises(DatasetError) as err:
         load_dataset("folder", str(tmp_path))
-    assert "loose.jpg: images must sit inside one sub-folder per identity" in str(err.value)
-    assert "empty_person: identity folder holds no images" in str(err.value)
+    message = str(err.value)
+    assert "2 problem(s)" in message  # one message for all loose images, not one per file
+    assert "2 images lie directly in the folder (e.g. loose.jpg)" in message and "pid_regex" in message
+    assert "empty_person: identity folder holds no images" in message
+
+
+def test_folder_flat_images_with_pid_regex(tmp_path):
+    names = [f"{pid:03d}_{cam:02d}_{i}.jpg" for pid in range(1, 5) for cam in (1, 2) for i in range(2)]
+    write_images(tmp_path, names)
+    ds = load_dataset("folder", str(tmp_path), pid_regex=r"^(?P<pid>\d+)_", camera_regex=r"^\d+_(\d+)_")
+    assert ds.protocol == "camera" and ds.num_cameras == 2
+    assert len(ds.train) + len(ds.query) + len(ds.gallery) == 16
+    assert {s.pid for s in ds.train} | {s.pid for s in ds.query} <= {0, 1} | {1, 2, 3, 4}
+    write_images(tmp_path, ["README.jpg"])
+    with pytest.raises(DatasetError, match=r"README\.jpg: pid_regex"):
+        load_dataset("folder", str(tmp_path), pid_regex=r"^(\d+)_")
+    with pytest.raises(DatasetError, match="pid_regex apply to image folders"):
+        (tmp_path / "m.csv").write_text("a.jpg,1\n")
+        load_dataset("folder", str(tmp_path / "m.csv"), pid_regex="x")
+
+
+@pytest.mark.skipif(not SHARED_PKU.is_dir(), reason="shared PKU-Reid subset not present")
+def test_folder_reads_a_real_flat_folder():
+    ds = load_dataset("folder", str(SHARED_PKU / "images"), pid_regex=r"^(\d+)_", camera_regex=r"^\d+_(\d+)_")
+    assert ds.num_train_ids + len({s.pid for s in ds.query + ds.gallery}) == 74
+    assert len({s.pid for s in ds.query}) == 37  # every test identity has 2 cameras: one query per camera
+    assert len(ds.query) == 74
 
 
 def test_folder_csv_manifest_with_header(tmp_path):

@@ -11,8 +11,10 @@ Three layouts, tried in this order:
    (``test_fraction``, seeded), and each test identity gives one query image per camera (one per
    identity without cameras) while its other images form the gallery.
 
-Cameras are optional: ``camera_regex`` reads them from file names (the group named ``cam``, else
-the first group, else the whole match); a manifest may carry them in ``camid``. Without cameras the
+Instead of one sub-folder per identity, images may lie directly in the folder when ``pid_regex``
+reads the identity from each file name (the group named ``pid``, else the first group). Cameras are
+optional: ``camera_regex`` reads them from file names (the group named ``cam``, else the first group,
+else the whole match); a manifest may carry them in ``camid``. Without cameras the
 evaluation protocol excludes only the query's own image.
 """
 
@@ -33,17 +35,48 @@ MANIFEST = "manifest.csv"
 COLUMNS = ("path", "pid", "camid", "split")
 
 
-def _rows_from_identity_folders(folder: Path, split: str | None, problems: list[str]) -> list[tuple]:
-    """Rows (path, identity name, camera label or None, split or None) of identity sub-folders."""
+def _compile(option: str, pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as err:
+        raise DatasetError(f"folder: {option} {pattern!r} is not a valid regular expression: {err}") from err
+
+
+def _group(regex: re.Pattern[str], match: re.Match[str], name: str) -> str:
+    """The group called ``name``, else the first group, else the whole match."""
+    return match.group(name if name in regex.groupindex else (1 if regex.groups else 0))
+
+
+def _rows_from_folder(folder: Path, split: str | None, pid_regex: str, problems: list[str]) -> list[tuple]:
+    """Rows (path, identity name, camera label or None, split or None) of one image folder.
+
+    With ``pid_regex`` the images sit directly in ``folder`` and their names give the identity;
+    otherwise every sub-folder is one identity.
+    """
+    if pid_regex:
+        regex = _compile("pid_regex", pid_regex)
+        rows = []
+        for path in list_images(folder):
+            match = regex.search(path.name)
+            if match is None:
+                problems.append(f"{path}: pid_regex {pid_regex!r} does not match the file name")
+            else:
+                rows.append((str(path), _group(regex, match, "pid"), None, split))
+        if not rows and not problems:
+            problems.append(f"{folder}: no images directly inside (pid_regex reads identities from file names)")
+        return rows
+    loose = list_images(folder)
+    if loose:
+        problems.append(
+            f"{folder}: {len(loose)} images lie directly in the folder (e.g. {loose[0].name}); put each identity "
+            "in its own sub-folder, or read identities from the file names with -o pid_regex='^(\\d+)_'"
+        )
     rows = []
-    for entry in sorted(folder.iterdir()):
-        if entry.is_file() and entry.suffix.lower() in IMAGE_EXTENSIONS:
-            problems.append(f"{entry}: images must sit inside one sub-folder per identity")
-        elif entry.is_dir():
-            images = list_images(entry)
-            if not images:
-                problems.append(f"{entry}: identity folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-            rows.extend((str(path), entry.name, None, split) for path in images)
+    for entry in sorted(p for p in folder.iterdir() if p.is_dir()):
+        images = list_images(entry)
+        if not images:
+            problems.append(f"{entry}: identity folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        rows.extend((str(path), entry.name, None, split) for path in images)
     return rows
 
 
@@ -88,19 +121,14 @@ def _rows_from_manifest(manifest: Path, problems: list[str]) -> tuple[list[tuple
 
 
 def _cameras_from_names(rows: list[tuple], pattern: str, problems: list[str]) -> list[tuple]:
-    try:
-        regex = re.compile(pattern)
-    except re.error as err:
-        raise DatasetError(f"folder: camera_regex {pattern!r} is not a valid regular expression: {err}") from err
+    regex = _compile("camera_regex", pattern)
     out = []
     for path, name, _, split in rows:
         match = regex.search(Path(path).name)
         if match is None:
             problems.append(f"{path}: camera_regex {pattern!r} does not match the file name")
-            continue
-        group: str | int = "cam" if "cam" in regex.groupindex else (1 if regex.groups else 0)
-        cam = match.group(group)
-        out.append((path, name, cam, split))
+        else:
+            out.append((path, name, _group(regex, match, "cam"), split))
     return out
 
 
@@ -150,12 +178,15 @@ def _auto_split(
 def folder(
     root: str | Path,
     camera_regex: str = "",
+    pid_regex: str = "",
     test_fraction: float = 0.5,
     split_seed: int = 0,
     kind: str = "person",
 ) -> ReIDDataset:
     """Args:
-    camera_regex: regular expression that reads the camera from a file name (identity folders).
+    camera_regex: regular expression that reads the camera from a file name (image folders).
+    pid_regex: regular expression that reads the identity from a file name; the images then lie
+        directly in the folder (or in train/, query/, gallery/) instead of one sub-folder each.
     test_fraction: share of identities held out for testing when no split is given.
     split_seed: seed of that automatic split and of the query picks.
     kind: "person" or "vehicle" (selects the prompt template).
@@ -175,17 +206,17 @@ def folder(
     has_cam = has_split = False
     if manifest.is_file():
         rows, has_cam, has_split = _rows_from_manifest(manifest, problems)
-        if camera_regex:
-            raise DatasetError("folder: camera_regex applies to image folders; a manifest gives cameras in 'camid'")
+        if camera_regex or pid_regex:
+            raise DatasetError("folder: camera_regex and pid_regex apply to image folders; a manifest has columns")
     elif (base / "train").is_dir():
         present = [s for s in SPLITS if (base / s).is_dir()]
         if present != list(SPLITS):
             missing = [str(base / s) for s in SPLITS if s not in present]
             raise DatasetError("folder: found train/ but the split folders are incomplete; missing:", missing)
-        rows = [r for split in SPLITS for r in _rows_from_identity_folders(base / split, split, problems)]
+        rows = [r for split in SPLITS for r in _rows_from_folder(base / split, split, pid_regex, problems)]
         has_split = True
     else:
-        rows = _rows_from_identity_folders(base, None, problems)
+        rows = _rows_from_folder(base, None, pid_regex, problems)
     if camera_regex:
         rows = _cameras_from_names(rows, camera_regex, problems)
         has_cam = True
