@@ -18,7 +18,11 @@ WANT="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ] || ! "$VENV/bin/python" -c 'import svllreid' 2>/dev/null; then
     echo "==> installing svllreid and its dependencies into $VENV (the first time takes a few minutes)"
     # pip warns about every local index folder that lacks a package; those lines are noise.
-    quiet_pip() { "$VENV/bin/python" -m pip install --quiet "$@" 2> >(grep -v "is ignored: it is neither a file" >&2); }
+    # PYTHONWARNINGS silences setuptools' build-backend advice about editable installs.
+    quiet_pip() {
+        PYTHONWARNINGS=ignore "$VENV/bin/python" -m pip install --quiet "$@" \
+            2> >(grep -v "is ignored: it is neither a file" >&2)
+    }
     quiet_pip --upgrade pip
     quiet_pip -e "$ROOT[dev]"
     echo "$WANT" > "$STAMP"

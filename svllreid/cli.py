@@ -52,6 +52,12 @@ def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_synth_size_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ids", type=int, default=100, help="identities (default 100)")
+    parser.add_argument("--cameras", type=int, default=6, help="cameras, 2-9 (default 6)")
+    parser.add_argument("--images-per-camera", type=int, default=4, help="images per identity and camera (default 4)")
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     path = None if args.config == "defaults" else args.config
     cfg = load_config(path, args.overrides)
@@ -149,9 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate (or reuse) the synthetic dataset, check every image and print per-split counts.",
     )
     demo.add_argument("--root", default="", help="where to put the synthetic data (default: the cache folder)")
-    demo.add_argument("--ids", type=int, default=100, help="identities (default 100)")
-    demo.add_argument("--cameras", type=int, default=6, help="cameras (default 6)")
-    demo.add_argument("--images-per-camera", type=int, default=4, help="images per identity and camera (default 4)")
+    _add_synth_size_args(demo)
     demo.set_defaults(func=cmd_demo)
 
     config = commands.add_parser("config", help="inspect configurations", description="Inspect configurations.")
@@ -177,9 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Draw a synthetic pedestrian dataset in the Market-1501 layout; deterministic for a seed.",
     )
     synth.add_argument("--out", required=True, help="output folder")
-    synth.add_argument("--ids", type=int, default=100, help="identities (default 100)")
-    synth.add_argument("--cameras", type=int, default=6, help="cameras, 2-9 (default 6)")
-    synth.add_argument("--images-per-camera", type=int, default=4, help="images per identity and camera (default 4)")
+    _add_synth_size_args(synth)
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
     synth.set_defaults(func=cmd_data_synth)

@@ -21,6 +21,10 @@ def _head(size: Sequence[int]) -> list[v2.Transform]:
     return [v2.ToImage(), v2.Resize(list(size), interpolation=InterpolationMode.BICUBIC, antialias=True)]
 
 
+def _flip_pad_crop(size: Sequence[int], padding: int, flip_prob: float) -> list[v2.Transform]:
+    return [v2.RandomHorizontalFlip(flip_prob), v2.Pad(padding), v2.RandomCrop(list(size))]
+
+
 def _tail(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
@@ -47,9 +51,7 @@ def build_train_transform(
     return v2.Compose(
         [
             *_head(size),
-            v2.RandomHorizontalFlip(flip_prob),
-            v2.Pad(padding),
-            v2.RandomCrop(list(size)),
+            *_flip_pad_crop(size, padding, flip_prob),
             *_tail(mean, std),
             v2.RandomErasing(p=erasing_prob, scale=(0.02, 0.33), ratio=(0.3, 3.3), value="random"),
         ]
@@ -70,9 +72,7 @@ def build_ssl_view_transform(
     return v2.Compose(
         [
             *_head(size),
-            v2.RandomHorizontalFlip(flip_prob),
-            v2.Pad(padding),
-            v2.RandomCrop(list(size)),
+            *_flip_pad_crop(size, padding, flip_prob),
             *_tail(mean, std),
             v2.RandomErasing(p=erasing_prob, scale=(erasing_area, erasing_area), ratio=(0.3, 3.3), value="random"),
         ]
