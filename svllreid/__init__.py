@@ -1,3 +1,21 @@
-"""svllreid: SVLL-ReID and CLIP-ReID image re-identification on open_clip."""
+"""svllreid: SVLL-ReID and CLIP-ReID image re-identification on open_clip.
+
+The public entry points are imported lazily, so that light commands (``svllreid data ...``) do
+not pay for importing open_clip.
+"""
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+_LAZY = {"create_model": "svllreid.models.factory"}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'svllreid' has no attribute {name!r}")

@@ -1,0 +1,112 @@
+"""Per-identity prompts (CLIP-ReID) and SVLL's prompt augmentations.
+
+Template "A photo of a X X X X person." ("vehicle." for vehicles): each training identity owns
+the four word vectors that replace the X embeddings; there is no shared context. The template
+tokenises to 12 positions (start ... end), so only those are built: the text encoder's causal
+mask makes the padding positions irrelevant (METHOD.md 3.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import nn
+
+from svllreid.models.text_encoder import TextEncoder
+
+PROMPT_TEMPLATES = {"person": "A photo of a X X X X person.", "vehicle": "A photo of a X X X X vehicle."}
+NUM_IDENTITY_WORDS = 4
+PromptAugment = Literal["element", "token", "swap", "mix"]
+Tokenizer = Callable[[list[str]], torch.Tensor]
+
+
+class PromptLearner(nn.Module):
+    """Learnable identity words and the frozen template around them.
+
+    Args:
+        num_classes: training identities.
+        text_encoder: gives the token embedding table and width.
+        tokenizer: open_clip tokenizer (text list -> ``[N, context_length]`` ids).
+        kind: ``"person"`` or ``"vehicle"`` (the template's last word).
+    """
+
+    def __init__(self, num_classes: int, text_encoder: TextEncoder, tokenizer: Tokenizer, kind: str = "person"):
+        super().__init__()
+        if kind not in PROMPT_TEMPLATES:
+            raise ValueError(f"kind must be one of {sorted(PROMPT_TEMPLATES)}; got {kind!r}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive; got {num_classes}")
+        tokens = tokenizer([PROMPT_TEMPLATES[kind]])  # [1, 77]
+        x_id = int(tokenizer(["X"])[0, 1])
+        slots = (tokens[0] == x_id).nonzero().flatten().tolist()
+        if len(slots) != NUM_IDENTITY_WORDS or slots != list(range(slots[0], slots[0] + NUM_IDENTITY_WORDS)):
+            raise ValueError(f"the tokenizer splits the prompt template unexpectedly: {tokens[0, :16].tolist()}")
+        self.kind = kind
+        self.template = PROMPT_TEMPLATES[kind]
+        self.start = slots[0]
+        self.eot_position = int(tokens[0].argmax())  # CLIP's end-of-text id is the largest id
+        self.length = self.eot_position + 1
+        with torch.no_grad():
+            embedded = text_encoder.embed_tokens(tokens.to(text_encoder.positional_embedding.device))  # [1, 77, D]
+        end = self.start + NUM_IDENTITY_WORDS
+        self.register_buffer("token_prefix", embedded[:, : self.start].clone(), persistent=False)
+        self.register_buffer("token_suffix", embedded[:, end : self.length].clone(), persistent=False)
+        self.register_buffer("token_padding", embedded[:, self.length :].clone(), persistent=False)
+        self.cls_ctx = nn.Parameter(torch.empty(num_classes, NUM_IDENTITY_WORDS, text_encoder.width))
+        nn.init.normal_(self.cls_ctx, std=0.02)
+
+    @property
+    def num_classes(self) -> int:
+        return self.cls_ctx.shape[0]
+
+    def forward(self, pids: torch.Tensor, full: bool = False) -> torch.Tensor:
+        """Prompt token embeddings of identities ``pids``: ``[B, 12, D]`` (``[B, 77, D]`` if ``full``)."""
+        batch = pids.shape[0]
+        parts = [self.token_prefix.expand(batch, -1, -1), self.cls_ctx[pids], self.token_suffix.expand(batch, -1, -1)]
+        if full:
+            parts.append(self.token_padding.expand(batch, -1, -1))
+        return torch.cat(parts, dim=1)
+
+    def eot_index(self, batch: int, device: torch.device) -> torch.Tensor:
+        return torch.full((batch,), self.eot_position, dtype=torch.long, device=device)
+
+
+def augment_prompts(
+    prompts: torch.Tensor, kind: PromptAugment, prob: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """One random view of prompt embeddings ``[U, L, D]`` for language self-supervision.
+
+    - ``element``: every element is zeroed independently with probability ``prob`` (the
+      reference; no rescaling). Drawing the mask for the 12 used positions only is identical in
+      distribution to drawing it for all 77, because the others never reach the end token.
+    - ``token``: whole positions are zeroed with probability ``prob``.
+    - ``swap``: ``round(prob * L)`` (at least 2) random positions of each prompt are permuted
+      among themselves.
+    - ``mix``: each prompt is interpolated towards another identity's prompt of the batch with a
+      weight drawn uniformly from ``[0, prob]``.
+    """
+    count, length, _ = prompts.shape
+    device = prompts.device
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(shape, device=device, generator=generator)
+
+    if kind == "element":
+        return prompts * (rand(*prompts.shape) >= prob).to(prompts.dtype)
+    if kind == "token":
+        return prompts * (rand(count, length, 1) >= prob).to(prompts.dtype)
+    if kind == "swap":
+        k = min(length, max(2, round(prob * length)))
+        positions = rand(count, length).argsort(dim=1)[:, :k]  # [U, k] distinct positions per prompt
+        shuffled = positions.gather(1, rand(count, k).argsort(dim=1))  # a permutation of them
+        out = prompts.clone()
+        rows = torch.arange(count, device=device).unsqueeze(1)
+        out[rows, positions] = prompts[rows, shuffled]
+        return out
+    if kind == "mix":
+        partner = rand(count).argsort()
+        weight = (rand(count, 1, 1) * prob).to(prompts.dtype)
+        return (1 - weight) * prompts + weight * prompts[partner]
+    raise ValueError(f"unknown prompt augmentation {kind!r}; choose element, token, swap or mix")
