@@ -91,6 +91,7 @@ def test_shape_mismatch_is_listed(tmp_path, source):
         build(str(path))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_unreadable_and_unsafe_files(tmp_path, capsys):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
