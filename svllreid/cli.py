@@ -8,11 +8,13 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from svllreid import __version__
 from svllreid.config import ConfigError, config_to_yaml, load_config, parse_override
 from svllreid.data.types import DatasetError
+from svllreid.errors import TrainingDiverged
 
 EXAMPLES = """\
 examples:
@@ -116,6 +118,33 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from svllreid.engine.run import train
+    from svllreid.eval.features import format_summary
+
+    if args.resume:
+        if args.config and not Path(args.config).is_file() and "=" in args.config:
+            args.overrides.insert(0, args.config)
+            args.config = None
+        if args.config or args.overrides:
+            raise ConfigError("--resume continues a run with its own config.yaml; leave out CONFIG and overrides")
+        cfg = load_config(Path(args.resume) / "config.yaml" if Path(args.resume).is_dir() else None)
+    else:
+        if not args.config:
+            raise ConfigError("pass a CONFIG file (see configs/), or --resume RUN_DIR")
+        cfg = load_config(args.config, args.overrides)
+    if args.stage == "2" and not (args.init_from or args.resume):
+        raise ConfigError("--stage 2 needs --from CKPT (a stage-1 checkpoint), or --resume")
+    stages = {"both": (1, 2), "1": (1,), "2": (2,)}[args.stage]
+    result = train(cfg, stages=stages, init_from=args.init_from, resume=args.resume, progress=not args.no_progress)
+    print(f"run directory: {result.run_dir}")
+    if result.untrained is not None:
+        print("untrained  " + format_summary(result.untrained))
+    if result.evaluation is not None:
+        print("trained    " + format_summary(result.evaluation))
+    return 0
+
+
 def cmd_model_info(args: argparse.Namespace) -> int:
     from svllreid.models.factory import create_model
     from svllreid.models.info import format_info, model_info
@@ -193,6 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides such as stage2.lr=1e-5")
     show.set_defaults(func=cmd_config_show)
 
+    train = commands.add_parser(
+        "train",
+        help="train (stage 1, stage 2) and evaluate",
+        description="Train CLIP-ReID / SVLL-ReID: stage 1 (prompt learning), stage 2 (image encoder), then "
+        "evaluate. Writes a run directory with the resolved config, metrics, TensorBoard events, "
+        "checkpoints and eval.json. Multi-GPU: torchrun --nproc-per-node N -m svllreid train CONFIG.",
+    )
+    train.add_argument("config", nargs="?", help="YAML config (see configs/)")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides such as stage2.lr=1e-5")
+    train.add_argument("--stage", choices=["both", "1", "2"], default="both", help="which stage(s) to run")
+    train.add_argument("--from", dest="init_from", metavar="CKPT", help="start stage 2 from this checkpoint")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    train.set_defaults(func=cmd_train)
+
     model = commands.add_parser("model", help="inspect networks", description="Inspect networks.")
     model_cmds = model.add_subparsers(dest="model_command", metavar="SUBCOMMAND", required=True)
     info = model_cmds.add_parser(
@@ -259,7 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may also follow options (svllreid train CFG --stage 1 stage1.epochs=3).
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     # Our own messages at INFO; other libraries (open_clip logs progress on the root logger) only
     # at WARNING unless --verbose.
     logging.basicConfig(
@@ -271,6 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DatasetError, ValueError, OSError) as err:
         print(f"svllreid: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"svllreid: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("svllreid: interrupted", file=sys.stderr)
         return 130

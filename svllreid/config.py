@@ -79,18 +79,31 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The network: CLIP backbone, patch stride and side-information embedding."""
+    """The network: CLIP backbone, patch stride, side-information embedding, SSL heads."""
 
     arch: str = "ViT-B-16"
     #: OpenAI/open_clip checkpoint file or open_clip pretrained tag; None = random initialisation.
     pretrained: Optional[str] = None  # noqa: UP045 (OmegaConf needs typing.Optional)
-    stride: int = 16
+    #: ViT patch stride; None = the patch size (16 for ViT-B/16), 12 = overlapping patches. Unused by ResNets.
+    stride: Optional[int] = None  # noqa: UP045
+    #: ResNet last-stage stride (1 for ReID).
+    last_stride: int = 1
     sie: str = "none"
     sie_coef: float = 1.0
+    #: Width of SVLL's projection heads (4096 -> 256 in the paper).
+    ssl_hidden_dim: int = 4096
+    ssl_out_dim: int = 256
+    #: QuickGELU: None = automatic (on for OpenAI weights), true = force it.
+    force_quick_gelu: Optional[bool] = None  # noqa: UP045
 
     def __post_init__(self) -> None:
-        _positive("model", "stride", self.stride)
+        if self.stride is not None:
+            _positive("model", "stride", self.stride)
         _choice("model", "sie", self.sie, ("none", "camera", "view", "camera_view"))
+        if self.last_stride not in (1, 2):
+            raise ConfigError(f"model.last_stride must be 1 or 2; got {self.last_stride}")
+        _positive("model", "ssl_hidden_dim", self.ssl_hidden_dim)
+        _positive("model", "ssl_out_dim", self.ssl_out_dim)
 
 
 @dataclass
@@ -165,13 +178,12 @@ class EvalConfig:
     max_rank: int = 50
     flip: bool = False
     batch_size: int = 256
-    #: Seeded trials of the VehicleID protocol (trial i uses seed i).
-    vehicleid_trials: int = 10
+    #: Also evaluate the network before training (reported next to the final result).
+    before_training: bool = False
 
     def __post_init__(self) -> None:
         _positive("eval", "max_rank", self.max_rank)
         _positive("eval", "batch_size", self.batch_size)
-        _positive("eval", "vehicleid_trials", self.vehicleid_trials)
 
 
 @dataclass
@@ -343,9 +355,18 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
 
 
+class _ConfigDumper(yaml.SafeDumper):
+    """Block-style sections with short lists on one line (``image_size: [256, 128]``)."""
+
+
+_ConfigDumper.add_representer(
+    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+)
+
+
 def config_to_yaml(cfg: Config) -> str:
     """The resolved config as YAML text that :func:`load_config` reads back to an equal config."""
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+    return yaml.dump(config_to_dict(cfg), Dumper=_ConfigDumper, sort_keys=False, default_flow_style=False)
 
 
 def save_config(cfg: Config, run_dir: str | Path) -> Path:

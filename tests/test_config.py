@@ -99,7 +99,7 @@ def test_saved_config_round_trips(tmp_path):
     assert config_to_yaml(load_config(saved)) == config_to_yaml(cfg)
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shipped_config_loads(path):
     load_config(path)
 

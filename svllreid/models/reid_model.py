@@ -72,7 +72,10 @@ class ReIDModel(nn.Module):
     def forward(
         self, images: torch.Tensor, camids: torch.Tensor | None = None, viewids: torch.Tensor | None = None
     ) -> ReIDOutput:
-        feats = self.image_features(images, camids, viewids)
+        return self.outputs(self.image_features(images, camids, viewids))
+
+    def outputs(self, feats: ImageFeatures) -> ReIDOutput:
+        """Training outputs of already computed image features (the BNNeck classifiers applied)."""
         return ReIDOutput(feats.f11, feats.f12, feats.f_proj, self.neck(feats.f12), self.neck_proj(feats.f_proj))
 
     def encode_image(

@@ -1,0 +1,1 @@
+"""Training: tasks (one per stage), the single fit loop, optimisers, schedules, checkpoints."""

@@ -1,0 +1,382 @@
+"""A training run: stage 1, stage 2 and the final evaluation, in a run directory.
+
+This is the factory level: it reads the whole config and turns it into plain arguments for the
+data layer, the model, the tasks and the trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed
+
+from svllreid.config import Config, config_to_dict, save_config
+from svllreid.data.factory import build_dataset, build_image_cache, build_transforms
+from svllreid.data.loaders import ReIDImageDataset, build_test_loader, build_train_loader, set_loader_epoch
+from svllreid.data.types import ReIDDataset
+from svllreid.engine.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_model_state,
+    load_optimizer_state,
+    read_checkpoint,
+    restore_rng,
+    write_checkpoint,
+)
+from svllreid.engine.distributed import DistInfo, barrier, init_distributed, resolve_device, shutdown
+from svllreid.engine.optim import build_adam, cosine_with_warmup, multistep_with_warmup
+from svllreid.engine.tasks import ImageStageTask, PromptStageTask
+from svllreid.engine.trainer import MetricsLog, StagePlan, Trainer
+from svllreid.eval.features import evaluate_model, extract_features, format_summary
+from svllreid.fileio import atomic_write_text
+from svllreid.models.factory import ModelSpec, create_model
+from svllreid.models.reid_model import ReIDModel
+
+log = logging.getLogger(__name__)
+
+#: Spec fields that must agree between a checkpoint and the model it is loaded into.
+STRUCTURE_FIELDS = (
+    "arch",
+    "num_classes",
+    "num_cameras",
+    "num_views",
+    "image_size",
+    "stride",
+    "sie",
+    "kind",
+    "last_stride",
+)
+SSL_HEAD_PREFIXES = ("lang_projector.", "vis_projector.")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    evaluation: dict[str, Any] | None = None
+    untrained: dict[str, Any] | None = None
+    checkpoints: dict[str, Path] = field(default_factory=dict)
+
+
+def effective_sie(mode: str, dataset: ReIDDataset) -> str:
+    """The SIE mode to build: camera+view falls back to camera-only without viewpoint labels
+    (METHOD.md 5, VeRi without its viewpoint files); other missing side information is an error."""
+    if mode == "camera_view" and dataset.num_views == 0 and dataset.num_cameras > 0:
+        log.info("%s has no viewpoint labels: SIE uses cameras only", dataset.name)
+        return "camera"
+    if mode in ("camera", "camera_view") and dataset.num_cameras == 0:
+        raise ValueError(f"model.sie={mode} needs camera labels, but {dataset.name} has none; use model.sie=none")
+    if mode in ("view", "camera_view") and dataset.num_views == 0:
+        raise ValueError(f"model.sie={mode} needs viewpoint labels, but {dataset.name} has none")
+    return mode
+
+
+def build_model(cfg: Config, dataset: ReIDDataset) -> ReIDModel:
+    """The network the config describes, sized for the dataset's identities, cameras and views."""
+    return create_model(
+        cfg.model.arch,
+        num_classes=dataset.num_train_ids,
+        num_cameras=dataset.num_cameras,
+        num_views=dataset.num_views,
+        image_size=tuple(cfg.data.image_size),
+        stride=cfg.model.stride,
+        sie=effective_sie(cfg.model.sie, dataset),
+        sie_coef=cfg.model.sie_coef,
+        pretrained=cfg.model.pretrained,
+        kind=dataset.kind,
+        last_stride=cfg.model.last_stride,
+        lang_ssl_head=cfg.stage1.lang_ssl,
+        vis_ssl_head=cfg.stage2.vis_ssl,
+        ssl_hidden_dim=cfg.model.ssl_hidden_dim,
+        ssl_out_dim=cfg.model.ssl_out_dim,
+        force_quick_gelu=cfg.model.force_quick_gelu,
+    )
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """fp32 on the CPU; bf16 (or fp16 where bf16 is unsupported) autocast on CUDA for ``auto``."""
+    if name == "fp32" or (name == "auto" and device.type != "cuda"):
+        return None
+    if name in ("bf16", "fp16") and device.type != "cuda":
+        raise ValueError(f"run.precision={name} needs a CUDA device; this run is on {device}. Use fp32 or auto")
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if name == "bf16" else torch.float16
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def check_compatible(checkpoint: Checkpoint, spec: ModelSpec, dataset: ReIDDataset) -> None:
+    """A checkpoint must describe the same network structure as this run builds."""
+    saved = checkpoint.meta.get("spec", {})
+    ours = spec.to_dict()
+    differ = [k for k in STRUCTURE_FIELDS if saved.get(k) != ours.get(k)]
+    if differ:
+        trained = checkpoint.meta.get("dataset", {}).get("name", "?")
+        details = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs this run {ours.get(k)!r}" for k in differ)
+        raise CheckpointError(
+            f"{checkpoint.path} was made for another network ({details}; trained on {trained}, this run uses "
+            f"{dataset.name}). Use a checkpoint of the same architecture and dataset, or start from CLIP weights "
+            "(model.pretrained)"
+        )
+
+
+def load_weights_for_stage2(model: ReIDModel, checkpoint: Checkpoint) -> None:
+    """Load a (stage-1) checkpoint; SSL heads the checkpoint lacks keep their initialisation."""
+    state = checkpoint.group("model")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.startswith(SSL_HEAD_PREFIXES)]
+    unexpected = [k for k in state if k not in own and not k.startswith(SSL_HEAD_PREFIXES)]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{checkpoint.path} does not fit this model ({len(missing)} missing, {len(unexpected)} unexpected "
+            f"tensors, e.g. {(missing + unexpected)[:3]})"
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+class Run:
+    """State of one training run (built by :func:`train`)."""
+
+    def __init__(self, cfg: Config, run_dir: Path, dist: DistInfo, progress: bool = True):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.dist = dist
+        self.device = resolve_device(cfg.run.device, dist)
+        self.amp_dtype = resolve_precision(cfg.run.precision, self.device)
+        self.dataset = build_dataset(cfg.data) if dist.is_main else None
+        barrier(dist)  # the main process validates (and, for synthetic data, generates) first
+        if self.dataset is None:
+            cfg_data = cfg.data
+            from svllreid.data.datasets import load_dataset
+
+            self.dataset = load_dataset(cfg_data.dataset, cfg_data.root, **cfg_data.options)
+        self.transforms = build_transforms(cfg.data)
+        self.cache = build_image_cache(cfg.data, self.dataset)
+        self.model = build_model(cfg, self.dataset).to(self.device)
+        self.metrics = MetricsLog(run_dir if dist.is_main else None)
+        self.trainer = Trainer(self.device, self.amp_dtype, dist, self.metrics, cfg.run.log_every, progress)
+        self.size = tuple(cfg.data.image_size)
+
+    # --- checkpoints -------------------------------------------------------------------------------
+    def meta(self, stage: int, epoch: int) -> dict[str, Any]:
+        ds = self.dataset
+        return {
+            "spec": self.model.spec.to_dict(),
+            "config": config_to_dict(self.cfg),
+            "dataset": {"name": ds.name, "root": ds.root, "kind": ds.kind, "num_train_ids": ds.num_train_ids},
+            "stage": stage,
+            "epoch": epoch,
+            "global_step": self.trainer.global_step,
+        }
+
+    def checkpoint_path(self, name: str) -> Path:
+        return self.run_dir / "checkpoints" / f"{name}.safetensors"
+
+    def save(self, name: str, stage: int, epoch: int, optimizer: torch.optim.Optimizer | None = None) -> None:
+        if self.dist.is_main:
+            meta = self.meta(stage, epoch)
+            write_checkpoint(self.checkpoint_path(name), self.model, meta, optimizer, with_rng=optimizer is not None)
+
+    # --- stage 1 -----------------------------------------------------------------------------------
+    def cached_image_features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """f_proj of every training image: frozen encoder, test transform, no SIE."""
+        ds = self.dataset
+        loader = build_test_loader(
+            ReIDImageDataset(ds.train, self.transforms.test, self.size, cache=self.cache),
+            self.cfg.eval.batch_size,
+            self.cfg.data.num_workers,
+        )
+        self.model.eval()
+
+        def without_side_info(images: torch.Tensor, camids: torch.Tensor, viewids: torch.Tensor) -> torch.Tensor:
+            unknown = torch.full_like(camids, -1)  # unknown ids add no SIE vector
+            return self.model.image_features(images, unknown, unknown).f_proj
+
+        feats = extract_features(without_side_info, loader, self.device, self.amp_dtype)
+        labels = torch.tensor([s.pid for s in ds.train], dtype=torch.long, device=self.device)
+        return feats, labels
+
+    def stage1(self, start_epoch: int = 1, resume_from: Checkpoint | None = None) -> None:
+        c = self.cfg.stage1
+        trainable = self.model.prepare_stage(1, c.train_lang_projector)
+        features, labels = self.cached_image_features()
+        task = PromptStageTask(
+            self.model, features, labels, c.lang_ssl_weight if c.lang_ssl else 0.0, c.prompt_mask, c.prompt_mask_prob
+        )
+        optimizer = build_adam(trainable, c.lr, c.weight_decay)
+        if resume_from is not None:
+            load_optimizer_state(optimizer, resume_from)
+            restore_rng(resume_from)
+        schedule = cosine_with_warmup(c.epochs, c.warmup_epochs, c.warmup_lr, c.min_lr, c.lr)
+        unused = c.lang_ssl and c.train_lang_projector  # batches with one identity skip the projector
+        plan = StagePlan("stage1", c.epochs, schedule, find_unused_parameters=unused)
+        seed = self.cfg.run.seed
+
+        def batches(epoch: int):
+            return list(task.batches(epoch, c.batch_size, seed, self.dist.rank, self.dist.world_size))
+
+        self.trainer.fit(task, optimizer, plan, batches, start_epoch, lambda e: self.save("last", 1, e, optimizer))
+        if task.skipped_ssl_batches:
+            skipped = task.skipped_ssl_batches
+            log.info("stage 1: language SSL skipped in %d batches with fewer than 2 identities", skipped)
+        self.save("stage1", 1, c.epochs)
+
+    # --- stage 2 -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def text_features(self) -> torch.Tensor:
+        self.model.eval()
+        ids = torch.arange(self.model.num_classes, device=self.device)
+        return torch.cat([self.model.encode_text(chunk).float() for chunk in ids.split(256)])
+
+    def stage2(self, start_epoch: int = 1, resume_from: Checkpoint | None = None) -> None:
+        c = self.cfg.stage2
+        trainable = self.model.prepare_stage(2)
+        text = self.text_features()
+        task = ImageStageTask(
+            self.model,
+            text,
+            c.id_weight,
+            c.triplet_weight,
+            c.i2t_weight,
+            c.label_smoothing,
+            c.triplet_margin,
+            c.vis_ssl_weight if c.vis_ssl else 0.0,
+            c.ssl_exclude_same_id,
+            c.single_pass,
+        )
+        if c.vis_ssl and c.single_pass and not task.single_pass:
+            log.info("stage 2: the encoder has BatchNorm, so the image and its two views use separate passes")
+        optimizer = build_adam(trainable, c.lr, c.weight_decay, c.bias_lr_factor)
+        if resume_from is not None:
+            load_optimizer_state(optimizer, resume_from)
+            restore_rng(resume_from)
+        schedule = multistep_with_warmup(c.milestones, c.gamma, c.warmup_epochs, c.warmup_factor)
+        plan = StagePlan("stage2", c.epochs, schedule, c.grad_clip)
+        view = self.transforms.view if c.vis_ssl else None
+        train_set = ReIDImageDataset(self.dataset.train, self.transforms.train, self.size, view, self.cache)
+        seed = self.cfg.run.seed
+        loader = build_train_loader(
+            train_set,
+            c.ids_per_batch,
+            c.images_per_id,
+            seed,
+            self.cfg.data.num_workers,
+            self.dist.rank,
+            self.dist.world_size,
+            pin_memory=self.device.type == "cuda",
+        )
+
+        def batches(epoch: int):
+            set_loader_epoch(loader, epoch, seed, self.dist.rank)
+            return loader
+
+        self.trainer.fit(task, optimizer, plan, batches, start_epoch, lambda e: self.save("last", 2, e, optimizer))
+
+    # --- evaluation --------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, Any]:
+        e = self.cfg.eval
+        return evaluate_model(
+            self.model,
+            self.dataset,
+            self.transforms.test,
+            self.size,
+            self.device,
+            e.batch_size,
+            self.cfg.data.num_workers,
+            self.amp_dtype,
+            e.flip,
+            e.max_rank,
+            self.cache,
+        )
+
+
+def new_run_dir(cfg: Config, dist: DistInfo) -> Path:
+    """``run.output_dir/run.name`` (default ``<dataset>-<arch>-<time>``), the same on every process."""
+    name = cfg.run.name or f"{cfg.data.dataset}-{cfg.model.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+    holder = [str(Path(cfg.run.output_dir).expanduser() / name)]
+    if dist.enabled:
+        torch.distributed.broadcast_object_list(holder, src=0)
+    return Path(holder[0])
+
+
+def train(
+    cfg: Config,
+    stages: tuple[int, ...] = (1, 2),
+    init_from: str | None = None,
+    resume: str | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Run the configured training: stages 1 and 2 (or one of them) and the final evaluation.
+
+    Args:
+        stages: ``(1, 2)``, ``(1,)`` or ``(2,)``.
+        init_from: checkpoint whose weights start stage 2 (typically a run's ``stage1.safetensors``).
+        resume: a run directory (or checkpoint) to continue exactly where it stopped.
+    """
+    probe = resolve_device(cfg.run.device, DistInfo())
+    dist = init_distributed(probe.type)
+    try:
+        resume_ckpt = read_checkpoint(resume) if resume else None
+        if resume_ckpt is not None:
+            run_dir = Path(resume).expanduser() if Path(resume).is_dir() else resume_ckpt.path.parent.parent
+        else:
+            run_dir = new_run_dir(cfg, dist)
+        if dist.is_main:
+            run_dir.mkdir(parents=True, exist_ok=resume_ckpt is not None)
+            save_config(cfg, run_dir)
+        seed_everything(cfg.run.seed + dist.rank)
+        run = Run(cfg, run_dir, dist, progress)
+        result = RunResult(run_dir)
+        start = {1: 1, 2: 1}
+        if resume_ckpt is not None:
+            check_compatible(resume_ckpt, run.model.spec, run.dataset)
+            load_model_state(run.model, resume_ckpt)
+            run.trainer.global_step = int(resume_ckpt.meta.get("global_step", 0))
+            stage, epoch = int(resume_ckpt.meta["stage"]), int(resume_ckpt.meta["epoch"])
+            stages = tuple(s for s in stages if s >= stage)
+            start[stage] = epoch + 1
+            log.info("resuming %s after stage %d epoch %d", run_dir, stage, epoch)
+        elif init_from:
+            ckpt = read_checkpoint(init_from)
+            check_compatible(ckpt, run.model.spec, run.dataset)
+            load_weights_for_stage2(run.model, ckpt)
+            log.info("initialised from %s", ckpt.path)
+        elif cfg.eval.before_training and dist.is_main:
+            result.untrained = run.evaluate()
+            log.info("untrained: %s", format_summary(result.untrained))
+
+        for stage in stages:
+            resume_from = resume_ckpt if resume_ckpt is not None and int(resume_ckpt.meta["stage"]) == stage else None
+            epochs = cfg.stage1.epochs if stage == 1 else cfg.stage2.epochs
+            if start[stage] > epochs:  # this stage had finished when the run stopped
+                if resume_from is not None:
+                    restore_rng(resume_from)
+                continue
+            (run.stage1 if stage == 1 else run.stage2)(start[stage], resume_from)
+        if 2 in stages:
+            run.save("model", 2, cfg.stage2.epochs)
+        result.checkpoints = {p.stem: p for p in (run_dir / "checkpoints").glob("*.safetensors")}
+        if dist.is_main and (2 in stages):
+            result.evaluation = run.evaluate()
+            payload = {"final": result.evaluation}
+            if result.untrained is not None:
+                payload["untrained"] = result.untrained
+            atomic_write_text(run_dir / "eval.json", json.dumps(payload, indent=2))
+            log.info("%s", format_summary(result.evaluation))
+        run.metrics.close()
+        barrier(dist)
+        return result
+    finally:
+        shutdown(dist)

@@ -1,0 +1,178 @@
+"""The two training stages as small tasks: a batch in, a dict of named (weighted) losses out.
+
+Tasks are ``nn.Module``s that hold the model, so the one fit loop can wrap a task in
+DistributedDataParallel and gradients of whatever the stage trains are synchronised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from svllreid.losses import cross_entropy_label_smooth, nt_xent_loss, supcon_loss, triplet_loss
+from svllreid.models.image_encoders import ImageFeatures
+from svllreid.models.prompts import augment_prompts
+from svllreid.models.reid_model import ReIDModel
+
+
+class PromptStageTask(nn.Module):
+    """Stage 1: learn identity words from cached image features (METHOD.md 3.2 and 4.1).
+
+    Args:
+        model: the ReID model (its text encoder is frozen; only the prompts, and optionally the
+            language projector, train).
+        features: ``[N, D]`` cached f_proj of every training image (test transform, no SIE).
+        labels: ``[N]`` identities of those images.
+        lang_ssl_weight: weight of the language self-supervision loss; 0 disables it.
+        prompt_mask, prompt_mask_prob: augmentation making the two views of each prompt.
+    """
+
+    def __init__(
+        self,
+        model: ReIDModel,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        lang_ssl_weight: float = 0.0,
+        prompt_mask: str = "element",
+        prompt_mask_prob: float = 0.5,
+        ssl_temperature: float = 0.1,
+    ):
+        super().__init__()
+        if lang_ssl_weight > 0 and model.lang_projector is None:
+            raise ValueError("language self-supervision needs a model built with lang_ssl_head=True")
+        self.model = model
+        # Plain attributes, not buffers: identical on every process, so DDP need not broadcast them.
+        self.features = features
+        self.labels = labels
+        self.lang_ssl_weight = lang_ssl_weight
+        self.prompt_mask = prompt_mask
+        self.prompt_mask_prob = prompt_mask_prob
+        self.ssl_temperature = ssl_temperature
+        self.skipped_ssl_batches = 0
+
+    def batches(self, epoch: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> Iterator[dict]:
+        """Random batches of cached features; the order depends only on (seed, epoch). Under DDP
+        each process takes a disjoint share and all take the same number of batches."""
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(self.labels.shape[0], generator=generator)
+        share = order[rank::world_size]
+        steps = order.shape[0] // world_size
+        share = share[:steps]
+        for start in range(0, steps, batch_size):
+            index = share[start : start + batch_size].to(self.labels.device)
+            yield {"features": self.features[index], "pids": self.labels[index]}
+
+    def language_ssl(self, pids: torch.Tensor) -> torch.Tensor | None:
+        """NT-Xent between two augmented views of each distinct identity's prompt."""
+        distinct = pids.unique()
+        if distinct.shape[0] < 2:
+            self.skipped_ssl_batches += 1
+            return None
+        prompts = self.model.prompt_learner(distinct)  # [U, 12, D]
+        views = [augment_prompts(prompts, self.prompt_mask, self.prompt_mask_prob) for _ in range(2)]
+        projector = self.model.lang_projector
+        z1, z2 = (projector(self.model.encode_prompts(view)) for view in views)  # [U, out] each
+        return nt_xent_loss(z1, z2, temperature=self.ssl_temperature)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        image, pids = batch["features"], batch["pids"]
+        text = self.model.encode_text(pids)  # [B, D], duplicates included
+        image = image.to(text.dtype)
+        losses = {"i2t": supcon_loss(image, text, pids, pids), "t2i": supcon_loss(text, image, pids, pids)}
+        if self.lang_ssl_weight > 0:
+            ssl = self.language_ssl(pids)
+            if ssl is not None:
+                losses["lang_ssl"] = self.lang_ssl_weight * ssl
+        return losses
+
+
+def has_batchnorm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+class ImageStageTask(nn.Module):
+    """Stage 2: fine-tune the image encoder (METHOD.md 3.3 and 4.2).
+
+    Losses: label-smoothed ID cross-entropy on both BNNeck classifiers, batch-hard triplet on
+    f11, f12 and f_proj, image-to-text cross-entropy against the identities' text features, and
+    (SVLL) NT-Xent between two occluded views of each image.
+
+    Args:
+        model: the ReID model.
+        text_features: ``[N, D]`` text features of all training identities (computed once).
+        single_pass: encode the image and its two views in one batched pass. That is exact for
+            encoders without BatchNorm (ViT); for BatchNorm encoders (ResNets) batch statistics
+            would mix the three, so they always use separate passes.
+    """
+
+    def __init__(
+        self,
+        model: ReIDModel,
+        text_features: torch.Tensor,
+        id_weight: float = 0.25,
+        triplet_weight: float = 1.0,
+        i2t_weight: float = 1.0,
+        label_smoothing: float = 0.1,
+        triplet_margin: float = 0.3,
+        vis_ssl_weight: float = 0.0,
+        ssl_exclude_same_id: bool = False,
+        single_pass: bool = True,
+        ssl_temperature: float = 0.1,
+    ):
+        super().__init__()
+        if vis_ssl_weight > 0 and model.vis_projector is None:
+            raise ValueError("vision self-supervision needs a model built with vis_ssl_head=True")
+        self.model = model
+        self.text_features = text_features  # not a buffer: identical on every process (see PromptStageTask)
+        self.id_weight = id_weight
+        self.triplet_weight = triplet_weight
+        self.i2t_weight = i2t_weight
+        self.label_smoothing = label_smoothing
+        self.triplet_margin = triplet_margin
+        self.vis_ssl_weight = vis_ssl_weight
+        self.ssl_exclude_same_id = ssl_exclude_same_id
+        self.single_pass = single_pass and not has_batchnorm(model.image_encoder)
+        self.ssl_temperature = ssl_temperature
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> tuple[ImageFeatures, torch.Tensor | None, torch.Tensor | None]:
+        """Features of the images (with SIE) and, for SVLL, the SSL features of their two views
+        (without SIE: unknown ids -1 add no side embedding)."""
+        images, camids, viewids = batch["image"], batch.get("camid"), batch.get("viewid")
+        encode = self.model.image_features
+        if self.vis_ssl_weight <= 0:
+            return encode(images, camids, viewids), None, None
+        views = batch["views"]  # [B, 2, 3, H, W]
+        size = images.shape[0]
+        none = torch.full((size,), -1, dtype=torch.long, device=images.device)
+        if self.single_pass:
+            stacked = torch.cat([images, views[:, 0], views[:, 1]])  # [3B, 3, H, W]
+            cams = torch.cat([camids, none, none]) if camids is not None else None
+            views_ids = torch.cat([viewids, none, none]) if viewids is not None else None
+            feats = encode(stacked, cams, views_ids)
+            main = ImageFeatures(feats.f11[:size], feats.f12[:size], feats.f_proj[:size])
+            return main, feats.f12[size : 2 * size], feats.f12[2 * size :]
+        main = encode(images, camids, viewids)
+        first = encode(views[:, 0], none if camids is not None else None, none if viewids is not None else None)
+        second = encode(views[:, 1], none if camids is not None else None, none if viewids is not None else None)
+        return main, first.f12, second.f12
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pids = batch["pid"]
+        feats, view1, view2 = self.encode(batch)
+        out = self.model.outputs(feats)
+        eps = self.label_smoothing
+        id_loss = sum(cross_entropy_label_smooth(logits, pids, eps) for logits in (out.logits, out.logits_proj))
+        tri = sum(triplet_loss(f, pids, self.triplet_margin) for f in (out.f11, out.f12, out.f_proj))
+        i2t = cross_entropy_label_smooth(out.f_proj @ self.text_features.to(out.f_proj.dtype).T, pids, eps)
+        losses = {"id": self.id_weight * id_loss, "triplet": self.triplet_weight * tri, "i2t": self.i2t_weight * i2t}
+        if view1 is not None:
+            projector = self.model.vis_projector
+            z1, z2 = projector(view1), projector(view2)  # each view's batch through the head on its own
+            labels = pids if self.ssl_exclude_same_id else None
+            ssl = nt_xent_loss(
+                z1, z2, temperature=self.ssl_temperature, labels=labels, exclude_same_label=self.ssl_exclude_same_id
+            )
+            losses["vis_ssl"] = self.vis_ssl_weight * ssl
+        return losses

@@ -1,0 +1,100 @@
+"""Checkpoints: round trip, atomic writes, safe reads, clear errors."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import svllreid
+from svllreid.engine import checkpoint as ckpt_module
+from svllreid.engine.checkpoint import (
+    CheckpointError,
+    load_model_state,
+    load_optimizer_state,
+    read_checkpoint,
+    restore_rng,
+    write_checkpoint,
+)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return svllreid.create_model("svll-tiny-vit", num_classes=4, image_size=(64, 32))
+
+
+def trained_optimizer(model):
+    params = model.prepare_stage(1)
+    optimizer = torch.optim.Adam(params.values(), lr=1e-3)
+    loss = model.encode_text(torch.tensor([0, 1, 2])).square().sum()
+    loss.backward()
+    optimizer.step()
+    return optimizer
+
+
+def test_round_trip_model_optimizer_rng(tmp_path, model):
+    optimizer = trained_optimizer(model)
+    random.seed(5)
+    np.random.seed(6)
+    torch.manual_seed(7)
+    path = write_checkpoint(tmp_path / "c.safetensors", model, {"stage": 1, "epoch": 3}, optimizer, with_rng=True)
+    expected = (random.random(), np.random.rand(), torch.rand(3))
+    ckpt = read_checkpoint(path)
+    assert ckpt.meta["stage"] == 1 and ckpt.meta["epoch"] == 3 and ckpt.meta["svllreid_version"]
+    torch.manual_seed(99)
+    fresh = svllreid.create_model("svll-tiny-vit", num_classes=4, image_size=(64, 32))
+    load_model_state(fresh, ckpt)
+    for (name, a), (_, b) in zip(model.state_dict().items(), fresh.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    new_optimizer = torch.optim.Adam(fresh.prepare_stage(1).values(), lr=1e-3)
+    load_optimizer_state(new_optimizer, ckpt)
+    old_state = optimizer.state_dict()["state"][0]
+    new_state = new_optimizer.state_dict()["state"][0]
+    assert torch.equal(old_state["exp_avg"], new_state["exp_avg"]) and torch.equal(old_state["step"], new_state["step"])
+    restore_rng(ckpt)
+    again = (random.random(), np.random.rand(), torch.rand(3))
+    assert again[0] == expected[0] and again[1] == expected[1] and torch.equal(again[2], expected[2])
+
+
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, model, monkeypatch):
+    path = write_checkpoint(tmp_path / "last.safetensors", model, {"epoch": 1})
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(ckpt_module, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_checkpoint(path, model, {"epoch": 2})
+    assert path.read_bytes() == before  # the last good checkpoint is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]  # no temporary left behind
+    assert read_checkpoint(path).meta["epoch"] == 1
+
+
+def test_reading_errors(tmp_path, model):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        read_checkpoint(tmp_path / "nope.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="not a readable safetensors checkpoint"):
+        read_checkpoint(junk)
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    with pytest.raises(CheckpointError, match=r"not an svllreid checkpoint.*model\.pretrained"):
+        read_checkpoint(plain)
+
+
+def test_loading_into_another_model_is_an_error(tmp_path, model):
+    path = write_checkpoint(tmp_path / "c.safetensors", model, {})
+    other = svllreid.create_model("svll-tiny-vit", num_classes=7, image_size=(64, 32))
+    with pytest.raises(CheckpointError, match=r"does not fit this model: .*mis-shaped.*prompt_learner.cls_ctx"):
+        load_model_state(other, read_checkpoint(path))
+
+
+def test_run_directory_resolves_to_last_checkpoint(tmp_path, model):
+    write_checkpoint(tmp_path / "checkpoints" / "last.safetensors", model, {"epoch": 4})
+    assert read_checkpoint(tmp_path).meta["epoch"] == 4

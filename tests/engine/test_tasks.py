@@ -1,0 +1,84 @@
+"""Stage tasks: the single batched pass equals three passes; losses are the named terms."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import svllreid
+from svllreid.engine.tasks import ImageStageTask, PromptStageTask
+
+
+def make_batch(size: int = 8, cameras: int = 3) -> dict[str, torch.Tensor]:
+    torch.manual_seed(1)
+    return {
+        "image": torch.randn(size, 3, 64, 32),
+        "views": torch.randn(size, 2, 3, 64, 32),
+        "pid": torch.arange(size) // 2,
+        "camid": torch.arange(size) % cameras,
+        "viewid": torch.full((size,), -1),
+    }
+
+
+@pytest.mark.parametrize("exclude_same_id", [False, True])
+def test_single_pass_equals_three_passes(exclude_same_id):
+    torch.manual_seed(0)
+    model = svllreid.create_model(
+        "svll-tiny-vit", 4, num_cameras=3, image_size=(64, 32), sie="camera", vis_ssl_head=True, ssl_hidden_dim=32
+    ).train()
+    model.prepare_stage(2)
+    text = torch.randn(4, 64)
+    batch = make_batch()
+    losses, grads = {}, {}
+    for single in (True, False):
+        task = ImageStageTask(model, text, vis_ssl_weight=0.8, single_pass=single, ssl_exclude_same_id=exclude_same_id)
+        assert task.single_pass is single
+        model.zero_grad()
+        terms = task(batch)
+        sum(terms.values()).backward()
+        losses[single] = {k: v.detach() for k, v in terms.items()}
+        grads[single] = model.image_encoder.sie.table.grad.clone()
+    assert set(losses[True]) == {"id", "triplet", "i2t", "vis_ssl"}
+    for name in losses[True]:
+        torch.testing.assert_close(losses[True][name], losses[False][name], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads[True], grads[False], atol=1e-5, rtol=1e-5)
+
+
+def test_batchnorm_encoders_use_separate_passes():
+    model = svllreid.create_model("svll-tiny-rn", 4, image_size=(64, 32), vis_ssl_head=True, ssl_hidden_dim=32)
+    task = ImageStageTask(model, torch.randn(4, 64), vis_ssl_weight=0.8, single_pass=True)
+    assert task.single_pass is False
+    terms = task({k: v for k, v in make_batch().items() if k != "camid"} | {"camid": torch.full((8,), -1)})
+    assert set(terms) == {"id", "triplet", "i2t", "vis_ssl"}
+
+
+def test_stage2_weights_scale_the_terms():
+    model = svllreid.create_model("svll-tiny-vit", 4, num_cameras=3, image_size=(64, 32), sie="camera").train()
+    batch = make_batch()
+    torch.manual_seed(3)
+    one = ImageStageTask(model, torch.randn(4, 64), id_weight=1.0, triplet_weight=1.0, i2t_weight=1.0)
+    torch.manual_seed(3)
+    weighted = ImageStageTask(model, one.text_features, id_weight=0.25, triplet_weight=2.0, i2t_weight=0.5)
+    a, b = one(batch), weighted(batch)
+    for name, weight in (("id", 0.25), ("triplet", 2.0), ("i2t", 0.5)):
+        torch.testing.assert_close(b[name], weight * a[name])
+    with pytest.raises(ValueError, match="vis_ssl_head=True"):
+        ImageStageTask(model, one.text_features, vis_ssl_weight=0.8)
+
+
+def test_prompt_task_losses_and_batches():
+    model = svllreid.create_model("svll-tiny-vit", 5, image_size=(64, 32), lang_ssl_head=True, ssl_hidden_dim=32)
+    model.prepare_stage(1)
+    features, labels = torch.randn(23, 64), torch.arange(23) % 5
+    task = PromptStageTask(model, features, labels, lang_ssl_weight=0.8)
+    batches = list(task.batches(epoch=1, batch_size=8, seed=0))
+    assert [len(b["pids"]) for b in batches] == [8, 8, 7]
+    assert sorted(torch.cat([b["pids"] for b in batches]).tolist()) == sorted(labels.tolist())
+    assert [b["pids"].tolist() for b in task.batches(1, 8, 0)] == [b["pids"].tolist() for b in batches]
+    assert [b["pids"].tolist() for b in task.batches(2, 8, 0)] != [b["pids"].tolist() for b in batches]
+    shares = [torch.cat([b["pids"] for b in task.batches(1, 4, 0, rank=r, world_size=2)]) for r in (0, 1)]
+    assert len(shares[0]) == len(shares[1]) == 11
+    terms = task(batches[0])
+    assert set(terms) == {"i2t", "t2i", "lang_ssl"}
+    single = task({"features": features[:3], "pids": torch.tensor([2, 2, 2])})
+    assert "lang_ssl" not in single and task.skipped_ssl_batches == 1
