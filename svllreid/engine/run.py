@@ -60,6 +60,7 @@ SSL_HEAD_PREFIXES = ("lang_projector.", "vis_projector.")
 @dataclass
 class RunResult:
     run_dir: Path
+    model: ReIDModel | None = None
     evaluation: dict[str, Any] | None = None
     untrained: dict[str, Any] | None = None
     checkpoints: dict[str, Path] = field(default_factory=dict)
@@ -338,7 +339,7 @@ def train(
             save_config(cfg, run_dir)
         seed_everything(cfg.run.seed + dist.rank)
         run = Run(cfg, run_dir, dist, progress)
-        result = RunResult(run_dir)
+        result = RunResult(run_dir, run.model)
         start = {1: 1, 2: 1}
         if resume_ckpt is not None:
             check_compatible(resume_ckpt, run.model.spec, run.dataset)

@@ -33,9 +33,13 @@ def _no_mha_fastpath() -> Iterator[None]:
         backend.set_fastpath_enabled(previous)
 
 
-def count_flops(fn: Any, *args: Any) -> int:
-    """FLOPs (2 × multiply-accumulates of matmuls, convolutions and attention) of ``fn(*args)``."""
-    with torch.no_grad(), _no_mha_fastpath(), FlopCounterMode(display=False) as counter:
+def count_flops(fn: Any, *args: Any, inference: bool = True) -> int:
+    """FLOPs (2 × multiply-accumulates of matmuls, convolutions and attention) of ``fn(*args)``.
+
+    With ``inference=False`` gradients stay enabled, so a training step's backward is counted too.
+    """
+    grad = torch.no_grad() if inference else contextlib.nullcontext()
+    with grad, _no_mha_fastpath(), FlopCounterMode(display=False) as counter:
         fn(*args)
     return int(counter.get_total_flops())
 

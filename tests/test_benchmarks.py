@@ -1,0 +1,26 @@
+"""The GPU check script runs anywhere with --small (a test of the script itself, not a timing)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_gpu_check_small_runs_on_cpu():
+    cmd = [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--small", "--iters", "1", "--warmup", "0"]
+    result = subprocess.run([*cmd, "--json"], capture_output=True, text=True, check=True, timeout=300)
+    report = json.loads(result.stdout)
+    rows = report["rows"]
+    assert {(r["stride"], r["what"]) for r in rows} == {
+        (s, w) for s in (16, 12) for w in ("stage 1 step", "stage 2 step", "extraction")
+    }
+    for row in rows:
+        assert row["seconds"] > 0 and row["images_per_s"] > 0 and row["tflops_per_s"] > 0
+        assert row["mfu"] is None  # no known peak on a CPU
