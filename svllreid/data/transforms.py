@@ -21,10 +21,6 @@ def _head(size: Sequence[int]) -> list[v2.Transform]:
     return [v2.ToImage(), v2.Resize(list(size), interpolation=InterpolationMode.BICUBIC, antialias=True)]
 
 
-def _flip_pad_crop(size: Sequence[int], padding: int, flip_prob: float) -> list[v2.Transform]:
-    return [v2.RandomHorizontalFlip(flip_prob), v2.Pad(padding), v2.RandomCrop(list(size))]
-
-
 def _tail(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
@@ -34,6 +30,27 @@ def build_test_transform(
 ) -> v2.Compose:
     """Resize (bicubic) -> tensor -> normalise."""
     return v2.Compose([*_head(size), *_tail(mean, std)])
+
+
+def _augmenting(
+    size: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    padding: int,
+    flip_prob: float,
+    erasing: v2.Transform,
+) -> v2.Compose:
+    """Resize -> flip -> pad -> random crop -> normalise -> ``erasing``."""
+    return v2.Compose(
+        [
+            *_head(size),
+            v2.RandomHorizontalFlip(flip_prob),
+            v2.Pad(padding),
+            v2.RandomCrop(list(size)),
+            *_tail(mean, std),
+            erasing,
+        ]
+    )
 
 
 def build_train_transform(
@@ -48,14 +65,8 @@ def build_train_transform(
 
     Erasing covers 2%-33% of the image with aspect 0.3-3.3, filled with per-pixel normal noise.
     """
-    return v2.Compose(
-        [
-            *_head(size),
-            *_flip_pad_crop(size, padding, flip_prob),
-            *_tail(mean, std),
-            v2.RandomErasing(p=erasing_prob, scale=(0.02, 0.33), ratio=(0.3, 3.3), value="random"),
-        ]
-    )
+    erasing = v2.RandomErasing(p=erasing_prob, scale=(0.02, 0.33), ratio=(0.3, 3.3), value="random")
+    return _augmenting(size, mean, std, padding, flip_prob, erasing)
 
 
 def build_ssl_view_transform(
@@ -69,11 +80,5 @@ def build_ssl_view_transform(
 ) -> v2.Compose:
     """One of SVLL's two occluded self-supervision views: the train pipeline, but the erased
     rectangle always covers ``erasing_area`` of the image (about a third in the reference)."""
-    return v2.Compose(
-        [
-            *_head(size),
-            *_flip_pad_crop(size, padding, flip_prob),
-            *_tail(mean, std),
-            v2.RandomErasing(p=erasing_prob, scale=(erasing_area, erasing_area), ratio=(0.3, 3.3), value="random"),
-        ]
-    )
+    erasing = v2.RandomErasing(p=erasing_prob, scale=(erasing_area, erasing_area), ratio=(0.3, 3.3), value="random")
+    return _augmenting(size, mean, std, padding, flip_prob, erasing)
