@@ -1,0 +1,645 @@
+"""Retrieval metrics of re-identification: CMC (rank-k), mAP and mINP, computed in query chunks.
+
+Protocol
+    The gallery is ranked by Euclidean distance on the features as given (they are not normalised
+    here), computed as ``||g||² - 2 q·g``: the squared distance less ``||q||²``, which is constant per
+    query, so the order is the same (for L2-normalised features: descending cosine similarity). It runs
+    on the features' device, in float64 if the features are float64 and in float32 otherwise (TF32 is
+    switched off for it on CUDA). Equal distances keep gallery order (a stable sort); identical gallery
+    features always get equal distances (see the algorithm). Distinct features at mathematically equal
+    distances tie only if their computed distances are equal (always so for small-integer features).
+
+    With camera ids (``protocol="camera"``, Market-1501 style) every gallery image of the query's
+    identity taken by the query's camera is removed ("junk"); other identities seen by that camera
+    stay. Without camera ids (``protocol="no-camera"``) nothing is removed. In both, ``query_keys`` /
+    ``gallery_keys`` name images (equal keys = the same image), and a gallery image with the query's key
+    is removed, so that a query set contained in the gallery does not retrieve itself.
+
+    A query's true matches are the remaining gallery images of its identity. Queries without any are
+    skipped and counted in :attr:`RankingResult.num_skipped`. Over the evaluated queries: CMC
+    ``cmc[k-1]`` is the fraction with a true match in the first ``k``; AP is the mean over true matches
+    of the precision at their position (not interpolated); INP is ``#matches / rank of the last match``.
+
+Algorithm
+    The gallery is never sorted. The rank of a true match ``j`` among the kept gallery items is the
+    number of gallery items ordered before it by ``(distance, gallery index)`` minus the removed items
+    ordered before it; removed items are all among the query's "candidates" (the gallery images of its
+    identity and those with its key), which are few. Per chunk of queries:
+
+    1. one GEMM gives the ``[c, G]`` distance block; repeated gallery features (found once, by hash
+       then comparison) are computed once and copied, as a BLAS may round the same dot product
+       differently in different output columns;
+    2. only the items not farther than the query's hardest (farthest) true match can precede a true
+       match: they are selected, and every true match's rank among all items is counted among them;
+    3. the removed candidates ordered before each true match are subtracted (a sort of the candidates).
+
+    Step 2 on CPU (numpy): per query, sort the selected distances and ``searchsorted`` the candidates'
+    ones (exact ties are then counted by gallery index). On CUDA (torch): every selected item and
+    candidate of the chunk gets an int64 key ``(row, distance, gallery index)`` (float32 distances by
+    their order-preserving bits, float64 ones by their rank in the chunk), and one ``searchsorted`` of
+    the items into the sorted true-match keys and a ``bincount`` give all the ranks at once.
+
+    Beyond the GEMM the work grows with the number of gallery items nearer than each query's hardest
+    true match: a small part of the gallery for useful features, all of it for random ones (still
+    exact, but slower; ``benchmarks/eval_speed.py`` measures both).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["RankingResult", "default_chunk_size", "evaluate"]
+
+#: Automatic chunk size on CPU: working memory per chunk, at worst (every item nearer than the hardest
+#: true match): distances, mask, selected positions and values.
+CPU_CHUNK_BYTES = 256 * 2**20
+#: Automatic chunk size of the torch path (CUDA): working memory per chunk, at most this and a quarter
+#: of the free device memory.
+TORCH_CHUNK_BYTES = 4 * 2**30
+#: Bytes per (query, gallery item) pair of a torch chunk, at worst (every item nearer than the hardest
+#: true match): distances, mask, selected positions, values and keys.
+_TORCH_BYTES_PER_PAIR = 96
+_INT64_MAX = torch.iinfo(torch.int64).max
+
+ArrayLike = Any  # numpy array, torch tensor, or anything np.asarray accepts
+Array = Any  # numpy array or torch tensor
+
+
+@dataclass(frozen=True, eq=False)
+class RankingResult:
+    """Retrieval metrics over the evaluated queries (fractions in [0, 1]).
+
+    Attributes:
+        mAP: mean average precision (non-interpolated).
+        mINP: mean inverse negative penalty (``#matches / rank of the last match``).
+        cmc: float64 ``[max_rank]``, ``cmc[k-1]`` = rank-k accuracy; entries past the gallery size
+            repeat the last value.
+        num_queries: queries given.
+        num_evaluated: queries with at least one true match; the means are over these.
+        num_skipped: queries without a true match (``num_queries - num_evaluated``).
+        protocol: ``"camera"`` or ``"no-camera"``.
+
+    When no query has a true match, mAP, mINP and the CMC are 0 and ``num_evaluated`` is 0.
+    ``eq=False``: results hold an array, compare their fields instead.
+    """
+
+    mAP: float  # noqa: N815 (the metrics' usual names)
+    mINP: float  # noqa: N815
+    cmc: np.ndarray
+    num_queries: int
+    num_evaluated: int
+    num_skipped: int
+    protocol: str
+
+    def rank(self, k: int) -> float:
+        """Rank-k accuracy, ``cmc[k-1]``."""
+        if not 1 <= k <= len(self.cmc):
+            raise ValueError(f"rank k must be in [1, {len(self.cmc)}] (max_rank), got {k}")
+        return float(self.cmc[k - 1])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary; ``rankK`` is None when K exceeds ``max_rank``."""
+        out: dict[str, Any] = {"mAP": float(self.mAP), "mINP": float(self.mINP)}
+        for k in (1, 5, 10):
+            out[f"rank{k}"] = self.rank(k) if k <= len(self.cmc) else None
+        out["cmc"] = [float(v) for v in self.cmc]
+        out.update(
+            num_queries=int(self.num_queries),
+            num_evaluated=int(self.num_evaluated),
+            num_skipped=int(self.num_skipped),
+            protocol=self.protocol,
+        )
+        return out
+
+    def __repr__(self) -> str:
+        r1 = f", rank1={self.cmc[0]:.4f}" if len(self.cmc) else ""
+        return (
+            f"RankingResult(mAP={self.mAP:.4f}, mINP={self.mINP:.4f}{r1}, evaluated={self.num_evaluated}/"
+            f"{self.num_queries}, protocol={self.protocol!r})"
+        )
+
+
+def make_result(
+    aps: np.ndarray, inps: np.ndarray, first_ranks: np.ndarray, num_queries: int, max_rank: int, protocol: str
+) -> RankingResult:
+    """Average per-query AP, INP and 0-based first-match ranks of the evaluated queries into a result."""
+    n = len(aps)
+    if n:
+        # Past the last first-match rank (at most the gallery size) the CMC stays at 1: pad with it.
+        top = min(max_rank, int(first_ranks.max()) + 1)
+        hits = np.bincount(np.minimum(first_ranks, top), minlength=top + 1)[:top]
+        cmc = np.pad(np.cumsum(hits, dtype=np.float64) / n, (0, max_rank - top), mode="edge")
+        mean_ap, mean_inp = float(np.mean(aps)), float(np.mean(inps))
+    else:
+        cmc, mean_ap, mean_inp = np.zeros(max_rank), 0.0, 0.0
+    cmc.setflags(write=False)
+    return RankingResult(mean_ap, mean_inp, cmc, num_queries, n, num_queries - n, protocol)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------------------------------
+
+
+def _features(x: ArrayLike, name: str) -> torch.Tensor:
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be 2-D [N, D], got shape {tuple(t.shape)}")
+    if t.shape[0] == 0:
+        raise ValueError(f"{name} is empty (no images)")
+    if t.shape[1] == 0:
+        raise ValueError(f"{name} has zero-width features")
+    if t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"{name} must be real-valued, got {t.dtype}")
+    t = t.to(torch.float64 if t.dtype == torch.float64 else torch.float32).contiguous()
+    finite = np.isfinite(t.numpy()).all() if t.device.type == "cpu" else torch.isfinite(t).all()
+    if not bool(finite):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return t
+
+
+def labels(x: ArrayLike | None, name: str, n: int) -> np.ndarray | None:
+    """A 1-D int64 numpy copy of ids given as numpy, torch (any device) or a sequence; checks the length."""
+    if x is None:
+        return None
+    a = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+    if len(a) != n:
+        raise ValueError(f"{name} has {len(a)} entries but the features have {n} rows")
+    if len(a) and not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.bool_)):
+        raise ValueError(f"{name} must hold integers, got dtype {a.dtype}")
+    return a.astype(np.int64)
+
+
+def check_pair(q: object, g: object, name: str) -> None:
+    """Camera ids and keys are needed for both sides or neither."""
+    if (q is None) != (g is None):
+        raise ValueError(f"query_{name} and gallery_{name} must be given together (got only one)")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Host-side plan: each query's candidates (gallery images of its identity, and images with its key)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _group(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """CSR grouping: ``order`` (stable sort), and the sorted unique values with their start and count."""
+    order = np.argsort(values, kind="stable")
+    uniq, start, count = np.unique(values[order], return_index=True, return_counts=True)
+    return order, uniq, start, count
+
+
+def _lookup(uniq: np.ndarray, start: np.ndarray, count: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and count of each value of ``x`` in a :func:`_group` (count 0 when absent)."""
+    pos = np.minimum(np.searchsorted(uniq, x), len(uniq) - 1)
+    hit = uniq[pos] == x
+    return np.where(hit, start[pos], 0), np.where(hit, count[pos], 0)
+
+
+def _expand(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flatten ranges: for each element, its owner (range number), offset in the range and position."""
+    owner = np.repeat(np.arange(len(counts)), counts)
+    offset = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return owner, offset, starts[owner] + offset
+
+
+@dataclass
+class _Plan:
+    pid_order: np.ndarray  # gallery indices sorted by pid
+    pid_start: np.ndarray  # per query: range of its identity in pid_order
+    pid_count: np.ndarray
+    extra_start: np.ndarray  # per query: range in extra_gallery (same key, other identity)
+    extra_count: np.ndarray
+    extra_gallery: np.ndarray
+    num_matches: np.ndarray  # per query: true matches
+
+
+def _plan(
+    qp: np.ndarray,
+    gp: np.ndarray,
+    qc: np.ndarray | None,
+    gc: np.ndarray | None,
+    qk: np.ndarray | None,
+    gk: np.ndarray | None,
+) -> _Plan:
+    nq = len(qp)
+    pid_order, uniq, start, count = _group(gp)
+    pid_start, pid_count = _lookup(uniq, start, count, qp)
+    num_junk = np.zeros(nq, np.int64)
+    if qc is not None and gc is not None:
+        # (pid, camera) pairs as one code over the ids and cameras of both sides.
+        ids, cams = np.unique(np.concatenate([qp, gp])), np.unique(np.concatenate([qc, gc]))
+        code_q = np.searchsorted(ids, qp) * len(cams) + np.searchsorted(cams, qc)
+        code_g = np.searchsorted(ids, gp) * len(cams) + np.searchsorted(cams, gc)
+        _, uniq_pc, start_pc, count_pc = _group(code_g)
+        num_junk = _lookup(uniq_pc, start_pc, count_pc, code_q)[1]
+    extra_count = np.zeros(nq, np.int64)
+    extra_gallery = np.zeros(0, np.int64)
+    num_keyed = np.zeros(nq, np.int64)  # same identity and key, not already junk
+    if qk is not None and gk is not None:
+        key_order, uniq_k, start_k, count_k = _group(gk)
+        owner, _, pos = _expand(*_lookup(uniq_k, start_k, count_k, qk))
+        gi = key_order[pos]
+        same = gp[gi] == qp[owner]
+        keyed = same & (gc[gi] != qc[owner]) if qc is not None and gc is not None else same
+        num_keyed = np.bincount(owner[keyed], minlength=nq)
+        extra_count = np.bincount(owner[~same], minlength=nq)
+        extra_gallery = gi[~same]  # grouped by query, in query order
+    return _Plan(
+        pid_order=pid_order,
+        pid_start=pid_start,
+        pid_count=pid_count,
+        extra_start=np.cumsum(extra_count) - extra_count,
+        extra_count=extra_count,
+        extra_gallery=extra_gallery,
+        num_matches=pid_count - num_junk - num_keyed,
+    )
+
+
+def _candidates(
+    plan: _Plan,
+    rows: np.ndarray,
+    qc: np.ndarray | None,
+    gc: np.ndarray | None,
+    qk: np.ndarray | None,
+    gk: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gallery indices ``[c, K]`` of the candidates of queries ``rows`` and their kind (0 pad, 1 true
+    match, 2 removed)."""
+    n_pid, n_extra = plan.pid_count[rows], plan.extra_count[rows]
+    width = int((n_pid + n_extra).max())
+    index = np.zeros((len(rows), width), np.int64)
+    kind = np.zeros((len(rows), width), np.int8)
+    owner, offset, pos = _expand(plan.pid_start[rows], n_pid)
+    gi = plan.pid_order[pos]
+    removed = np.zeros(len(gi), bool)
+    if qc is not None and gc is not None:
+        removed |= gc[gi] == qc[rows[owner]]
+    if qk is not None and gk is not None:
+        removed |= gk[gi] == qk[rows[owner]]
+    index[owner, offset] = gi
+    kind[owner, offset] = np.where(removed, 2, 1)
+    owner, offset, pos = _expand(plan.extra_start[rows], n_extra)
+    index[owner, n_pid[owner] + offset] = plan.extra_gallery[pos]
+    kind[owner, n_pid[owner] + offset] = 2
+    return index, kind
+
+
+# ----------------------------------------------------------------------------------------------------
+# One chunk, CPU (numpy)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _chunk_numpy(
+    q_aug: np.ndarray,
+    g_aug: np.ndarray,
+    index: np.ndarray,
+    kind: np.ndarray,
+    num_matches: np.ndarray,
+    dist: np.ndarray,
+    mask: np.ndarray,
+    expand: np.ndarray | None,
+    dist_distinct: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AP, INP and 0-based first-match rank of the queries of a chunk, in numpy.
+
+    numpy, not torch, on CPU: its BLAS, ufuncs and sorts measured 2-3x faster than the torch kernels
+    for these shapes on the 2-core CPU of the targets, and torch's OpenMP kernels slow down by orders of
+    magnitude when another process holds a core.
+
+    Args:
+        q_aug, g_aug: ``[c, D+1]`` queries ``[q, 1]`` and ``[G, D+1]`` gallery ``[-2g, ||g||²]``, so
+            that one GEMM gives ``||g||² - 2 q·g``.
+        index, kind: ``[c, K]`` candidates from :func:`_candidates`; every row has a true match.
+        num_matches: ``[c]`` true matches per query (float64).
+        dist, mask: ``[c, G]`` scratch buffers (distance dtype, and bool).
+        expand, dist_distinct: when ``g_aug`` holds the distinct gallery rows only, the index of every
+            gallery item among them, and a ``[c, G']`` buffer (:func:`_distinct_rows`).
+    """
+    c, ng = dist.shape
+    if expand is None:
+        np.matmul(q_aug, g_aug.T, out=dist)
+    else:
+        np.take(np.matmul(q_aug, g_aug.T, out=dist_distinct), expand, axis=1, out=dist, mode="clip")
+    cand_d = np.where(kind > 0, np.take_along_axis(dist, index, 1), np.inf)
+    is_match = kind == 1
+    hardest = np.where(is_match, cand_d, -np.inf).max(1)
+    # The items that can precede a true match, row by row (flat positions are sorted).
+    flat = np.flatnonzero(np.less_equal(dist, hardest[:, None], out=mask))
+    near = dist.reshape(-1)[flat]
+    bounds = np.searchsorted(flat, np.arange(c + 1) * ng)
+    # before[r, k]: gallery items nearer than candidate k.
+    before = np.empty(index.shape, np.int64)
+    for r in range(c):
+        row = near[bounds[r] : bounds[r + 1]]
+        row.sort()
+        before[r] = row.searchsorted(cand_d[r])
+    # A true match is among the near items, at ``pos`` once sorted; another item at the same distance
+    # would follow it there. Such exact ties are ordered by gallery index.
+    pos = bounds[:-1, None] + before
+    tied = is_match & (pos + 1 < bounds[1:, None]) & (near[np.minimum(pos + 1, len(near) - 1)] == cand_d)
+    for r, k in zip(*np.nonzero(tied), strict=True):
+        before[r, k] += np.count_nonzero(dist[r, : index[r, k]] == cand_d[r, k])
+    # Candidates in ranking order (pads, at infinity, last); removed ones before a match are subtracted.
+    order = np.lexsort((index, cand_d))
+    kind = np.take_along_axis(kind, order, 1)
+    is_match, is_removed = kind == 1, (kind == 2).astype(np.int64)
+    rank = np.take_along_axis(before, order, 1) - (np.cumsum(is_removed, 1) - is_removed)
+    nth = np.cumsum(is_match, 1)
+    prec = np.divide(nth, rank + 1.0, out=np.zeros(rank.shape), where=is_match)
+    rows = np.arange(c)
+    first = rank[rows, is_match.argmax(1)]
+    last = rank[rows, kind.shape[1] - 1 - is_match[:, ::-1].argmax(1)]
+    return prec.sum(1) / num_matches, num_matches / (last + 1.0), first
+
+
+# ----------------------------------------------------------------------------------------------------
+# One chunk, torch (CUDA; on CPU only when asked, e.g. by the tests)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _float_keys(v: torch.Tensor) -> torch.Tensor:
+    """int64 in [0, 2^32) ordered like the float32 values ``v`` (equal floats, equal keys)."""
+    v = torch.where(v == 0, 0.0, v)  # -0.0 and +0.0 have different bits but are equal
+    bits = v.view(torch.int32).to(torch.int64)
+    # Non-negative floats order like their bits; negative ones in reverse, below all of those.
+    return torch.where(bits >= 0, bits + 2**31, ~bits)
+
+
+def _chunk_torch(
+    q_aug: torch.Tensor,
+    g_aug: torch.Tensor,
+    index: torch.Tensor,
+    kind: torch.Tensor,
+    num_matches: torch.Tensor,
+    dist: torch.Tensor,
+    mask: torch.Tensor,
+    expand: torch.Tensor | None,
+    dist_distinct: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_chunk_numpy` in torch, without a loop over queries; ``mask`` is a bool ``[c, G]`` buffer."""
+    c, width = index.shape
+    ng = dist.shape[1]
+    if expand is None:
+        torch.mm(q_aug, g_aug.T, out=dist)
+    else:
+        torch.index_select(torch.mm(q_aug, g_aug.T, out=dist_distinct), 1, expand, out=dist)
+    cand_d = dist.gather(1, index)
+    valid = kind > 0
+    hardest = torch.where(kind == 1, cand_d, -torch.inf).amax(1)
+    torch.le(dist, hardest[:, None], out=mask)
+    flat = mask.view(-1).nonzero().squeeze(1)  # row-major
+    vals = dist.view(-1)[flat]
+    rows = flat // ng
+    cols = flat - rows * ng
+    gbits = max(1, (ng - 1).bit_length())
+    if dist.dtype == torch.float32:
+        item_v, cand_v, vbits = _float_keys(vals), _float_keys(cand_d), 32
+    else:
+        # float64 bits leave no room for the row and the index: use ranks among the chunk's values.
+        uniq, inverse = torch.unique(torch.cat([vals, cand_d[valid]]), return_inverse=True)
+        item_v = inverse[: len(vals)]
+        cand_v = torch.zeros_like(index)
+        cand_v[valid] = inverse[len(vals) :]
+        vbits = max(1, (len(uniq) - 1).bit_length())
+    if (c - 1).bit_length() + vbits + gbits > 63:  # prevented by _max_rows
+        raise AssertionError("chunk too large for int64 ranking keys")
+    # One int64 key per (row, distance, gallery index): the ranking order, ties by gallery index.
+    row_shift = vbits + gbits
+    item_key = (rows << row_shift) | (item_v << gbits) | cols
+    row_ids = torch.arange(c, device=index.device)[:, None]
+    cand_key = torch.where(valid, (row_ids << row_shift) | (cand_v << gbits) | index, _INT64_MAX)
+    cand_key, order = cand_key.sort(1)  # pads last
+    kind = kind.gather(1, order)
+    is_match, is_removed = kind == 1, (kind == 2).to(torch.int64)
+    match_key = cand_key[is_match]  # sorted: by row, then distance, then gallery index
+    # before[j]: selected items with a smaller key than true match j. All the items of earlier rows
+    # have smaller keys: their count is subtracted, and so are the removed candidates before j.
+    slot = torch.searchsorted(match_key, item_key, right=True)
+    before = torch.bincount(slot, minlength=len(match_key) + 1).cumsum(0)[:-1]
+    per_row = torch.bincount(rows, minlength=c)
+    match_row = row_ids.expand(c, width)[is_match]
+    removed_before = (is_removed.cumsum(1) - is_removed)[is_match]
+    rank = before - (per_row.cumsum(0) - per_row)[match_row] - removed_before
+    nth = is_match.cumsum(1)[is_match]  # 1-based, in rank order
+    prec = nth.to(torch.float64) / (rank + 1).to(torch.float64)
+    ap = torch.zeros(c, dtype=torch.float64, device=dist.device).index_add_(0, match_row, prec) / num_matches
+    last = rank[nth == num_matches.to(torch.int64)[match_row]]
+    return ap, num_matches / (last + 1).to(torch.float64), rank[nth == 1]
+
+
+@contextlib.contextmanager
+def _no_tf32() -> Iterator[None]:
+    """float32 GEMMs in full precision on CUDA (TF32 would round the distances to 10 bits)."""
+    allowed = torch.backends.cuda.matmul.allow_tf32
+    if allowed:
+        torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        if allowed:
+            torch.backends.cuda.matmul.allow_tf32 = True
+
+
+def _max_rows(num_gallery: int) -> int:
+    """Rows per torch chunk that keep ``(row, distance key, gallery index)`` within 63 bits.
+
+    float32 keys take 32 bits; float64 ones at most ``bits(rows) + bits(G) + 1`` (ranks among at most
+    ``rows * 2G`` values), so both fit when ``bits(rows) <= 31 - bits(G)``.
+    """
+    gbits = max(1, (num_gallery - 1).bit_length())
+    if gbits > 31:
+        raise ValueError(f"galleries of more than 2^31 images are not supported (got {num_gallery})")
+    return 1 << (31 - gbits)
+
+
+def _distinct_rows(g: Array) -> tuple[Array, Array | None]:
+    """The distinct rows of ``g`` and, when some repeat, the index of each row among them (else None).
+
+    BLAS kernels may compute the same dot product with a different rounding in different output
+    columns, so identical gallery features could get distances an ulp apart and be ordered by that
+    instead of by gallery index. Distances are therefore computed once per distinct row.
+    """
+    if not isinstance(g, np.ndarray):
+        uniq, inverse = torch.unique(g, dim=0, return_inverse=True)
+        return (g, None) if len(uniq) == len(g) else (uniq, inverse)
+    values = g + 0.0  # -0.0 -> +0.0: rows equal as numbers hash alike
+    bits = values.view(np.uint32 if g.dtype == np.float32 else np.uint64).astype(np.uint64)
+    weights = np.random.default_rng(0).integers(1, 2**63, g.shape[1], dtype=np.uint64) | np.uint64(1)
+    hashes = (bits * weights).sum(1)  # wraps modulo 2^64
+    order = np.argsort(hashes, kind="stable")
+    hashes = hashes[order]
+    pairs = np.flatnonzero(hashes[1:] == hashes[:-1])
+    pairs = pairs[(values[order[pairs]] == values[order[pairs + 1]]).all(1)]  # not a mere collision
+    if not len(pairs):
+        return g, None
+    new = np.ones(len(g), bool)
+    new[pairs + 1] = False  # same as the previous row in hash order
+    inverse = np.empty(len(g), np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return g[order[new]], inverse
+
+
+def _augment(qf: Array, gf: Array) -> tuple[Array, Array]:
+    """``[q, 1]`` and ``[-2g, ||g||²]`` (numpy or torch), whose product is ``||g||² - 2 q·g``.
+
+    Scaling by -2 is exact (a power of two). Raises ValueError when the distances could overflow.
+    """
+    is_np = isinstance(qf, np.ndarray)
+    with np.errstate(over="ignore"):  # overflow is reported below
+        g_sq = (gf * gf).sum(1, keepdims=True) if is_np else (gf * gf).sum(1, keepdim=True)
+        q_max = float((qf * qf).sum(1).max())
+    bound = (q_max**0.5 + float(g_sq.max()) ** 0.5) ** 2
+    single = qf.dtype == (np.float32 if is_np else torch.float32)
+    if not bound < np.finfo(np.float32 if single else np.float64).max:
+        raise ValueError(f"feature norms too large for {qf.dtype} distances")
+    if is_np:
+        return np.concatenate([qf, np.ones_like(qf[:, :1])], 1), np.concatenate([gf * -2.0, g_sq], 1)
+    return torch.cat([qf, torch.ones_like(qf[:, :1])], 1), torch.cat([gf * -2.0, g_sq], 1)
+
+
+def _use_numpy(device: torch.device) -> bool:
+    """Whether a device runs the numpy path (the tests switch it to check the torch path on CPU)."""
+    return device.type == "cpu"
+
+
+def default_chunk_size(
+    num_queries: int, num_gallery: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> int:
+    """Queries per chunk that :func:`evaluate` uses when ``chunk_size`` is None.
+
+    The most that fit the working-memory budget (:data:`CPU_CHUNK_BYTES`, or :data:`TORCH_CHUNK_BYTES`
+    and a quarter of the free CUDA memory), then evened out over the chunks that takes.
+    """
+    device = torch.device(device)
+    if _use_numpy(device):
+        rows = CPU_CHUNK_BYTES // ((2 * dtype.itemsize + 9) * num_gallery)
+    else:
+        budget = TORCH_CHUNK_BYTES
+        if device.type == "cuda":
+            budget = min(budget, torch.cuda.mem_get_info(device)[0] // 4)
+        rows = min(budget // (_TORCH_BYTES_PER_PAIR * num_gallery), _max_rows(num_gallery))
+    rows = min(max(1, rows), max(1, num_queries))
+    chunks = -(-num_queries // rows)
+    return max(1, -(-num_queries // chunks))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------------------
+
+
+def evaluate(
+    query_feats: ArrayLike,
+    gallery_feats: ArrayLike,
+    query_pids: ArrayLike,
+    gallery_pids: ArrayLike,
+    query_camids: ArrayLike | None = None,
+    gallery_camids: ArrayLike | None = None,
+    *,
+    query_keys: ArrayLike | None = None,
+    gallery_keys: ArrayLike | None = None,
+    max_rank: int = 50,
+    chunk_size: int | None = None,
+    rerank: bool = False,
+) -> RankingResult:
+    """CMC, mAP and mINP of ranking the gallery for every query (protocol in the module docstring).
+
+    Memory: the features, and per chunk of ``c`` queries ``[c, G]`` distances, a mask and the selected
+    items (no ``[Q, G]`` array).
+
+    Args:
+        query_feats, gallery_feats: ``[Q, D]`` and ``[G, D]`` features, numpy or torch on any device
+            (both on the same); computed on that device, in float64 if the features are float64 and in
+            float32 otherwise.
+        query_pids, gallery_pids: identities (integers; no value is special).
+        query_camids, gallery_camids: cameras; both or neither. Given: the camera protocol.
+        query_keys, gallery_keys: image keys (integers, equal = same image, e.g. indices into one
+            feature table); both or neither. A gallery image with the query's key is never ranked.
+        max_rank: length of the CMC; entries past the gallery size repeat the last value (1 when
+            some query is evaluated).
+        chunk_size: queries per chunk (an upper bound); None: :func:`default_chunk_size`, from a
+            working-memory budget. Results do not depend on it (but for the last-bit rounding of
+            distinct features at nearly equal distances, which a BLAS may vary with the position).
+        rerank: re-ranking is not part of this module; True raises ValueError.
+
+    Returns:
+        The metrics; queries without a true match are skipped and counted.
+    """
+    if rerank:
+        raise ValueError("re-ranking needs svllreid.eval.rerank")
+    if not isinstance(max_rank, int | np.integer) or max_rank < 1:
+        raise ValueError(f"max_rank must be a positive integer, got {max_rank!r}")
+    if chunk_size is not None and (not isinstance(chunk_size, int | np.integer) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    qf, gf = _features(query_feats, "query_feats"), _features(gallery_feats, "gallery_feats")
+    if qf.shape[1] != gf.shape[1]:
+        raise ValueError(f"feature widths differ: query {qf.shape[1]}, gallery {gf.shape[1]}")
+    if qf.device != gf.device:
+        raise ValueError(f"query_feats is on {qf.device} but gallery_feats on {gf.device}")
+    if qf.dtype != gf.dtype:  # one side float64: compute in float64
+        qf, gf = qf.double(), gf.double()
+    nq, ng = qf.shape[0], gf.shape[0]
+    check_pair(query_camids, gallery_camids, "camids")
+    check_pair(query_keys, gallery_keys, "keys")
+    qp, gp = labels(query_pids, "query_pids", nq), labels(gallery_pids, "gallery_pids", ng)
+    qc, gc = labels(query_camids, "query_camids", nq), labels(gallery_camids, "gallery_camids", ng)
+    qk, gk = labels(query_keys, "query_keys", nq), labels(gallery_keys, "gallery_keys", ng)
+    assert qp is not None and gp is not None
+    protocol = "camera" if qc is not None else "no-camera"
+
+    use_numpy = _use_numpy(qf.device)
+    g_distinct, expand = _distinct_rows(gf.numpy() if use_numpy else gf)
+    q_aug, g_aug = _augment(qf.numpy() if use_numpy else qf, g_distinct)
+    plan = _plan(qp, gp, qc, gc, qk, gk)
+    # Evaluated queries, those with similar candidate counts together (less padding per chunk).
+    evaluated = np.flatnonzero(plan.num_matches > 0)
+    evaluated = evaluated[np.argsort((plan.pid_count + plan.extra_count)[evaluated], kind="stable")]
+    ne = len(evaluated)
+    aps, inps, first = np.zeros(ne), np.zeros(ne), np.zeros(ne, np.int64)
+    if ne:
+        device = qf.device
+        c = min(chunk_size or default_chunk_size(ne, ng, device, qf.dtype), ne)
+        if not use_numpy:
+            c = min(c, _max_rows(ng))  # the torch path's int64 keys
+        num_matches = plan.num_matches.astype(np.float64)
+        xp: Any = np if use_numpy else torch
+        kw: dict[str, Any] = {} if use_numpy else {"device": device}
+        dist_buf = xp.empty((c, ng), dtype=g_aug.dtype, **kw)
+        mask_buf = xp.empty((c, ng), dtype=bool if use_numpy else torch.bool, **kw)
+        distinct_buf = None if expand is None else xp.empty((c, len(g_aug)), dtype=g_aug.dtype, **kw)
+        with _no_tf32() if device.type == "cuda" else contextlib.nullcontext():
+            for lo in range(0, ne, c):
+                rows = evaluated[lo : lo + c]
+                index, kind = _candidates(plan, rows, qc, gc, qk, gk)
+                buffers = (
+                    dist_buf[: len(rows)],
+                    mask_buf[: len(rows)],
+                    expand,
+                    None if distinct_buf is None else distinct_buf[: len(rows)],
+                )
+                if use_numpy:
+                    out = _chunk_numpy(q_aug[rows], g_aug, index, kind, num_matches[rows], *buffers)
+                else:
+                    rows_t = torch.as_tensor(rows, device=device)
+                    out_t = _chunk_torch(
+                        q_aug.index_select(0, rows_t),
+                        g_aug,
+                        torch.as_tensor(index, device=device),
+                        torch.as_tensor(kind, device=device),
+                        torch.as_tensor(num_matches[rows], device=device),
+                        *buffers,
+                    )
+                    out = tuple(t.cpu().numpy() for t in out_t)
+                aps[lo : lo + c], inps[lo : lo + c], first[lo : lo + c] = out
+        # Means in query order, whatever the chunking.
+        back = np.argsort(evaluated, kind="stable")
+        aps, inps, first = aps[back], inps[back], first[back]
+    return make_result(aps, inps, first, nq, max_rank, protocol)

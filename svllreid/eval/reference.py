@@ -1,0 +1,64 @@
+"""A slow, per-query reference of :func:`svllreid.eval.evaluate`, written to be obviously correct.
+
+Used by the tests only: a float64 numpy loop that sorts the whole gallery for every query.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from svllreid.eval.ranking import ArrayLike, RankingResult, check_pair, labels, make_result
+
+__all__ = ["evaluate_reference"]
+
+
+def _as_numpy(x: ArrayLike) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def evaluate_reference(
+    query_feats: ArrayLike,
+    gallery_feats: ArrayLike,
+    query_pids: ArrayLike,
+    gallery_pids: ArrayLike,
+    query_camids: ArrayLike | None = None,
+    gallery_camids: ArrayLike | None = None,
+    *,
+    query_keys: ArrayLike | None = None,
+    gallery_keys: ArrayLike | None = None,
+    max_rank: int = 50,
+) -> RankingResult:
+    """Same arguments and result as :func:`svllreid.eval.evaluate` (without chunking or re-ranking)."""
+    qf, gf = _as_numpy(query_feats), _as_numpy(gallery_feats)
+    check_pair(query_camids, gallery_camids, "camids")
+    check_pair(query_keys, gallery_keys, "keys")
+    qp, gp = labels(query_pids, "query_pids", len(qf)), labels(gallery_pids, "gallery_pids", len(gf))
+    qc, gc = labels(query_camids, "query_camids", len(qf)), labels(gallery_camids, "gallery_camids", len(gf))
+    qk, gk = labels(query_keys, "query_keys", len(qf)), labels(gallery_keys, "gallery_keys", len(gf))
+    aps, inps, first = [], [], []
+    for i in range(len(qf)):
+        dist = ((gf - qf[i]) ** 2).sum(axis=1)
+        order = np.argsort(dist, kind="stable")  # ties: gallery order
+        keep = np.ones(len(gf), dtype=bool)
+        if qc is not None:
+            keep &= ~((gp == qp[i]) & (gc == qc[i]))  # junk: same identity, same camera
+        if qk is not None:
+            keep &= gk != qk[i]  # the query's own image
+        order = order[keep[order]]
+        positions = np.flatnonzero(gp[order] == qp[i])  # 0-based ranks of the true matches
+        if len(positions) == 0:
+            continue  # skipped: no true match
+        hits = np.arange(1, len(positions) + 1)
+        aps.append(np.mean(hits / (positions + 1)))
+        inps.append(len(positions) / (positions[-1] + 1))
+        first.append(positions[0])
+    return make_result(
+        np.array(aps, dtype=np.float64),
+        np.array(inps, dtype=np.float64),
+        np.array(first, dtype=np.int64),
+        len(qf),
+        max_rank,
+        "camera" if qc is not None else "no-camera",
+    )
