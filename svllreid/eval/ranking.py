@@ -147,7 +147,8 @@ def make_result(
 # ----------------------------------------------------------------------------------------------------
 
 
-def _features(x: ArrayLike, name: str) -> torch.Tensor:
+def as_features(x: ArrayLike, name: str) -> torch.Tensor:
+    """Validate a ``[N, D]`` real feature matrix (numpy or torch) as a float32/float64 tensor."""
     t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     if t.ndim != 2:
         raise ValueError(f"{name} must be 2-D [N, D], got shape {tuple(t.shape)}")
@@ -579,7 +580,7 @@ def evaluate(
         raise ValueError(f"max_rank must be a positive integer, got {max_rank!r}")
     if chunk_size is not None and (not isinstance(chunk_size, int | np.integer) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
-    qf, gf = _features(query_feats, "query_feats"), _features(gallery_feats, "gallery_feats")
+    qf, gf = as_features(query_feats, "query_feats"), as_features(gallery_feats, "gallery_feats")
     if qf.shape[1] != gf.shape[1]:
         raise ValueError(f"feature widths differ: query {qf.shape[1]}, gallery {gf.shape[1]}")
     if qf.device != gf.device:

@@ -48,6 +48,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from svllreid.eval.ranking import as_features
+
 __all__ = ["CHUNK_BYTES", "MAX_TRIPLES", "default_chunk_size", "iter_rerank_chunks", "k_reciprocal_rerank"]
 
 #: Automatic chunk size: bytes of one ``[c, N]`` float32 block of distances.
@@ -72,22 +74,6 @@ ArrayLike = Any  # numpy array, torch tensor, or anything np.asarray accepts
 # ----------------------------------------------------------------------------------------------------
 
 
-def _features(x: ArrayLike, name: str) -> torch.Tensor:
-    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    if t.ndim != 2:
-        raise ValueError(f"{name} must be 2-D [N, D], got shape {tuple(t.shape)}")
-    if t.shape[0] == 0:
-        raise ValueError(f"{name} is empty (no images)")
-    if t.shape[1] == 0:
-        raise ValueError(f"{name} has zero-width features")
-    if t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"{name} must be real-valued, got {t.dtype}")
-    t = t.to(torch.float64 if t.dtype == torch.float64 else torch.float32)
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return t
-
-
 def _positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -107,7 +93,7 @@ def _check(
         or not 0 <= lambda_value <= 1
     ):
         raise ValueError(f"lambda_value must be a number in [0, 1], got {lambda_value!r}")
-    qf, gf = _features(query_feats, "query_feats"), _features(gallery_feats, "gallery_feats")
+    qf, gf = as_features(query_feats, "query_feats"), as_features(gallery_feats, "gallery_feats")
     if qf.shape[1] != gf.shape[1]:
         raise ValueError(f"feature widths differ: query {qf.shape[1]}, gallery {gf.shape[1]}")
     if qf.device != gf.device:
