@@ -335,6 +335,11 @@ def train(
         else:
             run_dir = new_run_dir(cfg, dist)
         if dist.is_main:
+            if resume_ckpt is None and run_dir.exists():
+                raise ValueError(
+                    f"run directory {run_dir} already exists; choose another run.name, delete it, or continue "
+                    f"it with --resume {run_dir}"
+                )
             run_dir.mkdir(parents=True, exist_ok=resume_ckpt is not None)
             save_config(cfg, run_dir)
         seed_everything(cfg.run.seed + dist.rank)

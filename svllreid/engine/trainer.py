@@ -175,11 +175,12 @@ class Trainer:
         """Read logged losses back to the host (one transfer), check them, log means; returns images."""
         if not pending:
             return 0
-        values = (
-            [v.tolist() for v in torch.stack([p[2] for p in pending]).cpu()]
-            if _same_width(pending)
-            else [p[2].cpu().tolist() for p in pending]
-        )
+        # One device-to-host transfer for all pending steps (steps may log different terms).
+        flat = torch.cat([p[2] for p in pending]).cpu().tolist()
+        values, start = [], 0
+        for p in pending:
+            values.append(flat[start : start + p[2].shape[0]])
+            start += p[2].shape[0]
         for (step, names, _, _), row in zip(pending, values, strict=True):
             for name, value in zip(names, row, strict=True):
                 if not math.isfinite(value):
@@ -208,7 +209,3 @@ class Trainer:
             bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", img_s=f"{record['images_per_s']:.0f}")
         pending.clear()
         return images
-
-
-def _same_width(pending: list[tuple[int, list[str], torch.Tensor, int]]) -> bool:
-    return len({p[2].shape[0] for p in pending}) == 1

@@ -118,6 +118,8 @@ def test_stages_run_separately_and_checkpoints_are_checked(tmp_path, capsys):
     assert (tmp_path / "runs" / "s2" / "eval.json").is_file()
     assert main(["train", str(TINY), "--stage", "2", *small(tmp_path, "s3"), "--no-progress"]) == 2
     assert "--stage 2 needs --from" in capsys.readouterr().err
+    assert main(["train", str(TINY), "--stage", "1", *first, "--no-progress"]) == 2  # the name is taken
+    assert "already exists; choose another run.name" in capsys.readouterr().err
     other = small(tmp_path, "other", **{"data.options": "{ids: 20, cameras: 3, images_per_camera: 3, seed: 1}"})
     other[0] = f"data.root={tmp_path / 'synthetic20'}"
     with pytest.raises(CheckpointError, match=r"made for another network \(num_classes: checkpoint 8 vs this run 10"):
