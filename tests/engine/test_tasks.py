@@ -82,3 +82,19 @@ def test_prompt_task_losses_and_batches():
     assert set(terms) == {"i2t", "t2i", "lang_ssl"}
     single = task({"features": features[:3], "pids": torch.tensor([2, 2, 2])})
     assert "lang_ssl" not in single and task.skipped_ssl_batches == 1
+
+
+def test_side_information_falls_back_or_explains():
+    from svllreid.data.types import EvalSplit, ReIDDataset
+    from svllreid.engine.run import effective_sie
+
+    def dataset(cameras: int, views: int) -> ReIDDataset:
+        return ReIDDataset("x", "/x", "vehicle", [], [EvalSplit("d", [], [])], "camera", cameras, views)
+
+    assert effective_sie("camera_view", dataset(20, 8)) == "camera_view"
+    assert effective_sie("camera_view", dataset(20, 0)) == "camera"  # VeRi without viewpoint files
+    assert effective_sie("none", dataset(0, 0)) == "none"
+    with pytest.raises(ValueError, match=r"model\.sie=camera needs camera labels, but x has none; use model\.sie=none"):
+        effective_sie("camera", dataset(0, 0))
+    with pytest.raises(ValueError, match=r"model\.sie=view needs viewpoint labels"):
+        effective_sie("view", dataset(6, 0))
