@@ -145,6 +145,53 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_feature_file(path: str, side: str) -> dict[str, Any]:
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read {side} features from {path}: {err}") from err
+    missing = [key for key in ("feats", "pids") if key not in arrays]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the array(s) {', '.join(missing)}; a feature file is an .npz with 'feats' [N, D], "
+            f"'pids' [N] and optionally 'camids' [N] (found: {', '.join(arrays) or 'nothing'})"
+        )
+    return arrays
+
+
+def cmd_eval_features(args: argparse.Namespace) -> int:
+    from svllreid.eval import evaluate
+
+    query = _read_feature_file(args.query, "query")
+    gallery = _read_feature_file(args.gallery, "gallery")
+    if ("camids" in query) != ("camids" in gallery):
+        raise ValueError("'camids' must be in both feature files or in neither")
+    result = evaluate(
+        query["feats"],
+        gallery["feats"],
+        query["pids"],
+        gallery["pids"],
+        query.get("camids"),
+        gallery.get("camids"),
+        max_rank=args.max_rank,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    rule = {
+        "camera": "same-identity-same-camera gallery images are junk",
+        "no-camera": "no camera labels: nothing is excluded",
+    }[result.protocol]
+    print(f"protocol: {result.protocol} ({rule})")
+    print(f"queries: {result.num_queries} ({result.num_skipped} skipped without a true match)")
+    ranks = "  ".join(f"Rank-{k} {100 * result.rank(k):.2f}" for k in (1, 5, 10) if k <= args.max_rank)
+    print(f"mAP {100 * result.mAP:.2f}  mINP {100 * result.mINP:.2f}  {ranks}")
+    return 0
+
+
 def cmd_model_info(args: argparse.Namespace) -> int:
     from svllreid.models.factory import create_model
     from svllreid.models.info import format_info, model_info
@@ -236,6 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly")
     train.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     train.set_defaults(func=cmd_train)
+
+    eval_features = commands.add_parser(
+        "eval-features",
+        help="mAP / CMC / mINP of features extracted elsewhere",
+        description="Evaluate query and gallery features saved as .npz files with arrays 'feats' [N, D], "
+        "'pids' [N] and optionally 'camids' [N] (with cameras, same-identity-same-camera gallery images are "
+        "junk; without, nothing is excluded). Ranking is by Euclidean distance of the given features.",
+    )
+    eval_features.add_argument("--query", required=True, help="query .npz")
+    eval_features.add_argument("--gallery", required=True, help="gallery .npz")
+    eval_features.add_argument("--max-rank", type=int, default=50, help="length of the CMC curve (default 50)")
+    eval_features.add_argument("--json", action="store_true", help="print JSON (with the whole CMC curve)")
+    eval_features.set_defaults(func=cmd_eval_features)
 
     model = commands.add_parser("model", help="inspect networks", description="Inspect networks.")
     model_cmds = model.add_subparsers(dest="model_command", metavar="SUBCOMMAND", required=True)

@@ -24,6 +24,10 @@ COMMANDS = [
     ["data", "synth"],
     ["data", "stats"],
     ["data", "check"],
+    ["model"],
+    ["model", "info"],
+    ["train"],
+    ["eval-features"],
 ]
 
 
@@ -39,7 +43,7 @@ def test_help_of_every_command(command, capsys):
 def test_top_level_help_lists_every_subcommand(capsys):
     build_parser().print_help()
     out = capsys.readouterr().out
-    for name in ("demo", "config", "data"):
+    for name in ("demo", "config", "data", "model", "train", "eval-features"):
         assert name in out
 
 
@@ -121,3 +125,31 @@ def test_synth_and_demo_on_small_sizes(tmp_path, capsys):
     assert main(["demo", "--root", str(demo_root), *args]) == 0
     out = capsys.readouterr().out
     assert "OK" in out and "train" in out
+
+
+def test_eval_features(tmp_path, capsys):
+    import numpy as np
+
+    # Two identities; the query of id 1 has its true match (other camera) at rank 2.
+    gallery = {
+        "feats": np.array([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6], [1.0, 0.0]], dtype=np.float32),
+        "pids": np.array([2, 1, 1, 2]),
+        "camids": np.array([1, 1, 0, 0]),
+    }
+    query = {"feats": np.array([[1.0, 0.1]], dtype=np.float32), "pids": np.array([1]), "camids": np.array([0])}
+    np.savez(tmp_path / "g.npz", **gallery)
+    np.savez(tmp_path / "q.npz", **query)
+    args = ["eval-features", "--query", str(tmp_path / "q.npz"), "--gallery", str(tmp_path / "g.npz")]
+    assert main([*args, "--json", "--max-rank", "3"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    # Gallery 2 (id 1, camera 0) is junk; the true match is gallery 1, behind gallery 0 and 3 (id 2).
+    assert result["protocol"] == "camera" and result["mAP"] == pytest.approx(1 / 3)
+    assert result["cmc"] == [0.0, 0.0, 1.0]
+    assert main(args) == 0
+    assert "same-identity-same-camera gallery images are junk" in capsys.readouterr().out
+    np.savez(tmp_path / "bad.npz", features=query["feats"])
+    assert main(["eval-features", "--query", str(tmp_path / "bad.npz"), "--gallery", str(tmp_path / "g.npz")]) == 2
+    assert "lacks the array(s) feats, pids" in capsys.readouterr().err
+    np.savez(tmp_path / "nocam.npz", feats=query["feats"], pids=query["pids"])
+    assert main(["eval-features", "--query", str(tmp_path / "nocam.npz"), "--gallery", str(tmp_path / "g.npz")]) == 2
+    assert "'camids' must be in both" in capsys.readouterr().err
