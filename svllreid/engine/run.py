@@ -19,6 +19,7 @@ import torch
 import torch.distributed
 
 from svllreid.config import Config, config_to_dict, save_config
+from svllreid.data.datasets import load_dataset
 from svllreid.data.factory import build_dataset, build_image_cache, build_transforms
 from svllreid.data.loaders import ReIDImageDataset, build_test_loader, build_train_loader, set_loader_epoch
 from svllreid.data.types import ReIDDataset
@@ -158,11 +159,8 @@ class Run:
         self.amp_dtype = resolve_precision(cfg.run.precision, self.device)
         self.dataset = build_dataset(cfg.data) if dist.is_main else None
         barrier(dist)  # the main process validates (and, for synthetic data, generates) first
-        if self.dataset is None:
-            cfg_data = cfg.data
-            from svllreid.data.datasets import load_dataset
-
-            self.dataset = load_dataset(cfg_data.dataset, cfg_data.root, **cfg_data.options)
+        if self.dataset is None:  # the other processes parse it without repeating the check
+            self.dataset = load_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.options)
         self.transforms = build_transforms(cfg.data)
         self.cache = build_image_cache(cfg.data, self.dataset)
         self.model = build_model(cfg, self.dataset).to(self.device)
