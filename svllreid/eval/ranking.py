@@ -165,6 +165,19 @@ def as_features(x: ArrayLike, name: str) -> torch.Tensor:
     return t
 
 
+def as_feature_pair(query_feats: ArrayLike, gallery_feats: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate query and gallery features together: same width, same device, one dtype
+    (float64 for both if either is float64)."""
+    qf, gf = as_features(query_feats, "query_feats"), as_features(gallery_feats, "gallery_feats")
+    if qf.shape[1] != gf.shape[1]:
+        raise ValueError(f"feature widths differ: query {qf.shape[1]}, gallery {gf.shape[1]}")
+    if qf.device != gf.device:
+        raise ValueError(f"query_feats is on {qf.device} but gallery_feats on {gf.device}")
+    if qf.dtype != gf.dtype:
+        qf, gf = qf.double(), gf.double()
+    return qf, gf
+
+
 def labels(x: ArrayLike | None, name: str, n: int) -> np.ndarray | None:
     """A 1-D int64 numpy copy of ids given as numpy, torch (any device) or a sequence; checks the length."""
     if x is None:
@@ -580,13 +593,7 @@ def evaluate(
         raise ValueError(f"max_rank must be a positive integer, got {max_rank!r}")
     if chunk_size is not None and (not isinstance(chunk_size, int | np.integer) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
-    qf, gf = as_features(query_feats, "query_feats"), as_features(gallery_feats, "gallery_feats")
-    if qf.shape[1] != gf.shape[1]:
-        raise ValueError(f"feature widths differ: query {qf.shape[1]}, gallery {gf.shape[1]}")
-    if qf.device != gf.device:
-        raise ValueError(f"query_feats is on {qf.device} but gallery_feats on {gf.device}")
-    if qf.dtype != gf.dtype:  # one side float64: compute in float64
-        qf, gf = qf.double(), gf.double()
+    qf, gf = as_feature_pair(query_feats, gallery_feats)
     nq, ng = qf.shape[0], gf.shape[0]
     check_pair(query_camids, gallery_camids, "camids")
     check_pair(query_keys, gallery_keys, "keys")

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from svllreid.eval.ranking import as_features
+from svllreid.eval.ranking import as_feature_pair
 
 __all__ = ["CHUNK_BYTES", "MAX_TRIPLES", "default_chunk_size", "iter_rerank_chunks", "k_reciprocal_rerank"]
 
@@ -93,13 +93,7 @@ def _check(
         or not 0 <= lambda_value <= 1
     ):
         raise ValueError(f"lambda_value must be a number in [0, 1], got {lambda_value!r}")
-    qf, gf = as_features(query_feats, "query_feats"), as_features(gallery_feats, "gallery_feats")
-    if qf.shape[1] != gf.shape[1]:
-        raise ValueError(f"feature widths differ: query {qf.shape[1]}, gallery {gf.shape[1]}")
-    if qf.device != gf.device:
-        raise ValueError(f"query_feats is on {qf.device} but gallery_feats on {gf.device}")
-    if qf.dtype != gf.dtype:  # one side float64: compute in float64
-        qf, gf = qf.double(), gf.double()
+    qf, gf = as_feature_pair(query_feats, gallery_feats)
     max_sq = max(float((qf.double() ** 2).sum(1).max()), float((gf.double() ** 2).sum(1).max()))
     if not 4 * max_sq < torch.finfo(qf.dtype).max:  # (|a| + |b|)^2 must not overflow
         raise ValueError(f"feature norms too large for {qf.dtype} distances")
