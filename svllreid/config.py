@@ -332,6 +332,15 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     for text in overrides:
         key, value = parse_override(text)
         layers.append((_nest(key, value), f"override {text!r}"))
+    return _merge(layers)
+
+
+def config_from_dict(values: Mapping[str, Any], source: str = "a saved config") -> Config:
+    """A :class:`Config` from a nested dict such as :func:`config_to_dict` gives (checked like a file)."""
+    return _merge([(dict(values), source)])
+
+
+def _merge(layers: Sequence[tuple[dict[str, Any], str]]) -> Config:
     merged = OmegaConf.structured(Config)
     for values, source in layers:
         _check_keys(values, Config, source)

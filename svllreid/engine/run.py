@@ -36,7 +36,7 @@ from svllreid.engine.distributed import DistInfo, barrier, init_distributed, res
 from svllreid.engine.optim import build_adam, cosine_with_warmup, multistep_with_warmup
 from svllreid.engine.tasks import ImageStageTask, PromptStageTask
 from svllreid.engine.trainer import MetricsLog, StagePlan, Trainer
-from svllreid.eval.features import evaluate_model, extract_features, format_summary
+from svllreid.eval.features import ModelEvaluation, evaluate_model, extract_features, format_summary
 from svllreid.fileio import atomic_write_text
 from svllreid.models.factory import ModelSpec, create_model
 from svllreid.models.reid_model import ReIDModel
@@ -56,6 +56,8 @@ STRUCTURE_FIELDS = (
     "last_stride",
 )
 SSL_HEAD_PREFIXES = ("lang_projector.", "vis_projector.")
+#: Ranked gallery items kept per query for the report's pictures.
+RANKED_LIST_LENGTH = 10
 
 
 @dataclass
@@ -65,6 +67,9 @@ class RunResult:
     evaluation: dict[str, Any] | None = None
     untrained: dict[str, Any] | None = None
     checkpoints: dict[str, Path] = field(default_factory=dict)
+    #: The evaluations in full (ranked lists, features), for the report.
+    final_details: ModelEvaluation | None = None
+    untrained_details: ModelEvaluation | None = None
 
 
 def effective_sie(mode: str, dataset: ReIDDataset) -> str:
@@ -173,6 +178,8 @@ class Run:
         ds = self.dataset
         return {
             "spec": self.model.spec.to_dict(),
+            # The activation is not in the spec (OpenAI weights switch QuickGELU on); inference needs it.
+            "quick_gelu": bool(getattr(self.model.load_report, "quick_gelu", False)),
             "config": config_to_dict(self.cfg),
             "dataset": {"name": ds.name, "root": ds.root, "kind": ds.kind, "num_train_ids": ds.num_train_ids},
             "stage": stage,
@@ -284,7 +291,7 @@ class Run:
         self.trainer.fit(task, optimizer, plan, batches, start_epoch, lambda e: self.save("last", 2, e, optimizer))
 
     # --- evaluation --------------------------------------------------------------------------------
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self) -> ModelEvaluation:
         e = self.cfg.eval
         return evaluate_model(
             self.model,
@@ -298,6 +305,11 @@ class Run:
             e.flip,
             e.max_rank,
             self.cache,
+            rerank=e.rerank,
+            rerank_k1=e.rerank_k1,
+            rerank_k2=e.rerank_k2,
+            rerank_lambda=e.rerank_lambda,
+            topk=RANKED_LIST_LENGTH,
         )
 
 
@@ -358,7 +370,8 @@ def train(
             load_weights_for_stage2(run.model, ckpt)
             log.info("initialised from %s", ckpt.path)
         elif cfg.eval.before_training and dist.is_main:
-            result.untrained = run.evaluate()
+            result.untrained_details = run.evaluate()
+            result.untrained = result.untrained_details.summary
             log.info("untrained: %s", format_summary(result.untrained))
 
         for stage in stages:
@@ -373,7 +386,8 @@ def train(
             run.save("model", 2, cfg.stage2.epochs)
         result.checkpoints = {p.stem: p for p in (run_dir / "checkpoints").glob("*.safetensors")}
         if dist.is_main and (2 in stages):
-            result.evaluation = run.evaluate()
+            result.final_details = run.evaluate()
+            result.evaluation = result.final_details.summary
             payload = {"final": result.evaluation}
             if result.untrained is not None:
                 payload["untrained"] = result.untrained

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from svllreid.data.loaders import ImageCache, ReIDImageDataset, Transform, build_test_loader
-from svllreid.data.types import ReIDDataset, Sample
+from svllreid.data.types import EvalSplit, ReIDDataset, Sample
+from svllreid.eval.ranking import RankingResult, evaluate
 
 Encoder = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], torch.Tensor]
 
@@ -62,6 +64,36 @@ def unique_test_samples(dataset: ReIDDataset) -> tuple[list[Sample], dict[str, i
     return samples, row
 
 
+def image_encoder(model: torch.nn.Module, side_info: bool = True) -> Encoder:
+    """``model.encode_image``; without ``side_info`` every camera and view is passed as unknown (-1),
+    so an SIE model adds no embedding (images of cameras it never saw, e.g. another dataset)."""
+    if side_info:
+        return model.encode_image
+
+    def encode(images: torch.Tensor, camids: torch.Tensor | None, viewids: torch.Tensor | None) -> torch.Tensor:
+        unknown = [None if ids is None else torch.full_like(ids, -1) for ids in (camids, viewids)]
+        return model.encode_image(images, *unknown)
+
+    return encode
+
+
+@dataclass
+class ModelEvaluation:
+    """Results of :func:`evaluate_model`: the JSON summary, each split's full result, and the features.
+
+    Attributes:
+        summary: JSON-friendly: per-split metrics and their mean (± std over several splits).
+        splits: each evaluation split with its :class:`RankingResult` (ranked lists when asked).
+        samples: every test image once; ``feats`` rows follow it.
+        feats: float32 ``[N, D]`` test features on the evaluation device.
+    """
+
+    summary: dict[str, Any]
+    splits: list[tuple[EvalSplit, RankingResult]]
+    samples: list[Sample]
+    feats: torch.Tensor = field(repr=False)
+
+
 def evaluate_model(
     model: torch.nn.Module,
     dataset: ReIDDataset,
@@ -74,30 +106,34 @@ def evaluate_model(
     flip: bool = False,
     max_rank: int = 50,
     cache: ImageCache | None = None,
-) -> dict[str, Any]:
+    rerank: bool = False,
+    rerank_k1: int = 20,
+    rerank_k2: int = 6,
+    rerank_lambda: float = 0.3,
+    topk: int = 0,
+    side_info: bool = True,
+) -> ModelEvaluation:
     """Extract features of every test image once and evaluate every split of ``dataset``.
 
-    Returns a JSON-friendly dict: per-split results and, over splits, the mean (and standard
-    deviation where there are several: PKU's two directions, VehicleID's trials).
+    Args:
+        rerank, rerank_k1, rerank_k2, rerank_lambda: k-reciprocal re-ranking and its parameters.
+        topk: keep each query's first ``topk`` ranked gallery items (for pictures of ranked lists).
+        side_info: feed cameras and views to an SIE model (False: as unknown, see :func:`image_encoder`).
     """
-    from svllreid.eval import evaluate
-
     samples, row = unique_test_samples(dataset)
     loader = build_test_loader(ReIDImageDataset(samples, transform, image_size, cache=cache), batch_size, num_workers)
     was_training = model.training
     model.eval()
-    feats = extract_features(model.encode_image, loader, device, amp_dtype, flip)
+    feats = extract_features(image_encoder(model, side_info), loader, device, amp_dtype, flip)
     model.train(was_training)
     cameras = dataset.has_cameras
-    results = []
+    splits = []
     for split in dataset.splits:
         q_rows = np.array([row[s.path] for s in split.query], dtype=np.int64)
         g_rows = np.array([row[s.path] for s in split.gallery], dtype=np.int64)
-        q_rows_t = torch.from_numpy(q_rows).to(device)
-        g_rows_t = torch.from_numpy(g_rows).to(device)
         result = evaluate(
-            feats[q_rows_t],
-            feats[g_rows_t],
+            feats[torch.from_numpy(q_rows).to(device)],
+            feats[torch.from_numpy(g_rows).to(device)],
             np.array([s.pid for s in split.query]),
             np.array([s.pid for s in split.gallery]),
             np.array([s.camid for s in split.query]) if cameras else None,
@@ -105,11 +141,31 @@ def evaluate_model(
             query_keys=q_rows,
             gallery_keys=g_rows,
             max_rank=max_rank,
+            rerank=rerank,
+            k1=rerank_k1,
+            k2=rerank_k2,
+            lambda_value=rerank_lambda,
+            topk=topk,
         )
-        results.append({"split": split.name, **result.to_dict()})
-    summary: dict[str, Any] = {"dataset": dataset.name, "protocol": results[0]["protocol"], "splits": results}
+        splits.append((split, result))
+    return ModelEvaluation(summarize(dataset.name, splits), splits, samples, feats)
+
+
+def summarize(dataset_name: str, splits: list[tuple[EvalSplit, RankingResult]]) -> dict[str, Any]:
+    """Per-split metrics and, over splits, the mean (and the standard deviation where there are several:
+    PKU's two directions, VehicleID's trials)."""
+    results = [{"split": split.name, **result.to_dict()} for split, result in splits]
+    summary: dict[str, Any] = {
+        "dataset": dataset_name,
+        "protocol": results[0]["protocol"],
+        "reranked": results[0]["reranked"],
+        "splits": results,
+    }
     for key in ("mAP", "mINP", "rank1", "rank5", "rank10"):
         values = [r[key] for r in results]
+        if any(v is None for v in values):  # rank-k beyond max_rank
+            summary[key] = None
+            continue
         summary[key] = statistics.fmean(values)
         if len(values) > 1:
             summary[f"{key}_std"] = statistics.stdev(values)
@@ -121,10 +177,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     parts = []
     labels = {"mAP": "mAP", "rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "mINP": "mINP"}
     for key, label in labels.items():
+        if summary.get(key) is None:
+            continue
         text = f"{label} {100 * summary[key]:.2f}"
         if f"{key}_std" in summary:
             text += f" ± {100 * summary[f'{key}_std']:.2f}"
         parts.append(text)
     splits = len(summary["splits"])
     where = f" (mean of {splits} splits)" if splits > 1 else ""
-    return f"{summary['dataset']} [{summary['protocol']} protocol]{where}: " + ", ".join(parts)
+    rerank = ", re-ranked" if summary.get("reranked") else ""
+    return f"{summary['dataset']} [{summary['protocol']} protocol{rerank}]{where}: " + ", ".join(parts)

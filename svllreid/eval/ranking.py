@@ -84,9 +84,17 @@ class RankingResult:
         num_evaluated: queries with at least one true match; the means are over these.
         num_skipped: queries without a true match (``num_queries - num_evaluated``).
         protocol: ``"camera"`` or ``"no-camera"``.
+        query_ap: float64 ``[num_queries]``, each query's AP (NaN for skipped queries).
+        query_first_rank: int64 ``[num_queries]``, 0-based rank of each query's first true match
+            (-1 for skipped queries).
+        ranked: int64 ``[num_queries, k]`` when :func:`evaluate` was asked for ``topk=k``: the gallery
+            indices of each evaluated query's first ``k`` kept items in ranking order (junk and the
+            query's own image left out; -1 pads rows with fewer items and the rows of skipped
+            queries); else None.
+        reranked: whether k-reciprocal re-ranking produced the distances.
 
     When no query has a true match, mAP, mINP and the CMC are 0 and ``num_evaluated`` is 0.
-    ``eq=False``: results hold an array, compare their fields instead.
+    ``eq=False``: results hold arrays, compare their fields instead.
     """
 
     mAP: float  # noqa: N815 (the metrics' usual names)
@@ -96,6 +104,10 @@ class RankingResult:
     num_evaluated: int
     num_skipped: int
     protocol: str
+    query_ap: np.ndarray
+    query_first_rank: np.ndarray
+    ranked: np.ndarray | None = None
+    reranked: bool = False
 
     def rank(self, k: int) -> float:
         """Rank-k accuracy, ``cmc[k-1]``."""
@@ -114,6 +126,7 @@ class RankingResult:
             num_evaluated=int(self.num_evaluated),
             num_skipped=int(self.num_skipped),
             protocol=self.protocol,
+            reranked=self.reranked,
         )
         return out
 
@@ -126,10 +139,26 @@ class RankingResult:
 
 
 def make_result(
-    aps: np.ndarray, inps: np.ndarray, first_ranks: np.ndarray, num_queries: int, max_rank: int, protocol: str
+    aps: np.ndarray,
+    inps: np.ndarray,
+    first_ranks: np.ndarray,
+    evaluated: np.ndarray,
+    num_queries: int,
+    max_rank: int,
+    protocol: str,
+    ranked: np.ndarray | None = None,
+    reranked: bool = False,
 ) -> RankingResult:
-    """Average per-query AP, INP and 0-based first-match ranks of the evaluated queries into a result."""
+    """Average per-query AP, INP and 0-based first-match ranks of the ``evaluated`` queries (their
+    indices, ascending) into a result."""
     n = len(aps)
+    query_ap = np.full(num_queries, np.nan)
+    query_ap[evaluated] = aps
+    query_first = np.full(num_queries, -1, np.int64)
+    query_first[evaluated] = first_ranks
+    for array in (query_ap, query_first, ranked):
+        if array is not None:
+            array.setflags(write=False)
     if n:
         # Past the last first-match rank (at most the gallery size) the CMC stays at 1: pad with it.
         top = min(max_rank, int(first_ranks.max()) + 1)
@@ -139,7 +168,9 @@ def make_result(
     else:
         cmc, mean_ap, mean_inp = np.zeros(max_rank), 0.0, 0.0
     cmc.setflags(write=False)
-    return RankingResult(mean_ap, mean_inp, cmc, num_queries, n, num_queries - n, protocol)
+    return RankingResult(
+        mean_ap, mean_inp, cmc, num_queries, n, num_queries - n, protocol, query_ap, query_first, ranked, reranked
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -311,16 +342,28 @@ def _candidates(
 # ----------------------------------------------------------------------------------------------------
 
 
-def _chunk_numpy(
+def _distances_numpy(
     q_aug: np.ndarray,
     g_aug: np.ndarray,
-    index: np.ndarray,
-    kind: np.ndarray,
-    num_matches: np.ndarray,
     dist: np.ndarray,
-    mask: np.ndarray,
     expand: np.ndarray | None,
     dist_distinct: np.ndarray | None,
+) -> np.ndarray:
+    """``[c, G]`` distance block into ``dist`` (numpy).
+
+    Args:
+        q_aug, g_aug: ``[c, D+1]`` queries ``[q, 1]`` and ``[G, D+1]`` gallery ``[-2g, ||g||²]``, so
+            that one GEMM gives ``||g||² - 2 q·g``.
+        expand, dist_distinct: when ``g_aug`` holds the distinct gallery rows only, the index of every
+            gallery item among them, and a ``[c, G']`` buffer (:func:`_distinct_rows`).
+    """
+    if expand is None:
+        return np.matmul(q_aug, g_aug.T, out=dist)
+    return np.take(np.matmul(q_aug, g_aug.T, out=dist_distinct), expand, axis=1, out=dist, mode="clip")
+
+
+def _rank_numpy(
+    dist: np.ndarray, index: np.ndarray, kind: np.ndarray, num_matches: np.ndarray, mask: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """AP, INP and 0-based first-match rank of the queries of a chunk, in numpy.
 
@@ -329,19 +372,12 @@ def _chunk_numpy(
     magnitude when another process holds a core.
 
     Args:
-        q_aug, g_aug: ``[c, D+1]`` queries ``[q, 1]`` and ``[G, D+1]`` gallery ``[-2g, ||g||²]``, so
-            that one GEMM gives ``||g||² - 2 q·g``.
+        dist: ``[c, G]`` distances of the chunk's queries (not modified).
         index, kind: ``[c, K]`` candidates from :func:`_candidates`; every row has a true match.
         num_matches: ``[c]`` true matches per query (float64).
-        dist, mask: ``[c, G]`` scratch buffers (distance dtype, and bool).
-        expand, dist_distinct: when ``g_aug`` holds the distinct gallery rows only, the index of every
-            gallery item among them, and a ``[c, G']`` buffer (:func:`_distinct_rows`).
+        mask: ``[c, G]`` bool scratch buffer.
     """
     c, ng = dist.shape
-    if expand is None:
-        np.matmul(q_aug, g_aug.T, out=dist)
-    else:
-        np.take(np.matmul(q_aug, g_aug.T, out=dist_distinct), expand, axis=1, out=dist, mode="clip")
     cand_d = np.where(kind > 0, np.take_along_axis(dist, index, 1), np.inf)
     is_match = kind == 1
     hardest = np.where(is_match, cand_d, -np.inf).max(1)
@@ -387,24 +423,25 @@ def _float_keys(v: torch.Tensor) -> torch.Tensor:
     return torch.where(bits >= 0, bits + 2**31, ~bits)
 
 
-def _chunk_torch(
+def _distances_torch(
     q_aug: torch.Tensor,
     g_aug: torch.Tensor,
-    index: torch.Tensor,
-    kind: torch.Tensor,
-    num_matches: torch.Tensor,
     dist: torch.Tensor,
-    mask: torch.Tensor,
     expand: torch.Tensor | None,
     dist_distinct: torch.Tensor | None,
+) -> torch.Tensor:
+    """:func:`_distances_numpy` in torch."""
+    if expand is None:
+        return torch.mm(q_aug, g_aug.T, out=dist)
+    return torch.index_select(torch.mm(q_aug, g_aug.T, out=dist_distinct), 1, expand, out=dist)
+
+
+def _rank_torch(
+    dist: torch.Tensor, index: torch.Tensor, kind: torch.Tensor, num_matches: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`_chunk_numpy` in torch, without a loop over queries; ``mask`` is a bool ``[c, G]`` buffer."""
+    """:func:`_rank_numpy` in torch, without a loop over queries; ``mask`` is a bool ``[c, G]`` buffer."""
     c, width = index.shape
     ng = dist.shape[1]
-    if expand is None:
-        torch.mm(q_aug, g_aug.T, out=dist)
-    else:
-        torch.index_select(torch.mm(q_aug, g_aug.T, out=dist_distinct), 1, expand, out=dist)
     cand_d = dist.gather(1, index)
     valid = kind > 0
     hardest = torch.where(kind == 1, cand_d, -torch.inf).amax(1)
@@ -447,6 +484,47 @@ def _chunk_torch(
     ap = torch.zeros(c, dtype=torch.float64, device=dist.device).index_add_(0, match_row, prec) / num_matches
     last = rank[nth == num_matches.to(torch.int64)[match_row]]
     return ap, num_matches / (last + 1).to(torch.float64), rank[nth == 1]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Ranked lists (top k of each query, removed items left out)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _first_k(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, c: int, k: int) -> np.ndarray:
+    """``[c, k]`` gallery indices: per row the ``k`` smallest ``values`` (ties by gallery index), -1 pads."""
+    order = np.lexsort((cols, values, rows))
+    rows, cols = rows[order], cols[order]
+    pos = np.arange(len(rows)) - np.searchsorted(rows, np.arange(c))[rows]
+    keep = pos < k
+    out = np.full((c, k), -1, np.int64)
+    out[rows[keep], pos[keep]] = cols[keep]
+    return out
+
+
+def _topk(dist: Array, index: Array, kind: Array, k: int) -> np.ndarray:
+    """Each query's first ``k`` kept gallery items, in ranking order (``dist`` is overwritten).
+
+    The k-th smallest distance is found by a partition; every item not farther is then sorted by
+    ``(distance, gallery index)``, so ties at the boundary follow gallery order like the metrics.
+    """
+    c, ng = dist.shape
+    kk = min(k, ng)
+    if isinstance(dist, np.ndarray):
+        r, j = np.nonzero(kind == 2)
+        dist[r, index[r, j]] = np.inf  # removed items: never listed
+        bound = np.partition(dist, kk - 1, axis=1)[:, kk - 1]
+        flat = np.flatnonzero(dist <= bound[:, None])
+        values = dist.reshape(-1)[flat]
+    else:
+        r, j = (kind == 2).nonzero(as_tuple=True)
+        dist[r, index[r, j]] = torch.inf
+        bound = dist.kthvalue(kk, dim=1).values
+        flat_t = (dist <= bound[:, None]).view(-1).nonzero().squeeze(1)
+        values, flat = dist.view(-1)[flat_t].cpu().numpy(), flat_t.cpu().numpy()
+    finite = np.isfinite(values)  # rows with fewer than k kept items
+    flat, values = flat[finite], values[finite]
+    return _first_k(flat // ng, flat % ng, values, c, k)
 
 
 @contextlib.contextmanager
@@ -558,16 +636,21 @@ def evaluate(
     query_camids: ArrayLike | None = None,
     gallery_camids: ArrayLike | None = None,
     *,
+    rerank: bool = False,
+    max_rank: int = 50,
     query_keys: ArrayLike | None = None,
     gallery_keys: ArrayLike | None = None,
-    max_rank: int = 50,
+    topk: int = 0,
     chunk_size: int | None = None,
-    rerank: bool = False,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
 ) -> RankingResult:
     """CMC, mAP and mINP of ranking the gallery for every query (protocol in the module docstring).
 
     Memory: the features, and per chunk of ``c`` queries ``[c, G]`` distances, a mask and the selected
-    items (no ``[Q, G]`` array).
+    items (no ``[Q, G]`` array; with ``rerank`` also the sparse state of
+    :mod:`svllreid.eval.rerank`).
 
     Args:
         query_feats, gallery_feats: ``[Q, D]`` and ``[G, D]`` features, numpy or torch on any device
@@ -575,24 +658,29 @@ def evaluate(
             float32 otherwise.
         query_pids, gallery_pids: identities (integers; no value is special).
         query_camids, gallery_camids: cameras; both or neither. Given: the camera protocol.
-        query_keys, gallery_keys: image keys (integers, equal = same image, e.g. indices into one
-            feature table); both or neither. A gallery image with the query's key is never ranked.
+        rerank: rank by k-reciprocal re-ranked distances (:func:`svllreid.eval.rerank.iter_rerank_chunks`
+            with ``k1``, ``k2``, ``lambda_value``) instead of Euclidean ones.
         max_rank: length of the CMC; entries past the gallery size repeat the last value (1 when
             some query is evaluated).
+        query_keys, gallery_keys: image keys (integers, equal = same image, e.g. indices into one
+            feature table); both or neither. A gallery image with the query's key is never ranked.
+        topk: also return each evaluated query's first ``topk`` ranked gallery items
+            (:attr:`RankingResult.ranked`); 0 = not needed (faster).
         chunk_size: queries per chunk (an upper bound); None: :func:`default_chunk_size`, from a
-            working-memory budget. Results do not depend on it (but for the last-bit rounding of
-            distinct features at nearly equal distances, which a BLAS may vary with the position).
-        rerank: re-ranking is not part of this module; True raises ValueError.
+            working-memory budget (with ``rerank``: that of :mod:`svllreid.eval.rerank`). Results do
+            not depend on it (but for the last-bit rounding of distinct features at nearly equal
+            distances, which a BLAS may vary with the position).
+        k1, k2, lambda_value: re-ranking parameters (Zhong et al.'s 20, 6, 0.3); used with ``rerank``.
 
     Returns:
         The metrics; queries without a true match are skipped and counted.
     """
-    if rerank:
-        raise ValueError("re-ranking needs svllreid.eval.rerank")
     if not isinstance(max_rank, int | np.integer) or max_rank < 1:
         raise ValueError(f"max_rank must be a positive integer, got {max_rank!r}")
     if chunk_size is not None and (not isinstance(chunk_size, int | np.integer) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    if isinstance(topk, bool) or not isinstance(topk, int | np.integer) or topk < 0:
+        raise ValueError(f"topk must be a non-negative integer, got {topk!r}")
     qf, gf = as_feature_pair(query_feats, gallery_feats)
     nq, ng = qf.shape[0], gf.shape[0]
     check_pair(query_camids, gallery_camids, "camids")
@@ -603,51 +691,89 @@ def evaluate(
     assert qp is not None and gp is not None
     protocol = "camera" if qc is not None else "no-camera"
 
-    use_numpy = _use_numpy(qf.device)
-    g_distinct, expand = _distinct_rows(gf.numpy() if use_numpy else gf)
-    q_aug, g_aug = _augment(qf.numpy() if use_numpy else qf, g_distinct)
     plan = _plan(qp, gp, qc, gc, qk, gk)
-    # Evaluated queries, those with similar candidate counts together (less padding per chunk).
     evaluated = np.flatnonzero(plan.num_matches > 0)
-    evaluated = evaluated[np.argsort((plan.pid_count + plan.extra_count)[evaluated], kind="stable")]
+    ranked = np.full((nq, topk), -1, np.int64) if topk else None
+    device, use_numpy = qf.device, _use_numpy(qf.device)
+    if rerank:
+        from svllreid.eval.rerank import iter_rerank_chunks  # rerank imports this module
+
+        # Distance blocks come in query order; each is ranked (and dropped) as it arrives.
+        blocks = iter_rerank_chunks(qf, gf, k1, k2, lambda_value, chunk_size=chunk_size)
+        chunks = _ranked_blocks(blocks, evaluated)
+    else:
+        # Queries with similar candidate counts together (less padding per chunk).
+        evaluated = evaluated[np.argsort((plan.pid_count + plan.extra_count)[evaluated], kind="stable")]
+        chunks = _distance_blocks(qf, gf, evaluated, chunk_size)
     ne = len(evaluated)
     aps, inps, first = np.zeros(ne), np.zeros(ne), np.zeros(ne, np.int64)
-    if ne:
-        device = qf.device
-        c = min(chunk_size or default_chunk_size(ne, ng, device, qf.dtype), ne)
-        if not use_numpy:
-            c = min(c, _max_rows(ng))  # the torch path's int64 keys
-        num_matches = plan.num_matches.astype(np.float64)
-        xp: Any = np if use_numpy else torch
-        kw: dict[str, Any] = {} if use_numpy else {"device": device}
-        dist_buf = xp.empty((c, ng), dtype=g_aug.dtype, **kw)
-        mask_buf = xp.empty((c, ng), dtype=bool if use_numpy else torch.bool, **kw)
-        distinct_buf = None if expand is None else xp.empty((c, len(g_aug)), dtype=g_aug.dtype, **kw)
-        with _no_tf32() if device.type == "cuda" else contextlib.nullcontext():
-            for lo in range(0, ne, c):
-                rows = evaluated[lo : lo + c]
-                index, kind = _candidates(plan, rows, qc, gc, qk, gk)
-                buffers = (
-                    dist_buf[: len(rows)],
-                    mask_buf[: len(rows)],
-                    expand,
-                    None if distinct_buf is None else distinct_buf[: len(rows)],
-                )
-                if use_numpy:
-                    out = _chunk_numpy(q_aug[rows], g_aug, index, kind, num_matches[rows], *buffers)
-                else:
-                    rows_t = torch.as_tensor(rows, device=device)
-                    out_t = _chunk_torch(
-                        q_aug.index_select(0, rows_t),
-                        g_aug,
-                        torch.as_tensor(index, device=device),
-                        torch.as_tensor(kind, device=device),
-                        torch.as_tensor(num_matches[rows], device=device),
-                        *buffers,
-                    )
-                    out = tuple(t.cpu().numpy() for t in out_t)
-                aps[lo : lo + c], inps[lo : lo + c], first[lo : lo + c] = out
-        # Means in query order, whatever the chunking.
-        back = np.argsort(evaluated, kind="stable")
-        aps, inps, first = aps[back], inps[back], first[back]
-    return make_result(aps, inps, first, nq, max_rank, protocol)
+    num_matches = plan.num_matches.astype(np.float64)
+    mask_buf: Any = None
+    done = 0
+    for rows, dist in chunks:
+        if mask_buf is None or len(mask_buf) < len(rows):
+            shape = tuple(dist.shape)
+            mask_buf = np.empty(shape, bool) if use_numpy else torch.empty(shape, dtype=torch.bool, device=device)
+        index, kind = _candidates(plan, rows, qc, gc, qk, gk)
+        mask = mask_buf[: len(rows)]
+        if use_numpy:
+            out = _rank_numpy(dist, index, kind, num_matches[rows], mask)
+        else:
+            index_t, kind_t = torch.as_tensor(index, device=device), torch.as_tensor(kind, device=device)
+            out_t = _rank_torch(dist, index_t, kind_t, torch.as_tensor(num_matches[rows], device=device), mask)
+            out = tuple(t.cpu().numpy() for t in out_t)
+            index, kind = index_t, kind_t
+        aps[done : done + len(rows)], inps[done : done + len(rows)], first[done : done + len(rows)] = out
+        if ranked is not None:
+            ranked[rows] = _topk(dist, index, kind, topk)
+        done += len(rows)
+    # Means in query order, whatever the chunking.
+    back = np.argsort(evaluated, kind="stable")
+    return make_result(
+        aps[back], inps[back], first[back], evaluated[back], nq, max_rank, protocol, ranked, bool(rerank)
+    )
+
+
+def _distance_blocks(
+    qf: torch.Tensor, gf: torch.Tensor, evaluated: np.ndarray, chunk_size: int | None
+) -> Iterator[tuple[np.ndarray, Array]]:
+    """``(rows, [len(rows), G] distances)`` for chunks of the ``evaluated`` queries (buffers reused)."""
+    ne, ng = len(evaluated), gf.shape[0]
+    if not ne:
+        return
+    device, use_numpy = qf.device, _use_numpy(qf.device)
+    g_distinct, expand = _distinct_rows(gf.numpy() if use_numpy else gf)
+    q_aug, g_aug = _augment(qf.numpy() if use_numpy else qf, g_distinct)
+    c = min(chunk_size or default_chunk_size(ne, ng, device, qf.dtype), ne)
+    if not use_numpy:
+        c = min(c, _max_rows(ng))  # the torch path's int64 keys
+    xp: Any = np if use_numpy else torch
+    kw: dict[str, Any] = {} if use_numpy else {"device": device}
+    dist_buf = xp.empty((c, ng), dtype=g_aug.dtype, **kw)
+    distinct_buf = None if expand is None else xp.empty((c, len(g_aug)), dtype=g_aug.dtype, **kw)
+    with _no_tf32() if device.type == "cuda" else contextlib.nullcontext():
+        for lo in range(0, ne, c):
+            rows = evaluated[lo : lo + c]
+            n = len(rows)
+            distinct = None if distinct_buf is None else distinct_buf[:n]
+            if use_numpy:
+                yield rows, _distances_numpy(q_aug[rows], g_aug, dist_buf[:n], expand, distinct)
+            else:
+                q_rows = q_aug.index_select(0, torch.as_tensor(rows, device=device))
+                yield rows, _distances_torch(q_rows, g_aug, dist_buf[:n], expand, distinct)
+
+
+def _ranked_blocks(
+    blocks: Iterator[tuple[int, torch.Tensor]], evaluated: np.ndarray
+) -> Iterator[tuple[np.ndarray, Array]]:
+    """The evaluated queries' rows of distance blocks that cover all queries in order."""
+    for start, block in blocks:
+        lo, hi = np.searchsorted(evaluated, [start, start + block.shape[0]])
+        if hi == lo:
+            continue
+        rows = evaluated[lo:hi]
+        local = rows - start
+        if _use_numpy(block.device):
+            yield rows, block.numpy()[local]
+        else:
+            yield rows, block.index_select(0, torch.as_tensor(local, device=block.device))

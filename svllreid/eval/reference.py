@@ -29,17 +29,25 @@ def evaluate_reference(
     query_keys: ArrayLike | None = None,
     gallery_keys: ArrayLike | None = None,
     max_rank: int = 50,
+    topk: int = 0,
+    distances: ArrayLike | None = None,
 ) -> RankingResult:
-    """Same arguments and result as :func:`svllreid.eval.evaluate` (without chunking or re-ranking)."""
+    """Same arguments and result as :func:`svllreid.eval.evaluate` (without chunking).
+
+    ``distances``: a ``[Q, G]`` matrix to rank by instead of the squared Euclidean distances of the
+    features (e.g. :func:`svllreid.eval.rerank_reference.k_reciprocal_rerank_reference`'s).
+    """
     qf, gf = _as_numpy(query_feats), _as_numpy(gallery_feats)
+    full = None if distances is None else _as_numpy(distances)
     check_pair(query_camids, gallery_camids, "camids")
     check_pair(query_keys, gallery_keys, "keys")
     qp, gp = labels(query_pids, "query_pids", len(qf)), labels(gallery_pids, "gallery_pids", len(gf))
     qc, gc = labels(query_camids, "query_camids", len(qf)), labels(gallery_camids, "gallery_camids", len(gf))
     qk, gk = labels(query_keys, "query_keys", len(qf)), labels(gallery_keys, "gallery_keys", len(gf))
-    aps, inps, first = [], [], []
+    aps, inps, first, evaluated = [], [], [], []
+    ranked = np.full((len(qf), topk), -1, np.int64)
     for i in range(len(qf)):
-        dist = ((gf - qf[i]) ** 2).sum(axis=1)
+        dist = ((gf - qf[i]) ** 2).sum(axis=1) if full is None else full[i]
         order = np.argsort(dist, kind="stable")  # ties: gallery order
         keep = np.ones(len(gf), dtype=bool)
         if qc is not None:
@@ -54,11 +62,16 @@ def evaluate_reference(
         aps.append(np.mean(hits / (positions + 1)))
         inps.append(len(positions) / (positions[-1] + 1))
         first.append(positions[0])
+        evaluated.append(i)
+        ranked[i, : min(topk, len(order))] = order[:topk]
     return make_result(
         np.array(aps, dtype=np.float64),
         np.array(inps, dtype=np.float64),
         np.array(first, dtype=np.int64),
+        np.array(evaluated, dtype=np.int64),
         len(qf),
         max_rank,
         "camera" if qc is not None else "no-camera",
+        ranked if topk else None,
+        distances is not None,
     )

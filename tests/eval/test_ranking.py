@@ -31,6 +31,12 @@ def assert_same(fast: RankingResult, ref: RankingResult) -> None:
     assert fast.mINP == pytest.approx(ref.mINP, abs=1e-6)
     assert fast.cmc.shape == ref.cmc.shape
     np.testing.assert_allclose(fast.cmc, ref.cmc, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(fast.query_ap, ref.query_ap, rtol=0, atol=1e-6)  # NaN where skipped, in both
+    np.testing.assert_array_equal(fast.query_first_rank, ref.query_first_rank)
+    assert (fast.ranked is None) == (ref.ranked is None)
+    if ref.ranked is not None:
+        np.testing.assert_array_equal(fast.ranked, ref.ranked)
+    assert fast.reranked == ref.reranked
 
 
 def make_problem(seed: int, nq: int = 12, ng: int = 70, dim: int = 3, float64: bool = False) -> dict[str, Any]:
@@ -347,7 +353,7 @@ def test_default_chunk_size_spreads_queries_evenly() -> None:
         ({"gallery_pids": np.zeros((3, 1), int)}, "gallery_pids must be 1-D"),
         ({"max_rank": 0}, "max_rank must be a positive integer"),
         ({"chunk_size": 0}, "chunk_size must be a positive integer"),
-        ({"rerank": True}, "re-ranking needs svllreid.eval.rerank"),
+        ({"topk": -1}, "topk must be a non-negative integer"),
         ({"query_feats": np.full((2, 2), 1e30, np.float32)}, "feature norms too large"),
     ],
 )
@@ -384,3 +390,57 @@ def test_cuda_equals_cpu() -> None:
         for chunk in (1, 7, None):
             gpu = evaluate(qf.cuda(), gf.cuda(), *(torch.from_numpy(x).cuda() for x in labels), chunk_size=chunk)
             assert_same(gpu, cpu)
+
+
+@pytest.mark.parametrize("float64", [False, True], ids=["f32-int", "f64"])
+@pytest.mark.parametrize("cameras", [True, False], ids=["camera", "no-camera"])
+def test_ranked_lists_match_reference(path: str, cameras: bool, float64: bool) -> None:
+    """topk: each evaluated query's first k kept items, ties in gallery order, junk and own image left out."""
+    for seed in range(3):
+        p = make_problem(seed, float64=float64)
+        cams = (p["qc"], p["gc"]) if cameras else ()
+        keys = {"query_keys": np.arange(len(p["qp"])), "gallery_keys": np.arange(len(p["gp"]))}
+        for topk in (1, 10, 80):  # 80 > gallery size: rows padded with -1
+            ref = evaluate_reference(p["qf"], p["gf"], p["qp"], p["gp"], *cams, topk=topk, **keys)
+            for chunk in (1, 5, None):
+                fast = evaluate(p["qf"], p["gf"], p["qp"], p["gp"], *cams, topk=topk, chunk_size=chunk, **keys)
+                assert_same(fast, ref)
+            assert (ref.ranked[~np.isnan(ref.query_ap)] >= 0).any()
+            assert (ref.ranked[np.isnan(ref.query_ap)] == -1).all()  # skipped queries have no list
+
+
+def test_ranked_list_leaves_out_junk() -> None:
+    qf = np.zeros((1, 1), np.float32)
+    gf = np.array([[0.0], [1.0], [2.0], [3.0]], np.float32)
+    # Gallery 0: same identity and camera (junk); 1: other identity; 2: true match; 3: other identity.
+    result = evaluate(qf, gf, [7], [7, 1, 7, 2], [0], [0, 1, 1, 0], topk=3)
+    assert result.ranked.tolist() == [[1, 2, 3]]
+    assert result.query_first_rank.tolist() == [1]
+    assert result.query_ap.tolist() == [0.5]
+
+
+@pytest.mark.parametrize("cameras", [True, False], ids=["camera", "no-camera"])
+def test_rerank_matches_dense_reference(path: str, cameras: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rerank=True ranks by k-reciprocal distances: equal to the dense algorithm followed by the reference."""
+    import svllreid.eval.rerank as rerank_module
+    from svllreid.eval.rerank_reference import k_reciprocal_rerank_reference
+
+    if path == "torch":
+        monkeypatch.setattr(rerank_module, "_use_numpy", lambda device: False)
+    rng = np.random.default_rng(3)
+    nq, ng = 15, 60
+    centres = rng.standard_normal((8, 16))
+    qp, gp = rng.integers(0, 8, nq), rng.integers(0, 8, ng)
+    qf = (centres[qp] + 0.8 * rng.standard_normal((nq, 16))).astype(np.float32)
+    gf = (centres[gp] + 0.8 * rng.standard_normal((ng, 16))).astype(np.float32)
+    cams = (rng.integers(0, 3, nq), rng.integers(0, 3, ng)) if cameras else ()
+    dense = k_reciprocal_rerank_reference(qf, gf, k1=6, k2=3, lambda_value=0.3)
+    ref = evaluate_reference(qf, gf, qp, gp, *cams, topk=10, distances=dense)
+    plain = evaluate(qf, gf, qp, gp, *cams)
+    for chunk in (1, 4, None):
+        fast = evaluate(qf, gf, qp, gp, *cams, rerank=True, k1=6, k2=3, topk=10, chunk_size=chunk)
+        assert fast.reranked and fast.to_dict()["reranked"]
+        assert fast.mAP == pytest.approx(ref.mAP, abs=1e-4)
+        np.testing.assert_allclose(fast.cmc, ref.cmc, atol=1e-6)
+        np.testing.assert_array_equal(fast.ranked, ref.ranked)
+    assert fast.mAP != pytest.approx(plain.mAP, abs=1e-3)  # re-ranking did change the ranking

@@ -1,0 +1,53 @@
+"""Lists of a user's own images: a folder (searched recursively) or a text file of paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from svllreid.data.types import DatasetError
+
+#: File name endings read as images (case-insensitive).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def list_images(source: str | Path) -> list[str]:
+    """The image files of a folder (recursively, sorted) or of a list file (one path per line).
+
+    In a list file, blank lines and lines starting with ``#`` are skipped and relative paths are
+    relative to the list file's folder; every listed file must exist.
+
+    Raises:
+        DatasetError: the source does not exist, holds no images, or lists missing files.
+    """
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DatasetError(f"{path} does not exist; pass a folder of images or a text file with one image path a line")
+    if path.is_dir():
+        images = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not images:
+            raise DatasetError(
+                f"no images in {path} (searched recursively for {', '.join(IMAGE_SUFFIXES)}); "
+                "point to the folder that holds them"
+            )
+        return images
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError as err:
+        raise DatasetError(
+            f"{path} is not a text list of image paths (it is a binary file; pass its folder instead)"
+        ) from err
+    images = []
+    missing = []
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        image = Path(line).expanduser()
+        image = image if image.is_absolute() else path.parent / image
+        (images if image.is_file() else missing).append(str(image))
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise DatasetError(f"{path} lists {len(missing)} missing file(s): {', '.join(missing[:3])}{more}")
+    if not images:
+        raise DatasetError(f"{path} lists no images (one path a line; '#' starts a comment)")
+    return images

@@ -1,0 +1,97 @@
+"""A trained network for inference: read a checkpoint, rebuild its network, and keep the input
+size and pixel statistics it was trained with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from svllreid.config import Config, config_from_dict
+from svllreid.data.factory import build_transforms
+from svllreid.data.loaders import Transform
+from svllreid.engine.checkpoint import Checkpoint, CheckpointError, load_model_state, read_checkpoint
+from svllreid.engine.distributed import DistInfo, resolve_device
+from svllreid.models.factory import ModelSpec, create_model
+from svllreid.models.reid_model import ReIDModel
+
+#: Checkpoints of a run directory, best first: the final weights, then the latest epoch.
+RUN_CHECKPOINTS = ("model", "last")
+
+
+@dataclass
+class TrainedModel:
+    """A network in eval mode on ``device``, with the checkpoint and config it came from."""
+
+    model: ReIDModel
+    checkpoint: Checkpoint
+    config: Config
+    device: torch.device
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.model.spec
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (int(self.spec.image_size[0]), int(self.spec.image_size[1]))
+
+    @property
+    def transform(self) -> Transform:
+        """The test transform of training: resize-free (images arrive resized), normalised."""
+        return build_transforms(self.config.data).test
+
+    @property
+    def trained_on(self) -> str:
+        return str(self.checkpoint.meta.get("dataset", {}).get("name", "?"))
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies the network that makes the features (stored with feature files and indexes)."""
+        return {"checkpoint": str(self.checkpoint.path), "spec": self.spec.to_dict(), "trained_on": self.trained_on}
+
+    def describe(self) -> str:
+        s = self.spec
+        return (
+            f"{s.arch} {s.image_size[0]}×{s.image_size[1]} trained on {self.trained_on} "
+            f"(stage {self.checkpoint.meta.get('stage', '?')}, epoch {self.checkpoint.meta.get('epoch', '?')}) "
+            f"from {self.checkpoint.path}"
+        )
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the best checkpoint of a run directory (``model`` before ``last``)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        for name in RUN_CHECKPOINTS:
+            if (folder / f"{name}.safetensors").is_file():
+                return folder / f"{name}.safetensors"
+        raise CheckpointError(
+            f"no checkpoint in {path} (looked for {', '.join(n + '.safetensors' for n in RUN_CHECKPOINTS)} in "
+            f"{folder}); pass a run directory of 'svllreid train' or one of its .safetensors files"
+        )
+    return path
+
+
+def load_trained_model(path: str | Path, device: str = "auto") -> TrainedModel:
+    """Rebuild the network of an svllreid checkpoint (a file or a run directory) for inference.
+
+    Raises:
+        CheckpointError: no checkpoint there, not an svllreid checkpoint, or tensors that do not fit.
+    """
+    checkpoint = read_checkpoint(resolve_checkpoint(path))
+    meta = checkpoint.meta
+    if "spec" not in meta or "config" not in meta:
+        raise CheckpointError(f"{checkpoint.path} lacks the model description (spec/config); rewrite it with svllreid")
+    spec = ModelSpec.from_dict(meta["spec"])
+    config = config_from_dict(meta["config"], f"the config saved in {checkpoint.path}")
+    fields = spec.to_dict()
+    fields["image_size"] = tuple(fields["image_size"])
+    quick_gelu = meta.get("quick_gelu", config.model.force_quick_gelu)
+    model = create_model(**fields, pretrained=None, force_quick_gelu=quick_gelu)
+    load_model_state(model, checkpoint)
+    target = resolve_device(device, DistInfo())
+    model.to(target).eval()
+    return TrainedModel(model, checkpoint, config, target)
