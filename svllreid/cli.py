@@ -24,6 +24,10 @@ examples:
   svllreid data check --dataset vehicleid --root /data/VehicleID_V1.0 -o test_size=1600
   svllreid config show configs/synthetic_tiny.yaml stage2.lr=1e-5
   svllreid model info --arch ViT-B-16 --image-size 256 128 --stride 12 --sie camera --num-cameras 6
+  svllreid eval --checkpoint runs/market-svll --dataset dukemtmc --root /data/DukeMTMC-reID --rerank
+  svllreid extract --checkpoint runs/market-svll --images my_photos/ --out feats.npz
+  svllreid index build --checkpoint runs/market-svll --images gallery/ --out gallery.index
+  svllreid search --index gallery.index --query person.jpg --topk 10 --out ranked.png
 """
 
 
@@ -59,6 +63,13 @@ def _add_synth_size_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ids", type=int, default=100, help="identities (default 100)")
     parser.add_argument("--cameras", type=int, default=6, help="cameras, 2-9 (default 6)")
     parser.add_argument("--images-per-camera", type=int, default=4, help="images per identity and camera (default 4)")
+
+
+def _add_inference_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    parser.add_argument("--workers", type=int, default=0, help="image-loading processes (default 0: in process)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
@@ -177,6 +188,10 @@ def cmd_eval_features(args: argparse.Namespace) -> int:
         query.get("camids"),
         gallery.get("camids"),
         max_rank=args.max_rank,
+        rerank=args.rerank,
+        k1=args.k1,
+        k2=args.k2,
+        lambda_value=args.lambda_value,
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -185,10 +200,236 @@ def cmd_eval_features(args: argparse.Namespace) -> int:
         "camera": "same-identity-same-camera gallery images are junk",
         "no-camera": "no camera labels: nothing is excluded",
     }[result.protocol]
-    print(f"protocol: {result.protocol} ({rule})")
+    rerank = f"; re-ranked (k1={args.k1}, k2={args.k2}, lambda={args.lambda_value})" if args.rerank else ""
+    print(f"protocol: {result.protocol} ({rule}){rerank}")
     print(f"queries: {result.num_queries} ({result.num_skipped} skipped without a true match)")
     ranks = "  ".join(f"Rank-{k} {100 * result.rank(k):.2f}" for k in (1, 5, 10) if k <= args.max_rank)
     print(f"mAP {100 * result.mAP:.2f}  mINP {100 * result.mINP:.2f}  {ranks}")
+    return 0
+
+
+def _summary_table(summary: dict[str, Any]) -> str:
+    """The metrics as a small text table, one row per split (and the mean over several)."""
+    header = f"{'split':<22}{'mAP':>8}{'mINP':>8}{'R-1':>8}{'R-5':>8}{'R-10':>8}"
+    lines = [header, "-" * len(header)]
+
+    def pct(value: float | None) -> str:
+        return f"{'–':>8}" if value is None else f"{100 * value:8.2f}"
+
+    for split in summary["splits"]:
+        keys = ("mAP", "mINP", "rank1", "rank5", "rank10")
+        lines.append(f"{split['split'][:21]:<22}" + "".join(pct(split[k]) for k in keys))
+    if len(summary["splits"]) > 1:
+        lines.append(f"{'mean':<22}" + "".join(pct(summary[k]) for k in ("mAP", "mINP", "rank1", "rank5", "rank10")))
+        lines.append(
+            f"{'std':<22}" + "".join(pct(summary.get(f"{k}_std")) for k in ("mAP", "mINP", "rank1", "rank5", "rank10"))
+        )
+    return "\n".join(lines)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from svllreid.engine.evaluation import evaluate_checkpoint
+    from svllreid.eval.features import format_summary
+
+    if args.root is not None and args.dataset is None:
+        raise ConfigError("--root needs --dataset (the dataset's name, see 'svllreid data list')")
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        dataset=args.dataset,
+        root=args.root,
+        options=_parse_options(args.option),
+        rerank=args.rerank,
+        flip=args.flip,
+        out_dir=args.out,
+        device=args.device,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        report=not args.no_report,
+    )
+    summary = result.summary
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"model: {result.trained.describe()}")
+    print(f"dataset: {result.dataset.name} at {result.dataset.root}")
+    rule = {
+        "camera": "same-identity-same-camera gallery images are junk",
+        "no-camera": "no camera labels: only the query image itself is excluded",
+    }[summary["protocol"]]
+    print(f"protocol: {summary['protocol']} ({rule}){'; re-ranked (k-reciprocal)' if summary['reranked'] else ''}")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(_summary_table(summary))
+    print(format_summary(summary))
+    for name, path in result.files.items():
+        print(f"{name:<14} {path}")
+    return 0
+
+
+def _extract(args: argparse.Namespace, trained: Any, paths: list[str]) -> Any:
+    """Features of image files with the progress bar; unreadable files stop the command unless
+    ``--skip-unreadable``."""
+    from svllreid.engine.run import resolve_precision
+    from svllreid.eval.features import extract_file_features
+
+    feats = extract_file_features(
+        trained.model,
+        paths,
+        trained.transform,
+        trained.image_size,
+        trained.device,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        amp_dtype=resolve_precision("auto", trained.device),
+        flip=args.flip,
+        progress=not args.no_progress,
+    )
+    if feats.unreadable:
+        listed = "\n  ".join(feats.unreadable[:10]) + (
+            f"\n  ... and {len(feats.unreadable) - 10} more" if len(feats.unreadable) > 10 else ""
+        )
+        if not getattr(args, "skip_unreadable", False) or not feats.paths:
+            raise ValueError(
+                f"{len(feats.unreadable)} of {len(paths)} image(s) could not be read:\n  {listed}\n"
+                + ("remove or fix them, or pass --skip-unreadable" if feats.paths else "no image could be read")
+            )
+        print(f"skipped {len(feats.unreadable)} unreadable image(s):\n  {listed}", file=sys.stderr)
+    print(
+        f"{len(feats.paths)} image(s) → {feats.feats.shape[1]}-d features in {feats.seconds:.1f} s "
+        f"({feats.images_per_s:.1f} images/s on {trained.device})",
+        file=sys.stderr if getattr(args, "json", False) else sys.stdout,  # keep --json output pure
+    )
+    return feats
+
+
+def _labels_from_names(paths: list[str], pattern: str | None, what: str) -> Any:
+    """Integer ids from the file names by a regular expression (its group named ``id``, else the first)."""
+    import re
+
+    import numpy as np
+
+    if not pattern:
+        return None
+    try:
+        regex = re.compile(pattern)
+    except re.error as err:
+        raise ValueError(f"--{what}-regex {pattern!r} is not a valid regular expression: {err}") from err
+    values = []
+    for path in paths:
+        match = regex.search(Path(path).name)
+        group = None
+        if match:
+            which = "id" if "id" in regex.groupindex else (1 if regex.groups else 0)
+            group = match.group(which)
+        if group is None or not group.lstrip("-").isdigit():
+            raise ValueError(f"--{what}-regex {pattern!r} finds no integer in the file name {Path(path).name!r}")
+        values.append(int(group))
+    return np.array(values, dtype=np.int64)
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    import io
+
+    import numpy as np
+
+    from svllreid.data.images import list_images
+    from svllreid.engine.inference import load_trained_model
+    from svllreid.report import atomic_write_bytes
+
+    paths = list_images(args.images)
+    pids = _labels_from_names(paths, args.pid_regex, "pid")
+    camids = _labels_from_names(paths, args.camera_regex, "camera")
+    trained = load_trained_model(args.checkpoint, args.device)
+    print(f"model: {trained.describe()}")
+    feats = _extract(args, trained, paths)
+    keep = [i for i, p in enumerate(paths) if p in set(feats.paths)]
+    arrays: dict[str, Any] = {
+        "feats": feats.feats.numpy().astype(np.float32),
+        "paths": np.array(feats.paths, dtype=str),
+        "model": np.array(json.dumps(trained.identity())),
+    }
+    if pids is not None:
+        arrays["pids"] = pids[keep]
+    if camids is not None:
+        arrays["camids"] = camids[keep]
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    out = atomic_write_bytes(args.out, buffer.getvalue())
+    print(f"wrote {out} ({', '.join(f'{k} {tuple(v.shape)}' for k, v in arrays.items() if k != 'model')})")
+    return 0
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from svllreid.data.images import list_images
+    from svllreid.engine.inference import load_trained_model
+    from svllreid.search import GalleryIndex
+
+    paths = list_images(args.images)
+    trained = load_trained_model(args.checkpoint, args.device)
+    print(f"model: {trained.describe()}")
+    feats = _extract(args, trained, paths)
+    meta = {**trained.identity(), "flip": args.flip, "images": str(Path(args.images).resolve())}
+    index = GalleryIndex.build(feats.feats.numpy(), feats.paths, meta=meta, backend=args.backend)
+    out = index.save(args.out)
+    print(f"wrote {out}: {len(index)} images, {index.dim}-d features, {args.backend} search")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from svllreid.engine.checkpoint import CheckpointError
+    from svllreid.engine.inference import load_trained_model
+    from svllreid.search import GalleryIndex
+
+    index = GalleryIndex.load(args.index)
+    saved = index.meta
+    checkpoint = args.checkpoint or saved.get("checkpoint")
+    if not checkpoint:
+        raise ValueError(f"{args.index} does not name the checkpoint it was built with; pass --checkpoint CKPT")
+    if not args.checkpoint and not Path(checkpoint).exists():
+        raise CheckpointError(
+            f"{args.index} was built with {checkpoint}, which is not there any more; pass the same model's "
+            "checkpoint with --checkpoint CKPT"
+        )
+    trained = load_trained_model(checkpoint, args.device)
+    if saved.get("spec") and saved["spec"] != trained.spec.to_dict():
+        differ = sorted(k for k in saved["spec"] if saved["spec"].get(k) != trained.spec.to_dict().get(k))
+        raise CheckpointError(
+            f"{checkpoint} is another network than the one that built {args.index} (differs in {', '.join(differ)}); "
+            "its features are not comparable: search with the index's own checkpoint or rebuild the index"
+        )
+    args.flip = bool(saved.get("flip", False))  # queries are encoded as the gallery was
+    queries = _extract(args, trained, [str(Path(q).expanduser()) for q in args.query])
+    result = index.search(queries.feats.numpy(), args.topk)
+    listing = []
+    for qi, query in enumerate(queries.paths):
+        hits = [
+            {"rank": r + 1, "score": float(result.scores[qi, r]), "path": index.paths[int(g)]}
+            for r, g in enumerate(result.indices[qi])
+            if g >= 0
+        ]
+        listing.append({"query": query, "results": hits})
+    if args.json:
+        print(json.dumps(listing, indent=2))
+    else:
+        for item in listing:
+            print(f"query {item['query']}: top {len(item['results'])} of {len(index)} (cosine similarity)")
+            for hit in item["results"]:
+                print(f"  {hit['rank']:>3}  {hit['score']:.4f}  {hit['path']}")
+    if args.out:
+        from svllreid.report import RankedList, draw_ranked_lists
+
+        lists = [
+            RankedList(
+                title=f"query {Path(item['query']).name}",
+                query_path=item["query"],
+                query_caption=Path(item["query"]).name,
+                gallery_paths=[h["path"] for h in item["results"]],
+                gallery_captions=[f"{h['score']:.3f} · {Path(h['path']).name}" for h in item["results"]],
+                matches=[None] * len(item["results"]),
+            )
+            for item in listing
+        ]
+        print(f"wrote {draw_ranked_lists(lists, args.out)}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -294,8 +535,93 @@ def build_parser() -> argparse.ArgumentParser:
     eval_features.add_argument("--query", required=True, help="query .npz")
     eval_features.add_argument("--gallery", required=True, help="gallery .npz")
     eval_features.add_argument("--max-rank", type=int, default=50, help="length of the CMC curve (default 50)")
+    eval_features.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017)")
+    eval_features.add_argument("--k1", type=int, default=20, help="re-ranking k1 (default 20)")
+    eval_features.add_argument("--k2", type=int, default=6, help="re-ranking k2 (default 6)")
+    eval_features.add_argument(
+        "--lambda", dest="lambda_value", type=float, default=0.3, help="re-ranking lambda (default 0.3)"
+    )
     eval_features.add_argument("--json", action="store_true", help="print JSON (with the whole CMC curve)")
     eval_features.set_defaults(func=cmd_eval_features)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="evaluate a trained checkpoint on any supported dataset (table, JSON, CMC, ranked lists, report)",
+        description="Evaluate a checkpoint (a .safetensors file or a run directory) on its own test set or, with "
+        "--dataset/--root, on another one (cross-domain). Prints the metrics and writes eval.json, metrics.png, "
+        "cmc.png, ranked_{best,median,worst}.png, embedding.png and report.html to --out (default: "
+        "<run>/eval/<dataset> for a run's checkpoint).",
+    )
+    evaluate.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
+    evaluate.add_argument("--dataset", default=None, help="dataset name (default: the one the model was trained on)")
+    evaluate.add_argument("--root", default=None, help="dataset folder (with --dataset)")
+    evaluate.add_argument(
+        "-o", "--option", action="append", default=[], metavar="KEY=VALUE", help="dataset option, repeatable"
+    )
+    evaluate.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1/k2/lambda of the config)")
+    evaluate.add_argument("--flip", action="store_true", help="add the features of horizontally flipped images")
+    evaluate.add_argument("--out", default=None, help="output folder")
+    evaluate.add_argument("--json", action="store_true", help="print the JSON summary instead of the table")
+    evaluate.add_argument("--no-report", action="store_true", help="only eval.json (no figures, no report.html)")
+    _add_inference_args(evaluate)
+    evaluate.set_defaults(func=cmd_eval)
+
+    extract = commands.add_parser(
+        "extract",
+        help="features of your own images with a trained model (.npz)",
+        description="Extract L2-normalised features of the images in a folder (recursively) or a list file "
+        "(one path a line) and save them as .npz: 'feats' [N, D], 'paths' [N] and, with --pid-regex / "
+        "--camera-regex, 'pids' / 'camids' for 'svllreid eval-features'.",
+    )
+    extract.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
+    extract.add_argument("--images", required=True, help="folder of images or text file of image paths")
+    extract.add_argument("--out", required=True, help="output .npz file")
+    extract.add_argument("--flip", action="store_true", help="add the features of horizontally flipped images")
+    extract.add_argument("--pid-regex", default=None, help="identity from the file name, e.g. '^(\\d+)_'")
+    extract.add_argument("--camera-regex", default=None, help="camera from the file name, e.g. '_c(\\d+)'")
+    extract.add_argument("--skip-unreadable", action="store_true", help="leave out unreadable images (listed)")
+    _add_inference_args(extract)
+    extract.set_defaults(func=cmd_extract)
+
+    index = commands.add_parser(
+        "index", help="gallery indexes of your own images", description="Gallery indexes for 'svllreid search'."
+    )
+    index_cmds = index.add_subparsers(dest="index_command", metavar="SUBCOMMAND", required=True)
+    build = index_cmds.add_parser(
+        "build",
+        help="extract the features of a folder of images into a searchable index file",
+        description="Extract the features of every image of a folder (or list file) with a trained model and "
+        "save them, with the paths and the model's description, as one index file. Exact search by default; "
+        "faiss backends (pip install faiss-cpu) for large galleries.",
+    )
+    build.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
+    build.add_argument("--images", required=True, help="folder of gallery images or text file of paths")
+    build.add_argument("--out", required=True, help="index file to write")
+    build.add_argument(
+        "--backend",
+        choices=["exact", "faiss-flat", "faiss-ivf", "faiss-hnsw"],
+        default="exact",
+        help="search structure (default exact; faiss-ivf / faiss-hnsw are approximate)",
+    )
+    build.add_argument("--flip", action="store_true", help="add the features of horizontally flipped images")
+    build.add_argument("--skip-unreadable", action="store_true", help="leave out unreadable images (listed)")
+    _add_inference_args(build)
+    build.set_defaults(func=cmd_index_build)
+
+    search = commands.add_parser(
+        "search",
+        help="find the gallery images most similar to a query image",
+        description="Rank the images of an index (from 'svllreid index build') by cosine similarity to each "
+        "query image, encoded by the index's model (or --checkpoint of the same network).",
+    )
+    search.add_argument("--index", required=True, help="index file")
+    search.add_argument("--query", required=True, nargs="+", help="query image(s)")
+    search.add_argument("--topk", type=int, default=10, help="results per query (default 10)")
+    search.add_argument("--out", default=None, help="write the ranked lists as a PNG picture")
+    search.add_argument("--checkpoint", default=None, help="model checkpoint (default: the one the index names)")
+    search.add_argument("--json", action="store_true", help="print JSON")
+    _add_inference_args(search)
+    search.set_defaults(func=cmd_search)
 
     model = commands.add_parser("model", help="inspect networks", description="Inspect networks.")
     model_cmds = model.add_subparsers(dest="model_command", metavar="SUBCOMMAND", required=True)

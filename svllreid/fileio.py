@@ -1,22 +1,47 @@
-"""Small file helpers shared by configs, checkpoints and reports."""
+"""Atomic file writes shared by configs, checkpoints, features, indexes and reports."""
 
 import os
 import tempfile
 from pathlib import Path
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so a crash never
-    leaves a half-written file behind."""
-    path = Path(path)
+def _default_mode() -> int:
+    """The permissions a plain ``open()`` would give a new file (0666 less the umask); temporary
+    files are created 0600, which would otherwise stay on the result."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def temporary_sibling(path: Path) -> str:
+    """A new, empty temporary file next to ``path`` (same file system, so the final rename is atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return tmp
+
+
+def publish(tmp: str | Path, path: str | Path) -> Path:
+    """Flush ``tmp`` to disk, give it the usual permissions and rename it to ``path`` (atomic)."""
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    Path(tmp).chmod(_default_mode())
+    return Path(tmp).replace(path)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename, so a crash never leaves a
+    half-written file behind and a reader never sees one. Parent folders are created."""
+    path = Path(path)
+    tmp = temporary_sibling(path)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
+        Path(tmp).write_bytes(data)
+        return publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """:func:`atomic_write_bytes` of UTF-8 text."""
+    return atomic_write_bytes(path, text.encode("utf-8"))

@@ -28,6 +28,11 @@ COMMANDS = [
     ["model", "info"],
     ["train"],
     ["eval-features"],
+    ["eval"],
+    ["extract"],
+    ["index"],
+    ["index", "build"],
+    ["search"],
 ]
 
 
@@ -43,7 +48,7 @@ def test_help_of_every_command(command, capsys):
 def test_top_level_help_lists_every_subcommand(capsys):
     build_parser().print_help()
     out = capsys.readouterr().out
-    for name in ("demo", "config", "data", "model", "train", "eval-features"):
+    for name in ("demo", "config", "data", "model", "train", "eval-features", "eval", "extract", "index", "search"):
         assert name in out
 
 

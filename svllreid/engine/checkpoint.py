@@ -10,9 +10,7 @@ unpickles anything: safetensors and JSON only.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from svllreid import __version__
+from svllreid.fileio import publish, temporary_sibling
 
 FORMAT = "svllreid-checkpoint"
 FORMAT_VERSION = 1
@@ -111,14 +110,10 @@ def write_checkpoint(
         tensors.update(rng_tensors)
     # safetensors wants contiguous CPU tensors that share no memory.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temporary_sibling(path)
     try:
         save_file(tensors, tmp, metadata={META_KEY: json.dumps(header)})
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -70,6 +70,8 @@ class RunResult:
     #: The evaluations in full (ranked lists, features), for the report.
     final_details: ModelEvaluation | None = None
     untrained_details: ModelEvaluation | None = None
+    #: ``report.html`` (None when it could not be written; the run's other files are complete).
+    report: Path | None = None
 
 
 def effective_sie(mode: str, dataset: ReIDDataset) -> str:
@@ -312,6 +314,36 @@ class Run:
             topk=RANKED_LIST_LENGTH,
         )
 
+    def write_report(self, result: RunResult, seconds: float) -> Path | None:
+        """``report.html`` and its figures. A failure here is logged, not raised: the checkpoints and
+        eval.json of the finished run are already written."""
+        from svllreid.engine.report import write_train_embedding, write_training_report
+
+        cfg, ds = self.cfg, self.dataset
+        method = "SVLL-ReID" if (cfg.stage1.lang_ssl or cfg.stage2.vis_ssl) else "CLIP-ReID"
+        weights = f"weights {cfg.model.pretrained}" if cfg.model.pretrained else "randomly initialised (no weights)"
+        facts = {
+            "dataset": f"{ds.name} ({ds.root}): {ds.num_train_ids} training identities",
+            "network": f"{cfg.model.arch} at {self.size[0]}×{self.size[1]}, {weights}",
+            "method": f"{method} (language SSL {'on' if cfg.stage1.lang_ssl else 'off'}, "
+            f"vision SSL {'on' if cfg.stage2.vis_ssl else 'off'}); "
+            f"stage 1 {cfg.stage1.epochs} epochs, stage 2 {cfg.stage2.epochs} epochs",
+            "device": f"{self.device}, precision {cfg.run.precision}",
+            "time": f"{seconds:.0f} s",
+            "run directory": str(self.run_dir),
+        }
+        try:
+            embedding = write_train_embedding(
+                self.model, ds.train, self.transforms.test, self.size, self.device, self.run_dir / "embedding.png"
+            )
+            files = write_training_report(
+                self.run_dir, facts, result.final_details, result.untrained_details, embedding
+            )
+        except Exception:  # the run itself succeeded; say why its report is missing
+            log.exception("could not write the report of %s (checkpoints and eval.json are complete)", self.run_dir)
+            return None
+        return files["report"]
+
 
 def new_run_dir(cfg: Config, dist: DistInfo) -> Path:
     """``run.output_dir/run.name`` (default ``<dataset>-<arch>-<time>``), the same on every process."""
@@ -336,6 +368,7 @@ def train(
         init_from: checkpoint whose weights start stage 2 (typically a run's ``stage1.safetensors``).
         resume: a run directory (or checkpoint) to continue exactly where it stopped.
     """
+    started = time.perf_counter()
     probe = resolve_device(cfg.run.device, DistInfo())
     dist = init_distributed(probe.type)
     try:
@@ -393,6 +426,8 @@ def train(
                 payload["untrained"] = result.untrained
             atomic_write_text(run_dir / "eval.json", json.dumps(payload, indent=2))
             log.info("%s", format_summary(result.evaluation))
+            run.metrics.close()  # the report reads metrics.jsonl
+            result.report = run.write_report(result, time.perf_counter() - started)
         run.metrics.close()
         barrier(dist)
         return result

@@ -67,10 +67,13 @@ class MetricsLog:
                     self.writer.add_scalar(f"{record['stage']}/{key}", value, step)
 
     def close(self) -> None:
+        """Flush and close (again: nothing)."""
         if self.file is not None:
             self.file.close()
+            self.file = None
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
 
 
 class Trainer:

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
-from svllreid.data.loaders import ImageCache, ReIDImageDataset, Transform, build_test_loader
+from svllreid.data.loaders import (
+    ImageCache,
+    ImageReadError,
+    ReIDImageDataset,
+    Transform,
+    build_test_loader,
+    read_resized,
+)
 from svllreid.data.types import EvalSplit, ReIDDataset, Sample
 from svllreid.eval.ranking import RankingResult, evaluate
 
@@ -187,3 +196,81 @@ def format_summary(summary: dict[str, Any]) -> str:
     where = f" (mean of {splits} splits)" if splits > 1 else ""
     rerank = ", re-ranked" if summary.get("reranked") else ""
     return f"{summary['dataset']} [{summary['protocol']} protocol{rerank}]{where}: " + ", ".join(parts)
+
+
+class _ImageFiles(Dataset):
+    """Image files as ``{"image", "ok", "camid", "viewid"}``; an unreadable file gives ``ok=False``
+    and a blank image, so that one bad file does not stop the others."""
+
+    def __init__(self, paths: Sequence[str], transform: Transform, size: Sequence[int]):
+        self.paths, self.transform, self.size = list(paths), transform, (int(size[0]), int(size[1]))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            image, ok = self.transform(read_resized(self.paths[index], self.size)), True
+        except ImageReadError:
+            image, ok = torch.zeros(3, *self.size), False
+        return {"image": image, "ok": ok, "camid": -1, "viewid": -1}
+
+
+@dataclass
+class FileFeatures:
+    """Features of image files: ``feats`` float32 ``[N, D]`` (CPU) of the readable ``paths``; the
+    files that could not be read in ``unreadable``; throughput in ``images_per_s``."""
+
+    feats: torch.Tensor
+    paths: list[str]
+    unreadable: list[str]
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        return (len(self.paths) + len(self.unreadable)) / max(self.seconds, 1e-9)
+
+
+@torch.no_grad()
+def extract_file_features(
+    model: torch.nn.Module,
+    paths: Sequence[str],
+    transform: Transform,
+    image_size: Sequence[int],
+    device: torch.device,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    amp_dtype: torch.dtype | None = None,
+    flip: bool = False,
+    progress: bool = True,
+) -> FileFeatures:
+    """Features of a user's image files (cameras unknown: no side information), with a progress bar
+    showing images/s. Unreadable files are collected, not raised: the caller decides."""
+    loader = DataLoader(
+        _ImageFiles(paths, transform, image_size), batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
+    encode = image_encoder(model, side_info=False)
+    model.eval()
+    chunks, ok_flags = [], []
+    start = time.perf_counter()
+    with tqdm(total=len(paths), desc="features", unit="img", disable=not progress, leave=False) as bar:
+        for batch in loader:
+            ok = batch["ok"]
+            if bool(ok.any()):
+                images = batch["image"][ok].to(device)
+                cams = torch.full((images.shape[0],), -1, dtype=torch.long, device=device)
+                with autocast(device, amp_dtype):
+                    feats = encode(images, cams, cams).float()
+                    if flip:
+                        flipped = encode(images.flip(-1), cams, cams).float()
+                        feats = torch.nn.functional.normalize(feats + flipped, dim=1)
+                chunks.append(feats.cpu())
+            ok_flags.extend(bool(v) for v in ok)
+            bar.update(len(ok))
+            bar.set_postfix(img_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f}")
+    seconds = time.perf_counter() - start
+    readable = [p for p, good in zip(paths, ok_flags, strict=True) if good]
+    unreadable = [p for p, good in zip(paths, ok_flags, strict=True) if not good]
+    dim = chunks[0].shape[1] if chunks else 0
+    feats = torch.cat(chunks) if chunks else torch.empty(0, dim)
+    return FileFeatures(feats, readable, unreadable, seconds)

@@ -1,0 +1,291 @@
+"""The report of a training run or an evaluation: figures as PNG files and one ``report.html``.
+
+The figures come from :mod:`svllreid.report`; this module picks what to show (best / median /
+worst queries, a few identities for the embedding) from evaluation results and the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from svllreid.data.loaders import ReIDImageDataset, Transform, build_test_loader
+from svllreid.data.types import EvalSplit, Sample
+from svllreid.eval.ranking import RankingResult
+from svllreid.report import (
+    RankedList,
+    Section,
+    draw_ranked_lists,
+    plot_cmc,
+    plot_embedding,
+    plot_losses,
+    plot_metrics_table,
+    read_metrics,
+    write_report,
+)
+
+if TYPE_CHECKING:
+    from svllreid.engine.evaluation import CheckpointEvaluation
+    from svllreid.eval.features import ModelEvaluation
+
+log = logging.getLogger(__name__)
+
+#: Identities and images per identity drawn in the embedding plot.
+EMBED_IDS = 8
+EMBED_IMAGES_PER_ID = 12
+METRIC_KEYS = ("mAP", "mINP", "rank1", "rank5", "rank10")
+
+
+def _caption(sample: Sample) -> str:
+    cam = f" · cam {sample.camid + 1}" if sample.camid >= 0 else ""
+    return f"id {sample.pid}{cam}"
+
+
+def select_queries(result: RankingResult) -> list[tuple[str, int]]:
+    """``(label, query index)`` of the best, median and worst evaluated queries by AP (ties: query order)."""
+    evaluated = np.flatnonzero(~np.isnan(result.query_ap))
+    if not len(evaluated):
+        return []
+    order = evaluated[np.argsort(-result.query_ap[evaluated], kind="stable")]
+    picks = [("best", order[0]), ("median", order[len(order) // 2]), ("worst", order[-1])]
+    return [(label, int(q)) for label, q in picks]
+
+
+def ranked_lists(split: EvalSplit, result: RankingResult) -> list[tuple[str, RankedList]]:
+    """Ranked lists (top k with true matches marked) of the best, median and worst queries of a split."""
+    if result.ranked is None:
+        raise ValueError("the result has no ranked lists; evaluate with topk > 0")
+    out = []
+    for label, q in select_queries(result):
+        query = split.query[q]
+        items = [split.gallery[g] for g in result.ranked[q] if g >= 0]
+        ap, first = 100 * result.query_ap[q], result.query_first_rank[q] + 1
+        title = f"{label} query · AP {ap:.1f}% · first match at rank {first}"
+        out.append(
+            (
+                label,
+                RankedList(
+                    title=title,
+                    query_path=query.path,
+                    query_caption=_caption(query),
+                    gallery_paths=[s.path for s in items],
+                    gallery_captions=[_caption(s) for s in items],
+                    matches=[s.pid == query.pid for s in items],
+                ),
+            )
+        )
+    return out
+
+
+def write_ranked_pictures(split: EvalSplit, result: RankingResult, out_dir: Path) -> list[Path]:
+    """``ranked_best.png``, ``ranked_median.png`` and ``ranked_worst.png`` of a split."""
+    return [draw_ranked_lists([lst], out_dir / f"ranked_{label}.png") for label, lst in ranked_lists(split, result)]
+
+
+def metrics_row(name: str, summary: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"name": name}
+    for key in METRIC_KEYS:
+        row[key] = summary.get(key)
+        if f"{key}_std" in summary:
+            row[f"{key}_std"] = summary[f"{key}_std"]
+    return row
+
+
+def _mean_cmc(summary: dict[str, Any]) -> list[float]:
+    curves = np.array([s["cmc"] for s in summary["splits"]], dtype=np.float64)
+    return curves.mean(0).tolist()
+
+
+def _pick_identities(samples: Sequence[Sample], count: int, per_id: int, among: set[int] | None = None) -> list[int]:
+    """Rows of ``samples`` for the ``count`` identities with most images (ties: first seen), ``per_id``
+    each; only identities in ``among`` if given."""
+    counts = Counter(s.pid for s in samples if among is None or s.pid in among)
+    ids = [pid for pid, n in sorted(counts.items(), key=lambda kv: -kv[1]) if n >= 2][:count]
+    taken: dict[int, int] = dict.fromkeys(ids, 0)
+    rows = []
+    for i, s in enumerate(samples):
+        if s.pid in taken and taken[s.pid] < per_id:
+            taken[s.pid] += 1
+            rows.append(i)
+    return rows
+
+
+def write_test_embedding(evaluation: ModelEvaluation, path: Path) -> Path | None:
+    """t-SNE of the test features of a few identities (images only: test identities have no prompts)."""
+    # Identities of the queries: galleries may hold distractor "identities" (Market-1501's 0) of thousands.
+    queries = {s.pid for s in evaluation.splits[0][0].query}
+    rows = _pick_identities(evaluation.samples, EMBED_IDS, EMBED_IMAGES_PER_ID, among=queries)
+    if len(rows) < 3:
+        return None
+    feats = evaluation.feats[torch.as_tensor(rows, device=evaluation.feats.device)].cpu()
+    pids = np.array([evaluation.samples[r].pid for r in rows])
+    return plot_embedding(feats, pids, path, title="t-SNE of test image features (colour = identity)")
+
+
+@torch.no_grad()
+def write_train_embedding(
+    model: torch.nn.Module,
+    train: Sequence[Sample],
+    transform: Transform,
+    image_size: tuple[int, int],
+    device: torch.device,
+    path: Path,
+) -> Path | None:
+    """t-SNE of image features (CLIP's projected space, f_proj) of a few training identities together
+    with the text features of their learned prompts: the picture of how stage 1 and stage 2 align them."""
+    rows = _pick_identities(train, EMBED_IDS, EMBED_IMAGES_PER_ID)
+    if len(rows) < 3:
+        return None
+    samples = [train[r] for r in rows]
+    loader = build_test_loader(ReIDImageDataset(samples, transform, image_size), batch_size=64, num_workers=0)
+    was_training = model.training
+    model.eval()
+    feats = []
+    for batch in loader:
+        unknown = torch.full_like(batch["camid"], -1).to(device)
+        feats.append(model.image_features(batch["image"].to(device), unknown, unknown).f_proj.float().cpu())
+    pids = np.array([s.pid for s in samples])
+    ids = np.unique(pids)
+    text = model.encode_text(torch.as_tensor(ids, device=device)).float().cpu()
+    model.train(was_training)
+    return plot_embedding(
+        torch.cat(feats),
+        pids,
+        path,
+        text_feats=text,
+        text_pids=ids,
+        title="t-SNE of image features (f_proj) and learned text features of training identities",
+    )
+
+
+def _facts(extra: dict[str, str]) -> dict[str, str]:
+    return {**extra, "host": f"{platform.node()} ({platform.machine()})", "created": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def _summary_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, object]]:
+    """Rows for the HTML table, in % with the spread over splits."""
+    table: list[dict[str, object]] = []
+    for row in rows:
+        cells: dict[str, object] = {"": row["name"]}
+        for key in METRIC_KEYS:
+            value = row.get(key)
+            text = "–" if value is None else f"{100 * value:.2f}"
+            if value is not None and f"{key}_std" in row:
+                text += f" ± {100 * row[f'{key}_std']:.2f}"
+            cells[{"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10"}.get(key, key)] = text
+        table.append(cells)
+    return table
+
+
+def _result_sections(
+    out_dir: Path, rows: list[dict[str, Any]], curves: dict[str, list[float]], protocol: str, where: str
+) -> tuple[list[Section], dict[str, Path]]:
+    files = {
+        "metrics_png": plot_metrics_table(rows, out_dir / "metrics.png", protocol, title=f"Results on {where}"),
+        "cmc_png": plot_cmc(curves, out_dir / "cmc.png", title=f"CMC on {where}"),
+    }
+    section = Section(
+        "Results",
+        text=f"Retrieval on {where}; mAP, mINP and Rank-k in %. Protocol: {protocol}.",
+        table=_summary_table(rows),
+        images=[files["metrics_png"], files["cmc_png"]],
+    )
+    return [section], files
+
+
+def _ranked_section(split: EvalSplit, result: RankingResult, out_dir: Path) -> tuple[Section, dict[str, Path]]:
+    pictures = write_ranked_pictures(split, result, out_dir)
+    k = result.ranked.shape[1] if result.ranked is not None else 0
+    text = (
+        f"Split {split.name}: the query (blue) and its top {k} "
+        "gallery images; green = same identity, red = another identity. Junk (same identity, same camera) "
+        "and the query's own image are not ranked."
+    )
+    return Section("Ranked lists", text=text, images=pictures), {p.stem: p for p in pictures}
+
+
+def write_evaluation_report(result: CheckpointEvaluation) -> dict[str, Path]:
+    """Figures and ``report.html`` of ``svllreid eval`` in ``result.out_dir``."""
+    out, ev = result.out_dir, result.evaluation
+    summary = ev.summary
+    where = f"{summary['dataset']}{' (re-ranked)' if summary.get('reranked') else ''}"
+    rows = [metrics_row(result.trained.spec.arch, summary)]
+    sections, files = _result_sections(out, rows, {"model": _mean_cmc(summary)}, summary["protocol"], where)
+    facts = {
+        "checkpoint": str(result.trained.checkpoint.path),
+        "model": result.trained.describe(),
+        "dataset": f"{result.dataset.name} ({result.dataset.root})",
+        "splits": ", ".join(s.name for s, _ in ev.splits),
+        "side information (SIE)": "used" if result.side_info else "left out",
+        "device": str(result.trained.device),
+    }
+    sections.insert(0, Section("Evaluation", text="\n\n".join(result.notes), facts=_facts(facts)))
+    split, first = ev.splits[0]
+    if first.ranked is not None and first.num_evaluated:
+        section, ranked_files = _ranked_section(split, first, out)
+        sections.append(section)
+        files.update(ranked_files)
+    embedding = write_test_embedding(ev, out / "embedding.png")
+    if embedding is not None:
+        files["embedding_png"] = embedding
+        text = "Test images of the identities with most images; colour = identity."
+        sections.append(Section("Embedding", text=text, images=[embedding]))
+    files["report"] = write_report(out / "report.html", f"svllreid eval · {where}", sections)
+    return files
+
+
+def write_training_report(
+    run_dir: Path,
+    facts: dict[str, str],
+    final: ModelEvaluation,
+    untrained: ModelEvaluation | None,
+    embedding: Path | None,
+) -> dict[str, Path]:
+    """Figures and ``report.html`` of a training run in ``run_dir`` (losses from its ``metrics.jsonl``)."""
+    summary = final.summary
+    where = f"{summary['dataset']}{' (re-ranked)' if summary.get('reranked') else ''}"
+    rows = ([metrics_row("untrained", untrained.summary)] if untrained is not None else []) + [
+        metrics_row("trained", summary)
+    ]
+    curves = ({"untrained": _mean_cmc(untrained.summary)} if untrained is not None else {}) | {
+        "trained": _mean_cmc(summary)
+    }
+    sections, files = _result_sections(run_dir, rows, curves, summary["protocol"], where)
+    sections.insert(0, Section("Run", facts=_facts(facts)))
+    metrics_file = run_dir / "metrics.jsonl"
+    records = read_metrics(metrics_file) if metrics_file.is_file() else []
+    if records:
+        files["losses_png"] = plot_losses(records, run_dir / "losses.png")
+        sections.append(
+            Section(
+                "Training",
+                text="Loss terms per logged step (means over the logging interval); stage 1 learns the prompts, "
+                "stage 2 the image encoder.",
+                images=[files["losses_png"]],
+            )
+        )
+    split, first = final.splits[0]
+    if first.ranked is not None and first.num_evaluated:
+        section, ranked_files = _ranked_section(split, first, run_dir)
+        sections.append(section)
+        files.update(ranked_files)
+    if embedding is not None:
+        files["embedding_png"] = embedding
+        sections.append(
+            Section(
+                "Embedding",
+                text="Image features (dots) and the text features of the learned prompts (stars) of a few "
+                "training identities, jointly projected with t-SNE; colour = identity.",
+                images=[embedding],
+            )
+        )
+    files["report"] = write_report(run_dir / "report.html", f"svllreid training · {run_dir.name}", sections)
+    return files

@@ -1,0 +1,515 @@
+"""Report figures: training losses, CMC curves, a metrics table and a 2-D feature embedding.
+
+Every ``plot_*`` function draws one matplotlib figure (no pyplot state), writes it atomically as a PNG
+at ``path`` (parent folders created) and returns the path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.font_manager import FontProperties
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, PercentFormatter
+
+from svllreid.report._io import new_figure, save_figure
+
+__all__ = [
+    "PROTOCOL_NOTES",
+    "STAGE_TITLES",
+    "plot_cmc",
+    "plot_embedding",
+    "plot_losses",
+    "plot_metrics_table",
+    "read_metrics",
+]
+
+#: Panel titles of the known training stages; other stage names are shown as they are.
+STAGE_TITLES = {"stage1": "stage 1: prompt learning", "stage2": "stage 2: image encoder"}
+
+#: The sentence under a metrics table for each evaluation protocol; other protocol strings are shown as they are.
+PROTOCOL_NOTES = {
+    "camera": "protocol: camera — same-identity same-camera gallery images excluded",
+    "no-camera": "protocol: no-camera — only the query image itself excluded",
+}
+
+#: Ranks marked on CMC curves and quoted in their legend.
+_CMC_MARKED_RANKS = (1, 5, 10)
+
+#: Metric columns of the table, in order, with their headers; other ``rankK`` keys found in the rows follow.
+_TABLE_COLUMNS = {"mAP": "mAP", "mINP": "mINP", "rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10"}
+
+_MISSING = "–"
+
+#: Metrics-table layout, in inches.
+_ROW_H, _TITLE_H, _MARGIN, _NOTE_GAP, _NOTE_LINE_H = 0.3, 0.45, 0.15, 0.15, 0.2
+
+#: Largest number of points embedded with exact t-SNE (quadratic cost); Barnes-Hut beyond.
+_TSNE_EXACT_MAX = 200
+
+
+# --- metrics.jsonl -------------------------------------------------------------------------------------
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Read a run's ``metrics.jsonl``.
+
+    Blank lines are skipped. A resumed run appends records whose steps repeat earlier ones; the last
+    record per ``(stage, step)`` wins.
+
+    Args:
+        path: the JSON-lines file, one object per line with at least ``stage`` and ``step``.
+
+    Returns:
+        The records, stages in order of first appearance, steps ascending within a stage.
+
+    Raises:
+        ValueError: a line is not JSON, not an object, or lacks ``stage``/``step`` (the message names
+            the file and the 1-based line number).
+    """
+    path = Path(path)
+    latest: dict[tuple[str, int], dict[str, Any]] = {}
+    stage_order: dict[str, int] = {}
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}, line {number}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(record, dict) or "stage" not in record or "step" not in record:
+                raise ValueError(f"{path}, line {number}: expected a JSON object with 'stage' and 'step'")
+            stage, step = str(record["stage"]), record["step"]
+            if isinstance(step, bool) or not isinstance(step, int):
+                raise ValueError(f"{path}, line {number}: 'step' must be an integer; got {step!r}")
+            stage_order.setdefault(stage, len(stage_order))
+            latest[(stage, step)] = record
+    return [latest[key] for key in sorted(latest, key=lambda key: (stage_order[key[0]], key[1]))]
+
+
+# --- losses --------------------------------------------------------------------------------------------
+
+
+def _loss_value(record: Mapping[str, Any], key: str) -> float:
+    value = record.get(key)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+
+
+def plot_losses(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Plot the training losses against the step, one panel per stage.
+
+    Each panel draws every ``loss_*`` term and, thicker and black, the total ``loss``. A record without a
+    term leaves a gap in that line.
+
+    Args:
+        records: metrics records (see :func:`read_metrics`), with ``stage``, ``step`` and loss keys.
+        path: where to write the PNG.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: there are no records.
+    """
+    if not records:
+        raise ValueError("plot_losses: no metrics records to plot")
+    by_stage: dict[str, list[Mapping[str, Any]]] = {}
+    for record in records:
+        by_stage.setdefault(str(record.get("stage", "?")), []).append(record)
+
+    figure = new_figure(5.0 * len(by_stage), 4.0)
+    axes = figure.subplots(1, len(by_stage), squeeze=False)[0]
+    for ax, (stage, stage_records) in zip(axes, by_stage.items(), strict=True):
+        stage_records = sorted(stage_records, key=lambda r: r.get("step", 0))
+        steps = [r.get("step", 0) for r in stage_records]
+        terms = list(dict.fromkeys(k for r in stage_records for k in r if k.startswith("loss_")))
+        # Markers only where lines are short: a single logged step would otherwise be invisible.
+        marker = "o" if len(steps) < 20 else None
+        for term in terms:
+            ax.plot(
+                steps,
+                [_loss_value(r, term) for r in stage_records],
+                lw=1.3,
+                marker=marker,
+                ms=3,
+                label=term.removeprefix("loss_"),
+            )
+        if any("loss" in r for r in stage_records):
+            ax.plot(
+                steps,
+                [_loss_value(r, "loss") for r in stage_records],
+                color="black",
+                lw=2.4,
+                marker=marker,
+                ms=4,
+                label="total",
+                zorder=3,
+            )
+        ax.set_title(STAGE_TITLES.get(stage, stage))
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize="small", framealpha=0.85)
+        else:
+            ax.text(0.5, 0.5, "no loss values", ha="center", va="center", transform=ax.transAxes, color="grey")
+    return save_figure(figure, path)
+
+
+# --- CMC -----------------------------------------------------------------------------------------------
+
+
+def _rank_ticks(num_ranks: int) -> list[int]:
+    """Rank 1 plus round ranks, at most about 10 ticks."""
+    if num_ranks <= 10:
+        return list(range(1, num_ranks + 1))
+    step = next((s for s in (5, 10, 20, 25, 50, 100, 200, 250, 500, 1000) if num_ranks / s <= 10), None)
+    step = step or math.ceil(num_ranks / 10)
+    return [1, *range(step, num_ranks + 1, step)]
+
+
+def plot_cmc(
+    curves: Mapping[str, Sequence[float]],
+    path: str | Path,
+    max_rank: int | None = None,
+    title: str = "CMC",
+) -> Path:
+    """Plot cumulative match characteristic curves.
+
+    Args:
+        curves: label → CMC as fractions, ``curve[k - 1]`` = share of queries with a true match in the top k.
+        path: where to write the PNG.
+        max_rank: last rank drawn (default: the longest curve).
+        title: figure title.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: no curves, an empty curve, a value outside [0, 1], or ``max_rank`` < 1.
+    """
+    if not curves:
+        raise ValueError("plot_cmc: no curves to plot")
+    if max_rank is not None and max_rank < 1:
+        raise ValueError(f"plot_cmc: max_rank must be at least 1; got {max_rank}")
+    arrays: dict[str, np.ndarray] = {}
+    for label, curve in curves.items():
+        values = np.asarray(curve, dtype=np.float64).reshape(-1)
+        if values.size == 0:
+            raise ValueError(f"plot_cmc: the curve {label!r} is empty")
+        if not np.all(np.isfinite(values)) or values.min() < 0 or values.max() > 1:
+            raise ValueError(f"plot_cmc: the curve {label!r} must hold fractions within [0, 1]")
+        arrays[label] = values[:max_rank] if max_rank is not None else values
+    num_ranks = max(len(values) for values in arrays.values())
+
+    figure = new_figure(6.0, 4.0)
+    ax = figure.subplots()
+    for label, values in arrays.items():
+        ranks = np.arange(1, len(values) + 1)
+        marked = [k for k in _CMC_MARKED_RANKS if k <= len(values)]
+        quoted = ", ".join(f"R{k} {100 * values[k - 1]:.1f}%" for k in marked)
+        (line,) = ax.plot(ranks, 100 * values, lw=1.8, label=f"{label} ({quoted})")
+        ax.plot(
+            marked,
+            [100 * values[k - 1] for k in marked],
+            ls="none",
+            marker="o",
+            ms=6,
+            color=line.get_color(),
+            markeredgecolor="white",
+            zorder=3,
+        )
+    ax.set_title(title)
+    ax.set_xlabel("rank")
+    ax.set_ylabel("matching accuracy")
+    ax.set_ylim(0, 102)  # a little headroom so a curve at 100% is not drawn on the frame
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=100, decimals=0))
+    if num_ranks <= 10:
+        ax.set_xlim(0.5, num_ranks + 0.5)
+    else:
+        ax.set_xlim(1, num_ranks)
+    ax.xaxis.set_major_locator(FixedLocator(_rank_ticks(num_ranks)))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small", framealpha=0.9)
+    return save_figure(figure, path)
+
+
+# --- metrics table -------------------------------------------------------------------------------------
+
+
+def _percent(value: Any, std: Any = None) -> str:
+    if value is None or isinstance(value, bool) or not math.isfinite(float(value)):
+        return _MISSING
+    text = f"{100 * float(value):.1f}"
+    if std is not None and not isinstance(std, bool) and math.isfinite(float(std)):
+        text += f" ± {100 * float(std):.1f}"
+    return text
+
+
+def _table_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    columns = dict(_TABLE_COLUMNS)
+    extra = {int(key[4:]) for row in rows for key in row if key.startswith("rank") and key[4:].isdigit()}
+    for k in sorted(extra):
+        columns.setdefault(f"rank{k}", f"Rank-{k}")
+    return columns
+
+
+def plot_metrics_table(
+    rows: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    protocol: str,
+    title: str = "Results",
+) -> Path:
+    """Draw retrieval metrics as a table picture, values in % with one decimal.
+
+    Args:
+        rows: one mapping per model/run: ``name`` and the fractions ``mAP``, ``mINP``, ``rank1``,
+            ``rank5``, ``rank10`` (any may be missing or None → "–"; other ``rankK`` keys add columns);
+            an optional ``<key>_std`` is shown as "32.3 ± 1.2".
+        path: where to write the PNG.
+        protocol: ``"camera"``, ``"no-camera"`` (explained under the table) or any text shown as is.
+        title: figure title.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: no rows.
+    """
+    if not rows:
+        raise ValueError("plot_metrics_table: no rows to show")
+    columns = _table_columns(rows)
+    header = ["", *columns.values()]
+    cells = [[str(row.get("name", "")), *(_percent(row.get(k), row.get(f"{k}_std")) for k in columns)] for row in rows]
+
+    note = PROTOCOL_NOTES.get(protocol, protocol) + " · values in %"
+
+    # Fixed layout in inches, sized from the measured text, so nothing is clipped or overlaps whatever
+    # the names and the number of rows.
+    figure = new_figure(1.0, 1.0, constrained=False)
+    renderer = figure.canvas.get_renderer()
+
+    def text_width(text: str, size: float, weight: str = "normal") -> float:
+        prop = FontProperties(size=size, weight=weight)
+        return renderer.get_text_width_height_descent(text, prop, ismath=False)[0] / figure.dpi
+
+    col_widths = [
+        max(text_width(header[i], 10, "bold"), *(text_width(line[i], 10) for line in cells)) + 0.3
+        for i in range(len(header))
+    ]
+    note_lines = textwrap.wrap(note, width=110)
+    table_w, table_h = sum(col_widths), _ROW_H * (len(rows) + 1)
+    content_w = max(table_w, text_width(title, 12, "bold"), *(text_width(line, 9) for line in note_lines))
+    fig_w = max(content_w + 2 * _MARGIN, 4.0)
+    note_h = _NOTE_LINE_H * len(note_lines)
+    fig_h = _TITLE_H + table_h + _NOTE_GAP + note_h + _MARGIN
+    figure.set_size_inches(fig_w, fig_h)
+
+    figure.text(0.5, 1 - 0.12 / fig_h, title, ha="center", va="top", fontsize=12, fontweight="bold")
+    ax = figure.add_axes(
+        ((fig_w - table_w) / 2 / fig_w, (fig_h - _TITLE_H - table_h) / fig_h, table_w / fig_w, table_h / fig_h)
+    )
+    ax.axis("off")
+    table = ax.table(
+        cellText=cells,
+        colLabels=header,
+        colWidths=[w / table_w for w in col_widths],
+        cellLoc="center",
+        bbox=(0, 0, 1, 1),
+    )
+    table.auto_set_font_size(False)
+    table.set_fontsize(10)
+    for (r, c), cell in table.get_celld().items():
+        cell.set_edgecolor("#999999")
+        if r == 0:
+            cell.set_text_props(fontweight="bold")
+            cell.set_facecolor("#e8eef6")
+        elif r % 2 == 0:
+            cell.set_facecolor("#f6f6f6")
+        if c == 0 and r > 0:
+            cell.set_text_props(ha="left")
+    figure.text(
+        0.5,
+        (_MARGIN + note_h) / fig_h,
+        "\n".join(note_lines),
+        ha="center",
+        va="top",
+        fontsize=9,
+        color="#444444",
+        linespacing=1.4,
+    )
+    return save_figure(figure, path)
+
+
+# --- embedding -----------------------------------------------------------------------------------------
+
+
+def _as_array(values: Any, name: str, ndim: int) -> np.ndarray:
+    """numpy or (CPU) torch input → numpy, with its number of dimensions checked."""
+    if hasattr(values, "detach"):  # a torch tensor; duck-typed so this module does not import torch
+        values = values.detach().cpu().numpy()
+    array = np.asarray(values)
+    if array.ndim != ndim:
+        shape = "[N, D]" if ndim == 2 else "[N]"
+        raise ValueError(f"plot_embedding: {name} must have shape {shape}; got {tuple(array.shape)}")
+    return array
+
+
+def _l2_normalise(features: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.maximum(norms, 1e-12)
+
+
+def _project_2d(features: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
+    """2-D coordinates and the method's name: PCA below 6 distinct points, t-SNE otherwise."""
+    n, dim = features.shape
+    distinct = len(np.unique(features.round(6), axis=0))
+    # t-SNE needs a few points, and distinct ones: identical points (e.g. an untrained network on
+    # uniform images) make its PCA initialisation divide by zero.
+    if n < 6 or distinct < 6:
+        centred = features - features.mean(axis=0, keepdims=True)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        coords = centred @ vt[:2].T
+        if coords.shape[1] < 2:  # fewer than 2 components exist (1 point or 1-D features)
+            coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+        return coords, "PCA"
+    # Imported here: scikit-learn takes a while to import and only this function needs it.
+    from sklearn.manifold import TSNE
+
+    tsne = TSNE(
+        n_components=2,
+        perplexity=min(30.0, (n - 1) / 3),
+        init="pca" if dim >= 2 else "random",  # PCA initialisation needs at least 2 feature dimensions
+        random_state=seed,
+        # Exact gradients below a few hundred points: more faithful and, there, faster than Barnes-Hut.
+        method="exact" if n <= _TSNE_EXACT_MAX else "barnes_hut",
+    )
+    return tsne.fit_transform(features), "t-SNE"
+
+
+def plot_embedding(
+    image_feats: Any,
+    image_pids: Any,
+    path: str | Path,
+    text_feats: Any = None,
+    text_pids: Any = None,
+    seed: int = 0,
+    title: str | None = None,
+) -> Path:
+    """Draw L2-normalised image (and text) features in 2-D, coloured by identity.
+
+    Image and text features are projected jointly, so their positions are comparable: t-SNE
+    (``init="pca"``, perplexity ``min(30, (n - 1) / 3)``, ``random_state=seed``), or PCA when there are
+    fewer than 6 points in all. Image features are dots, text features large stars with a black edge.
+    Colours come from tab10 (≤ 10 identities) or tab20 and repeat beyond 20 identities; up to 10
+    identities are also named in a legend.
+
+    Args:
+        image_feats: ``[N, D]`` numpy array or CPU tensor.
+        image_pids: ``[N]`` identity labels.
+        path: where to write the PNG.
+        text_feats: optional ``[M, D]`` text features (e.g. one learned prompt per identity).
+        text_pids: ``[M]`` identity labels of ``text_feats``; required with them.
+        seed: t-SNE random state.
+        title: figure title (default: names the projection).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: wrong shapes, lengths that disagree, text and image widths that differ, no image
+            features, or only one of ``text_feats``/``text_pids``.
+    """
+    feats = _as_array(image_feats, "image_feats", 2)
+    pids = _as_array(image_pids, "image_pids", 1)
+    if feats.shape[0] == 0:
+        raise ValueError("plot_embedding: no image features")
+    if pids.shape[0] != feats.shape[0]:
+        raise ValueError(f"plot_embedding: {feats.shape[0]} image features but {pids.shape[0]} image_pids")
+    if (text_feats is None) != (text_pids is None):
+        raise ValueError("plot_embedding: text_feats and text_pids must be given together")
+    num_images = feats.shape[0]
+    all_feats, all_pids = feats, pids
+    if text_feats is not None:
+        tfeats = _as_array(text_feats, "text_feats", 2)
+        tpids = _as_array(text_pids, "text_pids", 1)
+        if tpids.shape[0] != tfeats.shape[0]:
+            raise ValueError(f"plot_embedding: {tfeats.shape[0]} text features but {tpids.shape[0]} text_pids")
+        if tfeats.shape[1] != feats.shape[1]:
+            raise ValueError(
+                f"plot_embedding: text features have width {tfeats.shape[1]} but image features {feats.shape[1]}"
+            )
+        all_feats = np.concatenate([feats, tfeats])
+        all_pids = np.concatenate([pids, tpids])
+    if not np.all(np.isfinite(all_feats)):
+        raise ValueError("plot_embedding: the features contain NaN or infinite values")
+
+    coords, method = _project_2d(_l2_normalise(all_feats.astype(np.float64)), seed)
+    identities = list(np.unique(all_pids))
+    cmap_name = "tab10" if len(identities) <= 10 else "tab20"
+    palette = colormaps[cmap_name].colors
+    index = {pid: i for i, pid in enumerate(identities)}
+    colours = [palette[index[pid] % len(palette)] for pid in all_pids]
+
+    figure = new_figure(6.5 if len(identities) <= 10 else 6.0, 4.5)
+    ax = figure.subplots()
+    ax.scatter(coords[:num_images, 0], coords[:num_images, 1], c=colours[:num_images], s=22, alpha=0.8, linewidths=0)
+    if all_feats.shape[0] > num_images:
+        ax.scatter(
+            coords[num_images:, 0],
+            coords[num_images:, 1],
+            c=colours[num_images:],
+            s=260,
+            marker="*",
+            edgecolors="black",
+            linewidths=1.0,
+            zorder=3,
+        )
+    ax.set_title(title or f"{method} of {'image and text' if all_feats.shape[0] > num_images else 'image'} features")
+    ax.set_xlabel(f"{method} 1")
+    ax.set_ylabel(f"{method} 2")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.margins(0.08)
+
+    kinds = [Line2D([], [], ls="none", marker="o", ms=6, color="grey", label="image feature")]
+    if all_feats.shape[0] > num_images:
+        kinds.append(
+            Line2D(
+                [],
+                [],
+                ls="none",
+                marker="*",
+                ms=13,
+                color="grey",
+                markeredgecolor="black",
+                label="text feature (learned prompt)",
+            )
+        )
+    # Legends go outside the axes (constrained layout makes room), so they never hide points.
+    if len(identities) <= 10:
+        ids = [
+            Line2D([], [], ls="none", marker="s", ms=7, color=palette[index[pid]], label=f"id {pid}")
+            for pid in identities
+        ]
+        figure.legend(handles=ids, title="identity", loc="outside right upper", fontsize="small")
+        note = None
+    else:
+        note = f"{len(identities)} identities" + (" (colours repeat after 20)" if len(identities) > 20 else "")
+    figure.legend(
+        handles=kinds,
+        loc="outside lower center",
+        ncols=len(kinds),
+        fontsize="small",
+        title=note,
+        title_fontsize="small",
+    )
+    return save_figure(figure, path)

@@ -1,0 +1,248 @@
+"""Ranked-list pictures: a query and its top-k gallery images per row, borders coloured by match."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from svllreid.report._io import atomic_write_bytes
+
+__all__ = ["RankedList", "draw_ranked_lists"]
+
+RGB = tuple[int, int, int]
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
+#: Border colours: query, true match, wrong match, unknown (e.g. a user's own unlabelled gallery).
+QUERY_COLOUR: RGB = (31, 119, 180)
+MATCH_COLOUR: RGB = (34, 160, 64)
+MISMATCH_COLOUR: RGB = (214, 39, 40)
+UNKNOWN_COLOUR: RGB = (150, 150, 150)
+#: Fill of a thumbnail whose image cannot be read.
+PLACEHOLDER_COLOUR: RGB = (205, 205, 205)
+
+#: Layout in pixels: border width, outer margin, title column, gap between cells, extra gap after the
+#: query, gap between rows, smallest cell width (so captions have room next to narrow thumbnails).
+BORDER = 4
+MARGIN = 12
+TITLE_W = 150
+CELL_GAP = 8
+QUERY_GAP = 20
+ROW_GAP = 16
+MIN_CELL_W = 96
+#: Font sizes (pixels) and lines of caption under each thumbnail.
+TITLE_FONT, LABEL_FONT, CAPTION_FONT = 13, 12, 11
+CAPTION_LINES = 2
+TEXT_GAP = 4
+
+
+@dataclass
+class RankedList:
+    """One row of a ranked-list picture.
+
+    Attributes:
+        title: row title, e.g. ``"best query · AP 100.0%"``.
+        query_path: the query image.
+        query_caption: text under the query, e.g. ``"id 12 · cam 1"``.
+        gallery_paths: the top-k gallery images, best first.
+        gallery_captions: text under each gallery image.
+        matches: per gallery image: True (same identity, green border), False (red) or None (unknown, grey).
+    """
+
+    title: str
+    query_path: str
+    query_caption: str
+    gallery_paths: list[str]
+    gallery_captions: list[str]
+    matches: list[bool | None]
+
+
+@cache
+def _font(size: int) -> Font:
+    return ImageFont.load_default(size=size)
+
+
+def _line_height(size: int) -> int:
+    return round(size * 1.3)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Pixel positions of the picture's parts for a thumbnail size ``(H, W)``."""
+
+    thumb_h: int
+    thumb_w: int
+
+    @property
+    def box_w(self) -> int:
+        """Width of a thumbnail with its border."""
+        return self.thumb_w + 2 * BORDER
+
+    @property
+    def box_h(self) -> int:
+        """Height of a thumbnail with its border."""
+        return self.thumb_h + 2 * BORDER
+
+    @property
+    def cell_w(self) -> int:
+        return max(self.box_w, MIN_CELL_W)
+
+    @property
+    def row_h(self) -> int:
+        text_h = TEXT_GAP + _line_height(LABEL_FONT) + CAPTION_LINES * _line_height(CAPTION_FONT)
+        return self.box_h + text_h + ROW_GAP
+
+    def cell_x(self, column: int) -> int:
+        """Left edge of a cell: column 0 is the query, column k the k-th gallery image."""
+        x = MARGIN + TITLE_W
+        if column > 0:
+            x += self.cell_w + QUERY_GAP + (column - 1) * (self.cell_w + CELL_GAP)
+        return x
+
+    def box_origin(self, row: int, column: int) -> tuple[int, int]:
+        """Top-left corner of the bordered thumbnail in ``row`` and ``column``."""
+        return self.cell_x(column) + (self.cell_w - self.box_w) // 2, MARGIN + row * self.row_h
+
+    def size(self, num_rows: int, max_gallery: int) -> tuple[int, int]:
+        """Picture width and height."""
+        width = self.cell_x(max_gallery) + self.cell_w + MARGIN
+        return width, MARGIN + num_rows * self.row_h - ROW_GAP + MARGIN
+
+
+def _thumbnail(path: str | Path, height: int, width: int) -> Image.Image:
+    """The image scaled to fit ``height × width`` (aspect kept) on white; a grey placeholder if unreadable."""
+    canvas = Image.new("RGB", (width, height), "white")
+    try:
+        with Image.open(path) as source:
+            source.draft("RGB", (width, height))  # JPEG: decode at a reduced scale, much faster for big images
+            image = ImageOps.contain(source.convert("RGB"), (width, height))
+    except Exception:  # any unreadable file (missing, truncated, not an image) must not stop the report
+        canvas.paste(PLACEHOLDER_COLOUR, (0, 0, width, height))
+        draw = ImageDraw.Draw(canvas)
+        text, size = "unreadable", CAPTION_FONT
+        while size > 6 and draw.textlength(text, font=_font(size)) > width - 6:  # fit narrow thumbnails
+            size -= 1
+        text_w = draw.textlength(text, font=_font(size))
+        draw.text(((width - text_w) / 2, (height - size) / 2), text, fill=(70, 70, 70), font=_font(size))
+        return canvas
+    canvas.paste(image, ((width - image.width) // 2, (height - image.height) // 2))
+    return canvas
+
+
+def _wrap(text: str, font: Font, width: float, max_lines: int) -> list[str]:
+    """Greedy word wrap to ``width`` pixels; over-long words are broken; overflow ends in "…"."""
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def fits(s: str) -> bool:
+        return measure.textlength(s, font=font) <= width
+
+    lines: list[str] = []
+    for word in text.split():
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and fits(candidate):
+            lines[-1] = candidate
+            continue
+        while not fits(word):  # a file name wider than the cell: break it between characters
+            cut = 1
+            while cut < len(word) - 1 and fits(word[: cut + 1]):
+                cut += 1
+            lines.append(word[:cut])
+            word = word[cut:]
+        lines.append(word)
+    if len(lines) > max_lines:
+        last = lines[max_lines - 1]
+        while last and not fits(last + "…"):
+            last = last[:-1]
+        lines = [*lines[: max_lines - 1], last.rstrip() + "…"]
+    return lines
+
+
+def _draw_centred(draw: ImageDraw.ImageDraw, centre_x: float, y: float, text: str, font: Font, fill: RGB) -> None:
+    draw.text((centre_x - draw.textlength(text, font=font) / 2, y), text, fill=fill, font=font)
+
+
+def _draw_cell(
+    canvas: Image.Image,
+    layout: _Layout,
+    row: int,
+    column: int,
+    path: str,
+    label: str,
+    caption: str,
+    colour: RGB,
+) -> None:
+    """A bordered thumbnail with a label line ("query" or the rank) and the caption under it."""
+    draw = ImageDraw.Draw(canvas)
+    x, y = layout.box_origin(row, column)
+    draw.rectangle((x, y, x + layout.box_w - 1, y + layout.box_h - 1), fill=colour)
+    canvas.paste(_thumbnail(path, layout.thumb_h, layout.thumb_w), (x + BORDER, y + BORDER))
+    centre = layout.cell_x(column) + layout.cell_w / 2
+    text_y = y + layout.box_h + TEXT_GAP
+    _draw_centred(draw, centre, text_y, label, _font(LABEL_FONT), (0, 0, 0))
+    text_y += _line_height(LABEL_FONT)
+    for line in _wrap(caption, _font(CAPTION_FONT), layout.cell_w - 4, CAPTION_LINES):
+        _draw_centred(draw, centre, text_y, line, _font(CAPTION_FONT), (60, 60, 60))
+        text_y += _line_height(CAPTION_FONT)
+
+
+def _validate(lists: Sequence[RankedList], thumb_size: tuple[int, int]) -> None:
+    if not lists:
+        raise ValueError("draw_ranked_lists: no ranked lists to draw")
+    if len(thumb_size) != 2 or any(int(v) < 1 for v in thumb_size):
+        raise ValueError(f"draw_ranked_lists: thumb_size must be two positive integers (H, W); got {thumb_size}")
+    for item in lists:
+        lengths = (len(item.gallery_paths), len(item.gallery_captions), len(item.matches))
+        if len(set(lengths)) != 1:
+            raise ValueError(
+                f"draw_ranked_lists: list {item.title!r} has {lengths[0]} gallery paths, {lengths[1]} captions "
+                f"and {lengths[2]} match flags; they must be equal"
+            )
+
+
+def draw_ranked_lists(lists: Sequence[RankedList], path: str | Path, thumb_size: tuple[int, int] = (128, 64)) -> Path:
+    """Draw ranked lists as one PNG, one row per list.
+
+    Each row shows, left to right: the title, the query (blue border, caption under it), then the gallery
+    images in rank order with 4-px borders (green: same identity, red: another, grey: unknown), the rank
+    number and caption under each. Thumbnails keep their aspect ratio inside ``thumb_size`` on white; an
+    unreadable image becomes a grey "unreadable" placeholder. The picture is as wide as the longest row.
+
+    Args:
+        lists: the rows.
+        path: where to write the PNG (parent folders created; written atomically).
+        thumb_size: thumbnail box ``(height, width)`` in pixels, without the border.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: no lists, a bad ``thumb_size``, or a list whose paths, captions and matches differ in length.
+    """
+    _validate(lists, thumb_size)
+    layout = _Layout(int(thumb_size[0]), int(thumb_size[1]))
+    canvas = Image.new("RGB", layout.size(len(lists), max(len(item.gallery_paths) for item in lists)), "white")
+    draw = ImageDraw.Draw(canvas)
+    colours = {True: MATCH_COLOUR, False: MISMATCH_COLOUR, None: UNKNOWN_COLOUR}
+    title_font = _font(TITLE_FONT)
+    for row, item in enumerate(lists):
+        top = MARGIN + row * layout.row_h
+        if row > 0:  # a hairline between rows
+            line_y = top - ROW_GAP // 2
+            draw.line((MARGIN, line_y, canvas.width - MARGIN, line_y), fill=(225, 225, 225))
+        max_title_lines = max(1, layout.box_h // _line_height(TITLE_FONT))
+        title_lines = _wrap(item.title, title_font, TITLE_W - 10, max_title_lines)
+        title_y = top + (layout.box_h - len(title_lines) * _line_height(TITLE_FONT)) / 2
+        for i, line in enumerate(title_lines):
+            draw.text((MARGIN, title_y + i * _line_height(TITLE_FONT)), line, fill=(0, 0, 0), font=title_font)
+        _draw_cell(canvas, layout, row, 0, item.query_path, "query", item.query_caption, QUERY_COLOUR)
+        for rank, (gallery_path, caption, match) in enumerate(
+            zip(item.gallery_paths, item.gallery_captions, item.matches, strict=True), start=1
+        ):
+            _draw_cell(canvas, layout, row, rank, gallery_path, str(rank), caption, colours[match])
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG", optimize=True)
+    return atomic_write_bytes(path, buffer.getvalue())
