@@ -8,7 +8,14 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_LAZY = {"create_model": "svllreid.models.factory"}
+_LAZY = {
+    "create_model": "svllreid.models.factory",
+    "evaluate": "svllreid.eval.ranking",
+    "RankingResult": "svllreid.eval.ranking",
+    "k_reciprocal_rerank": "svllreid.eval.rerank",
+    "load_trained_model": "svllreid.engine.inference",
+    "GalleryIndex": "svllreid.search",
+}
 
 __all__ = ["__version__", *_LAZY]
 

@@ -1,0 +1,656 @@
+"""A gallery index: L2-normalised image features with their paths, searched by cosine similarity.
+
+Backends
+    ``exact``
+        Chunked float32 matrix products in numpy and a partial sort: the true top-k. Fast enough for
+        galleries up to ~10^5-10^6 images, and the only backend that needs nothing beyond numpy.
+    ``faiss-flat``
+        faiss ``IndexFlatIP``: also exhaustive (the same results up to float rounding), faiss's kernels.
+    ``faiss-ivf``
+        faiss ``IndexIVFFlat`` (inner product, spherical k-means): searches the ``nprobe`` of ``nlist``
+        clusters nearest the query. Defaults: ``nlist = round(4 * sqrt(N))`` clipped to
+        ``[1, max(1, N // 39)]`` (faiss's k-means wants >= 39 points per centroid), and
+        ``nprobe = min(nlist, max(8, nlist // 16))``, about a sixteenth of the gallery per query
+        (recall@10 0.99 in ``benchmarks/search_speed.py`` at 100,000 x 512; nprobe 32 gave 0.98, 8 gave 0.96).
+    ``faiss-hnsw``
+        faiss ``IndexHNSWFlat`` (inner product): a graph search; ``hnsw_m`` links per node and
+        ``ef_search`` candidates per search (at least ``topk``).
+
+    The approximate backends pay off for large galleries only; for a few thousand images use
+    ``exact``. faiss is optional (``pip install 'svllreid[faiss]'``) and imported only when needed. faiss
+    runs with ``torch.get_num_threads()`` OpenMP threads where torch is loaded (its default otherwise),
+    so that one setting governs both libraries.
+
+Results
+    Scores are cosine similarities (higher = closer), float32, descending; a query gets
+    ``min(topk, N)`` columns, never padding for a small gallery. Equal scores keep gallery order: the
+    exact backend computes identical gallery features once, so that they tie exactly (a BLAS may round
+    one dot product differently in different columns), and breaks ties at the k-th place by gallery
+    index. The faiss backends order what they return the same way, but pick among items tied at the
+    k-th place themselves. Scores can differ in the last bits between batches of queries of different
+    sizes (BLAS kernels), as between backends. The approximate backends may find fewer than
+    ``min(topk, N)`` items: the missing entries are index -1 with score -inf, at the end of the row.
+
+File
+    One ``.npz`` archive (read with ``allow_pickle=False``): ``format`` ("svllreid-gallery-index"),
+    ``version`` (int), ``backend``, ``feats`` (float32 [N, D], unit rows), ``paths`` (unicode [N]),
+    ``meta_json`` and ``params_json`` (JSON text), and for ``faiss-ivf`` / ``faiss-hnsw`` the serialised
+    faiss index (``faiss_index``, uint8), so that loading neither retrains nor rebuilds the graph (the
+    file then holds the features twice). ``faiss-flat`` is rebuilt from ``feats`` on load (a copy). A
+    faiss index loaded where faiss is missing falls back to exact search (``backend`` "exact"; saving it
+    again writes an exact index), with a logged warning: the features are all it needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import math
+import os
+import sys
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import numpy as np
+
+from svllreid.fileio import publish, temporary_sibling
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "BACKENDS",
+    "FORMAT",
+    "VERSION",
+    "GalleryIndex",
+    "IndexFileError",
+    "SearchResult",
+]
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("exact", "faiss-flat", "faiss-ivf", "faiss-hnsw")
+#: Format tag and version of the index file; a file of a newer version is refused.
+FORMAT = "svllreid-gallery-index"
+VERSION = 1
+#: Working memory of one chunk of queries of the exact search (scores, partition indices, masks).
+SEARCH_CHUNK_BYTES = 256 * 2**20
+#: Bytes per (query, gallery item) pair of a chunk: scores, partition indices and a mask for a top-k
+#: (``topk < N``); scores, keys, order and sorted copies for a full sort (``topk >= N``).
+_BYTES_PER_PAIR = {"top-k": 16, "sort": 32}
+#: Backends whose faiss index is stored in the file (too costly to rebuild on load).
+_SERIALISED = ("faiss-ivf", "faiss-hnsw")
+_REBUILD_HINT = "rebuild it with `svllreid index build`"
+
+ArrayLike = Any  # numpy array, torch tensor, or anything np.asarray accepts
+
+
+class IndexFileError(ValueError):
+    """An index file that cannot be read: missing, not an index, damaged, or of a newer version."""
+
+
+@dataclass(frozen=True, eq=False)
+class SearchResult:
+    """Top-k gallery items of each query.
+
+    Attributes:
+        scores: float32 ``[Q, k]`` cosine similarities, descending per row (-inf where ``indices`` is -1).
+        indices: int64 ``[Q, k]`` gallery rows (into :attr:`GalleryIndex.paths`), -1 where an
+            approximate backend found fewer than ``k`` items. ``k = min(topk, N)``.
+    """
+
+    scores: np.ndarray
+    indices: np.ndarray
+
+
+class GalleryIndex:
+    """Gallery features, their image paths and free-form metadata, searchable by cosine similarity.
+
+    Create one with :meth:`build` or :meth:`load`. Treat the attributes as read-only (``feats`` is a
+    read-only array): a faiss index is built from them.
+
+    Attributes:
+        feats: float32 ``[N, D]`` L2-normalised gallery features.
+        paths: the N image paths, in gallery order.
+        meta: JSON-serialisable metadata (as JSON gives it back: tuples become lists).
+        backend: one of :data:`BACKENDS`.
+        params: the backend's settings in effect (``nlist``/``nprobe``, ``hnsw_m``/``ef_search``).
+    """
+
+    def __init__(
+        self,
+        feats: np.ndarray,
+        paths: list[str],
+        meta: dict[str, Any],
+        backend: str,
+        params: dict[str, int],
+        faiss_index: Any = None,
+    ) -> None:
+        """Assemble validated parts (use :meth:`build` or :meth:`load`)."""
+        feats.setflags(write=False)
+        self.feats = feats
+        self.paths = paths
+        self.meta = meta
+        self.backend = backend
+        self.params = params
+        self._faiss = faiss_index
+
+    # ------------------------------------------------------------------------------------------------
+    # Building
+    # ------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        feats: np.ndarray | torch.Tensor,
+        paths: Sequence[str | os.PathLike[str]],
+        meta: dict[str, Any] | None = None,
+        backend: str = "exact",
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        hnsw_m: int = 32,
+        ef_search: int = 64,
+    ) -> GalleryIndex:
+        """Index gallery features (re-normalised here) with their image paths.
+
+        Args:
+            feats: ``[N, D]`` features, numpy or torch, finite, no all-zero row.
+            paths: the N image paths, in the order of ``feats``.
+            meta: JSON-serialisable metadata kept with the index (checkpoint, model, image size...).
+            backend: one of :data:`BACKENDS`.
+            nlist, nprobe: ``faiss-ivf`` clusters and clusters searched per query (default: see the
+                module docstring); other backends ignore them.
+            hnsw_m, ef_search: ``faiss-hnsw`` links per node and search breadth; others ignore them.
+
+        Raises:
+            ValueError: bad features, paths, metadata, backend or parameters.
+            ImportError: a faiss backend without faiss installed.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown search backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        unit = _unit_rows(_as_matrix(feats, "gallery features"), "gallery features")
+        n = len(unit)
+        path_list = _as_paths(paths, n)
+        meta_dict = _as_meta(meta)
+        params = _backend_params(backend, n, nlist, nprobe, hnsw_m, ef_search)
+        faiss_index = _build_faiss(backend, unit, params) if backend != "exact" else None
+        return cls(unit, path_list, meta_dict, backend, params, faiss_index)
+
+    # ------------------------------------------------------------------------------------------------
+    # Searching
+    # ------------------------------------------------------------------------------------------------
+
+    def search(self, queries: np.ndarray | torch.Tensor, topk: int = 10) -> SearchResult:
+        """The ``min(topk, N)`` most similar gallery items of each query.
+
+        Args:
+            queries: ``[Q, D]`` query features (or one ``[D]`` vector: Q = 1), numpy or torch;
+                re-normalised here.
+            topk: items per query, >= 1.
+
+        Raises:
+            ValueError: bad queries (shape, width, non-finite, all-zero) or ``topk``.
+        """
+        if isinstance(topk, bool) or not isinstance(topk, int | np.integer) or topk < 1:
+            raise ValueError(f"topk must be a positive integer, got {topk!r}")
+        q = _as_matrix(queries, "query features", allow_vector=True, allow_empty=True)
+        if q.shape[1] != self.dim:
+            raise ValueError(
+                f"query features have {q.shape[1]} dims but the index holds {self.dim}-dim features; "
+                "was it built with another model?"
+            )
+        q = _unit_rows(q, "query features")
+        k = min(int(topk), len(self))
+        if not len(q):
+            return SearchResult(np.empty((0, k), np.float32), np.empty((0, k), np.int64))
+        if self._faiss is None:
+            scores, indices = _exact_search(self.feats, q, k, self._duplicates)
+        else:
+            scores, indices = _faiss_search(self._faiss, self.backend, self.params, q, k)
+        return SearchResult(scores, indices)
+
+    @functools.cached_property
+    def _duplicates(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Repeated gallery rows (found at the first exact search; see :func:`_duplicate_rows`)."""
+        return _duplicate_rows(self.feats)
+
+    # ------------------------------------------------------------------------------------------------
+    # File
+    # ------------------------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the index to one file at exactly ``path`` (no suffix added; ``.npz`` is customary).
+
+        The file is written next to ``path`` under a temporary name and renamed over it, so an
+        interrupted save leaves any previous file intact. Returns the path.
+        """
+        path = Path(path)
+        arrays: dict[str, np.ndarray] = {
+            "format": np.array(FORMAT),
+            "version": np.array(VERSION, np.int64),
+            "backend": np.array(self.backend),
+            "feats": self.feats,
+            "paths": np.array(self.paths, dtype=str).reshape(len(self.paths)),
+            "meta_json": np.array(json.dumps(self.meta)),
+            "params_json": np.array(json.dumps(self.params)),
+        }
+        if self.backend in _SERIALISED:
+            arrays["faiss_index"] = _import_faiss().serialize_index(self._faiss)
+        # A file handle: np.savez would append ".npz" to a name without it.
+        _atomic_write(path, lambda handle: np.savez(handle, **arrays))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> GalleryIndex:
+        """Read an index written by :meth:`save`.
+
+        Raises:
+            IndexFileError: missing file, not an index, damaged, or written by a newer svllreid.
+        """
+        path = Path(path)
+        if not path.is_file():
+            what = "is a directory, not an index file" if path.is_dir() else "does not exist"
+            raise IndexFileError(f"gallery index {path} {what}; build one with `svllreid index build`")
+        try:
+            archive = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            # Not numpy's message: it suggests allow_pickle=True for any unknown file.
+            raise IndexFileError(
+                f"{path} is not a svllreid gallery index (not an .npz archive, or a damaged one); {_REBUILD_HINT}"
+            ) from err
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise IndexFileError(f"{path} is a single .npy array, not a svllreid gallery index (.npz)")
+        with archive:
+            arrays = _read_arrays(archive, path)
+        return cls._from_arrays(arrays, path)
+
+    @classmethod
+    def _from_arrays(cls, arrays: dict[str, np.ndarray], path: Path) -> GalleryIndex:
+        def bad(why: str) -> IndexFileError:
+            return IndexFileError(f"gallery index {path} is damaged ({why}); {_REBUILD_HINT}")
+
+        feats, paths = arrays["feats"], arrays["paths"]
+        if feats.dtype != np.float32 or feats.ndim != 2 or not len(feats) or not feats.shape[1]:
+            raise bad(f"features of dtype {feats.dtype} and shape {feats.shape}, expected float32 [N, D]")
+        if paths.dtype.kind != "U" or paths.shape != (len(feats),):
+            raise bad(f"{paths.shape} paths of dtype {paths.dtype} for {len(feats)} features")
+        if not np.allclose(_row_norms(feats), 1.0, atol=1e-3):  # fails on NaN or inf entries too
+            raise bad("features are not finite L2-normalised vectors")
+        backend = _text(arrays["backend"], "backend", bad)
+        if backend not in BACKENDS:
+            raise bad(f"unknown backend {backend!r}")
+        meta, params = _json(arrays["meta_json"], "meta_json", bad), _json(arrays["params_json"], "params_json", bad)
+        feats = np.ascontiguousarray(feats)
+        if backend != "exact":
+            try:
+                faiss = _import_faiss()
+            except ImportError as err:
+                why = "searching it exactly instead (results as good or better)"
+                log.warning("%s holds a %s index, but %s; %s", path, backend, err, why)
+                return cls(feats, paths.tolist(), meta, "exact", {})
+            faiss_index = _load_faiss(faiss, backend, feats, params, arrays.get("faiss_index"), bad)
+        else:
+            faiss_index = None
+        return cls(feats, paths.tolist(), meta, backend, params, faiss_index)
+
+    # ------------------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    @property
+    def dim(self) -> int:
+        """Feature width D."""
+        return int(self.feats.shape[1])
+
+    def __repr__(self) -> str:
+        params = "".join(f", {key}={value}" for key, value in self.params.items())
+        return f"GalleryIndex(backend={self.backend!r}, items={len(self)}, dim={self.dim}{params})"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------------------------------
+
+
+def _as_matrix(x: ArrayLike, name: str, allow_vector: bool = False, allow_empty: bool = False) -> np.ndarray:
+    """A float32 ``[N, D]`` numpy array (a copy or view) of numpy or torch input, checked finite."""
+    if hasattr(x, "detach"):  # a torch tensor, any device and dtype (bfloat16 has no numpy twin)
+        x = x.detach().cpu().float().numpy()
+    a = np.asarray(x)
+    if allow_vector and a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2:
+        shape = "[Q, D] or [D]" if allow_vector else "[N, D]"
+        raise ValueError(f"{name} must be {shape}, got shape {a.shape}")
+    if a.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must be real numbers, got dtype {a.dtype}")
+    if not a.shape[1] or not (allow_empty or len(a)):
+        raise ValueError(f"{name} are empty (shape {a.shape})")
+    with np.errstate(over="ignore"):  # reported below
+        a = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contain NaN or infinite values (or values beyond float32)")
+    return a
+
+
+def _unit_rows(a: np.ndarray, name: str) -> np.ndarray:
+    """``a`` (float32) with rows scaled to unit length, as a new array; -0.0 entries become +0.0."""
+    norms = _row_norms(a)
+    zero = np.flatnonzero(norms == 0)
+    if len(zero):
+        raise ValueError(f"{name} row {zero[0]} is all zeros (no direction to compare); {len(zero)} such rows")
+    out = np.empty_like(a)
+    step = max(1, 2**22 // a.shape[1])  # float64 temporaries of ~32 MB
+    for lo in range(0, len(a), step):
+        out[lo : lo + step] = a[lo : lo + step] / norms[lo : lo + step, None]
+    # + 0.0 turns -0.0 into +0.0, so that equal features are equal bytes (see _duplicate_rows).
+    out += np.float32(0.0)
+    return out
+
+
+def _row_norms(a: np.ndarray) -> np.ndarray:
+    """float64 L2 norms of the rows (no overflow; buffered, so no float64 copy of ``a``)."""
+    return np.sqrt(np.einsum("ij,ij->i", a, a, dtype=np.float64))
+
+
+def _as_paths(paths: Sequence[str | os.PathLike[str]], n: int) -> list[str]:
+    if isinstance(paths, str | bytes | os.PathLike):
+        raise ValueError("paths must be a sequence of paths, one per gallery feature, not a single path")
+    out = [os.fspath(p) for p in paths]
+    if len(out) != n:
+        raise ValueError(f"{len(out)} paths for {n} gallery features; they must match one to one")
+    bad = [p for p in out if not isinstance(p, str)]
+    if bad:
+        raise ValueError(f"paths must be text, got {type(bad[0]).__name__} {bad[0]!r}")
+    return out
+
+
+def _as_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise ValueError(f"meta must be a dict, got {type(meta).__name__}")
+    try:
+        # Kept as JSON gives it back, so that a loaded index has the same meta as the built one.
+        return json.loads(json.dumps(meta))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"meta must be JSON-serialisable: {err}") from err
+
+
+def _positive(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _backend_params(
+    backend: str, n: int, nlist: int | None, nprobe: int | None, hnsw_m: int, ef_search: int
+) -> dict[str, int]:
+    """The settings of ``backend`` for ``n`` items, defaults filled in (see the module docstring)."""
+    if backend == "faiss-ivf":
+        if nlist is None:
+            nlist = min(max(1, round(4 * math.sqrt(n))), max(1, n // 39))
+        nlist = _positive(nlist, "nlist")
+        if nlist > n:
+            raise ValueError(f"nlist ({nlist}) cannot exceed the number of gallery features ({n})")
+        if nprobe is None:
+            nprobe = max(8, nlist // 16)
+        return {"nlist": nlist, "nprobe": min(_positive(nprobe, "nprobe"), nlist)}
+    if backend == "faiss-hnsw":
+        m = _positive(hnsw_m, "hnsw_m")
+        if m < 2:
+            raise ValueError(f"hnsw_m must be at least 2, got {m}")
+        return {"hnsw_m": m, "ef_search": _positive(ef_search, "ef_search")}
+    return {}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Exact search
+# ----------------------------------------------------------------------------------------------------
+
+
+def _duplicate_rows(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Rows equal to an earlier row, and that earlier (first) row, or None when all rows differ.
+
+    BLAS kernels may round the same dot product differently in different output columns, so identical
+    gallery features would get scores an ulp apart and be ordered by that instead of by gallery index;
+    the exact search copies each repeat's score from its first occurrence instead.
+    """
+    n, d = feats.shape
+    rows = feats.view(np.dtype((np.void, d * feats.itemsize))).ravel()  # each row as one byte string
+    order = np.argsort(rows, kind="stable")  # equal rows adjacent, in gallery order
+    same = np.zeros(n, bool)  # same[i]: the i-th row in sorted order equals the previous one
+    step = max(1, 2**26 // (d * feats.itemsize))  # compares ~64 MB of rows at a time
+    for lo in range(1, n, step):
+        hi = min(n, lo + step)
+        same[lo:hi] = rows[order[lo:hi]] == rows[order[lo - 1 : hi - 1]]
+    if not same.any():
+        return None
+    group_start = np.maximum.accumulate(np.where(same, 0, np.arange(n)))
+    return order[same], order[group_start[same]]
+
+
+def _exact_search(
+    feats: np.ndarray, queries: np.ndarray, k: int, duplicates: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k scores and indices by chunks of queries whose working memory fits ``SEARCH_CHUNK_BYTES``."""
+    nq, n = len(queries), len(feats)
+    per_pair = _BYTES_PER_PAIR["top-k" if k < n else "sort"]
+    rows = max(1, min(nq, SEARCH_CHUNK_BYTES // (per_pair * n)))
+    scores, indices = np.empty((nq, k), np.float32), np.empty((nq, k), np.int64)
+    buffer = np.empty((rows, n), np.float32)
+    for lo in range(0, nq, rows):
+        hi = min(nq, lo + rows)
+        block = np.matmul(queries[lo:hi], feats.T, out=buffer[: hi - lo])
+        if duplicates is not None:
+            block[:, duplicates[0]] = block[:, duplicates[1]]
+        scores[lo:hi], indices[lo:hi] = _top_k(block, k)
+    return scores, indices
+
+
+def _top_k(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest scores of each row, descending, equal scores in column order."""
+    c, n = block.shape
+    if k < n:
+        chosen = np.argpartition(block, n - k, axis=1)[:, n - k :]
+        values = np.take_along_axis(block, chosen, 1)
+        kth = values.min(1)
+        # argpartition picks arbitrarily among scores equal to the k-th one: rows with more such items
+        # than places are redone below, keeping the lowest gallery indices.
+        redo = np.flatnonzero(np.count_nonzero(block >= kth[:, None], axis=1) > k)
+    else:
+        chosen, values, redo = np.broadcast_to(np.arange(n), (c, n)), block, np.empty(0, np.int64)
+    order = np.lexsort((chosen, -values), axis=1)
+    indices, values = np.take_along_axis(chosen, order, 1), np.take_along_axis(values, order, 1)
+    for r in redo:
+        candidates = np.flatnonzero(block[r] >= kth[r])
+        best = candidates[np.lexsort((candidates, -block[r, candidates]))[:k]]
+        indices[r], values[r] = best, block[r, best]
+    return values, indices
+
+
+# ----------------------------------------------------------------------------------------------------
+# faiss
+# ----------------------------------------------------------------------------------------------------
+
+
+def _import_faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as err:
+        raise ImportError(
+            "the faiss search backends need faiss: pip install faiss-cpu (or pip install 'svllreid[faiss]'), "
+            'or use backend "exact"'
+        ) from err
+    return faiss
+
+
+@contextlib.contextmanager
+def _faiss_threads(faiss: Any) -> Iterator[None]:
+    """faiss's OpenMP threads set to torch's thread count for the block, when torch is loaded.
+
+    faiss has its own OpenMP pool: following torch's setting (``torch.set_num_threads``) keeps one thread
+    setting for the process. Without torch loaded (not imported here: seconds), faiss keeps its default.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _build_faiss(backend: str, feats: np.ndarray, params: dict[str, int]) -> Any:
+    faiss = _import_faiss()
+    n, d = feats.shape
+    with _faiss_threads(faiss):
+        if backend == "faiss-flat":
+            index = faiss.IndexFlatIP(d)
+        elif backend == "faiss-ivf":
+            nlist = params["nlist"]
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.cp.spherical = True  # unit-length centroids suit inner products of unit vectors
+            if n < 39 * nlist:
+                # Fewer points than faiss likes per centroid: k-means still works (a default nlist only
+                # gets here for tiny galleries); warn through logging, not faiss's stderr.
+                if nlist > 1:
+                    log.warning("faiss-ivf: %d gallery features for %d clusters (>= %d advised)", n, nlist, 39 * nlist)
+                index.cp.min_points_per_centroid = 1
+            index.train(feats)
+            index.nprobe = params["nprobe"]
+        else:
+            index = faiss.IndexHNSWFlat(d, params["hnsw_m"], faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efSearch = params["ef_search"]
+        index.add(feats)
+    return index
+
+
+def _load_faiss(
+    faiss: Any,
+    backend: str,
+    feats: np.ndarray,
+    params: dict[str, Any],
+    blob: np.ndarray | None,
+    bad: Callable[[str], IndexFileError],
+) -> Any:
+    """The faiss index of a loaded file: rebuilt (flat) or deserialised and checked against ``feats``."""
+    keys = {"faiss-flat": set(), "faiss-ivf": {"nlist", "nprobe"}, "faiss-hnsw": {"hnsw_m", "ef_search"}}[backend]
+    if set(params) != keys or not all(isinstance(v, int) and v >= 1 for v in params.values()):
+        raise bad(f"params {params} do not fit backend {backend!r}")
+    if backend not in _SERIALISED:
+        return _build_faiss(backend, feats, params)
+    if blob is None or blob.dtype != np.uint8 or blob.ndim != 1:
+        raise bad(f"no serialised faiss index for backend {backend!r}")
+    try:
+        index = faiss.deserialize_index(blob)
+    except RuntimeError as err:
+        raise bad(f"faiss cannot read its index: {err}") from err
+    if (index.d, index.ntotal, index.metric_type) != (feats.shape[1], len(feats), faiss.METRIC_INNER_PRODUCT):
+        raise bad(f"faiss index of {index.ntotal} x {index.d} does not match features of shape {feats.shape}")
+    if backend == "faiss-ivf":
+        index.nprobe = params["nprobe"]
+    else:
+        index.hnsw.efSearch = params["ef_search"]
+    return index
+
+
+def _faiss_search(
+    index: Any, backend: str, params: dict[str, int], queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    faiss = _import_faiss()
+    kwargs: dict[str, Any] = {}
+    if backend == "faiss-hnsw":  # a graph search needs at least k candidates to return k items
+        kwargs["params"] = faiss.SearchParametersHNSW(efSearch=max(params["ef_search"], k))
+    with _faiss_threads(faiss):
+        scores, indices = index.search(queries, k, **kwargs)
+    indices = indices.astype(np.int64, copy=False)
+    scores[indices < 0] = -np.inf  # faiss pads with -FLT_MAX
+    # Same order as the exact backend: descending score, then gallery index, missing items last.
+    order = np.lexsort((np.where(indices < 0, np.iinfo(np.int64).max, indices), -scores), axis=1)
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(indices, order, 1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# File helpers
+# ----------------------------------------------------------------------------------------------------
+
+_REQUIRED = ("format", "version", "backend", "feats", "paths", "meta_json", "params_json")
+
+
+def _read_arrays(archive: np.lib.npyio.NpzFile, path: Path) -> dict[str, np.ndarray]:
+    """The index's arrays, after checking the format tag and version (before reading the big ones)."""
+
+    def get(name: str) -> np.ndarray | None:
+        if name not in archive.files:
+            return None
+        value = archive[name]  # bytes for a member that is not an .npy array
+        if not isinstance(value, np.ndarray):
+            raise IndexFileError(f"gallery index {path} is damaged ({name} is not an array); {_REBUILD_HINT}")
+        return value
+
+    try:
+        tag = get("format")
+        if tag is None:
+            raise IndexFileError(
+                f"{path} is not a svllreid gallery index (a zip archive without a 'format' entry); "
+                "build one with `svllreid index build`"
+            )
+        if tag.dtype.kind != "U" or tag.shape != () or str(tag) != FORMAT:
+            raise IndexFileError(f"{path} is not a svllreid gallery index (format {tag!s:.60}, not {FORMAT!r})")
+        version = get("version")
+        if version is None or version.dtype.kind not in "iu" or version.shape != ():
+            raise IndexFileError(f"gallery index {path} has no valid format version; {_REBUILD_HINT}")
+        if int(version) > VERSION:
+            raise IndexFileError(
+                f"gallery index {path} has format version {int(version)}, newer than this svllreid reads "
+                f"({VERSION}); upgrade svllreid or {_REBUILD_HINT}"
+            )
+        if int(version) < 1:
+            raise IndexFileError(f"gallery index {path} has an invalid format version {int(version)}; {_REBUILD_HINT}")
+        missing = [name for name in _REQUIRED if name not in archive.files]
+        if missing:
+            raise IndexFileError(f"gallery index {path} is incomplete (missing {', '.join(missing)}); {_REBUILD_HINT}")
+        arrays = {name: get(name) for name in (*_REQUIRED, "faiss_index")}
+        return {name: value for name, value in arrays.items() if value is not None}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        if isinstance(err, IndexFileError):
+            raise
+        raise IndexFileError(f"gallery index {path} is damaged ({err}); {_REBUILD_HINT}") from err
+
+
+def _text(a: np.ndarray, name: str, bad: Callable[[str], IndexFileError]) -> str:
+    if a.dtype.kind != "U" or a.shape != ():
+        raise bad(f"{name} is not a text entry")
+    return str(a)
+
+
+def _json(a: np.ndarray, name: str, bad: Callable[[str], IndexFileError]) -> dict[str, Any]:
+    try:
+        value = json.loads(_text(a, name, bad))
+    except json.JSONDecodeError as err:
+        raise bad(f"{name} is not valid JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise bad(f"{name} is not a JSON object")
+    return value
+
+
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write through ``write(handle)`` into a temporary file beside ``path``, then rename it to ``path``."""
+    tmp = temporary_sibling(path)
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,221 @@
+"""The tools for trained models, as a user runs them: eval, extract, index build and search."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from svllreid.cli import main
+from svllreid.config import load_config
+from svllreid.engine.inference import load_trained_model
+from svllreid.engine.run import train
+from svllreid.search import GalleryIndex
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "synthetic_tiny.yaml"
+
+
+def _overrides(tmp: Path, name: str, arch: str = "svll-tiny-rn") -> list[str]:
+    values = {
+        "data.root": str(tmp / "synthetic"),
+        "data.options": "{ids: 16, cameras: 3, images_per_camera: 3, seed: 1}",
+        "model.arch": arch,
+        "stage1.epochs": 1,
+        "stage1.batch_size": 16,
+        "stage2.epochs": 2,
+        "stage2.ids_per_batch": 4,
+        "stage2.images_per_id": 2,
+        "stage2.warmup_epochs": 1,
+        "stage2.milestones": "[2]",
+        "eval.before_training": "false",
+        "run.output_dir": str(tmp / "runs"),
+        "run.name": name,
+    }
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model trained for a few seconds (with its report and eval.json)."""
+    tmp = tmp_path_factory.mktemp("tools")
+    result = train(load_config(TINY, _overrides(tmp, "tiny")), progress=False)
+    return result.run_dir
+
+
+@pytest.fixture(scope="module")
+def other_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of another network (a tiny ViT), trained for one stage-2 epoch."""
+    tmp = tmp_path_factory.mktemp("other")
+    cfg = load_config(TINY, [*_overrides(tmp, "vit", arch="svll-tiny-vit"), "stage2.epochs=1"])
+    return train(cfg, progress=False).run_dir
+
+
+@pytest.fixture
+def gallery(trained_run: Path, tmp_path: Path) -> Path:
+    """A user's folder: some of the synthetic test images, in a sub-folder too."""
+    test = sorted((trained_run.parents[1] / "synthetic" / "bounding_box_test").glob("*.jpg"))[:24]
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    for i, image in enumerate(test):
+        shutil.copy(image, folder / ("more" if i % 3 == 0 else "") / image.name)
+    return folder
+
+
+def test_training_run_writes_its_report(trained_run: Path) -> None:
+    html = (trained_run / "report.html").read_text()
+    for name in ("metrics.png", "cmc.png", "losses.png", "embedding.png", "ranked_best.png", "ranked_worst.png"):
+        assert (trained_run / name).stat().st_size > 1000, name
+    assert html.count("data:image/png;base64,") >= 6
+    assert "randomly initialised" in html and "<script" not in html and 'src="http' not in html
+
+
+def test_eval_reproduces_the_training_evaluation(trained_run: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "ev"
+    assert main(["eval", "--checkpoint", str(trained_run), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "protocol: camera" in printed and "mAP" in printed and str(out / "report.html") in printed
+    saved = json.loads((out / "eval.json").read_text())
+    expected = json.loads((trained_run / "eval.json").read_text())["final"]
+    assert saved["result"]["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
+    assert saved["result"]["rank1"] == pytest.approx(expected["rank1"], abs=1e-6)
+    for name in ("cmc.png", "metrics.png", "ranked_best.png", "ranked_median.png", "ranked_worst.png", "report.html"):
+        assert (out / name).is_file(), name
+    picture = Image.open(out / "ranked_best.png")
+    assert picture.width > 10 * 64  # the query and its top 10
+
+
+def test_eval_rerank_json_and_default_folder(trained_run: Path, capsys) -> None:
+    assert main(["eval", "--checkpoint", str(trained_run), "--rerank", "--json", "--no-report"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["reranked"] is True and 0 <= summary["mAP"] <= 1
+    assert (trained_run / "eval" / "synthetic-rerank" / "eval.json").is_file()
+
+
+def test_eval_on_another_dataset(trained_run: Path, market_root: Path, tmp_path: Path, capsys) -> None:
+    """Cross-domain: a model trained on the synthetic set, evaluated on a Market-1501 tree."""
+    argv = ["eval", "--checkpoint", str(trained_run / "checkpoints" / "model.safetensors")]
+    argv += ["--dataset", "market1501", "--root", str(market_root), "--out", str(tmp_path / "x"), "--json"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["dataset"] == "market1501" and summary["splits"][0]["num_queries"] == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--checkpoint", "{tmp}/nothing"], "checkpoint not found"),
+        (["--checkpoint", "{tmp}"], "no checkpoint in"),
+        (["--checkpoint", "{tmp}/notes.txt"], "not a readable safetensors checkpoint"),
+        (["--checkpoint", "{run}", "--root", "/data"], "--root needs --dataset"),
+        (["--checkpoint", "{run}", "--dataset", "market15"], "market1501"),
+    ],
+)
+def test_eval_errors(trained_run: Path, tmp_path: Path, capsys, argv: list[str], message: str) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    argv = [a.format(tmp=tmp_path, run=trained_run) for a in argv]
+    assert main(["eval", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_extract_then_eval_features(trained_run: Path, gallery: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "feats.npz"
+    argv = ["extract", "--checkpoint", str(trained_run), "--images", str(gallery), "--out", str(out)]
+    assert main([*argv, "--pid-regex", r"^(\d+)_", "--camera-regex", r"_c(\d)", "--flip", "--no-progress"]) == 0
+    assert "images/s" in capsys.readouterr().out
+    with np.load(out) as data:
+        feats, paths, pids = data["feats"], data["paths"], data["pids"]
+        assert json.loads(str(data["model"]))["spec"]["arch"] == "svll-tiny-rn"
+    assert feats.shape[0] == len(paths) == len(pids) == 24
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
+    assert pids.tolist() == [int(Path(p).name[:4]) for p in paths]
+    assert main(["eval-features", "--query", str(out), "--gallery", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["protocol"] == "camera"
+
+
+def test_extract_stops_on_unreadable_images_unless_told(
+    trained_run: Path, gallery: Path, tmp_path: Path, capsys
+) -> None:
+    (gallery / "0001_c1s1_broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "f.npz"
+    argv = ["extract", "--checkpoint", str(trained_run), "--images", str(gallery), "--out", str(out), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "1 of 25 image(s) could not be read" in err and "0001_c1s1_broken.jpg" in err and "--skip-unreadable" in err
+    assert not out.exists()
+    assert main([*argv, "--skip-unreadable"]) == 0
+    with np.load(out) as data:
+        assert len(data["paths"]) == 24 and not any("broken" in p for p in data["paths"])
+
+
+def test_extract_of_an_empty_folder(trained_run: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    argv = ["extract", "--checkpoint", str(trained_run), "--images", str(tmp_path / "empty"), "--out", "x.npz"]
+    assert main(argv) == 2
+    assert "no images in" in capsys.readouterr().err
+
+
+def test_image_list_file(trained_run: Path, gallery: Path, tmp_path: Path, capsys) -> None:
+    images = sorted(gallery.glob("*.jpg"))[:3]
+    listing = tmp_path / "list.txt"
+    listing.write_text("# my images\n" + "\n".join(str(p) for p in images) + "\n\n")
+    out = tmp_path / "f.npz"
+    assert main(["extract", "--checkpoint", str(trained_run), "--images", str(listing), "--out", str(out)]) == 0
+    with np.load(out) as data:
+        assert data["paths"].tolist() == [str(p) for p in images]
+    listing.write_text("missing.jpg\n")
+    assert main(["extract", "--checkpoint", str(trained_run), "--images", str(listing), "--out", str(out)]) == 2
+    assert "lists 1 missing file(s)" in capsys.readouterr().err
+
+
+def test_index_build_and_search(trained_run: Path, gallery: Path, tmp_path: Path, capsys) -> None:
+    index_path = tmp_path / "gallery.index"
+    argv = ["index", "build", "--checkpoint", str(trained_run), "--images", str(gallery), "--out", str(index_path)]
+    assert main([*argv, "--no-progress"]) == 0
+    index = GalleryIndex.load(index_path)
+    assert len(index) == 24 and index.meta["spec"]["arch"] == "svll-tiny-rn"
+    assert "24 images" in capsys.readouterr().out
+    query = sorted(gallery.rglob("*.jpg"))[5]
+    png = tmp_path / "ranked.png"
+    argv = ["search", "--index", str(index_path), "--query", str(query), "--topk", "5", "--json", "--out", str(png)]
+    assert main([*argv, "--no-progress"]) == 0
+    listing = json.loads(capsys.readouterr().out)  # nothing but JSON on stdout
+    hits = listing[0]["results"]
+    assert len(hits) == 5 and hits[0]["path"] == str(query)  # a gallery image finds itself first
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    assert Image.open(png).width > 5 * 64
+
+
+def test_search_refuses_another_network(trained_run: Path, other_run: Path, gallery: Path, tmp_path: Path, capsys):
+    index_path = tmp_path / "g.index"
+    argv = ["index", "build", "--checkpoint", str(trained_run), "--images", str(gallery), "--out", str(index_path)]
+    assert main([*argv, "--no-progress"]) == 0
+    query = str(next(gallery.glob("*.jpg")))
+    assert main(["search", "--index", str(index_path), "--query", query, "--checkpoint", str(other_run)]) == 2
+    assert "another network" in capsys.readouterr().err
+    assert main(["search", "--index", str(tmp_path / "none.index"), "--query", query]) == 2
+    assert capsys.readouterr().err.startswith("svllreid: error:")
+
+
+def test_loaded_model_gives_the_training_features(trained_run: Path) -> None:
+    """The network rebuilt from the checkpoint is the trained one (same activation, weights and transform)."""
+    loaded = load_trained_model(trained_run)
+    assert loaded.checkpoint.path.name == "model.safetensors"
+    assert loaded.checkpoint.meta["quick_gelu"] is False
+    assert loaded.image_size == (64, 32) and not loaded.model.training
+
+
+def test_public_entry_points() -> None:
+    import svllreid
+    from svllreid.eval import evaluate
+
+    assert svllreid.evaluate is evaluate
+    result = svllreid.evaluate([[0.0], [1.0]], [[0.0], [1.0]], [1, 2], [1, 2])
+    assert result.mAP == 1.0 and result.protocol == "no-camera"
+    assert callable(svllreid.k_reciprocal_rerank) and callable(svllreid.load_trained_model)
+    assert svllreid.GalleryIndex is GalleryIndex
