@@ -196,6 +196,8 @@ class RunConfig:
     device: str = "auto"
     precision: str = "auto"
     log_every: int = 20
+    #: Write report.html and its figures at the end of training.
+    report: bool = True
 
     def __post_init__(self) -> None:
         _choice("run", "precision", self.precision, ("auto", "fp32", "bf16", "fp16"))

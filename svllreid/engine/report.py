@@ -127,7 +127,7 @@ def write_test_embedding(evaluation: ModelEvaluation, path: Path) -> Path | None
         return None
     feats = evaluation.feats[torch.as_tensor(rows, device=evaluation.feats.device)].cpu()
     pids = np.array([evaluation.samples[r].pid for r in rows])
-    return plot_embedding(feats, pids, path, title="t-SNE of test image features (colour = identity)")
+    return plot_embedding(feats, pids, path, title="t-SNE of test image features")
 
 
 @torch.no_grad()
@@ -162,7 +162,7 @@ def write_train_embedding(
         path,
         text_feats=text,
         text_pids=ids,
-        title="t-SNE of image features (f_proj) and learned text features of training identities",
+        title="t-SNE of training identities: images and learned prompts",
     )
 
 

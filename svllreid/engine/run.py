@@ -427,7 +427,8 @@ def train(
             atomic_write_text(run_dir / "eval.json", json.dumps(payload, indent=2))
             log.info("%s", format_summary(result.evaluation))
             run.metrics.close()  # the report reads metrics.jsonl
-            result.report = run.write_report(result, time.perf_counter() - started)
+            if cfg.run.report:
+                result.report = run.write_report(result, time.perf_counter() - started)
         run.metrics.close()
         barrier(dist)
         return result

@@ -1,0 +1,87 @@
+"""`svllreid demo` as a new user runs it (shortened), and the ablation script (one seed, two variants)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from svllreid.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_PKU = REPO.parent / "shared" / "data" / "pku-reid-subset"
+
+QUICK = [
+    "data.options.ids=16",
+    "data.options.cameras=3",
+    "data.options.images_per_camera=3",
+    "stage1.epochs=1",
+    "stage1.batch_size=16",
+    "stage2.epochs=2",
+    "stage2.milestones=[2]",
+]
+
+
+@pytest.mark.slow
+def test_demo_steps_table_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("SVLLREID_CACHE", str(tmp_path / "cache"))
+    assert main(["demo", "--out", str(tmp_path / "runs"), "--name", "d", "--no-progress", *QUICK]) == 0
+    out = capsys.readouterr().out
+    for step in ("[1/4] data: synthetic", "[2/4] network: svll-tiny-vit", "[3/4] training SVLL-ReID", "[4/4] results"):
+        assert step in out, step
+    assert "RANDOMLY INITIALISED" in out and "no pretrained CLIP weights are available offline" in out
+    assert "untrained" in out and "trained" in out
+    report = tmp_path / "runs" / "d" / "report.html"
+    assert f"report:  {report}" in out and report.stat().st_size > 10_000
+    assert (tmp_path / "cache").is_dir()  # the synthetic set went to the cache
+
+
+def test_demo_option_errors(capsys) -> None:
+    assert main(["demo", "--root", "/data"]) == 2
+    assert "pass --dataset NAME" in capsys.readouterr().err
+    assert main(["demo", "--pretrained", "ViT-B-16.pt"]) == 2
+    assert "add --config" in capsys.readouterr().err
+
+
+def test_demo_recipe_is_shipped_and_valid(capsys) -> None:
+    assert main(["config", "show", "demo"]) == 0
+    shown = capsys.readouterr().out
+    assert "arch: svll-tiny-vit" in shown and "lang_ssl: true" in shown and "vis_ssl: true" in shown
+
+
+@pytest.mark.slow
+def test_ablation_script_runs(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(REPO / "benchmarks" / "ablation.py"), "--dataset", "synthetic", "--seeds", "1"]
+    cmd += ["--variants", "1", "5", "--out", str(tmp_path / "abl"), f"data.root={tmp_path / 'syn'}"]
+    cmd += [q for q in QUICK if not q.startswith("data.options")] + ["data.options={ids: 20, cameras: 2, seed: 0}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| image-only (ID + triplet) |" in proc.stdout and "| SVLL-ReID (both) |" in proc.stdout
+    results = json.loads((tmp_path / "abl" / "ablation.json").read_text())["results"]
+    assert len(results["untrained network"]) == 1 and len(results["SVLL-ReID (both)"]) == 1
+    assert 0 <= results["SVLL-ReID (both)"][0]["mAP"] <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_PKU.is_dir(), reason="the shared PKU-Reid subset is not present")
+def test_brief_training_on_real_pedestrians_beats_the_untrained_network(tmp_path: Path) -> None:
+    """Real images (PKU-Reid subset, read in place): a short run must beat the same network untrained."""
+    from svllreid.config import load_config
+    from svllreid.engine.run import train
+
+    overrides = [
+        f"data.root={SHARED_PKU}",
+        "stage1.epochs=2",
+        "stage2.epochs=6",
+        "stage2.milestones=[5]",
+        "run.report=false",
+        f"run.output_dir={tmp_path}",
+        "run.name=pku",
+    ]
+    result = train(load_config(REPO / "configs" / "pku_tiny.yaml", overrides), progress=False)
+    trained, untrained = result.evaluation, result.untrained
+    assert trained["mAP"] > untrained["mAP"] + 0.03, (trained["mAP"], untrained["mAP"])
+    assert trained["rank1"] > untrained["rank1"]
