@@ -78,7 +78,9 @@ def _gemm_only(qf: Any, gf: Any, chunk: int) -> float:
     return time.perf_counter() - start
 
 
-def worker(name: str, device: str, dtype: str, chunk_size: int | None, noise: float) -> dict[str, Any]:
+def worker(
+    name: str, device: str, dtype: str, chunk_size: int | None, noise: float, rerank: bool = False
+) -> dict[str, Any]:
     """Run one size (in this fresh process) and return its measurements."""
     import torch
 
@@ -94,7 +96,7 @@ def worker(name: str, device: str, dtype: str, chunk_size: int | None, noise: fl
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    result = evaluate(qf, gf, p["qp"], p["gp"], p["qc"], p["gc"], chunk_size=chunk_size)
+    result = evaluate(qf, gf, p["qp"], p["gp"], p["qc"], p["gc"], chunk_size=chunk_size, rerank=rerank)
     if device == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - start
@@ -102,12 +104,12 @@ def worker(name: str, device: str, dtype: str, chunk_size: int | None, noise: fl
     peak_gpu = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
     chunk = chunk_size or default_chunk_size(result.num_evaluated, len(p["gp"]), qf.device, qf.dtype)
     return {
-        "size": f"{name} {len(p['qp'])}x{len(p['gp'])}",
+        "size": f"{name} {len(p['qp'])}x{len(p['gp'])}{' rerank' if rerank else ''}",
         "device": str(qf.device),
         "dtype": dtype,
         "chunk": chunk,
         "wall_s": wall,
-        "gemm_s": _gemm_only(qf, gf, chunk),
+        "gemm_s": float("nan") if rerank else _gemm_only(qf, gf, chunk),
         "peak_rss_gb": peak_rss,
         "peak_gpu_gb": peak_gpu,
         "mAP": result.mAP,
@@ -125,21 +127,22 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=None, help="queries per chunk (default: automatic)")
     parser.add_argument("--noise", type=float, default=1.0, help="per-image noise of the synthetic features")
     parser.add_argument("--repeat", type=int, default=1, help="fresh subprocesses per size")
+    parser.add_argument("--rerank", action="store_true", help="evaluate(rerank=True): k-reciprocal re-ranking")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.device, args.dtype, args.chunk_size, args.noise)))
+        print(json.dumps(worker(args.worker, args.device, args.dtype, args.chunk_size, args.noise, args.rerank)))
         return
     print(f"noise {args.noise}; wall = whole evaluate() call; GEMM = the bare distance GEMMs of the same chunks;")
     print("load = 1-minute load average when the run started; peak RSS of the fresh process (GPU: allocated)")
     print(
-        f"{'size':<22}{'device':<8}{'dtype':<9}{'chunk':>6}{'wall s':>9}{'GEMM s':>8}{'peak GB':>9}"
+        f"{'size':<29}{'device':<8}{'dtype':<9}{'chunk':>6}{'wall s':>9}{'GEMM s':>8}{'peak GB':>9}"
         f"{'mAP':>8}{'Rank-1':>8}{'mINP':>8}{'load':>6}"
     )
     for name in args.sizes:
         for _ in range(args.repeat):
             cmd = [sys.executable, __file__, "--worker", name, "--device", args.device, "--dtype", args.dtype]
-            cmd += ["--noise", str(args.noise)]
+            cmd += ["--noise", str(args.noise)] + (["--rerank"] if args.rerank else [])
             if args.chunk_size:
                 cmd += ["--chunk-size", str(args.chunk_size)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -148,7 +151,7 @@ def main() -> None:
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             peak = r["peak_rss_gb"] if r["peak_gpu_gb"] is None else r["peak_gpu_gb"]
             print(
-                f"{r['size']:<22}{r['device']:<8}{r['dtype']:<9}{r['chunk']:>6}{r['wall_s']:>9.3f}{r['gemm_s']:>8.3f}"
+                f"{r['size']:<29}{r['device']:<8}{r['dtype']:<9}{r['chunk']:>6}{r['wall_s']:>9.3f}{r['gemm_s']:>8.3f}"
                 f"{peak:>9.2f}{r['mAP']:>8.4f}{r['rank1']:>8.4f}{r['mINP']:>8.4f}{r['load']:>6.2f}",
                 flush=True,
             )
