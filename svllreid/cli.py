@@ -245,6 +245,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_workers=args.workers,
         report=not args.no_report,
+        progress=not args.no_progress,
     )
     summary = result.summary
     if args.json:

@@ -79,6 +79,7 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     num_workers: int = 0,
     report: bool = True,
+    progress: bool = False,
 ) -> CheckpointEvaluation:
     """Evaluate a checkpoint on its own test set or, with ``dataset``, on another one (cross-domain).
 
@@ -129,6 +130,7 @@ def evaluate_checkpoint(
         rerank_lambda=e.rerank_lambda,
         topk=RANKED_LIST_LENGTH,
         side_info=side_info,
+        progress=progress,
     )
     out = Path(out_dir) if out_dir is not None else default_out_dir(trained, data.name, rerank)
     out.mkdir(parents=True, exist_ok=True)

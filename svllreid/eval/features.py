@@ -42,14 +42,17 @@ def extract_features(
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     flip: bool = False,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Run ``encode(images, camids, viewids)`` over a loader; returns float32 ``[N, D]`` on ``device``.
 
     Args:
         flip: add the features of the horizontally flipped images, then L2-normalise the sum.
+        progress: show a progress bar (images).
     """
     chunks = []
-    for batch in loader:
+    bar = tqdm(total=len(loader.dataset), desc="features", unit="img", disable=not progress, leave=False)
+    for batch in tqdm_batches(loader, bar):
         images = batch["image"].to(device, non_blocking=True)
         camids, viewids = batch["camid"].to(device), batch["viewid"].to(device)
         with autocast(device, amp_dtype):
@@ -58,7 +61,15 @@ def extract_features(
                 feats = feats + encode(images.flip(-1), camids, viewids).float()
                 feats = torch.nn.functional.normalize(feats, dim=1)
         chunks.append(feats)
+    bar.close()
     return torch.cat(chunks) if chunks else torch.empty(0, device=device)
+
+
+def tqdm_batches(loader: DataLoader, bar: tqdm) -> Any:
+    """The loader's batches, advancing ``bar`` by each batch's images."""
+    for batch in loader:
+        yield batch
+        bar.update(len(batch["image"]))
 
 
 def unique_test_samples(dataset: ReIDDataset) -> tuple[list[Sample], dict[str, int]]:
@@ -121,6 +132,7 @@ def evaluate_model(
     rerank_lambda: float = 0.3,
     topk: int = 0,
     side_info: bool = True,
+    progress: bool = False,
 ) -> ModelEvaluation:
     """Extract features of every test image once and evaluate every split of ``dataset``.
 
@@ -133,7 +145,7 @@ def evaluate_model(
     loader = build_test_loader(ReIDImageDataset(samples, transform, image_size, cache=cache), batch_size, num_workers)
     was_training = model.training
     model.eval()
-    feats = extract_features(image_encoder(model, side_info), loader, device, amp_dtype, flip)
+    feats = extract_features(image_encoder(model, side_info), loader, device, amp_dtype, flip, progress)
     model.train(was_training)
     cameras = dataset.has_cameras
     splits = []
