@@ -343,7 +343,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     trained = load_trained_model(args.checkpoint, args.device)
     print(f"model: {trained.describe()}")
     feats = _extract(args, trained, paths)
-    keep = [i for i, p in enumerate(paths) if p in set(feats.paths)]
+    readable = set(feats.paths)
+    keep = [i for i, p in enumerate(paths) if p in readable]
     arrays: dict[str, Any] = {
         "feats": feats.feats.numpy().astype(np.float32),
         "paths": np.array(feats.paths, dtype=str),
@@ -527,7 +528,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     keys = [("mAP", "mAP"), ("rank1", "Rank-1"), ("rank5", "Rank-5"), ("rank10", "Rank-10"), ("mINP", "mINP")]
     print(f"      {'':<10}" + "".join(f"{label:>9}" for _, label in keys))
     for name, summary in rows:
-        print(f"      {name:<10}" + "".join(f"{100 * summary[k]:9.2f}" for k, _ in keys))
+        cells = [f"{'–':>9}" if summary[k] is None else f"{100 * summary[k]:9.2f}" for k, _ in keys]
+        print(f"      {name:<10}" + "".join(cells))
     print(f"      report:  {result.report or '(not written; see the log above)'}")
     print(f"      run:     {result.run_dir}")
     print(f"done in {time.perf_counter() - started:.0f} s")

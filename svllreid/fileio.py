@@ -5,12 +5,15 @@ import tempfile
 from pathlib import Path
 
 
-def _default_mode() -> int:
-    """The permissions a plain ``open()`` would give a new file (0666 less the umask); temporary
-    files are created 0600, which would otherwise stay on the result."""
-    umask = os.umask(0)
+def _read_umask() -> int:
+    umask = os.umask(0)  # the only way to read it; done once, at import, before any writer thread starts
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+#: The permissions a plain ``open()`` gives a new file (0666 less the umask). Temporary files are
+#: created 0600, which would otherwise stay on the result.
+DEFAULT_MODE = 0o666 & ~_read_umask()
 
 
 def temporary_sibling(path: Path) -> str:
@@ -25,7 +28,7 @@ def publish(tmp: str | Path, path: str | Path) -> Path:
     """Flush ``tmp`` to disk, give it the usual permissions and rename it to ``path`` (atomic)."""
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
-    Path(tmp).chmod(_default_mode())
+    Path(tmp).chmod(DEFAULT_MODE)
     return Path(tmp).replace(path)
 
 

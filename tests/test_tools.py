@@ -219,3 +219,30 @@ def test_public_entry_points() -> None:
     assert result.mAP == 1.0 and result.protocol == "no-camera"
     assert callable(svllreid.k_reciprocal_rerank) and callable(svllreid.load_trained_model)
     assert svllreid.GalleryIndex is GalleryIndex
+
+
+def test_eval_never_overwrites_an_earlier_default_folder(trained_run: Path, capsys) -> None:
+    for _ in range(2):
+        assert main(["eval", "--checkpoint", str(trained_run), "--flip", "--json", "--no-report"]) == 0
+    folders = sorted(p.name for p in (trained_run / "eval").iterdir() if p.name.startswith("synthetic-flip"))
+    assert len(folders) == 2 and folders[0] == "synthetic-flip", folders
+
+
+def test_side_information_only_on_the_training_cameras(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from svllreid.engine.evaluation import uses_side_info
+
+    def trained(sie: str | None) -> SimpleNamespace:
+        spec = SimpleNamespace(sie=sie, num_cameras=6, num_views=0)
+        meta = {"dataset": {"name": "folder", "root": str(tmp_path / "a")}}
+        return SimpleNamespace(spec=spec, checkpoint=SimpleNamespace(meta=meta), trained_on="folder")
+
+    def data(root: str, cameras: int = 6) -> SimpleNamespace:
+        return SimpleNamespace(name="folder", root=str(tmp_path / root), num_cameras=cameras, num_views=0)
+
+    assert uses_side_info(trained("camera"), data("a")) == (True, None)
+    used, note = uses_side_info(trained("camera"), data("b"))  # same dataset name, other cameras
+    assert not used and "left out" in note
+    assert not uses_side_info(trained("camera"), data("a", cameras=8))[0]
+    assert uses_side_info(trained(None), data("b")) == (False, None)  # no SIE: nothing to say

@@ -45,10 +45,13 @@ def uses_side_info(trained: TrainedModel, dataset: ReIDDataset) -> tuple[bool, s
     """
     spec = trained.spec
     if spec.sie is None:
-        return True, None
-    if dataset.name != trained.trained_on:
+        return False, None
+    saved = trained.checkpoint.meta.get("dataset", {})
+    same_root = Path(str(saved.get("root", ""))).resolve() == Path(dataset.root).resolve()
+    if dataset.name != trained.trained_on or not same_root:
         return False, (
-            f"the model's SIE was learnt on the cameras of {trained.trained_on}; on {dataset.name} it is left out"
+            f"the model's SIE was learnt on the cameras of {trained.trained_on} at {saved.get('root', '?')}; "
+            f"on {dataset.name} at {dataset.root} it is left out"
         )
     if dataset.num_cameras > spec.num_cameras or dataset.num_views > spec.num_views:
         return False, (
@@ -58,13 +61,16 @@ def uses_side_info(trained: TrainedModel, dataset: ReIDDataset) -> tuple[bool, s
     return True, None
 
 
-def default_out_dir(trained: TrainedModel, dataset_name: str, rerank: bool) -> Path:
-    """``<run>/eval/<dataset>[-rerank]`` for a checkpoint inside a run directory, else ``eval/<dataset>-<time>``."""
-    leaf = f"{dataset_name}{'-rerank' if rerank else ''}"
+def default_out_dir(trained: TrainedModel, dataset_name: str, rerank: bool, flip: bool) -> Path:
+    """``<run>/eval/<dataset>[-rerank][-flip]`` for a checkpoint inside a run directory, else
+    ``eval/<dataset>...-<time>``; a folder that exists already gets the time too (nothing is overwritten)."""
+    leaf = f"{dataset_name}{'-rerank' if rerank else ''}{'-flip' if flip else ''}"
     ckpt = trained.checkpoint.path
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     if ckpt.parent.name == "checkpoints" and (ckpt.parent.parent / "config.yaml").is_file():
-        return ckpt.parent.parent / "eval" / leaf
-    return Path("eval") / f"{leaf}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = ckpt.parent.parent / "eval" / leaf
+        return out if not out.exists() else out.with_name(f"{leaf}-{stamp}")
+    return Path("eval") / f"{leaf}-{stamp}"
 
 
 def evaluate_checkpoint(
@@ -132,7 +138,7 @@ def evaluate_checkpoint(
         side_info=side_info,
         progress=progress,
     )
-    out = Path(out_dir) if out_dir is not None else default_out_dir(trained, data.name, rerank)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(trained, data.name, rerank, flip)
     out.mkdir(parents=True, exist_ok=True)
     result = CheckpointEvaluation(out, trained, data, evaluation, side_info, notes)
     payload = {

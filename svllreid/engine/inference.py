@@ -3,6 +3,7 @@ size and pixel statistics it was trained with."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from svllreid.engine.checkpoint import Checkpoint, CheckpointError, load_model_s
 from svllreid.engine.distributed import DistInfo, resolve_device
 from svllreid.models.factory import ModelSpec, create_model
 from svllreid.models.reid_model import ReIDModel
+
+log = logging.getLogger(__name__)
 
 #: Checkpoints of a run directory, best first: the final weights, then the latest epoch.
 RUN_CHECKPOINTS = ("model", "last")
@@ -75,6 +78,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
+def _assumed_quick_gelu(config: Config) -> bool:
+    """QuickGELU as :func:`svllreid.models.pretrained.build_clip` chose it: forced, or for OpenAI weights
+    (their TorchScript ``.pt`` archives or the ``openai`` tag)."""
+    if config.model.force_quick_gelu is not None:
+        return bool(config.model.force_quick_gelu)
+    source = str(config.model.pretrained or "")
+    return source == "openai" or source.endswith(".pt")
+
+
 def load_trained_model(path: str | Path, device: str = "auto") -> TrainedModel:
     """Rebuild the network of an svllreid checkpoint (a file or a run directory) for inference.
 
@@ -89,7 +101,14 @@ def load_trained_model(path: str | Path, device: str = "auto") -> TrainedModel:
     config = config_from_dict(meta["config"], f"the config saved in {checkpoint.path}")
     fields = spec.to_dict()
     fields["image_size"] = tuple(fields["image_size"])
-    quick_gelu = meta.get("quick_gelu", config.model.force_quick_gelu)
+    quick_gelu = meta.get("quick_gelu")
+    if quick_gelu is None:  # written before checkpoints recorded it: infer as the training run did
+        quick_gelu = _assumed_quick_gelu(config)
+        log.warning(
+            "%s does not record its activation (an older checkpoint); assuming %s",
+            checkpoint.path,
+            "QuickGELU (OpenAI weights)" if quick_gelu else "GELU",
+        )
     model = create_model(**fields, pretrained=None, force_quick_gelu=quick_gelu)
     load_model_state(model, checkpoint)
     target = resolve_device(device, DistInfo())

@@ -204,10 +204,14 @@ def _result_sections(
 def _ranked_section(split: EvalSplit, result: RankingResult, out_dir: Path) -> tuple[Section, dict[str, Path]]:
     pictures = write_ranked_pictures(split, result, out_dir)
     k = result.ranked.shape[1] if result.ranked is not None else 0
+    removed = (
+        "Junk (same identity, same camera) and the query's own image are not ranked."
+        if result.protocol == "camera"
+        else "Without camera labels only the query's own image is left out."
+    )
     text = (
-        f"Split {split.name}: the query (blue) and its top {k} "
-        "gallery images; green = same identity, red = another identity. Junk (same identity, same camera) "
-        "and the query's own image are not ranked."
+        f"Split {split.name}: the query (blue) and its top {k} gallery images; green = same identity, "
+        f"red = another identity. {removed}"
     )
     return Section("Ranked lists", text=text, images=pictures), {p.stem: p for p in pictures}
 
@@ -224,7 +228,9 @@ def write_evaluation_report(result: CheckpointEvaluation) -> dict[str, Path]:
         "model": result.trained.describe(),
         "dataset": f"{result.dataset.name} ({result.dataset.root})",
         "splits": ", ".join(s.name for s, _ in ev.splits),
-        "side information (SIE)": "used" if result.side_info else "left out",
+        "side information (SIE)": (
+            "used" if result.side_info else ("left out" if result.trained.spec.sie else "none (the model has no SIE)")
+        ),
         "device": str(result.trained.device),
     }
     sections.insert(0, Section("Evaluation", text="\n\n".join(result.notes), facts=_facts(facts)))
@@ -246,18 +252,15 @@ def write_training_report(
     run_dir: Path,
     facts: dict[str, str],
     final: ModelEvaluation,
-    untrained: ModelEvaluation | None,
+    untrained: dict[str, Any] | None,
     embedding: Path | None,
 ) -> dict[str, Path]:
-    """Figures and ``report.html`` of a training run in ``run_dir`` (losses from its ``metrics.jsonl``)."""
+    """Figures and ``report.html`` of a training run in ``run_dir`` (losses from its ``metrics.jsonl``);
+    ``untrained`` is the summary of the evaluation before training, if any."""
     summary = final.summary
     where = f"{summary['dataset']}{' (re-ranked)' if summary.get('reranked') else ''}"
-    rows = ([metrics_row("untrained", untrained.summary)] if untrained is not None else []) + [
-        metrics_row("trained", summary)
-    ]
-    curves = ({"untrained": _mean_cmc(untrained.summary)} if untrained is not None else {}) | {
-        "trained": _mean_cmc(summary)
-    }
+    rows = ([metrics_row("untrained", untrained)] if untrained is not None else []) + [metrics_row("trained", summary)]
+    curves = ({"untrained": _mean_cmc(untrained)} if untrained is not None else {}) | {"trained": _mean_cmc(summary)}
     sections, files = _result_sections(run_dir, rows, curves, summary["protocol"], where)
     sections.insert(0, Section("Run", facts=_facts(facts)))
     metrics_file = run_dir / "metrics.jsonl"

@@ -69,7 +69,6 @@ class RunResult:
     checkpoints: dict[str, Path] = field(default_factory=dict)
     #: The evaluations in full (ranked lists, features), for the report.
     final_details: ModelEvaluation | None = None
-    untrained_details: ModelEvaluation | None = None
     #: ``report.html`` (None when it could not be written; the run's other files are complete).
     report: Path | None = None
 
@@ -336,9 +335,7 @@ class Run:
             embedding = write_train_embedding(
                 self.model, ds.train, self.transforms.test, self.size, self.device, self.run_dir / "embedding.png"
             )
-            files = write_training_report(
-                self.run_dir, facts, result.final_details, result.untrained_details, embedding
-            )
+            files = write_training_report(self.run_dir, facts, result.final_details, result.untrained, embedding)
         except Exception:  # the run itself succeeded; say why its report is missing
             log.exception("could not write the report of %s (checkpoints and eval.json are complete)", self.run_dir)
             return None
@@ -403,8 +400,7 @@ def train(
             load_weights_for_stage2(run.model, ckpt)
             log.info("initialised from %s", ckpt.path)
         elif cfg.eval.before_training and dist.is_main:
-            result.untrained_details = run.evaluate()
-            result.untrained = result.untrained_details.summary
+            result.untrained = run.evaluate().summary  # only the summary: the features would stay in memory
             log.info("untrained: %s", format_summary(result.untrained))
 
         for stage in stages:
