@@ -399,6 +399,12 @@ def cmd_search(args: argparse.Namespace) -> int:
             f"{checkpoint} is another network than the one that built {args.index} (differs in {', '.join(differ)}); "
             "its features are not comparable: search with the index's own checkpoint or rebuild the index"
         )
+    if saved.get("weights_sha256") and saved["weights_sha256"] != trained.weights_digest():
+        raise CheckpointError(
+            f"{checkpoint} has other weights than the model that built {args.index} (same architecture, "
+            "different training); its features are not comparable: search with the index's own checkpoint "
+            "or rebuild the index"
+        )
     args.flip = bool(saved.get("flip", False))  # queries are encoded as the gallery was
     queries = _extract(args, trained, [str(Path(q).expanduser()) for q in args.query])
     result = index.search(queries.feats.numpy(), args.topk)

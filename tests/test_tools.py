@@ -198,6 +198,15 @@ def test_search_refuses_another_network(trained_run: Path, other_run: Path, gall
     query = str(next(gallery.glob("*.jpg")))
     assert main(["search", "--index", str(index_path), "--query", query, "--checkpoint", str(other_run)]) == 2
     assert "another network" in capsys.readouterr().err
+    # Same architecture, other weights: the stage-1 checkpoint of the same run.
+    stage1 = str(trained_run / "checkpoints" / "stage1.safetensors")
+    assert main(["search", "--index", str(index_path), "--query", query, "--checkpoint", stage1]) == 2
+    assert "other weights" in capsys.readouterr().err
+    # A copy of the same weights elsewhere is fine.
+    copy = tmp_path / "copy.safetensors"
+    shutil.copy(trained_run / "checkpoints" / "model.safetensors", copy)
+    assert main(["search", "--index", str(index_path), "--query", query, "--checkpoint", str(copy)]) == 0
+    capsys.readouterr()
     assert main(["search", "--index", str(tmp_path / "none.index"), "--query", query]) == 2
     assert capsys.readouterr().err.startswith("svllreid: error:")
 

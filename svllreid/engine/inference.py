@@ -3,6 +3,7 @@ size and pixel statistics it was trained with."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +52,22 @@ class TrainedModel:
         return str(self.checkpoint.meta.get("dataset", {}).get("name", "?"))
 
     def identity(self) -> dict[str, Any]:
-        """What identifies the network that makes the features (stored with feature files and indexes)."""
-        return {"checkpoint": str(self.checkpoint.path), "spec": self.spec.to_dict(), "trained_on": self.trained_on}
+        """What identifies the network that makes the features (stored with feature files and indexes):
+        its checkpoint, structure, training set and a digest of the weights."""
+        return {
+            "checkpoint": str(self.checkpoint.path),
+            "spec": self.spec.to_dict(),
+            "trained_on": self.trained_on,
+            "weights_sha256": self.weights_digest(),
+        }
+
+    def weights_digest(self) -> str:
+        """SHA-256 of the model tensors (names, shapes, bytes): equal for copies of the same weights."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     def describe(self) -> str:
         s = self.spec
