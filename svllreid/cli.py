@@ -49,6 +49,10 @@ def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
         default="",
         help="dataset folder (a CSV manifest for 'folder'; may be empty for 'synthetic')",
     )
+    _add_option_arg(parser)
+
+
+def _add_option_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o",
         "--option",
@@ -210,6 +214,8 @@ def cmd_eval_features(args: argparse.Namespace) -> int:
 
 def _summary_table(summary: dict[str, Any]) -> str:
     """The metrics as a small text table, one row per split (and the mean over several)."""
+    from svllreid.eval.features import METRICS
+
     header = f"{'split':<22}{'mAP':>8}{'mINP':>8}{'R-1':>8}{'R-5':>8}{'R-10':>8}"
     lines = [header, "-" * len(header)]
 
@@ -217,13 +223,10 @@ def _summary_table(summary: dict[str, Any]) -> str:
         return f"{'–':>8}" if value is None else f"{100 * value:8.2f}"
 
     for split in summary["splits"]:
-        keys = ("mAP", "mINP", "rank1", "rank5", "rank10")
-        lines.append(f"{split['split'][:21]:<22}" + "".join(pct(split[k]) for k in keys))
+        lines.append(f"{split['split'][:21]:<22}" + "".join(pct(split[k]) for k in METRICS))
     if len(summary["splits"]) > 1:
-        lines.append(f"{'mean':<22}" + "".join(pct(summary[k]) for k in ("mAP", "mINP", "rank1", "rank5", "rank10")))
-        lines.append(
-            f"{'std':<22}" + "".join(pct(summary.get(f"{k}_std")) for k in ("mAP", "mINP", "rank1", "rank5", "rank10"))
-        )
+        lines.append(f"{'mean':<22}" + "".join(pct(summary[k]) for k in METRICS))
+        lines.append(f"{'std':<22}" + "".join(pct(summary.get(f"{k}_std")) for k in METRICS))
     return "\n".join(lines)
 
 
@@ -492,7 +495,8 @@ def _demo_config(args: argparse.Namespace) -> Any:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from svllreid.data.factory import build_dataset
-    from svllreid.engine.run import build_model, train
+    from svllreid.engine.run import build_model, method_name, train
+    from svllreid.eval.features import METRICS
     from svllreid.models.info import model_info
 
     started = time.perf_counter()
@@ -521,7 +525,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"[2/4] network: {cfg.model.arch} at {cfg.data.image_size[0]}×{cfg.data.image_size[1]}, "
         f"{info['parameters']['total'] / 1e6:.2f} M parameters — {weights}"
     )
-    method = "SVLL-ReID" if (cfg.stage1.lang_ssl or cfg.stage2.vis_ssl) else "CLIP-ReID"
+    method = method_name(cfg)
     print(
         f"[3/4] training {method}: the untrained network is evaluated first, then stage 1 ({cfg.stage1.epochs} "
         f"epochs: identity prompts{' + language self-supervision' if cfg.stage1.lang_ssl else ''}) and stage 2 "
@@ -531,10 +535,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"[4/4] results on the test set ({result.evaluation['protocol']} protocol), in %:")
     rows = [("untrained", result.untrained)] if result.untrained is not None else []
     rows.append(("trained", result.evaluation))
-    keys = [("mAP", "mAP"), ("rank1", "Rank-1"), ("rank5", "Rank-5"), ("rank10", "Rank-10"), ("mINP", "mINP")]
-    print(f"      {'':<10}" + "".join(f"{label:>9}" for _, label in keys))
+    keys = ("mAP", "rank1", "rank5", "rank10", "mINP")
+    print(f"      {'':<10}" + "".join(f"{METRICS[k]:>9}" for k in keys))
     for name, summary in rows:
-        cells = [f"{'–':>9}" if summary[k] is None else f"{100 * summary[k]:9.2f}" for k, _ in keys]
+        cells = [f"{'–':>9}" if summary[k] is None else f"{100 * summary[k]:9.2f}" for k in keys]
         print(f"      {name:<10}" + "".join(cells))
     print(f"      report:  {result.report or '(not written; see the log above)'}")
     print(f"      run:     {result.run_dir}")
@@ -564,9 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. stage2.epochs=5")
     demo.add_argument("--dataset", default=None, help="a real dataset instead of the synthetic one")
     demo.add_argument("--root", default=None, help="its folder (with --dataset)")
-    demo.add_argument(
-        "-o", "--option", action="append", default=[], metavar="KEY=VALUE", help="dataset option, repeatable"
-    )
+    _add_option_arg(demo)
     demo.add_argument("--config", default=None, help="a recipe of your own instead of the built-in one")
     demo.add_argument("--pretrained", default=None, help="CLIP weights (with --config of the paper's settings)")
     demo.add_argument("--out", default="runs", help="folder of run directories (default runs)")
@@ -632,9 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
     evaluate.add_argument("--dataset", default=None, help="dataset name (default: the one the model was trained on)")
     evaluate.add_argument("--root", default=None, help="dataset folder (with --dataset)")
-    evaluate.add_argument(
-        "-o", "--option", action="append", default=[], metavar="KEY=VALUE", help="dataset option, repeatable"
-    )
+    _add_option_arg(evaluate)
     evaluate.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1/k2/lambda of the config)")
     evaluate.add_argument("--flip", action="store_true", help="add the features of horizontally flipped images")
     evaluate.add_argument("--out", default=None, help="output folder")

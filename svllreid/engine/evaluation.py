@@ -100,17 +100,14 @@ def evaluate_checkpoint(
     trained = load_trained_model(checkpoint, device)
     cfg = trained.config
     data_cfg = cfg.data
-    if dataset is not None:
-        same = dataset == data_cfg.dataset
-        data_cfg = dataclasses.replace(
-            data_cfg,
-            dataset=dataset,
-            root=root if root is not None else (data_cfg.root if same else ""),
-            options=dict(options or (data_cfg.options if same else {})),
-            check="quick",
-        )
-    elif root is not None or options:
-        data_cfg = dataclasses.replace(data_cfg, root=root or data_cfg.root, options=dict(options or data_cfg.options))
+    same = dataset is None or dataset == data_cfg.dataset  # the training set's root and options still apply
+    data_cfg = dataclasses.replace(
+        data_cfg,
+        dataset=dataset or data_cfg.dataset,
+        root=root if root is not None else (data_cfg.root if same else ""),
+        options=dict(options or (data_cfg.options if same else {})),
+        check="quick" if dataset is not None else data_cfg.check,
+    )
     data = build_dataset(data_cfg)
     side_info, note = uses_side_info(trained, data)
     notes = [note] if note else []

@@ -19,6 +19,7 @@ import torch
 
 from svllreid.data.loaders import ReIDImageDataset, Transform, build_test_loader
 from svllreid.data.types import EvalSplit, Sample
+from svllreid.eval.features import METRICS, extract_features, projection_encoder
 from svllreid.eval.ranking import RankingResult
 from svllreid.report import (
     RankedList,
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 #: Identities and images per identity drawn in the embedding plot.
 EMBED_IDS = 8
 EMBED_IMAGES_PER_ID = 12
-METRIC_KEYS = ("mAP", "mINP", "rank1", "rank5", "rank10")
 
 
 def _caption(sample: Sample) -> str:
@@ -92,7 +92,7 @@ def write_ranked_pictures(split: EvalSplit, result: RankingResult, out_dir: Path
 
 def metrics_row(name: str, summary: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"name": name}
-    for key in METRIC_KEYS:
+    for key in METRICS:
         row[key] = summary.get(key)
         if f"{key}_std" in summary:
             row[f"{key}_std"] = summary[f"{key}_std"]
@@ -148,16 +148,13 @@ def write_train_embedding(
     loader = build_test_loader(ReIDImageDataset(samples, transform, image_size), batch_size=64, num_workers=0)
     was_training = model.training
     model.eval()
-    feats = []
-    for batch in loader:
-        unknown = torch.full_like(batch["camid"], -1).to(device)
-        feats.append(model.image_features(batch["image"].to(device), unknown, unknown).f_proj.float().cpu())
+    feats = extract_features(projection_encoder(model), loader, device).cpu()
     pids = np.array([s.pid for s in samples])
     ids = np.unique(pids)
     text = model.encode_text(torch.as_tensor(ids, device=device)).float().cpu()
     model.train(was_training)
     return plot_embedding(
-        torch.cat(feats),
+        feats,
         pids,
         path,
         text_feats=text,
@@ -175,12 +172,12 @@ def _summary_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, object]]:
     table: list[dict[str, object]] = []
     for row in rows:
         cells: dict[str, object] = {"": row["name"]}
-        for key in METRIC_KEYS:
+        for key in METRICS:
             value = row.get(key)
             text = "–" if value is None else f"{100 * value:.2f}"
             if value is not None and f"{key}_std" in row:
                 text += f" ± {100 * row[f'{key}_std']:.2f}"
-            cells[{"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10"}.get(key, key)] = text
+            cells[METRICS[key]] = text
         table.append(cells)
     return table
 

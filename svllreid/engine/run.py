@@ -36,7 +36,13 @@ from svllreid.engine.distributed import DistInfo, barrier, init_distributed, res
 from svllreid.engine.optim import build_adam, cosine_with_warmup, multistep_with_warmup
 from svllreid.engine.tasks import ImageStageTask, PromptStageTask
 from svllreid.engine.trainer import MetricsLog, StagePlan, Trainer
-from svllreid.eval.features import ModelEvaluation, evaluate_model, extract_features, format_summary
+from svllreid.eval.features import (
+    ModelEvaluation,
+    evaluate_model,
+    extract_features,
+    format_summary,
+    projection_encoder,
+)
 from svllreid.fileio import atomic_write_text
 from svllreid.models.factory import ModelSpec, create_model
 from svllreid.models.reid_model import ReIDModel
@@ -71,6 +77,11 @@ class RunResult:
     final_details: ModelEvaluation | None = None
     #: ``report.html`` (None when it could not be written; the run's other files are complete).
     report: Path | None = None
+
+
+def method_name(cfg: Config) -> str:
+    """SVLL-ReID when either self-supervision branch is on, else CLIP-ReID."""
+    return "SVLL-ReID" if (cfg.stage1.lang_ssl or cfg.stage2.vis_ssl) else "CLIP-ReID"
 
 
 def effective_sie(mode: str, dataset: ReIDDataset) -> str:
@@ -206,12 +217,7 @@ class Run:
             self.cfg.data.num_workers,
         )
         self.model.eval()
-
-        def without_side_info(images: torch.Tensor, camids: torch.Tensor, viewids: torch.Tensor) -> torch.Tensor:
-            unknown = torch.full_like(camids, -1)  # unknown ids add no SIE vector
-            return self.model.image_features(images, unknown, unknown).f_proj
-
-        feats = extract_features(without_side_info, loader, self.device, self.amp_dtype)
+        feats = extract_features(projection_encoder(self.model), loader, self.device, self.amp_dtype)
         labels = torch.tensor([s.pid for s in ds.train], dtype=torch.long, device=self.device)
         return feats, labels
 
@@ -319,7 +325,7 @@ class Run:
         from svllreid.engine.report import write_train_embedding, write_training_report
 
         cfg, ds = self.cfg, self.dataset
-        method = "SVLL-ReID" if (cfg.stage1.lang_ssl or cfg.stage2.vis_ssl) else "CLIP-ReID"
+        method = method_name(cfg)
         weights = f"weights {cfg.model.pretrained}" if cfg.model.pretrained else "randomly initialised (no weights)"
         facts = {
             "dataset": f"{ds.name} ({ds.root}): {ds.num_train_ids} training identities",

@@ -25,6 +25,9 @@ from svllreid.data.loaders import (
 from svllreid.data.types import EvalSplit, ReIDDataset, Sample
 from svllreid.eval.ranking import RankingResult, evaluate
 
+#: The summary metrics of an evaluation and their display names.
+METRICS = {"mAP": "mAP", "mINP": "mINP", "rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10"}
+
 Encoder = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], torch.Tensor]
 
 
@@ -33,6 +36,22 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _encode(
+    encode: Encoder,
+    images: torch.Tensor,
+    camids: torch.Tensor | None,
+    viewids: torch.Tensor | None,
+    amp_dtype: torch.dtype | None,
+    flip: bool,
+) -> torch.Tensor:
+    """float32 features of one batch; with ``flip``, the sum with the flipped images' features, L2-normalised."""
+    with autocast(images.device, amp_dtype):
+        feats = encode(images, camids, viewids).float()
+        if flip:
+            feats = torch.nn.functional.normalize(feats + encode(images.flip(-1), camids, viewids).float(), dim=1)
+    return feats
 
 
 @torch.no_grad()
@@ -51,25 +70,13 @@ def extract_features(
         progress: show a progress bar (images).
     """
     chunks = []
-    bar = tqdm(total=len(loader.dataset), desc="features", unit="img", disable=not progress, leave=False)
-    for batch in tqdm_batches(loader, bar):
-        images = batch["image"].to(device, non_blocking=True)
-        camids, viewids = batch["camid"].to(device), batch["viewid"].to(device)
-        with autocast(device, amp_dtype):
-            feats = encode(images, camids, viewids).float()
-            if flip:
-                feats = feats + encode(images.flip(-1), camids, viewids).float()
-                feats = torch.nn.functional.normalize(feats, dim=1)
-        chunks.append(feats)
-    bar.close()
+    with tqdm(total=len(loader.dataset), desc="features", unit="img", disable=not progress, leave=False) as bar:
+        for batch in loader:
+            images = batch["image"].to(device, non_blocking=True)
+            camids, viewids = batch["camid"].to(device), batch["viewid"].to(device)
+            chunks.append(_encode(encode, images, camids, viewids, amp_dtype, flip))
+            bar.update(len(images))
     return torch.cat(chunks) if chunks else torch.empty(0, device=device)
-
-
-def tqdm_batches(loader: DataLoader, bar: tqdm) -> Any:
-    """The loader's batches, advancing ``bar`` by each batch's images."""
-    for batch in loader:
-        yield batch
-        bar.update(len(batch["image"]))
 
 
 def unique_test_samples(dataset: ReIDDataset) -> tuple[list[Sample], dict[str, int]]:
@@ -93,6 +100,16 @@ def image_encoder(model: torch.nn.Module, side_info: bool = True) -> Encoder:
     def encode(images: torch.Tensor, camids: torch.Tensor | None, viewids: torch.Tensor | None) -> torch.Tensor:
         unknown = [None if ids is None else torch.full_like(ids, -1) for ids in (camids, viewids)]
         return model.encode_image(images, *unknown)
+
+    return encode
+
+
+def projection_encoder(model: torch.nn.Module) -> Encoder:
+    """f_proj (CLIP's projected image space, where the text features live) without side information."""
+
+    def encode(images: torch.Tensor, camids: torch.Tensor | None, viewids: torch.Tensor | None) -> torch.Tensor:
+        unknown = torch.full((images.shape[0],), -1, dtype=torch.long, device=images.device)
+        return model.image_features(images, unknown, unknown).f_proj
 
     return encode
 
@@ -182,7 +199,7 @@ def summarize(dataset_name: str, splits: list[tuple[EvalSplit, RankingResult]]) 
         "reranked": results[0]["reranked"],
         "splits": results,
     }
-    for key in ("mAP", "mINP", "rank1", "rank5", "rank10"):
+    for key in METRICS:
         values = [r[key] for r in results]
         if any(v is None for v in values):  # rank-k beyond max_rank
             summary[key] = None
@@ -196,11 +213,10 @@ def summarize(dataset_name: str, splits: list[tuple[EvalSplit, RankingResult]]) 
 def format_summary(summary: dict[str, Any]) -> str:
     """One line per metric: mean (± std over splits)."""
     parts = []
-    labels = {"mAP": "mAP", "rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "mINP": "mINP"}
-    for key, label in labels.items():
+    for key in ("mAP", "rank1", "rank5", "rank10", "mINP"):
         if summary.get(key) is None:
             continue
-        text = f"{label} {100 * summary[key]:.2f}"
+        text = f"{METRICS[key]} {100 * summary[key]:.2f}"
         if f"{key}_std" in summary:
             text += f" ± {100 * summary[f'{key}_std']:.2f}"
         parts.append(text)
@@ -261,7 +277,6 @@ def extract_file_features(
     loader = DataLoader(
         _ImageFiles(paths, transform, image_size), batch_size=batch_size, shuffle=False, num_workers=num_workers
     )
-    encode = image_encoder(model, side_info=False)
     model.eval()
     chunks, ok_flags = [], []
     start = time.perf_counter()
@@ -270,13 +285,8 @@ def extract_file_features(
             ok = batch["ok"]
             if bool(ok.any()):
                 images = batch["image"][ok].to(device)
-                cams = torch.full((images.shape[0],), -1, dtype=torch.long, device=device)
-                with autocast(device, amp_dtype):
-                    feats = encode(images, cams, cams).float()
-                    if flip:
-                        flipped = encode(images.flip(-1), cams, cams).float()
-                        feats = torch.nn.functional.normalize(feats + flipped, dim=1)
-                chunks.append(feats.cpu())
+                unknown = batch["camid"][ok].to(device)  # -1: no side information
+                chunks.append(_encode(model.encode_image, images, unknown, unknown, amp_dtype, flip).cpu())
             ok_flags.extend(bool(v) for v in ok)
             bar.update(len(ok))
             bar.set_postfix(img_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f}")
