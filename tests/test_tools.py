@@ -255,3 +255,26 @@ def test_side_information_only_on_the_training_cameras(tmp_path: Path) -> None:
     assert not used and "left out" in note
     assert not uses_side_info(trained("camera"), data("a", cameras=8))[0]
     assert uses_side_info(trained(None), data("b")) == (False, None)  # no SIE: nothing to say
+
+
+@pytest.mark.parametrize(
+    ("regex", "message"),
+    [("(", "is not a valid regular expression"), (r"^zz(\d+)", "finds no integer in the file name")],
+)
+def test_extract_label_regex_errors(trained_run: Path, gallery: Path, regex: str, message: str, capsys) -> None:
+    argv = ["extract", "--checkpoint", str(trained_run), "--images", str(gallery), "--out", "x.npz"]
+    assert main([*argv, "--pid-regex", regex]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_search_when_the_index_checkpoint_is_gone(trained_run: Path, gallery: Path, tmp_path: Path, capsys) -> None:
+    moved = tmp_path / "model.safetensors"
+    shutil.copy(trained_run / "checkpoints" / "model.safetensors", moved)
+    index_path = tmp_path / "g.index"
+    argv = ["index", "build", "--checkpoint", str(moved), "--images", str(gallery), "--out", str(index_path)]
+    assert main([*argv, "--no-progress"]) == 0
+    moved.unlink()
+    query = str(next(gallery.glob("*.jpg")))
+    assert main(["search", "--index", str(index_path), "--query", query]) == 2
+    err = capsys.readouterr().err
+    assert "which is not there any more" in err and "--checkpoint" in err
