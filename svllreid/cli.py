@@ -273,8 +273,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace, trained: Any, paths: list[str]) -> Any:
     """Features of image files with the progress bar; unreadable files stop the command unless
     ``--skip-unreadable``."""
-    from svllreid.engine.run import resolve_precision
     from svllreid.eval.features import extract_file_features
+    from svllreid.precision import resolve_precision
 
     feats = extract_file_features(
         trained.model,

@@ -13,9 +13,10 @@ from typing import Any
 from svllreid.data.factory import build_dataset
 from svllreid.data.types import ReIDDataset
 from svllreid.engine.inference import TrainedModel, load_trained_model
-from svllreid.engine.run import RANKED_LIST_LENGTH, resolve_precision
+from svllreid.engine.run import RANKED_LIST_LENGTH
 from svllreid.eval.features import ModelEvaluation, evaluate_model
 from svllreid.fileio import atomic_write_text
+from svllreid.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 

@@ -46,6 +46,7 @@ from svllreid.eval.features import (
 from svllreid.fileio import atomic_write_text
 from svllreid.models.factory import ModelSpec, create_model
 from svllreid.models.reid_model import ReIDModel
+from svllreid.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -117,17 +118,6 @@ def build_model(cfg: Config, dataset: ReIDDataset) -> ReIDModel:
         ssl_out_dim=cfg.model.ssl_out_dim,
         force_quick_gelu=cfg.model.force_quick_gelu,
     )
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """fp32 on the CPU; bf16 (or fp16 where bf16 is unsupported) autocast on CUDA for ``auto``."""
-    if name == "fp32" or (name == "auto" and device.type != "cuda"):
-        return None
-    if name in ("bf16", "fp16") and device.type != "cuda":
-        raise ValueError(f"run.precision={name} needs a CUDA device; this run is on {device}. Use fp32 or auto")
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if name == "bf16" else torch.float16
 
 
 def seed_everything(seed: int) -> None:

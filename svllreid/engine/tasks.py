@@ -15,6 +15,7 @@ from svllreid.losses import cross_entropy_label_smooth, nt_xent_loss, supcon_los
 from svllreid.models.image_encoders import ImageFeatures
 from svllreid.models.prompts import augment_prompts
 from svllreid.models.reid_model import ReIDModel
+from svllreid.precision import at_least_fp32, without_autocast
 
 
 class PromptStageTask(nn.Module):
@@ -78,8 +79,7 @@ class PromptStageTask(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         image, pids = batch["features"], batch["pids"]
-        text = self.model.encode_text(pids)  # [B, D], duplicates included
-        image = image.to(text.dtype)
+        text = self.model.encode_text(pids)  # [B, D], duplicates included (the run's precision)
         losses = {"i2t": supcon_loss(image, text, pids, pids), "t2i": supcon_loss(text, image, pids, pids)}
         if self.lang_ssl_weight > 0:
             ssl = self.language_ssl(pids)
@@ -165,7 +165,9 @@ class ImageStageTask(nn.Module):
         eps = self.label_smoothing
         id_loss = sum(cross_entropy_label_smooth(logits, pids, eps) for logits in (out.logits, out.logits_proj))
         tri = sum(triplet_loss(f, pids, self.triplet_margin) for f in (out.f11, out.f12, out.f_proj))
-        i2t = cross_entropy_label_smooth(out.f_proj @ self.text_features.to(out.f_proj.dtype).T, pids, eps)
+        with without_autocast(out.f_proj):  # a metric loss: logits in fp32 (see svllreid.precision)
+            i2t_logits = at_least_fp32(out.f_proj) @ at_least_fp32(self.text_features).T  # [B, N]
+        i2t = cross_entropy_label_smooth(i2t_logits, pids, eps)
         losses = {"id": self.id_weight * id_loss, "triplet": self.triplet_weight * tri, "i2t": self.i2t_weight * i2t}
         if view1 is not None:
             projector = self.model.vis_projector

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from svllreid.engine.distributed import DistInfo
 from svllreid.engine.optim import Schedule, apply_lr
 from svllreid.errors import TrainingDiverged
-from svllreid.eval.features import autocast
+from svllreid.precision import autocast
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -24,18 +23,12 @@ from svllreid.data.loaders import (
 )
 from svllreid.data.types import EvalSplit, ReIDDataset, Sample
 from svllreid.eval.ranking import RankingResult, evaluate
+from svllreid.precision import autocast
 
 #: The summary metrics of an evaluation and their display names.
 METRICS = {"mAP": "mAP", "mINP": "mINP", "rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10"}
 
 Encoder = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], torch.Tensor]
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """Mixed precision on accelerators; nothing (fp32) when ``dtype`` is None."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _encode(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from svllreid.precision import at_least_fp32
+
 
 def cross_entropy_label_smooth(logits: torch.Tensor, targets: torch.Tensor, epsilon: float = 0.1) -> torch.Tensor:
     """Cross-entropy against targets smoothed to ``(1 - epsilon) * onehot + epsilon / K``.
@@ -25,6 +27,6 @@ def cross_entropy_label_smooth(logits: torch.Tensor, targets: torch.Tensor, epsi
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
     # Half-precision logits (autocast) lose too much in the softmax: take it in at least fp32.
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    logits = at_least_fp32(logits)
     # torch smooths to exactly (1 - ε)·onehot + ε/K over the K = logits.shape[1] classes, as the reference does.
     return F.cross_entropy(logits, targets, label_smoothing=epsilon)

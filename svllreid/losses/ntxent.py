@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from svllreid.precision import at_least_fp32, without_autocast
+
 
 def nt_xent_loss(
     z1: torch.Tensor,
@@ -44,12 +46,11 @@ def nt_xent_loss(
         raise ValueError(f"labels must be [N] = [{z1.shape[0]}], got {tuple(labels.shape)}")
 
     n = z1.shape[0]
-    z = torch.cat([z1, z2])  # [2N, D]
-    # Normalise in at least fp32: fp16 squared norms overflow for large projections.
-    z = F.normalize(z.to(torch.promote_types(z.dtype, torch.float32)), dim=1)
-    sim = z @ z.T / temperature  # [2N, 2N]
-    # Autocast may hand back a half-precision matmul; take the softmax in at least fp32.
-    sim = sim.to(torch.promote_types(sim.dtype, torch.float32))
+    # In at least fp32 and outside autocast (see svllreid.precision): fp16 squared norms overflow for
+    # large projections, and a bf16 matmul rounds cosines that the temperature then multiplies by 10.
+    with without_autocast(z1):
+        z = F.normalize(at_least_fp32(torch.cat([z1, z2])), dim=1)  # [2N, D]
+        sim = z @ z.T / temperature  # [2N, 2N]
 
     rows = torch.arange(2 * n, device=sim.device)  # [2N]
     positive = (rows + n) % (2 * n)  # [2N]: index of the other view

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from svllreid.precision import at_least_fp32, without_autocast
+
 
 def supcon_loss(
     anchors: torch.Tensor,
@@ -44,9 +46,10 @@ def supcon_loss(
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
 
-    logits = anchors @ contrasts.T / temperature  # [A, C]
-    # Half-precision logits (autocast) lose too much in the softmax: take it in at least fp32.
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    # The logits in at least fp32 and outside autocast (see svllreid.precision): raw dot products of
+    # unnormalised features are large, and a bf16 matmul would round them before the softmax.
+    with without_autocast(anchors):
+        logits = at_least_fp32(anchors) @ at_least_fp32(contrasts).T / temperature  # [A, C]
     log_prob = logits.log_softmax(dim=1)  # [A, C]
     positives = anchor_labels[:, None] == contrast_labels[None, :]  # [A, C]
     num_pos = positives.sum(dim=1)  # [A]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from svllreid.precision import at_least_fp32, without_autocast
+
 
 def triplet_loss(
     features: torch.Tensor, labels: torch.Tensor, margin: float | None = 0.3, normalize: bool = False
@@ -32,13 +34,15 @@ def triplet_loss(
         raise ValueError(
             f"features must be [B, D] and labels [B], got {tuple(features.shape)} and {tuple(labels.shape)}"
         )
-    # In fp16 the squared norms overflow already for moderately large features; work in at least fp32.
-    features = features.to(torch.promote_types(features.dtype, torch.float32))
-    if normalize:
-        features = F.normalize(features, dim=1)
-    sq_norms = features.pow(2).sum(dim=1)  # [B]
-    # The clamp keeps sqrt and its gradient finite where the expanded form cancels to ~0 (the diagonal).
-    dist = (sq_norms[:, None] + sq_norms[None, :] - 2 * (features @ features.T)).clamp(min=1e-12).sqrt()  # [B, B]
+    # In at least fp32 and outside autocast (see svllreid.precision): fp16 squared norms overflow for
+    # moderately large features, and a bf16 matmul errs by more than a tenth of the margin at norm 20.
+    with without_autocast(features):
+        features = at_least_fp32(features)
+        if normalize:
+            features = F.normalize(features, dim=1)
+        sq_norms = features.pow(2).sum(dim=1)  # [B]
+        # The clamp keeps sqrt and its gradient finite where the expanded form cancels to ~0 (the diagonal).
+        dist = (sq_norms[:, None] + sq_norms[None, :] - 2 * (features @ features.T)).clamp(min=1e-12).sqrt()  # [B, B]
 
     same = labels[:, None] == labels[None, :]  # [B, B]
     # Every anchor is its own positive at distance >= 1e-6 > 0, so the zero filler never wins the max.

@@ -98,3 +98,32 @@ def test_side_information_falls_back_or_explains():
         effective_sie("camera", dataset(0, 0))
     with pytest.raises(ValueError, match=r"model\.sie=view needs viewpoint labels"):
         effective_sie("view", dataset(6, 0))
+
+
+def test_metric_terms_stay_fp32_under_bf16_autocast(monkeypatch):
+    """Given the encoder's features, the triplet and image-to-text terms of stage 2 and the image-text
+    terms of stage 1 are the same under bf16 autocast as in fp32 (only the encoders run in bf16)."""
+    from svllreid.models.image_encoders import ImageFeatures
+
+    model = svllreid.create_model("svll-tiny-vit", 4, image_size=(64, 32)).train()
+    gen = torch.Generator().manual_seed(5)
+    feats = ImageFeatures(*(2.5 * torch.randn(8, d, generator=gen) for d in (128, 128, 64)))  # norms ~ 20
+    monkeypatch.setattr(model, "image_features", lambda *args: feats)
+    task = ImageStageTask(model, 3 * torch.randn(4, 64, generator=gen))
+    batch = make_batch()
+    plain = task(batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = task(batch)
+    for name in ("triplet", "i2t"):
+        assert mixed[name].dtype == torch.float32
+        torch.testing.assert_close(mixed[name], plain[name], rtol=1e-6, atol=1e-6)
+
+    text = 0.5 * torch.randn(8, 64, generator=gen)
+    monkeypatch.setattr(model, "encode_text", lambda pids: text[: len(pids)])
+    prompt_task = PromptStageTask(model, 2.5 * torch.randn(8, 64, generator=gen), torch.arange(8) // 2)
+    stage1 = {"features": prompt_task.features, "pids": prompt_task.labels}
+    plain = prompt_task(stage1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = prompt_task(stage1)
+    for name in ("i2t", "t2i"):
+        torch.testing.assert_close(mixed[name], plain[name], rtol=1e-6, atol=1e-6)
