@@ -93,6 +93,9 @@ class ModelConfig:
     #: Width of SVLL's projection heads (4096 -> 256 in the paper).
     ssl_hidden_dim: int = 4096
     ssl_out_dim: int = 256
+    #: BatchNorm init of the vision projector: "uniform" = weight and bias from U(0, 1) (the reference),
+    #: "pytorch" = weight 1, bias 0 (PyTorch's default, and svllreid's before this option).
+    vis_ssl_bn_init: str = "uniform"
     #: QuickGELU: None = automatic (on for OpenAI weights), true = force it.
     force_quick_gelu: Optional[bool] = None  # noqa: UP045
 
@@ -104,6 +107,7 @@ class ModelConfig:
             raise ConfigError(f"model.last_stride must be 1 or 2; got {self.last_stride}")
         _positive("model", "ssl_hidden_dim", self.ssl_hidden_dim)
         _positive("model", "ssl_out_dim", self.ssl_out_dim)
+        _choice("model", "vis_ssl_bn_init", self.vis_ssl_bn_init, ("uniform", "pytorch"))
 
 
 @dataclass

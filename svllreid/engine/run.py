@@ -117,6 +117,7 @@ def build_model(cfg: Config, dataset: ReIDDataset) -> ReIDModel:
         ssl_hidden_dim=cfg.model.ssl_hidden_dim,
         ssl_out_dim=cfg.model.ssl_out_dim,
         force_quick_gelu=cfg.model.force_quick_gelu,
+        vis_ssl_bn_init=cfg.model.vis_ssl_bn_init,
     )
 
 

@@ -75,6 +75,7 @@ def create_model(
     ssl_hidden_dim: int = 4096,
     ssl_out_dim: int = 256,
     force_quick_gelu: bool | None = None,
+    vis_ssl_bn_init: str = "uniform",
 ) -> ReIDModel:
     """Build a CLIP-ReID / SVLL-ReID network on an open_clip architecture.
 
@@ -94,6 +95,8 @@ def create_model(
         lang_ssl_head, vis_ssl_head: build SVLL's language / vision projection heads.
         ssl_hidden_dim, ssl_out_dim: their widths (4096 and 256 in the paper).
         force_quick_gelu: see :func:`svllreid.models.pretrained.build_clip`.
+        vis_ssl_bn_init: BatchNorm init of the vision projector: ``uniform`` (U(0, 1) weight and bias,
+            the reference) or ``pytorch`` (weight 1, bias 0). An init, not structure: not in the spec.
 
     Raises:
         ValueError: an option that does not fit the architecture (``PretrainedError`` for weights).
@@ -117,12 +120,12 @@ def create_model(
         ssl_out_dim=ssl_out_dim,
     )
     clip, report = build_clip(arch, pretrained, force_quick_gelu)
-    model = model_from_clip(clip, spec)
+    model = model_from_clip(clip, spec, vis_ssl_bn_init)
     model.load_report = report
     return model
 
 
-def model_from_clip(clip: Any, spec: ModelSpec) -> ReIDModel:
+def model_from_clip(clip: Any, spec: ModelSpec, vis_ssl_bn_init: str = "uniform") -> ReIDModel:
     """Wrap an open_clip CLIP model (already holding its weights) as a ReID model of ``spec``."""
     visual = clip.visual
     if isinstance(visual, VisionTransformer):
@@ -148,7 +151,13 @@ def model_from_clip(clip: Any, spec: ModelSpec) -> ReIDModel:
         lang = ProjectionHead(text_encoder.output_dim, spec.ssl_hidden_dim, spec.ssl_out_dim)
     if spec.vis_ssl_head:
         # The SSL feature is f12 (ViT class token before the projection; RN50 stage-4 GAP).
-        vis = ProjectionHead(image_encoder.feature_dims[1], spec.ssl_hidden_dim, spec.ssl_out_dim, kaiming=True)
+        vis = ProjectionHead(
+            image_encoder.feature_dims[1],
+            spec.ssl_hidden_dim,
+            spec.ssl_out_dim,
+            kaiming=True,
+            bn_init=vis_ssl_bn_init,
+        )
     model = ReIDModel(image_encoder, text_encoder, prompt_learner, lang, vis)
     model.spec = spec
     return model

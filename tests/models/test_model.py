@@ -181,3 +181,29 @@ def test_masking_beyond_the_end_token_has_no_effect():
         masked_full = model.text_encoder(full * mask77, model.prompt_learner.eot_index(3, full.device), length=77)
         masked_short = model.encode_prompts((full * mask77)[:, :12])
     torch.testing.assert_close(masked_short, masked_full, atol=1e-5, rtol=1e-5)
+
+
+def test_projection_head_inits_follow_the_reference():
+    """Vision projector: BatchNorm weight and bias from U(0, 1), Kaiming-normal fan-in linears; the
+    language projector keeps PyTorch's defaults; ``vis_ssl_bn_init="pytorch"`` restores weight 1, bias 0."""
+    hidden = 4096
+    model = tiny(vis_ssl_head=True, lang_ssl_head=True, ssl_hidden_dim=hidden)
+    vis_bns = [m for m in model.vis_projector.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(vis_bns) == 2
+    for bn in vis_bns:
+        for values in (bn.weight.detach(), bn.bias.detach()):
+            assert values.min() >= 0 and values.max() <= 1
+            # U(0, 1): mean 1/2, std 1/sqrt(12) = 0.2887; 4096 draws put both within a few percent.
+            assert abs(values.mean().item() - 0.5) < 0.03 and abs(values.std().item() - 0.2887) < 0.02
+            assert values.unique().numel() > hidden // 2  # drawn, not constant
+    linears = [m for m in model.vis_projector.modules() if isinstance(m, torch.nn.Linear)]
+    for linear in linears:  # Kaiming normal, fan-in, ReLU gain: std sqrt(2 / fan_in)
+        expected = (2 / linear.in_features) ** 0.5
+        assert abs(linear.weight.std().item() / expected - 1) < 0.05
+    for bn in (m for m in model.lang_projector.modules() if isinstance(m, torch.nn.BatchNorm1d)):
+        assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and torch.equal(bn.bias, torch.zeros_like(bn.bias))
+    plain = tiny(vis_ssl_head=True, ssl_hidden_dim=64, vis_ssl_bn_init="pytorch")
+    for bn in (m for m in plain.vis_projector.modules() if isinstance(m, torch.nn.BatchNorm1d)):
+        assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and torch.equal(bn.bias, torch.zeros_like(bn.bias))
+    with pytest.raises(ValueError, match=r"bn_init must be one of uniform, pytorch; got 'ones'"):
+        tiny(vis_ssl_head=True, ssl_hidden_dim=64, vis_ssl_bn_init="ones")
