@@ -159,8 +159,11 @@ class Stage2Config:
     vis_ssl_weight: float = 0.8
     #: Exclude other images of the same identity from the NT-Xent negatives (the reference keeps them).
     ssl_exclude_same_id: bool = False
-    #: Encode the image and its two self-supervision views in one batched pass.
+    #: Encode the image and its two self-supervision views in one batched pass (encoders without BatchNorm).
     single_pass: bool = True
+    #: Let the views' passes update the encoder's BatchNorm running statistics (ResNets). Off: only the
+    #: clean images do, so the statistics used at test time do not drift toward occluded views.
+    views_update_bn_stats: bool = False
     grad_clip: Optional[float] = None  # noqa: UP045 (OmegaConf needs typing.Optional)
 
     def __post_init__(self) -> None:

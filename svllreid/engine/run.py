@@ -259,6 +259,7 @@ class Run:
             c.vis_ssl_weight if c.vis_ssl else 0.0,
             c.ssl_exclude_same_id,
             c.single_pass,
+            views_update_bn_stats=c.views_update_bn_stats,
         )
         if c.vis_ssl and c.single_pass and not task.single_pass:
             log.info("stage 2: the encoder has BatchNorm, so the image and its two views use separate passes")

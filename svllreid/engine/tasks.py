@@ -6,6 +6,7 @@ DistributedDataParallel and gradients of whatever the stage trains are synchroni
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import torch
@@ -92,6 +93,24 @@ def has_batchnorm(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
+@contextlib.contextmanager
+def running_statistics_frozen(module: nn.Module) -> Iterator[None]:
+    """Inside, ``module``'s BatchNorm layers still normalise a training batch with its own statistics
+    but leave their running statistics (and batch counters) as they are.
+
+    ``track_running_stats=False`` in training mode does exactly that: PyTorch then passes no running
+    buffers to the kernel. It is set back on exit, also after an error.
+    """
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for layer in layers:
+        layer.track_running_stats = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.track_running_stats = True
+
+
 class ImageStageTask(nn.Module):
     """Stage 2: fine-tune the image encoder (METHOD.md 3.3 and 4.2).
 
@@ -105,6 +124,10 @@ class ImageStageTask(nn.Module):
         single_pass: encode the image and its two views in one batched pass. That is exact for
             encoders without BatchNorm (ViT); for BatchNorm encoders (ResNets) batch statistics
             would mix the three, so they always use separate passes.
+        views_update_bn_stats: let the two occluded views' passes update the encoder's BatchNorm
+            running statistics too. Off by default: they would pull the statistics used at test
+            time toward occluded images (two updates of three per step come from views). The
+            views are still normalised with their own batch statistics either way.
     """
 
     def __init__(
@@ -120,6 +143,7 @@ class ImageStageTask(nn.Module):
         ssl_exclude_same_id: bool = False,
         single_pass: bool = True,
         ssl_temperature: float = 0.1,
+        views_update_bn_stats: bool = False,
     ):
         super().__init__()
         if vis_ssl_weight > 0 and model.vis_projector is None:
@@ -135,6 +159,7 @@ class ImageStageTask(nn.Module):
         self.ssl_exclude_same_id = ssl_exclude_same_id
         self.single_pass = single_pass and not has_batchnorm(model.image_encoder)
         self.ssl_temperature = ssl_temperature
+        self.views_update_bn_stats = views_update_bn_stats
 
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[ImageFeatures, torch.Tensor | None, torch.Tensor | None]:
         """Features of the images (with SIE) and, for SVLL, the SSL features of their two views
@@ -154,8 +179,12 @@ class ImageStageTask(nn.Module):
             main = ImageFeatures(feats.f11[:size], feats.f12[:size], feats.f_proj[:size])
             return main, feats.f12[size : 2 * size], feats.f12[2 * size :]
         main = encode(images, camids, viewids)
-        first = encode(views[:, 0], none if camids is not None else None, none if viewids is not None else None)
-        second = encode(views[:, 1], none if camids is not None else None, none if viewids is not None else None)
+        unknown_cams = none if camids is not None else None
+        unknown_views = none if viewids is not None else None
+        encoder = self.model.image_encoder
+        with contextlib.nullcontext() if self.views_update_bn_stats else running_statistics_frozen(encoder):
+            first = encode(views[:, 0], unknown_cams, unknown_views)
+            second = encode(views[:, 1], unknown_cams, unknown_views)
         return main, first.f12, second.f12
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

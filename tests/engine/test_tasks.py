@@ -127,3 +127,64 @@ def test_metric_terms_stay_fp32_under_bf16_autocast(monkeypatch):
         mixed = prompt_task(stage1)
     for name in ("i2t", "t2i"):
         torch.testing.assert_close(mixed[name], plain[name], rtol=1e-6, atol=1e-6)
+
+
+def _batchnorm_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        name: value.clone()
+        for name, value in module.named_buffers()
+        if name.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
+    }
+
+
+@pytest.mark.parametrize("views_update", [False, True])
+def test_view_passes_leave_the_encoders_running_statistics_alone(views_update):
+    """A ResNet step with the two occluded views leaves the encoder's BatchNorm running statistics as a
+    step without views would; ``views_update_bn_stats=True`` restores the plain behaviour (three updates)."""
+    import copy
+
+    torch.manual_seed(0)
+    model = svllreid.create_model("svll-tiny-rn", 4, image_size=(64, 32), vis_ssl_head=True, ssl_hidden_dim=32)
+    model.train().prepare_stage(2)
+    twin = copy.deepcopy(model)
+    batch = {k: v for k, v in make_batch().items() if k != "camid"} | {"camid": torch.full((8,), -1)}
+    with_views = ImageStageTask(model, torch.randn(4, 64), vis_ssl_weight=0.8, views_update_bn_stats=views_update)
+    without_views = ImageStageTask(twin, with_views.text_features)
+    terms = with_views(batch)
+    # The views' own term still trains the encoder.
+    conv = model.image_encoder.visual.conv1.weight
+    assert torch.autograd.grad(terms["vis_ssl"], conv, retain_graph=True)[0].abs().sum() > 0
+    sum(terms.values()).backward()
+    sum(without_views(batch).values()).backward()
+    stepped, plain = _batchnorm_buffers(model.image_encoder), _batchnorm_buffers(twin.image_encoder)
+    assert stepped and stepped.keys() == plain.keys()
+    counters = [name for name in stepped if name.endswith("num_batches_tracked")]
+    if not views_update:
+        for name in plain:
+            assert torch.equal(stepped[name], plain[name]), name
+        assert all(bn.track_running_stats for bn in model.modules() if isinstance(bn, torch.nn.BatchNorm2d))
+    else:
+        assert all(int(stepped[name]) == 3 and int(plain[name]) == 1 for name in counters)
+        means = [name.replace("num_batches_tracked", "running_mean") for name in counters]
+        assert not all(torch.equal(stepped[name], plain[name]) for name in means)
+
+
+def test_frozen_running_statistics_still_normalise_with_the_batch():
+    """Inside the region a BatchNorm network gives exactly its training-mode (batch-statistics) output."""
+    import copy
+
+    from svllreid.engine.tasks import running_statistics_frozen
+
+    torch.manual_seed(0)
+    model = svllreid.create_model("svll-tiny-rn", 4, image_size=(64, 32)).train()
+    twin = copy.deepcopy(model)
+    images = torch.randn(6, 3, 64, 32)
+    before = _batchnorm_buffers(model)
+    with running_statistics_frozen(model):
+        frozen = model.image_features(images).f12
+    torch.testing.assert_close(frozen, twin.image_features(images).f12, rtol=0, atol=0)
+    after = _batchnorm_buffers(model)
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    with pytest.raises(RuntimeError), running_statistics_frozen(model):
+        raise RuntimeError("a failing step")
+    assert all(bn.track_running_stats for bn in model.modules() if isinstance(bn, torch.nn.BatchNorm2d))
