@@ -194,10 +194,15 @@ class Trainer:
                     )
         images = sum(p[3] for p in pending)
         seconds = max(time.perf_counter() - started, 1e-9)
-        means: dict[str, float] = {}
+        # Each term's mean over the steps that had it: a term skipped in some steps (language SSL in a
+        # batch of one identity) would read too low averaged over all of them.
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
         for (_, names, _, _), row in zip(pending, values, strict=True):
             for name, value in zip(names, row, strict=True):
-                means[name] = means.get(name, 0.0) + value / len(pending)
+                sums[name] = sums.get(name, 0.0) + value
+                counts[name] = counts.get(name, 0) + 1
+        means = {name: total / counts[name] for name, total in sums.items()}
         record = {
             "stage": plan.name,
             "epoch": epoch,
