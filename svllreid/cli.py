@@ -287,6 +287,7 @@ def _extract(args: argparse.Namespace, trained: Any, paths: list[str]) -> Any:
         amp_dtype=resolve_precision("auto", trained.device),
         flip=args.flip,
         progress=not args.no_progress,
+        interpolation=trained.interpolation,
     )
     if feats.unreadable:
         listed = "\n  ".join(feats.unreadable[:10]) + (

@@ -48,6 +48,9 @@ class DataConfig:
     image_size: list[int] = field(default_factory=lambda: [256, 128])
     pixel_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     pixel_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    #: Resize filter of the test pipeline (also stage 1's feature cache): "bilinear", torchvision's
+    #: default on PIL images and so the reference's, or "bicubic". Training images resize bicubically.
+    test_interpolation: str = "bilinear"
     padding: int = 10
     flip_prob: float = 0.5
     erasing_prob: float = 0.5
@@ -75,6 +78,7 @@ class DataConfig:
         _positive("data", "padding", self.padding, allow_zero=True)
         _positive("data", "num_workers", self.num_workers, allow_zero=True)
         _choice("data", "check", self.check, ("quick", "full", "off"))
+        _choice("data", "test_interpolation", self.test_interpolation, ("bilinear", "bicubic"))
 
 
 @dataclass

@@ -41,11 +41,20 @@ def build_dataset(cfg: DataConfig) -> ReIDDataset:
     return dataset
 
 
+#: The training pipelines' resize (the reference's: bicubic).
+TRAIN_INTERPOLATION = "bicubic"
+
+
 @dataclass(frozen=True)
 class Transforms:
+    """The three pipelines, and how images are resized to the input size before each (the loaders
+    resize when they read an image; see :func:`svllreid.data.loaders.read_resized`)."""
+
     train: Transform
     test: Transform
     view: Transform
+    test_interpolation: str = "bilinear"
+    train_interpolation: str = TRAIN_INTERPOLATION
 
 
 def build_transforms(cfg: DataConfig) -> Transforms:
@@ -53,18 +62,27 @@ def build_transforms(cfg: DataConfig) -> Transforms:
     size, mean, std = list(cfg.image_size), list(cfg.pixel_mean), list(cfg.pixel_std)
     return Transforms(
         train=build_train_transform(size, mean, std, cfg.padding, cfg.flip_prob, cfg.erasing_prob),
-        test=build_test_transform(size, mean, std),
+        test=build_test_transform(size, mean, std, cfg.test_interpolation),
         view=build_ssl_view_transform(
             size, mean, std, cfg.padding, cfg.flip_prob, cfg.ssl_erasing_prob, cfg.ssl_erasing_area
         ),
+        test_interpolation=cfg.test_interpolation,
     )
 
 
-def build_image_cache(cfg: DataConfig, dataset: ReIDDataset) -> ImageCache | None:
-    """A shared cache over every image of the dataset when ``cfg.cache_images`` is on."""
+def build_image_caches(cfg: DataConfig, dataset: ReIDDataset) -> dict[str, ImageCache]:
+    """Shared caches of decoded images when ``cfg.cache_images`` is on, one per resize filter: the
+    training images resized for training, and every image (training images too, for stage 1's
+    features) resized for testing. One cache holds everything when the two filters agree."""
     if not cfg.cache_images:
-        return None
-    paths = [s.path for s in dataset.train]
+        return {}
+    train = [s.path for s in dataset.train]
+    test = list(train)
     for split in dataset.splits:
-        paths += [s.path for s in split.query + split.gallery]
-    return ImageCache(paths, cfg.image_size)
+        test += [s.path for s in split.query + split.gallery]
+    if cfg.test_interpolation == TRAIN_INTERPOLATION:
+        return {TRAIN_INTERPOLATION: ImageCache(test, cfg.image_size, TRAIN_INTERPOLATION)}
+    return {
+        TRAIN_INTERPOLATION: ImageCache(train, cfg.image_size, TRAIN_INTERPOLATION),
+        cfg.test_interpolation: ImageCache(test, cfg.image_size, cfg.test_interpolation),
+    }

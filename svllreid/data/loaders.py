@@ -29,13 +29,23 @@ class ImageReadError(OSError):
         self.path = path
 
 
-def read_resized(path: str, size: Sequence[int]) -> torch.Tensor:
-    """Decode ``path`` as RGB and resize it (bicubic) to ``size`` = (height, width).
+#: Resampling filters for the resize to the network's input size (PIL's, antialiased when shrinking).
+INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+def read_resized(path: str, size: Sequence[int], interpolation: str = "bicubic") -> torch.Tensor:
+    """Decode ``path`` as RGB and resize it to ``size`` = (height, width).
+
+    Args:
+        interpolation: ``bicubic`` (the reference's training pipeline) or ``bilinear`` (its test
+            pipeline: torchvision's default on PIL images).
 
     Returns:
         uint8 tensor ``[3, H, W]``. Cached and uncached loading both go through here, so the
         two give identical pixels.
     """
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}")
     try:
         with Image.open(path) as image:
             rgb = image.convert("RGB")
@@ -45,7 +55,7 @@ def read_resized(path: str, size: Sequence[int]) -> torch.Tensor:
         raise ImageReadError(path, f"{type(err).__name__}: {err}") from err
     height, width = size
     if rgb.size != (width, height):
-        rgb = rgb.resize((width, height), Image.Resampling.BICUBIC)
+        rgb = rgb.resize((width, height), INTERPOLATIONS[interpolation])
     return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
 
 
@@ -57,13 +67,14 @@ class ImageCache:
     decoded once per run.
     """
 
-    def __init__(self, paths: Sequence[str], size: Sequence[int]):
+    def __init__(self, paths: Sequence[str], size: Sequence[int], interpolation: str = "bicubic"):
         self.size = (int(size[0]), int(size[1]))
+        self.interpolation = interpolation
         self.slot = {path: i for i, path in enumerate(dict.fromkeys(paths))}
         count = len(self.slot)
         self.pixels = torch.zeros((count, 3, *self.size), dtype=torch.uint8).share_memory_()
         self.filled = torch.zeros(count, dtype=torch.bool).share_memory_()
-        log.info("image cache: %d images, %.2f GB of shared memory", count, self.nbytes / 1e9)
+        log.info("image cache (%s): %d images, %.2f GB of shared memory", interpolation, count, self.nbytes / 1e9)
 
     @property
     def nbytes(self) -> int:
@@ -72,7 +83,7 @@ class ImageCache:
     def get(self, path: str) -> torch.Tensor:
         slot = self.slot[path]
         if not self.filled[slot]:
-            self.pixels[slot] = read_resized(path, self.size)
+            self.pixels[slot] = read_resized(path, self.size, self.interpolation)
             self.filled[slot] = True
         return self.pixels[slot]
 
@@ -87,6 +98,8 @@ class ReIDImageDataset(Dataset):
         view_transform: if given, two extra views are made from the same image with it and
             returned as ``"views"`` ``[2, 3, H, W]`` (SVLL's vision self-supervision).
         cache: an :class:`ImageCache` holding these samples' paths, or None to decode each time.
+        interpolation: how images are resized to ``size`` (see :func:`read_resized`); a cache must
+            hold images resized the same way.
     """
 
     def __init__(
@@ -96,21 +109,27 @@ class ReIDImageDataset(Dataset):
         size: Sequence[int],
         view_transform: Transform | None = None,
         cache: ImageCache | None = None,
+        interpolation: str = "bicubic",
     ):
         self.samples = list(samples)
         self.transform = transform
         self.view_transform = view_transform
         self.size = (int(size[0]), int(size[1]))
         self.cache = cache
+        self.interpolation = interpolation
         if cache is not None and cache.size != self.size:
             raise ValueError(f"image cache holds {cache.size} images but the dataset needs {self.size}")
+        if cache is not None and cache.interpolation != interpolation:
+            raise ValueError(
+                f"image cache holds {cache.interpolation}-resized images but the dataset needs {interpolation}"
+            )
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def load(self, index: int) -> torch.Tensor:
         path = self.samples[index].path
-        return self.cache.get(path) if self.cache is not None else read_resized(path, self.size)
+        return self.cache.get(path) if self.cache is not None else read_resized(path, self.size, self.interpolation)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]

@@ -17,8 +17,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _head(size: Sequence[int]) -> list[v2.Transform]:
-    return [v2.ToImage(), v2.Resize(list(size), interpolation=InterpolationMode.BICUBIC, antialias=True)]
+_MODES = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
+
+
+def _head(size: Sequence[int], interpolation: str = "bicubic") -> list[v2.Transform]:
+    # Images read by the loaders arrive resized already (the resize is a no-op then); a PIL image or
+    # tensor of another size passed directly is resized here.
+    if interpolation not in _MODES:
+        raise ValueError(f"interpolation must be one of {', '.join(_MODES)}; got {interpolation!r}")
+    return [v2.ToImage(), v2.Resize(list(size), interpolation=_MODES[interpolation], antialias=True)]
 
 
 def _tail(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
@@ -26,10 +33,14 @@ def _tail(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
 
 
 def build_test_transform(
-    size: Sequence[int], mean: Sequence[float] = VIT_MEAN, std: Sequence[float] = VIT_STD
+    size: Sequence[int],
+    mean: Sequence[float] = VIT_MEAN,
+    std: Sequence[float] = VIT_STD,
+    interpolation: str = "bilinear",
 ) -> v2.Compose:
-    """Resize (bicubic) -> tensor -> normalise."""
-    return v2.Compose([*_head(size), *_tail(mean, std)])
+    """Resize -> tensor -> normalise. The reference's test resize is torchvision's default, bilinear;
+    the training pipelines resize bicubically."""
+    return v2.Compose([*_head(size, interpolation), *_tail(mean, std)])
 
 
 def _augmenting(

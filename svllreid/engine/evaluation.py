@@ -135,6 +135,7 @@ def evaluate_checkpoint(
         topk=RANKED_LIST_LENGTH,
         side_info=side_info,
         progress=progress,
+        interpolation=trained.interpolation,
     )
     out = Path(out_dir) if out_dir is not None else default_out_dir(trained, data.name, rerank, flip)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ size and pixel statistics it was trained with."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -44,8 +45,15 @@ class TrainedModel:
 
     @property
     def transform(self) -> Transform:
-        """The test transform of training: resize-free (images arrive resized), normalised."""
-        return build_transforms(self.config.data).test
+        """The test transform of training (images arrive resized by :attr:`interpolation`), normalised."""
+        return build_transforms(dataclasses.replace(self.config.data, test_interpolation=self.interpolation)).test
+
+    @property
+    def interpolation(self) -> str:
+        """The test pipeline's resize filter. Checkpoints written before it was an option evaluated
+        with bicubic resizing, so they keep it (their recorded results stay reproducible)."""
+        saved = self.checkpoint.meta.get("config", {}).get("data", {})
+        return str(saved.get("test_interpolation", "bicubic"))
 
     @property
     def trained_on(self) -> str:

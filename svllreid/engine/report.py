@@ -138,14 +138,17 @@ def write_train_embedding(
     image_size: tuple[int, int],
     device: torch.device,
     path: Path,
+    interpolation: str = "bilinear",
 ) -> Path | None:
     """t-SNE of image features (CLIP's projected space, f_proj) of a few training identities together
-    with the text features of their learned prompts: the picture of how stage 1 and stage 2 align them."""
+    with the text features of their learned prompts: the picture of how stage 1 and stage 2 align them.
+    ``transform`` and ``interpolation`` are the test pipeline's."""
     rows = _pick_identities(train, EMBED_IDS, EMBED_IMAGES_PER_ID)
     if len(rows) < 3:
         return None
     samples = [train[r] for r in rows]
-    loader = build_test_loader(ReIDImageDataset(samples, transform, image_size), batch_size=64, num_workers=0)
+    images = ReIDImageDataset(samples, transform, image_size, interpolation=interpolation)
+    loader = build_test_loader(images, batch_size=64, num_workers=0)
     was_training = model.training
     model.eval()
     feats = extract_features(projection_encoder(model), loader, device).cpu()

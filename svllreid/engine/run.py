@@ -20,7 +20,7 @@ import torch.distributed
 
 from svllreid.config import Config, config_to_dict, save_config
 from svllreid.data.datasets import load_dataset
-from svllreid.data.factory import build_dataset, build_image_cache, build_transforms
+from svllreid.data.factory import build_dataset, build_image_caches, build_transforms
 from svllreid.data.loaders import ReIDImageDataset, build_test_loader, build_train_loader, set_loader_epoch
 from svllreid.data.types import ReIDDataset
 from svllreid.engine.checkpoint import (
@@ -170,7 +170,7 @@ class Run:
         if self.dataset is None:  # the other processes parse it without repeating the check
             self.dataset = load_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.options)
         self.transforms = build_transforms(cfg.data)
-        self.cache = build_image_cache(cfg.data, self.dataset)
+        self.caches = build_image_caches(cfg.data, self.dataset)  # by resize filter
         self.model = build_model(cfg, self.dataset).to(self.device)
         self.metrics = MetricsLog(run_dir if dist.is_main else None)
         self.trainer = Trainer(self.device, self.amp_dtype, dist, self.metrics, cfg.run.log_every, progress)
@@ -198,12 +198,19 @@ class Run:
             meta = self.meta(stage, epoch)
             write_checkpoint(self.checkpoint_path(name), self.model, meta, optimizer, with_rng=optimizer is not None)
 
+    def test_images(self, samples: list) -> ReIDImageDataset:
+        """``samples`` through the test pipeline (its resize filter, and its cache when caching)."""
+        interpolation = self.transforms.test_interpolation
+        return ReIDImageDataset(
+            samples, self.transforms.test, self.size, cache=self.caches.get(interpolation), interpolation=interpolation
+        )
+
     # --- stage 1 -----------------------------------------------------------------------------------
     def cached_image_features(self) -> tuple[torch.Tensor, torch.Tensor]:
         """f_proj of every training image: frozen encoder, test transform, no SIE."""
         ds = self.dataset
         loader = build_test_loader(
-            ReIDImageDataset(ds.train, self.transforms.test, self.size, cache=self.cache),
+            self.test_images(ds.train),
             self.cfg.eval.batch_size,
             self.cfg.data.num_workers,
         )
@@ -270,7 +277,10 @@ class Run:
         schedule = multistep_with_warmup(c.milestones, c.gamma, c.warmup_epochs, c.warmup_factor)
         plan = StagePlan("stage2", c.epochs, schedule, c.grad_clip)
         view = self.transforms.view if c.vis_ssl else None
-        train_set = ReIDImageDataset(self.dataset.train, self.transforms.train, self.size, view, self.cache)
+        interpolation = self.transforms.train_interpolation
+        train_set = ReIDImageDataset(
+            self.dataset.train, self.transforms.train, self.size, view, self.caches.get(interpolation), interpolation
+        )
         seed = self.cfg.run.seed
         loader = build_train_loader(
             train_set,
@@ -303,12 +313,13 @@ class Run:
             self.amp_dtype,
             e.flip,
             e.max_rank,
-            self.cache,
+            self.caches.get(self.transforms.test_interpolation),
             rerank=e.rerank,
             rerank_k1=e.rerank_k1,
             rerank_k2=e.rerank_k2,
             rerank_lambda=e.rerank_lambda,
             topk=RANKED_LIST_LENGTH,
+            interpolation=self.transforms.test_interpolation,
         )
 
     def write_report(self, result: RunResult, seconds: float) -> Path | None:
@@ -331,7 +342,13 @@ class Run:
         }
         try:
             embedding = write_train_embedding(
-                self.model, ds.train, self.transforms.test, self.size, self.device, self.run_dir / "embedding.png"
+                self.model,
+                ds.train,
+                self.transforms.test,
+                self.size,
+                self.device,
+                self.run_dir / "embedding.png",
+                self.transforms.test_interpolation,
             )
             files = write_training_report(self.run_dir, facts, result.final_details, result.untrained, embedding)
         except Exception:  # the run itself succeeded; say why its report is missing

@@ -143,6 +143,7 @@ def evaluate_model(
     topk: int = 0,
     side_info: bool = True,
     progress: bool = False,
+    interpolation: str = "bilinear",
 ) -> ModelEvaluation:
     """Extract features of every test image once and evaluate every split of ``dataset``.
 
@@ -150,9 +151,11 @@ def evaluate_model(
         rerank, rerank_k1, rerank_k2, rerank_lambda: k-reciprocal re-ranking and its parameters.
         topk: keep each query's first ``topk`` ranked gallery items (for pictures of ranked lists).
         side_info: feed cameras and views to an SIE model (False: as unknown, see :func:`image_encoder`).
+        interpolation: the test pipeline's resize filter (a ``cache`` must hold images resized so).
     """
     samples, row = unique_test_samples(dataset)
-    loader = build_test_loader(ReIDImageDataset(samples, transform, image_size, cache=cache), batch_size, num_workers)
+    images = ReIDImageDataset(samples, transform, image_size, cache=cache, interpolation=interpolation)
+    loader = build_test_loader(images, batch_size, num_workers)
     was_training = model.training
     model.eval()
     feats = extract_features(image_encoder(model, side_info), loader, device, amp_dtype, flip, progress)
@@ -223,15 +226,16 @@ class _ImageFiles(Dataset):
     """Image files as ``{"image", "ok", "camid", "viewid"}``; an unreadable file gives ``ok=False``
     and a blank image, so that one bad file does not stop the others."""
 
-    def __init__(self, paths: Sequence[str], transform: Transform, size: Sequence[int]):
+    def __init__(self, paths: Sequence[str], transform: Transform, size: Sequence[int], interpolation: str):
         self.paths, self.transform, self.size = list(paths), transform, (int(size[0]), int(size[1]))
+        self.interpolation = interpolation
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         try:
-            image, ok = self.transform(read_resized(self.paths[index], self.size)), True
+            image, ok = self.transform(read_resized(self.paths[index], self.size, self.interpolation)), True
         except ImageReadError:
             image, ok = torch.zeros(3, *self.size), False
         return {"image": image, "ok": ok, "camid": -1, "viewid": -1}
@@ -264,12 +268,13 @@ def extract_file_features(
     amp_dtype: torch.dtype | None = None,
     flip: bool = False,
     progress: bool = True,
+    interpolation: str = "bilinear",
 ) -> FileFeatures:
     """Features of a user's image files (cameras unknown: no side information), with a progress bar
-    showing images/s. Unreadable files are collected, not raised: the caller decides."""
-    loader = DataLoader(
-        _ImageFiles(paths, transform, image_size), batch_size=batch_size, shuffle=False, num_workers=num_workers
-    )
+    showing images/s. Unreadable files are collected, not raised: the caller decides.
+    ``transform`` and ``interpolation`` are the test pipeline's."""
+    files = _ImageFiles(paths, transform, image_size, interpolation)
+    loader = DataLoader(files, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     model.eval()
     chunks, ok_flags = [], []
     start = time.perf_counter()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from svllreid.config import load_config
-from svllreid.data.factory import build_dataset, build_image_cache, build_transforms
+from svllreid.data.factory import build_dataset, build_image_caches, build_transforms
 from svllreid.data.types import DatasetError
 from tests.conftest import write_images
 
@@ -33,17 +35,25 @@ def test_dataset_options_reach_the_parser(vehicleid_root):
     assert len(build_dataset(cfg.data).gallery) == 4
 
 
-def test_transforms_and_cache_follow_the_config(market_root):
+def test_transforms_and_caches_follow_the_config(market_root):
     cfg = load_config(
         None,
         ["data.dataset=market1501", f"data.root={market_root}", "data.image_size=[64,32]", "data.cache_images=true"],
     ).data
     dataset = build_dataset(cfg)
     transforms = build_transforms(cfg)
-    cache = build_image_cache(cfg, dataset)
-    assert cache is not None and cache.size == (64, 32)
-    assert len(cache.slot) == len(dataset.train) + len(dataset.query) + len(dataset.gallery)
-    image = cache.get(dataset.train[0].path)
+    assert (transforms.train_interpolation, transforms.test_interpolation) == ("bicubic", "bilinear")
+    caches = build_image_caches(cfg, dataset)
+    # Training images resized bicubically for training; every image (training ones too, for stage 1's
+    # features) bilinearly for testing.
+    assert set(caches) == {"bicubic", "bilinear"}
+    assert caches["bicubic"].size == caches["bilinear"].size == (64, 32)
+    assert len(caches["bicubic"].slot) == len(dataset.train)
+    assert len(caches["bilinear"].slot) == len(dataset.train) + len(dataset.query) + len(dataset.gallery)
+    image = caches["bilinear"].get(dataset.train[0].path)
     for transform in (transforms.train, transforms.test, transforms.view):
         assert transform(image).shape == (3, 64, 32)
-    assert build_image_cache(load_config().data, dataset) is None
+    assert build_image_caches(load_config().data, dataset) == {}
+    same = build_image_caches(dataclasses.replace(cfg, test_interpolation="bicubic"), dataset)
+    assert set(same) == {"bicubic"}  # one filter: one cache holds everything
+    assert len(same["bicubic"].slot) == len(caches["bilinear"].slot)

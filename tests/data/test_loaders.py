@@ -71,6 +71,44 @@ def test_cache_is_filled_by_worker_processes(samples):
 def test_cache_size_mismatch_is_an_error(samples):
     with pytest.raises(ValueError, match="image cache holds"):
         ReIDImageDataset(samples, build_test_transform(SIZE), SIZE, cache=ImageCache([samples[0].path], (8, 8)))
+    bicubic = ImageCache([s.path for s in samples], SIZE, "bicubic")
+    with pytest.raises(ValueError, match="image cache holds bicubic-resized images but the dataset needs bilinear"):
+        ReIDImageDataset(samples, build_test_transform(SIZE), SIZE, cache=bicubic, interpolation="bilinear")
+    with pytest.raises(ValueError, match="interpolation must be one of bilinear, bicubic; got 'area'"):
+        read_resized(samples[0].path, SIZE, "area")
+
+
+def test_test_pipeline_equals_the_references_bilinear_resize(tmp_path):
+    """Images read for testing equal torchvision's default pipeline on PIL images (the reference's
+    ``T.Resize(size)``: bilinear), cached or not; the training pipelines keep bicubic."""
+    from torchvision import transforms as T
+
+    samples = []
+    for i, (width, height) in enumerate([(20, 40), (48, 96), (64, 128), (13, 29)]):
+        image = Image.new("RGB", (width, height))
+        image.putdata(
+            [((x * 37 + i) % 256, (y * 11) % 256, (x * y) % 256) for y in range(height) for x in range(width)]
+        )
+        path = tmp_path / f"{i}.png"
+        image.save(path)
+        samples.append(Sample(str(path), i, 0, -1))
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    reference = T.Compose([T.Resize(SIZE), T.ToTensor(), T.Normalize(mean, std)])
+    test = build_test_transform(SIZE, mean, std)
+    plain = ReIDImageDataset(samples, test, SIZE, interpolation="bilinear")
+    cached = ReIDImageDataset(
+        samples, test, SIZE, cache=ImageCache([s.path for s in samples], SIZE, "bilinear"), interpolation="bilinear"
+    )
+    bicubic = ReIDImageDataset(samples, test, SIZE, interpolation="bicubic")
+    differs = 0
+    for i, sample in enumerate(samples):
+        with Image.open(sample.path) as image:
+            expected = reference(image.convert("RGB"))
+        torch.testing.assert_close(plain[i]["image"], expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(cached[i]["image"], expected, rtol=0, atol=1e-6)
+        differs += not torch.allclose(bicubic[i]["image"], expected, rtol=0, atol=1e-6)
+    assert differs > 0  # the filters do differ on these images, so the check above has teeth
 
 
 def test_corrupt_image_message_names_file_and_fix(tmp_path, samples):

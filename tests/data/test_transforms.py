@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from PIL import Image
 
@@ -51,9 +52,13 @@ def test_train_transform_shapes_and_randomness():
 
 
 def test_train_transform_without_augmentation_equals_test_transform_up_to_crop():
-    # flip, erasing off and no padding: the crop is the whole image, so train == test.
+    # flip, erasing off and no padding: the crop is the whole image, so train == a bicubic test transform.
     t = build_train_transform((64, 32), padding=0, flip_prob=0.0, erasing_prob=0.0)
-    assert torch.equal(t(gradient_image()), build_test_transform((64, 32))(gradient_image()))
+    assert torch.equal(t(gradient_image()), build_test_transform((64, 32), interpolation="bicubic")(gradient_image()))
+    # The default test transform resizes bilinearly, as the reference's (torchvision's default).
+    assert not torch.equal(t(gradient_image()), build_test_transform((64, 32))(gradient_image()))
+    with pytest.raises(ValueError, match="interpolation must be one of bilinear, bicubic; got 'nearest'"):
+        build_test_transform((64, 32), interpolation="nearest")
 
 
 def test_erasing_fills_with_noise_outside_the_image_range():
