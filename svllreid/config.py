@@ -206,12 +206,18 @@ class RunConfig:
     seed: int = 1234
     device: str = "auto"
     precision: str = "auto"
+    #: Under DDP (torchrun): "global" = the configured batch sizes (stage1.batch_size, stage2's P×K) are
+    #: the batch of all W processes together, each process taking 1/W of it, and the contrastive losses
+    #: gather their negatives from every process (the reference); "per_process" = every process takes
+    #: the whole configured batch (W times the global batch at the same learning rate), losses per process.
+    batch_semantics: str = "global"
     log_every: int = 20
     #: Write report.html and its figures at the end of training.
     report: bool = True
 
     def __post_init__(self) -> None:
         _choice("run", "precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        _choice("run", "batch_semantics", self.batch_semantics, ("global", "per_process"))
         _positive("run", "log_every", self.log_every)
 
 

@@ -61,6 +61,7 @@ def test_unknown_key_in_a_file_names_the_file(tmp_path):
         ("stage2.lr=fast", "could not be converted to Float"),
         ("model.sie=cameras", "model.sie must be one of"),
         ("run.precision=fp8", "run.precision must be one of"),
+        ("run.batch_semantics=local", "run.batch_semantics must be one of 'global', 'per_process'; got 'local'"),
         ("data.test_interpolation=nearest", "data.test_interpolation must be one of 'bilinear', 'bicubic'"),
         ("model.vis_ssl_bn_init=ones", "model.vis_ssl_bn_init must be one of 'uniform', 'pytorch'; got 'ones'"),
         ("data.flip_prob=2", r"data.flip_prob must be within \[0, 1\]"),

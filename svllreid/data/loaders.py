@@ -163,9 +163,11 @@ def build_train_loader(
     rank: int = 0,
     world_size: int = 1,
     pin_memory: bool = False,
+    global_batch: bool = True,
 ) -> DataLoader:
     """A P×K loader. Call :func:`set_loader_epoch` before each epoch for reproducible order
-    and augmentation (the sampler and the workers' random seeds both follow the epoch)."""
+    and augmentation (the sampler and the workers' random seeds both follow the epoch).
+    ``global_batch``: under DDP, P×K is the batch of all processes together (see :class:`PKSampler`)."""
     sampler = PKSampler(
         [s.pid for s in dataset.samples],
         ids_per_batch,
@@ -173,6 +175,7 @@ def build_train_loader(
         seed=seed,
         rank=rank,
         world_size=world_size,
+        global_batch=global_batch,
     )
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(

@@ -2,8 +2,17 @@
 
 Each batch holds ``ids_per_batch`` (P) identities with ``images_per_id`` (K) images each.
 Identities with fewer than K images are sampled with replacement; an epoch ends when fewer than
-P identities have unused images. Under DDP every process gets a disjoint share of the identities
-each epoch and all processes yield the same number of batches.
+P identities have unused images.
+
+Under DDP the batch is either global or per process:
+
+- ``global_batch=True`` (the reference): P is the global batch. The P×K batches are drawn as on
+  one process, and each of the W processes takes P/W of each batch's identities, so W processes
+  together see exactly the batches one process would.
+- ``global_batch=False``: every process draws its own P×K batches from a disjoint share of the
+  identities, so the global batch is W·P identities.
+
+Either way all processes yield the same number of batches.
 """
 
 from __future__ import annotations
@@ -30,16 +39,28 @@ class PKSampler(Sampler[list[int]]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        global_batch: bool = True,
     ):
         if ids_per_batch < 1 or images_per_id < 1:
             raise ValueError(f"ids_per_batch and images_per_id must be positive; got {ids_per_batch}, {images_per_id}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
+        if global_batch and ids_per_batch % world_size:
+            raise ValueError(
+                f"stage2.ids_per_batch={ids_per_batch} is the global P under run.batch_semantics=global, and each of "
+                f"the {world_size} processes takes P/{world_size} identities: use a multiple of {world_size}, or "
+                "run.batch_semantics=per_process for P identities on every process"
+            )
         self.index_by_pid: dict[int, list[int]] = defaultdict(list)
         for index, pid in enumerate(pids):
             self.index_by_pid[pid].append(index)
         num_ids = len(self.index_by_pid)
-        if num_ids // world_size < ids_per_batch:
+        if global_batch and num_ids < ids_per_batch:
+            raise ValueError(
+                f"P×K sampling needs at least P={ids_per_batch} identities; the training set has {num_ids}. "
+                "Lower stage2.ids_per_batch."
+            )
+        if not global_batch and num_ids // world_size < ids_per_batch:
             raise ValueError(
                 f"P×K sampling needs at least P={ids_per_batch} identities per process; the training set has "
                 f"{num_ids} identities for {world_size} process(es). Lower stage2.ids_per_batch."
@@ -49,19 +70,21 @@ class PKSampler(Sampler[list[int]]):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.global_batch = global_batch
         self.epoch = 0
         self._cache: tuple[int, list[list[int]]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _rank_batches(self, epoch: int, rank: int) -> list[list[int]]:
+    def _draw(self, epoch: int, share: int, shares: int) -> list[list[int]]:
+        """P×K batches from identity share ``share`` of ``shares`` (one share: all identities)."""
         ids = sorted(self.index_by_pid)
         random.Random(f"pk-shuffle-{self.seed}-{epoch}").shuffle(ids)  # same on every rank
-        rng = random.Random(f"pk-{self.seed}-{epoch}-{rank}")
+        rng = random.Random(f"pk-{self.seed}-{epoch}-{share}")
         k = self.images_per_id
         chunks: dict[int, list[list[int]]] = {}
-        for pid in ids[rank :: self.world_size]:
+        for pid in ids[share::shares]:
             indices = list(self.index_by_pid[pid])
             if len(indices) < k:
                 indices = rng.choices(indices, k=k)
@@ -79,12 +102,18 @@ class PKSampler(Sampler[list[int]]):
         return batches
 
     def batches(self) -> list[list[int]]:
-        """This process's batches of the current epoch (cut to the shortest process's count)."""
+        """This process's batches of the current epoch (all processes get the same number)."""
         if self._cache is None or self._cache[0] != self.epoch:
-            mine = self._rank_batches(self.epoch, self.rank)
-            if self.world_size > 1:
-                shortest = min(len(self._rank_batches(self.epoch, r)) for r in range(self.world_size))
-                mine = mine[:shortest]
+            if self.global_batch:
+                # The batches of one process; this one takes its P/W identities (K images each) of every batch.
+                width = self.ids_per_batch // self.world_size * self.images_per_id
+                start = self.rank * width
+                mine = [batch[start : start + width] for batch in self._draw(self.epoch, 0, 1)]
+            else:
+                mine = self._draw(self.epoch, self.rank, self.world_size)
+                if self.world_size > 1:
+                    shortest = min(len(self._draw(self.epoch, r, self.world_size)) for r in range(self.world_size))
+                    mine = mine[:shortest]
             self._cache = (self.epoch, mine)
         return self._cache[1]
 

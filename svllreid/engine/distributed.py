@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,26 @@ def init_distributed(device_type: str) -> DistInfo:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Every process's ``tensor`` concatenated along dim 0, in rank order (all must have one shape).
+
+    Gradients flow back to each process's own rows, summed over the processes that used them: a
+    loss computed over the gathered rows on every process, with DDP's gradient averaging, then
+    trains exactly as that loss on one process over the whole global batch. Without a process
+    group the tensor is returned as it is.
+    """
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+        return tensor
+    if not tensor.requires_grad:
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+    with warnings.catch_warnings():
+        # Deprecated in favour of a private API; still the public autograd-aware all-gather.
+        warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*", category=FutureWarning)
+        return torch.cat(dist_nn.all_gather(tensor))
 
 
 def barrier(info: DistInfo) -> None:

@@ -34,7 +34,7 @@ from svllreid.engine.checkpoint import (
 )
 from svllreid.engine.distributed import DistInfo, barrier, init_distributed, resolve_device, shutdown
 from svllreid.engine.optim import build_adam, cosine_with_warmup, multistep_with_warmup
-from svllreid.engine.tasks import ImageStageTask, PromptStageTask
+from svllreid.engine.tasks import ImageStageTask, PromptStageTask, global_batch_error
 from svllreid.engine.trainer import MetricsLog, StagePlan, Trainer
 from svllreid.eval.features import (
     ModelEvaluation,
@@ -176,6 +176,11 @@ class Run:
         self.trainer = Trainer(self.device, self.amp_dtype, dist, self.metrics, cfg.run.log_every, progress)
         self.size = tuple(cfg.data.image_size)
 
+    @property
+    def global_batch(self) -> bool:
+        """Whether the configured batches are those of all processes together (run.batch_semantics)."""
+        return self.cfg.run.batch_semantics == "global"
+
     # --- checkpoints -------------------------------------------------------------------------------
     def meta(self, stage: int, epoch: int) -> dict[str, Any]:
         ds = self.dataset
@@ -224,7 +229,13 @@ class Run:
         trainable = self.model.prepare_stage(1, c.train_lang_projector)
         features, labels = self.cached_image_features()
         task = PromptStageTask(
-            self.model, features, labels, c.lang_ssl_weight if c.lang_ssl else 0.0, c.prompt_mask, c.prompt_mask_prob
+            self.model,
+            features,
+            labels,
+            c.lang_ssl_weight if c.lang_ssl else 0.0,
+            c.prompt_mask,
+            c.prompt_mask_prob,
+            global_batch=self.global_batch,
         )
         optimizer = build_adam(trainable, c.lr, c.weight_decay)
         if resume_from is not None:
@@ -267,6 +278,7 @@ class Run:
             c.ssl_exclude_same_id,
             c.single_pass,
             views_update_bn_stats=c.views_update_bn_stats,
+            global_batch=self.global_batch,
         )
         if c.vis_ssl and c.single_pass and not task.single_pass:
             log.info("stage 2: the encoder has BatchNorm, so the image and its two views use separate passes")
@@ -291,6 +303,7 @@ class Run:
             self.dist.rank,
             self.dist.world_size,
             pin_memory=self.device.type == "cuda",
+            global_batch=self.global_batch,
         )
 
         def batches(epoch: int):
@@ -357,6 +370,19 @@ class Run:
         return files["report"]
 
 
+def check_batch_semantics(cfg: Config, dist: DistInfo) -> None:
+    """Global batches must divide evenly among the processes; say so before any work is done."""
+    if cfg.run.batch_semantics != "global" or not dist.enabled:
+        return
+    sizes = [
+        ("stage1.batch_size", cfg.stage1.batch_size, "features"),
+        ("stage2.ids_per_batch", cfg.stage2.ids_per_batch, "identities"),
+    ]
+    for key, size, what in sizes:
+        if size % dist.world_size:
+            raise ValueError(global_batch_error(key, size, dist.world_size, what))
+
+
 def new_run_dir(cfg: Config, dist: DistInfo) -> Path:
     """``run.output_dir/run.name`` (default ``<dataset>-<arch>-<time>``), the same on every process."""
     name = cfg.run.name or f"{cfg.data.dataset}-{cfg.model.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -384,6 +410,7 @@ def train(
     probe = resolve_device(cfg.run.device, DistInfo())
     dist = init_distributed(probe.type)
     try:
+        check_batch_semantics(cfg, dist)
         resume_ckpt = read_checkpoint(resume) if resume else None
         if resume_ckpt is not None:
             run_dir = Path(resume).expanduser() if Path(resume).is_dir() else resume_ckpt.path.parent.parent

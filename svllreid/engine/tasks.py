@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from svllreid.engine.distributed import gather_with_grad
 from svllreid.losses import cross_entropy_label_smooth, nt_xent_loss, supcon_loss, triplet_loss
 from svllreid.models.image_encoders import ImageFeatures
 from svllreid.models.prompts import augment_prompts
@@ -29,6 +30,12 @@ class PromptStageTask(nn.Module):
         labels: ``[N]`` identities of those images.
         lang_ssl_weight: weight of the language self-supervision loss; 0 disables it.
         prompt_mask, prompt_mask_prob: augmentation making the two views of each prompt.
+        global_batch: under DDP, this process's batch is its share of one global batch (see
+            :meth:`batches`): the image-text losses gather every process's features and run over
+            the global batch (exactly as one process would), and the language self-supervision
+            runs on every process over the distinct identities of the global batch, each with its
+            own random masks (so its projector's BatchNorm sees all of them, as on one process).
+            False: every loss over this process's own batch. Without a process group both are the same.
     """
 
     def __init__(
@@ -40,6 +47,7 @@ class PromptStageTask(nn.Module):
         prompt_mask: str = "element",
         prompt_mask_prob: float = 0.5,
         ssl_temperature: float = 0.1,
+        global_batch: bool = True,
     ):
         super().__init__()
         if lang_ssl_weight > 0 and model.lang_projector is None:
@@ -52,18 +60,39 @@ class PromptStageTask(nn.Module):
         self.prompt_mask = prompt_mask
         self.prompt_mask_prob = prompt_mask_prob
         self.ssl_temperature = ssl_temperature
+        self.global_batch = global_batch
         self.skipped_ssl_batches = 0
 
     def batches(self, epoch: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> Iterator[dict]:
-        """Random batches of cached features; the order depends only on (seed, epoch). Under DDP
-        each process takes a disjoint share and all take the same number of batches."""
+        """Random batches of cached features; the order depends only on (seed, epoch).
+
+        Under DDP all processes take the same number of batches. With :attr:`global_batch`,
+        ``batch_size`` is the global batch: each process takes its 1/W slice of every batch one
+        process would take (the last, shorter batch cut to a multiple of W), so the W slices of a
+        step are that batch. Without it, each process takes ``batch_size`` at a time from a
+        disjoint share of the features.
+
+        Raises:
+            ValueError: with ``global_batch``, a batch size that W processes cannot share evenly.
+        """
+        if self.global_batch and batch_size % world_size:
+            raise ValueError(global_batch_error("stage1.batch_size", batch_size, world_size, "features"))
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(self.labels.shape[0], generator=generator)
+        order = torch.randperm(self.labels.shape[0], generator=generator).to(self.labels.device)
+        if self.global_batch:
+            for start in range(0, order.shape[0], batch_size):
+                batch = order[start : start + batch_size]
+                width = batch.shape[0] // world_size
+                if width == 0:
+                    break
+                index = batch[rank * width : (rank + 1) * width]
+                yield {"features": self.features[index], "pids": self.labels[index]}
+            return
         share = order[rank::world_size]
         steps = order.shape[0] // world_size
         share = share[:steps]
         for start in range(0, steps, batch_size):
-            index = share[start : start + batch_size].to(self.labels.device)
+            index = share[start : start + batch_size]
             yield {"features": self.features[index], "pids": self.labels[index]}
 
     def language_ssl(self, pids: torch.Tensor) -> torch.Tensor | None:
@@ -81,12 +110,23 @@ class PromptStageTask(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         image, pids = batch["features"], batch["pids"]
         text = self.model.encode_text(pids)  # [B, D], duplicates included (the run's precision)
+        if self.global_batch:  # [W·B, D]: the global batch, gradients back to each process's own rows
+            image, text, pids = gather_with_grad(image), gather_with_grad(text), gather_with_grad(pids)
         losses = {"i2t": supcon_loss(image, text, pids, pids), "t2i": supcon_loss(text, image, pids, pids)}
         if self.lang_ssl_weight > 0:
             ssl = self.language_ssl(pids)
             if ssl is not None:
                 losses["lang_ssl"] = self.lang_ssl_weight * ssl
         return losses
+
+
+def global_batch_error(key: str, size: int, world_size: int, what: str) -> str:
+    """The message for a global batch size that ``world_size`` processes cannot share evenly."""
+    return (
+        f"{key}={size} is the global batch under run.batch_semantics=global, and each of the {world_size} "
+        f"processes takes 1/{world_size} of its {what}: use a multiple of {world_size}, or "
+        f"run.batch_semantics=per_process for {key} on every process"
+    )
 
 
 def has_batchnorm(module: nn.Module) -> bool:
@@ -128,6 +168,12 @@ class ImageStageTask(nn.Module):
             running statistics too. Off by default: they would pull the statistics used at test
             time toward occluded images (two updates of three per step come from views). The
             views are still normalised with their own batch statistics either way.
+        global_batch: under DDP, this process's batch is its share of one global P×K batch: the
+            NT-Xent gathers every process's projections, so its negatives are the whole global
+            batch (the reference). The other losses stay per process, as in the reference: ID and
+            image-to-text are means over images, so DDP's averaging makes them global; triplet
+            mining looks for the hardest pairs within this process's P/W identities. False: the
+            NT-Xent over this process's batch only. Without a process group both are the same.
     """
 
     def __init__(
@@ -144,6 +190,7 @@ class ImageStageTask(nn.Module):
         single_pass: bool = True,
         ssl_temperature: float = 0.1,
         views_update_bn_stats: bool = False,
+        global_batch: bool = True,
     ):
         super().__init__()
         if vis_ssl_weight > 0 and model.vis_projector is None:
@@ -160,6 +207,7 @@ class ImageStageTask(nn.Module):
         self.single_pass = single_pass and not has_batchnorm(model.image_encoder)
         self.ssl_temperature = ssl_temperature
         self.views_update_bn_stats = views_update_bn_stats
+        self.global_batch = global_batch
 
     def encode(self, batch: dict[str, torch.Tensor]) -> tuple[ImageFeatures, torch.Tensor | None, torch.Tensor | None]:
         """Features of the images (with SIE) and, for SVLL, the SSL features of their two views
@@ -202,6 +250,9 @@ class ImageStageTask(nn.Module):
             projector = self.model.vis_projector
             z1, z2 = projector(view1), projector(view2)  # each view's batch through the head on its own
             labels = pids if self.ssl_exclude_same_id else None
+            if self.global_batch:  # negatives from every process (gradients back to each one's own rows)
+                z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
+                labels = gather_with_grad(labels) if labels is not None else None
             ssl = nt_xent_loss(
                 z1, z2, temperature=self.ssl_temperature, labels=labels, exclude_same_label=self.ssl_exclude_same_id
             )

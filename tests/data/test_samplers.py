@@ -66,14 +66,17 @@ def test_state_dict_round_trip():
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
-def test_ddp_ranks_get_disjoint_identities_and_equal_lengths(world_size):
+def test_per_process_batches_come_from_disjoint_identities_with_equal_lengths(world_size):
     pids = make_pids(COUNTS)
-    samplers = [PKSampler(pids, 4, 4, seed=2, rank=r, world_size=world_size) for r in range(world_size)]
+    samplers = [
+        PKSampler(pids, 4, 4, seed=2, rank=r, world_size=world_size, global_batch=False) for r in range(world_size)
+    ]
     for epoch in (0, 1):
         ids_per_rank = []
         for sampler in samplers:
             sampler.set_epoch(epoch)
             ids_per_rank.append({pids[i] for batch in sampler for i in batch})
+            assert all(len(batch) == 16 for batch in sampler)  # a whole P×K on every process
         assert len({len(s) for s in samplers}) == 1  # same number of steps on every rank
         for r in range(world_size):
             for q in range(r + 1, world_size):
@@ -84,8 +87,37 @@ def test_ddp_ranks_get_disjoint_identities_and_equal_lengths(world_size):
     assert first != {pids[i] for batch in samplers[0] for i in batch}  # shares change per epoch
 
 
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_global_batches_are_split_so_the_processes_together_see_one_processs_batches(world_size):
+    """run.batch_semantics=global: each process takes P/W identities × K of every P×K batch, and the
+    W shares of a step, in rank order, are exactly the batch a single process draws."""
+    pids = make_pids(COUNTS)
+    single = PKSampler(pids, 8, 4, seed=2)
+    shares = [PKSampler(pids, 8, 4, seed=2, rank=r, world_size=world_size) for r in range(world_size)]
+    for epoch in (0, 3):
+        for sampler in (single, *shares):
+            sampler.set_epoch(epoch)
+        assert all(len(s) == len(single) > 0 for s in shares)
+        for step, batch in enumerate(single):
+            parts = [list(s)[step] for s in shares]
+            assert [i for part in parts for i in part] == batch
+            for part in parts:
+                per_id = Counter(pids[i] for i in part)
+                assert len(per_id) == 8 // world_size and set(per_id.values()) == {4}
+
+
+def test_global_p_must_divide_among_the_processes():
+    with pytest.raises(
+        ValueError, match=r"stage2.ids_per_batch=6 is the global P .* each of the 4 processes takes P/4 identities"
+    ):
+        PKSampler(make_pids(COUNTS), 6, 4, rank=0, world_size=4)
+    assert len(PKSampler(make_pids(COUNTS), 6, 4, rank=0, world_size=4, global_batch=False)) > 0
+
+
 def test_too_few_identities_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"needs at least P=16 identities per process.*has 10 identities"):
+    with pytest.raises(ValueError, match=r"needs at least P=16 identities; the training set has 10\."):
         PKSampler(list(range(10)), ids_per_batch=16, images_per_id=4)
+    with pytest.raises(ValueError, match=r"needs at least P=4 identities per process.*has 6 identities for 2"):
+        PKSampler(list(range(6)), ids_per_batch=4, images_per_id=2, world_size=2, global_batch=False)
     with pytest.raises(ValueError, match=r"rank 2 is outside 0\.\.1"):
         PKSampler(list(range(10)), 2, 2, rank=2, world_size=2)

@@ -164,13 +164,14 @@ def _ddp_worker(rank: int, world: int, port: int, overrides: list[str], out: str
 
 
 @pytest.mark.slow
-def test_ddp_on_cpu_with_two_processes(tmp_path):
-    overrides = small(tmp_path, "ddp")
+@pytest.mark.parametrize("semantics", ["global", "per_process"])
+def test_ddp_on_cpu_with_two_processes(tmp_path, semantics):
+    overrides = small(tmp_path, "ddp", **{"run.batch_semantics": semantics})
     load_config(TINY, overrides)  # fail fast on a bad override, before spawning
     mp.spawn(_ddp_worker, args=(2, _free_port(), overrides, str(tmp_path)), nprocs=2, join=True)
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
-    for key in rank0:  # different data shares, identical weights: gradients were synchronised
+    for key in rank0:  # different shares of the data, identical weights: gradients were synchronised
         assert torch.equal(rank0[key], rank1[key]), key
     run_dir = tmp_path / "runs" / "ddp"
     assert (run_dir / "eval.json").is_file()
