@@ -24,3 +24,14 @@ def test_gpu_check_small_runs_on_cpu():
     for row in rows:
         assert row["seconds"] > 0 and row["images_per_s"] > 0 and row["tflops_per_s"] > 0
         assert row["mfu"] is None  # no known peak on a CPU
+
+
+def test_loss_precision_benchmark_measures_the_autocast_errors():
+    cmd = [sys.executable, str(REPO / "benchmarks" / "loss_precision.py"), "--trials", "2", "--spreads", "0.1", "1.0"]
+    report = json.loads(
+        subprocess.run([*cmd, "--json"], capture_output=True, text=True, check=True, timeout=300).stdout
+    )
+    assert report["device"] == "cpu" and report["autocast"] == "bf16" and len(report["rows"]) == 2
+    for row in report["rows"]:
+        assert row["distance"] > 1e-2  # a bf16 distance matmul is visibly off at norm 20 ...
+        assert row["loss_svllreid"] < 1e-5  # ... svllreid's loss under the same autocast is not
