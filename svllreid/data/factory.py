@@ -53,7 +53,7 @@ class Transforms:
     train: Transform
     test: Transform
     view: Transform
-    test_interpolation: str = "bilinear"
+    test_interpolation: str
     train_interpolation: str = TRAIN_INTERPOLATION
 
 

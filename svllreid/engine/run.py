@@ -203,22 +203,14 @@ class Run:
             meta = self.meta(stage, epoch)
             write_checkpoint(self.checkpoint_path(name), self.model, meta, optimizer, with_rng=optimizer is not None)
 
-    def test_images(self, samples: list) -> ReIDImageDataset:
-        """``samples`` through the test pipeline (its resize filter, and its cache when caching)."""
-        interpolation = self.transforms.test_interpolation
-        return ReIDImageDataset(
-            samples, self.transforms.test, self.size, cache=self.caches.get(interpolation), interpolation=interpolation
-        )
-
     # --- stage 1 -----------------------------------------------------------------------------------
     def cached_image_features(self) -> tuple[torch.Tensor, torch.Tensor]:
         """f_proj of every training image: frozen encoder, test transform, no SIE."""
         ds = self.dataset
-        loader = build_test_loader(
-            self.test_images(ds.train),
-            self.cfg.eval.batch_size,
-            self.cfg.data.num_workers,
-        )
+        interpolation = self.transforms.test_interpolation
+        cache = self.caches.get(interpolation)
+        images = ReIDImageDataset(ds.train, self.transforms.test, self.size, cache=cache, interpolation=interpolation)
+        loader = build_test_loader(images, self.cfg.eval.batch_size, self.cfg.data.num_workers)
         self.model.eval()
         feats = extract_features(projection_encoder(self.model), loader, self.device, self.amp_dtype)
         labels = torch.tensor([s.pid for s in ds.train], dtype=torch.long, device=self.device)
