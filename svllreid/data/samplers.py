@@ -24,6 +24,16 @@ from collections.abc import Iterator, Sequence
 from torch.utils.data import Sampler
 
 
+def global_batch_error(key: str, size: int, world_size: int, what: str) -> str:
+    """The message for a global batch size (``key`` = ``size``) that ``world_size`` processes cannot
+    share evenly; stage 1's batches and the run's early check say it the same way."""
+    return (
+        f"{key}={size} is the global batch under run.batch_semantics=global, and each of the {world_size} "
+        f"processes takes 1/{world_size} of its {what}: use a multiple of {world_size}, or "
+        f"run.batch_semantics=per_process for {key} on every process"
+    )
+
+
 class PKSampler(Sampler[list[int]]):
     """Yields lists of dataset indices, one P×K batch each (use as a DataLoader ``batch_sampler``).
 
@@ -46,11 +56,7 @@ class PKSampler(Sampler[list[int]]):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
         if global_batch and ids_per_batch % world_size:
-            raise ValueError(
-                f"stage2.ids_per_batch={ids_per_batch} is the global P under run.batch_semantics=global, and each of "
-                f"the {world_size} processes takes P/{world_size} identities: use a multiple of {world_size}, or "
-                "run.batch_semantics=per_process for P identities on every process"
-            )
+            raise ValueError(global_batch_error("stage2.ids_per_batch", ids_per_batch, world_size, "identities"))
         self.index_by_pid: dict[int, list[int]] = defaultdict(list)
         for index, pid in enumerate(pids):
             self.index_by_pid[pid].append(index)

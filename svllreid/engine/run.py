@@ -22,6 +22,7 @@ from svllreid.config import Config, config_to_dict, save_config
 from svllreid.data.datasets import load_dataset
 from svllreid.data.factory import build_dataset, build_image_caches, build_transforms
 from svllreid.data.loaders import ReIDImageDataset, build_test_loader, build_train_loader, set_loader_epoch
+from svllreid.data.samplers import global_batch_error
 from svllreid.data.types import ReIDDataset
 from svllreid.engine.checkpoint import (
     Checkpoint,
@@ -34,7 +35,7 @@ from svllreid.engine.checkpoint import (
 )
 from svllreid.engine.distributed import DistInfo, barrier, init_distributed, resolve_device, shutdown
 from svllreid.engine.optim import build_adam, cosine_with_warmup, multistep_with_warmup
-from svllreid.engine.tasks import ImageStageTask, PromptStageTask, global_batch_error
+from svllreid.engine.tasks import ImageStageTask, PromptStageTask
 from svllreid.engine.trainer import MetricsLog, StagePlan, Trainer
 from svllreid.eval.features import (
     ModelEvaluation,

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from svllreid.data.samplers import global_batch_error
 from svllreid.engine.distributed import gather_with_grad
 from svllreid.losses import cross_entropy_label_smooth, nt_xent_loss, supcon_loss, triplet_loss
 from svllreid.models.image_encoders import ImageFeatures
@@ -118,15 +119,6 @@ class PromptStageTask(nn.Module):
             if ssl is not None:
                 losses["lang_ssl"] = self.lang_ssl_weight * ssl
         return losses
-
-
-def global_batch_error(key: str, size: int, world_size: int, what: str) -> str:
-    """The message for a global batch size that ``world_size`` processes cannot share evenly."""
-    return (
-        f"{key}={size} is the global batch under run.batch_semantics=global, and each of the {world_size} "
-        f"processes takes 1/{world_size} of its {what}: use a multiple of {world_size}, or "
-        f"run.batch_semantics=per_process for {key} on every process"
-    )
 
 
 def has_batchnorm(module: nn.Module) -> bool:

@@ -43,7 +43,8 @@ class ProjectionHead(nn.Module):
     The reference initialises its vision projector with ``kaiming=True, bn_init="uniform"`` and
     leaves its language projector at PyTorch's defaults (``kaiming=False, bn_init="pytorch"``).
     The uniform BatchNorm init matters: with weight 1 and bias 0 the self-supervision gradient
-    reaching the encoder at initialisation is about 2.8 times larger (measured on the PKU subset).
+    reaching the encoder at initialisation is about twice as large (norm 20.2-21.1 against
+    9.2-10.4 for svll-tiny-rn at 96×32 on 64 PKU training images, 3 seeds, CPU fp32).
     """
 
     def __init__(

@@ -107,9 +107,8 @@ def test_global_batches_are_split_so_the_processes_together_see_one_processs_bat
 
 
 def test_global_p_must_divide_among_the_processes():
-    with pytest.raises(
-        ValueError, match=r"stage2.ids_per_batch=6 is the global P .* each of the 4 processes takes P/4 identities"
-    ):
+    expected = r"stage2.ids_per_batch=6 is the global batch .* each of the 4 processes takes 1/4 of its identities"
+    with pytest.raises(ValueError, match=expected):
         PKSampler(make_pids(COUNTS), 6, 4, rank=0, world_size=4)
     assert len(PKSampler(make_pids(COUNTS), 6, 4, rank=0, world_size=4, global_batch=False)) > 0
 
