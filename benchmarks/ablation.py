@@ -1,6 +1,7 @@
 """Ablation of SVLL-ReID on real or synthetic images with the tiny CPU recipe.
 
-Trains and evaluates, with the same network, budget and seeds:
+The recipe starts from svllreid's pretrained tiny CLIP (``svll-synth``); ``model.pretrained=none``
+repeats it from random weights. Trains and evaluates, with the same network, budget and seeds:
 
 1. image-only baseline: ID + triplet losses on the image encoder, no prompts (stage 2 only,
    image-to-text loss weight 0);
@@ -9,7 +10,8 @@ Trains and evaluates, with the same network, budget and seeds:
 4. CLIP-ReID + vision self-supervision (stage 2);
 5. SVLL-ReID: both;
 
-and the untrained network, over several seeds; prints mean ± std of mAP and Rank-1 per variant and
+and the network before training (the pretrained CLIP zero-shot, or the random network), over
+several seeds; prints mean ± std of mAP and Rank-1 per variant and
 writes them (with every run's numbers) to ``ablation.json`` and ``ablation.md`` in the output folder.
 
     python benchmarks/ablation.py                      # PKU-Reid subset (configs/pku_tiny.yaml), seeds 1 2 3
@@ -39,7 +41,7 @@ VARIANTS: dict[str, tuple[tuple[int, ...], list[str]]] = {
     "CLIP-ReID + vision SSL": ((1, 2), ["stage1.lang_ssl=false", "stage2.vis_ssl=true"]),
     "SVLL-ReID (both)": ((1, 2), ["stage1.lang_ssl=true", "stage2.vis_ssl=true"]),
 }
-UNTRAINED = "untrained network"
+UNTRAINED = "before training (starting network)"
 
 
 def mean_std(values: list[float]) -> str:
@@ -104,7 +106,7 @@ def main() -> int:
                 f"run.output_dir={out}",
                 f"run.name={run_name}",
                 "run.report=false",
-                # The untrained network depends only on the seed: evaluate it once per seed.
+                # The starting network depends only on the seed: evaluate it once per seed.
                 f"eval.before_training={'true' if number == 0 else 'false'}",
             ]
             cfg = load_config(config, overrides)

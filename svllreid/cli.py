@@ -89,7 +89,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     for name in available_datasets():
         entry = get_dataset_entry(name)
         options = ", ".join(f"{k}={v!r}" for k, v in entry.options.items()) or "no options"
-        print(f"{name:<14} {entry.kind:<8} {entry.description}\n{'':<24}options: {options}")
+        print(f"{name:<18} {entry.task:<8} {entry.kind:<8} {entry.description}\n{'':<36}options: {options}")
     return 0
 
 
@@ -137,17 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from svllreid.engine.run import train
     from svllreid.eval.features import format_summary
 
-    if args.resume:
-        if args.config and not Path(args.config).is_file() and "=" in args.config:
-            args.overrides.insert(0, args.config)
-            args.config = None
-        if args.config or args.overrides:
-            raise ConfigError("--resume continues a run with its own config.yaml; leave out CONFIG and overrides")
-        cfg = load_config(Path(args.resume) / "config.yaml" if Path(args.resume).is_dir() else None)
-    else:
-        if not args.config:
-            raise ConfigError("pass a CONFIG file (see configs/), or --resume RUN_DIR")
-        cfg = load_config(args.config, args.overrides)
+    cfg = _config_or_resume(args)
     if args.stage == "2" and not (args.init_from or args.resume):
         raise ConfigError("--stage 2 needs --from CKPT (a stage-1 checkpoint), or --resume")
     stages = {"both": (1, 2), "1": (1,), "2": (2,)}[args.stage]
@@ -157,6 +147,79 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("untrained  " + format_summary(result.untrained))
     if result.evaluation is not None:
         print("trained    " + format_summary(result.evaluation))
+    return 0
+
+
+def _config_or_resume(args: argparse.Namespace) -> Any:
+    """The config of ``train`` / ``pretrain``: CONFIG plus overrides, or a run's own with --resume."""
+    if args.resume:
+        if args.config and not Path(args.config).is_file() and "=" in args.config:
+            args.overrides.insert(0, args.config)
+            args.config = None
+        if args.config or args.overrides:
+            raise ConfigError("--resume continues a run with its own config.yaml; leave out CONFIG and overrides")
+        return load_config(Path(args.resume) / "config.yaml" if Path(args.resume).is_dir() else None)
+    if not args.config:
+        raise ConfigError("pass a CONFIG file (see configs/), or --resume RUN_DIR")
+    return load_config(args.config, args.overrides)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from svllreid.engine.pretrain import pretrain
+    from svllreid.eval.text_retrieval import format_retrieval
+
+    cfg = _config_or_resume(args)
+    result = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
+    print(f"run directory: {result.run_dir}")
+    rows = {k: v for k, v in (("before", result.before), ("after", result.after)) if v is not None}
+    if rows:
+        split = cfg.pretrain.eval_split
+        print(f"text-to-image retrieval on the {split} split (in %):")
+        print(format_retrieval(rows))
+    print(f"weights: {result.weights}  ({result.steps} steps, {result.seconds:.0f} s)")
+    if result.report is not None:
+        print(f"report:  {result.report}")
+    return 0
+
+
+def cmd_eval_text(args: argparse.Namespace) -> int:
+    from svllreid.data.datasets import load_caption_dataset
+    from svllreid.engine.text_eval import evaluate_text_retrieval, load_sides
+    from svllreid.eval.text_retrieval import format_retrieval
+
+    pretrained = None if args.pretrained in (None, "none") else args.pretrained
+    if args.pretrained is not None and args.arch is None:
+        raise ConfigError("--pretrained needs --arch (the CLIP architecture the weights are for)")
+    loaded = load_sides(args.checkpoint, args.arch, pretrained, args.device)
+    dataset = load_caption_dataset(args.dataset, args.root, **_parse_options(args.option))
+    evaluation = evaluate_text_retrieval(
+        loaded.sides,
+        dataset.split(args.split),
+        loaded.tokenizer,
+        loaded.transform,
+        loaded.image_size,
+        loaded.device,
+        dataset.name,
+        args.split,
+        args.batch_size,
+        args.workers,
+        interpolation=loaded.interpolation,
+        progress=not args.no_progress,
+    )
+    summary = evaluation.summary
+    if args.out:
+        from svllreid.fileio import atomic_write_text
+
+        atomic_write_text(Path(args.out), json.dumps({"model": loaded.description, **summary}, indent=2) + "\n")
+    if args.json:
+        print(json.dumps({"model": loaded.description, **summary}, indent=2))
+        return 0
+    print(f"model: {loaded.description}")
+    print(
+        f"dataset: {dataset.name} at {dataset.root}, {args.split} split: {summary['captions']} captions rank "
+        f"{summary['images']} images (a match: an image of the caption's identity)"
+    )
+    print(format_retrieval({"text-to-image": summary}))
     return 0
 
 
@@ -496,7 +559,7 @@ def _demo_config(args: argparse.Namespace) -> Any:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from svllreid.data.factory import build_dataset
-    from svllreid.engine.run import build_model, method_name, train
+    from svllreid.engine.run import build_model, evaluate_random_init, method_name, train
     from svllreid.eval.features import METRICS
     from svllreid.models.info import model_info
 
@@ -517,30 +580,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
         + ", ".join(f"{k} {v} images" for k, v in counts.items())
         + f" ({time.perf_counter() - started:.1f} s)"
     )
-    info = model_info(build_model(cfg, dataset))
-    weights = cfg.model.pretrained or (
-        "RANDOMLY INITIALISED: no pretrained CLIP weights are available offline, so the network learns from "
-        "scratch and the numbers are not the paper's (pass --pretrained and --config for a real run)"
-    )
+    model = build_model(cfg, dataset)
+    info = model_info(model)
+    if not cfg.model.pretrained:
+        weights = (
+            "RANDOMLY INITIALISED (model.pretrained=none): the network learns from scratch; the numbers are not "
+            "the paper's (pass --pretrained and --config for a real run)"
+        )
+    elif cfg.model.pretrained == "svll-synth":
+        weights = (
+            "starting from svllreid's 'svll-synth' CLIP: language-image pretraining on 2,000 captioned synthetic "
+            "identities, none of them in this test set (docs/WEIGHTS.md). No real CLIP weights are available "
+            "offline; pass --pretrained and --config for a real run"
+        )
+    else:
+        weights = f"starting from {model.load_report.source}"
     print(
         f"[2/4] network: {cfg.model.arch} at {cfg.data.image_size[0]}×{cfg.data.image_size[1]}, "
         f"{info['parameters']['total'] / 1e6:.2f} M parameters — {weights}"
     )
+    rows = []
+    if cfg.model.pretrained:
+        rows.append(("untrained (random)", evaluate_random_init(cfg, dataset)))
     method = method_name(cfg)
     print(
-        f"[3/4] training {method}: the untrained network is evaluated first, then stage 1 ({cfg.stage1.epochs} "
+        f"[3/4] training {method}: the starting network is evaluated first, then stage 1 ({cfg.stage1.epochs} "
         f"epochs: identity prompts{' + language self-supervision' if cfg.stage1.lang_ssl else ''}) and stage 2 "
         f"({cfg.stage2.epochs} epochs: image encoder{' + vision self-supervision' if cfg.stage2.vis_ssl else ''})"
     )
     result = train(cfg, progress=not args.no_progress)
     print(f"[4/4] results on the test set ({result.evaluation['protocol']} protocol), in %:")
-    rows = [("untrained", result.untrained)] if result.untrained is not None else []
+    if result.untrained is not None:
+        rows.append(("pretrained only" if cfg.model.pretrained else "untrained (random)", result.untrained))
     rows.append(("trained", result.evaluation))
     keys = ("mAP", "rank1", "rank5", "rank10", "mINP")
-    print(f"      {'':<10}" + "".join(f"{METRICS[k]:>9}" for k in keys))
+    width = max(len(name) for name, _ in rows) + 2
+    print(f"      {'':<{width}}" + "".join(f"{METRICS[k]:>9}" for k in keys))
     for name, summary in rows:
         cells = [f"{'–':>9}" if summary[k] is None else f"{100 * summary[k]:9.2f}" for k in keys]
-        print(f"      {name:<10}" + "".join(cells))
+        print(f"      {name:<{width}}" + "".join(cells))
     print(f"      report:  {result.report or '(not written; see the log above)'}")
     print(f"      run:     {result.run_dir}")
     print(f"done in {time.perf_counter() - started:.0f} s")
@@ -604,6 +682,45 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly")
     train.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     train.set_defaults(func=cmd_train)
+
+    pretrain = commands.add_parser(
+        "pretrain",
+        help="language-image pretraining of a CLIP on a caption dataset (contrastive, open_clip's ClipLoss)",
+        description="Train every weight of an open_clip CLIP (from random weights, or from model.pretrained) with "
+        "CLIP's contrastive loss on a caption dataset (data.dataset: synthetic_captions, captions_csv, cuhk_pedes, "
+        "icfg_pedes, rstpreid), evaluating text-to-image retrieval before and after. Writes a run directory with "
+        "config.yaml, metrics.jsonl, TensorBoard events, checkpoints/last.safetensors (for --resume), "
+        "clip.safetensors (the weights: open_clip.create_model(ARCH, pretrained=...) and svllreid's "
+        "model.pretrained load it), eval.json and report.html. Example: configs/pretrain/svll_synth_vit.yaml.",
+    )
+    pretrain.add_argument("config", nargs="?", help="YAML config (see configs/pretrain/)")
+    pretrain.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides such as pretrain.epochs=5")
+    pretrain.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly")
+    pretrain.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    pretrain.set_defaults(func=cmd_pretrain)
+
+    eval_text = commands.add_parser(
+        "eval-text",
+        help="text-to-image retrieval (R@1/5/10, mAP, mINP) of a CLIP or a trained model on a caption dataset",
+        description="Each caption of the split ranks all of the split's images by cosine similarity; a match is an "
+        "image of the caption's identity (the caption's own image where identities are unknown). The network is "
+        "a trained ReID run or a pretraining run (--checkpoint), or a CLIP (--arch with --pretrained: a weights "
+        "file, an open_clip tag, svllreid's shipped 'svll-synth', or 'none' for random weights).",
+    )
+    eval_text.add_argument("--checkpoint", default=None, help="a trained ReID checkpoint / run, or a pretraining run")
+    eval_text.add_argument("--arch", default=None, help="CLIP architecture (instead of --checkpoint)")
+    eval_text.add_argument("--pretrained", default=None, help="its weights: file, tag, 'svll-synth' or 'none'")
+    eval_text.add_argument("--dataset", required=True, help="caption dataset (see 'svllreid data list')")
+    eval_text.add_argument("--root", default="", help="its folder (may be empty for synthetic_captions)")
+    _add_option_arg(eval_text)
+    eval_text.add_argument("--split", default="test", choices=["train", "val", "test"], help="split (default test)")
+    eval_text.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    eval_text.add_argument("--batch-size", type=int, default=256, help="images / captions per batch")
+    eval_text.add_argument("--workers", type=int, default=0, help="image loading processes")
+    eval_text.add_argument("--out", default=None, help="also write the metrics to this JSON file")
+    eval_text.add_argument("--json", action="store_true", help="print JSON")
+    eval_text.add_argument("--no-progress", action="store_true", help="no progress bars")
+    eval_text.set_defaults(func=cmd_eval_text)
 
     eval_features = commands.add_parser(
         "eval-features",

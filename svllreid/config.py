@@ -60,6 +60,10 @@ class DataConfig:
     num_workers: int = 4
     #: Keep decoded, resized uint8 images in shared memory so each image is decoded once per run.
     cache_images: bool = False
+    #: Hold this many random training identities out as a validation query/gallery split that replaces
+    #: the test splits (for choosing settings without the test set); 0 = evaluate on the test splits.
+    validation_ids: int = 0
+    validation_seed: int = 0
     #: Dataset validation when training starts: "quick" (structure, names, splits), "full"
     #: (also decodes every image) or "off".
     check: str = "quick"
@@ -77,6 +81,7 @@ class DataConfig:
                 raise ConfigError(f"data.{name} must be within [0, 1]; got {getattr(self, name)}")
         _positive("data", "padding", self.padding, allow_zero=True)
         _positive("data", "num_workers", self.num_workers, allow_zero=True)
+        _positive("data", "validation_ids", self.validation_ids, allow_zero=True)
         _choice("data", "check", self.check, ("quick", "full", "off"))
         _choice("data", "test_interpolation", self.test_interpolation, ("bilinear", "bicubic"))
 
@@ -86,7 +91,8 @@ class ModelConfig:
     """The network: CLIP backbone, patch stride, side-information embedding, SSL heads."""
 
     arch: str = "ViT-B-16"
-    #: OpenAI/open_clip checkpoint file or open_clip pretrained tag; None = random initialisation.
+    #: OpenAI/open_clip checkpoint file, open_clip pretrained tag, or svllreid's shipped "svll-synth";
+    #: None (or "none") = random initialisation.
     pretrained: Optional[str] = None  # noqa: UP045 (OmegaConf needs typing.Optional)
     #: ViT patch stride; None = the patch size (16 for ViT-B/16), 12 = overlapping patches. Unused by ResNets.
     stride: Optional[int] = None  # noqa: UP045
@@ -104,6 +110,8 @@ class ModelConfig:
     force_quick_gelu: Optional[bool] = None  # noqa: UP045
 
     def __post_init__(self) -> None:
+        if isinstance(self.pretrained, str) and self.pretrained.strip().lower() in ("", "none", "null", "random"):
+            self.pretrained = None  # model.pretrained=none: random initialisation
         if self.stride is not None:
             _positive("model", "stride", self.stride)
         _choice("model", "sie", self.sie, ("none", "camera", "view", "camera_view"))
@@ -163,6 +171,8 @@ class Stage2Config:
     vis_ssl_weight: float = 0.8
     #: Exclude other images of the same identity from the NT-Xent negatives (the reference keeps them).
     ssl_exclude_same_id: bool = False
+    #: NT-Xent temperature of the vision self-supervision (the reference's 0.1).
+    ssl_temperature: float = 0.1
     #: Encode the image and its two self-supervision views in one batched pass (encoders without BatchNorm).
     single_pass: bool = True
     #: Let the views' passes update the encoder's BatchNorm running statistics (ResNets). Off: only the
@@ -174,8 +184,38 @@ class Stage2Config:
         _positive("stage2", "epochs", self.epochs, allow_zero=True)
         _positive("stage2", "ids_per_batch", self.ids_per_batch)
         _positive("stage2", "images_per_id", self.images_per_id)
+        _positive("stage2", "ssl_temperature", self.ssl_temperature)
         if list(self.milestones) != sorted(self.milestones):
             raise ConfigError(f"stage2.milestones must be increasing; got {list(self.milestones)}")
+
+
+@dataclass
+class PretrainConfig:
+    """Language-image pretraining (``svllreid pretrain``): CLIP's contrastive loss on a caption dataset.
+
+    The ``data`` section names the caption dataset; its ``image_size`` must be the architecture's own
+    input size (so the weights load anywhere at their native geometry).
+    """
+
+    epochs: int = 10
+    #: Pairs per step (the global batch under DDP with run.batch_semantics=global).
+    batch_size: int = 256
+    lr: float = 5e-4
+    weight_decay: float = 0.2
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    min_lr: float = 1e-6
+    grad_clip: Optional[float] = None  # noqa: UP045 (OmegaConf needs typing.Optional)
+    #: Split for the text-to-image evaluation before and after training ("" = none).
+    eval_split: str = "test"
+    #: Store the final weights (clip.safetensors) in fp16: half the size, for shipping.
+    save_fp16: bool = False
+
+    def __post_init__(self) -> None:
+        _positive("pretrain", "epochs", self.epochs, allow_zero=True)
+        _positive("pretrain", "batch_size", self.batch_size)
+        _positive("pretrain", "lr", self.lr)
+        _choice("pretrain", "eval_split", self.eval_split, ("", "train", "val", "test"))
 
 
 @dataclass
@@ -229,6 +269,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

@@ -25,6 +25,9 @@ def _overrides(tmp: Path, name: str, arch: str = "svll-tiny-rn") -> list[str]:
         "data.root": str(tmp / "synthetic"),
         "data.options": "{ids: 16, cameras: 3, images_per_camera: 3, seed: 1}",
         "model.arch": arch,
+        # The shipped svll-synth weights are for the tiny ViT; the tiny ResNet starts from random weights.
+        "model.pretrained": "svll-synth" if arch == "svll-tiny-vit" else "none",
+        "model.stride": 8 if arch == "svll-tiny-vit" else "null",
         "stage1.epochs": 1,
         "stage1.batch_size": 16,
         "stage2.epochs": 2,

@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from svllreid.data.datasets import load_dataset
-from svllreid.data.types import DatasetError, ReIDDataset, Sample
+from svllreid.data.datasets import get_dataset_entry, load_caption_dataset, load_dataset
+from svllreid.data.types import CaptionDataset, DatasetError, ReIDDataset, Sample, caption_summary
 
 Mode = Literal["quick", "full"]
 #: Images whose header is read in ``quick`` mode (a sample, so the check stays cheap).
@@ -110,8 +110,7 @@ def _unique_samples(dataset: ReIDDataset) -> list[Sample]:
     return list(seen.values())
 
 
-def _image_findings(samples: list[Sample], mode: Mode, report: CheckReport, workers: int | None) -> None:
-    paths = [s.path for s in samples]
+def _image_findings(paths: list[str], mode: Mode, report: CheckReport, workers: int | None) -> None:
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         report.errors.append(f"{len(missing)} image files are missing:\n    " + "\n    ".join(missing))
@@ -131,7 +130,30 @@ def check_loaded_dataset(dataset: ReIDDataset, mode: Mode = "full", workers: int
     """Check an already parsed dataset (training calls this in ``quick`` mode)."""
     report = CheckReport(dataset.name, dataset.root, notes=list(dataset.notes))
     _structure_findings(dataset, report)
-    _image_findings(_unique_samples(dataset), mode, report, workers)
+    _image_findings([s.path for s in _unique_samples(dataset)], mode, report, workers)
+    return report
+
+
+def check_loaded_caption_dataset(
+    dataset: CaptionDataset, mode: Mode = "full", workers: int | None = None
+) -> CheckReport:
+    """Check a parsed caption dataset: its splits, its captions and its images."""
+    report = CheckReport(dataset.name, dataset.root, notes=list(dataset.notes))
+    for split in dataset.splits:
+        summary = caption_summary(dataset.split(split))
+        report.notes.append(
+            f"{split}: {summary['captions']} captions of {summary['images']} images, {summary['ids']} identities"
+        )
+    if "train" not in dataset.splits:
+        report.warnings.append("no train split: the dataset can be evaluated (eval-text) but not pretrained on")
+    if "test" not in dataset.splits:
+        report.warnings.append("no test split: eval-text needs --split train or val")
+    long = [c for c in dataset.captions if len(c.caption.split()) > 60]
+    if long:
+        report.warnings.append(
+            f"{len(long)} captions have more than 60 words; CLIP's tokenizer keeps 77 tokens and cuts the rest"
+        )
+    _image_findings(sorted({c.path for c in dataset.captions}), mode, report, workers)
     return report
 
 
@@ -144,10 +166,13 @@ def check_dataset(name: str, root: str, mode: Mode = "full", workers: int | None
         workers: threads used to open images (default: twice the CPU count, at most 16).
     """
     try:
-        dataset = load_dataset(name, root, **options)
+        captions = get_dataset_entry(name).task == "captions"
+        dataset = load_caption_dataset(name, root, **options) if captions else load_dataset(name, root, **options)
     except DatasetError as err:
         report = CheckReport(name, str(root))
         # The message heads the list of problems ("N problem(s) under ROOT:"); the problems are the errors.
         report.errors.extend(err.problems or [err.message])
         return report
+    if isinstance(dataset, CaptionDataset):
+        return check_loaded_caption_dataset(dataset, mode, workers)
     return check_loaded_dataset(dataset, mode, workers)

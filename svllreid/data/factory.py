@@ -15,8 +15,17 @@ from svllreid.data.datasets import load_dataset
 from svllreid.data.loaders import ImageCache, Transform
 from svllreid.data.transforms import build_ssl_view_transform, build_test_transform, build_train_transform
 from svllreid.data.types import DatasetError, ReIDDataset
+from svllreid.data.validation import carve_validation
 
 log = logging.getLogger(__name__)
+
+
+def parse_dataset(cfg: DataConfig, carve: bool = True) -> ReIDDataset:
+    """The configured dataset, parsed, with its validation split carved out (``data.validation_ids``)."""
+    dataset = load_dataset(cfg.dataset, cfg.root, **cfg.options)
+    if carve and cfg.validation_ids:
+        dataset = carve_validation(dataset, cfg.validation_ids, cfg.validation_seed)
+    return dataset
 
 
 def build_dataset(cfg: DataConfig) -> ReIDDataset:
@@ -25,7 +34,7 @@ def build_dataset(cfg: DataConfig) -> ReIDDataset:
     Raises:
         DatasetError: the dataset cannot be parsed or its check found errors (all listed).
     """
-    dataset = load_dataset(cfg.dataset, cfg.root, **cfg.options)
+    dataset = parse_dataset(cfg, carve=False)
     if cfg.check != "off":
         report = check_loaded_dataset(dataset, mode="full" if cfg.check == "full" else "quick")
         if not report.ok:
@@ -36,6 +45,8 @@ def build_dataset(cfg: DataConfig) -> ReIDDataset:
             )
         for warning in report.warnings:
             log.warning("%s: %s", dataset.name, warning)
+    if cfg.validation_ids:
+        dataset = carve_validation(dataset, cfg.validation_ids, cfg.validation_seed)
     for note in dataset.notes:
         log.info("%s: %s", dataset.name, note)
     return dataset

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from svllreid.data.samplers import PKSampler
+from svllreid.data.samplers import PKSampler, RandomBatchSampler
 from svllreid.data.types import Sample
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ def set_loader_epoch(loader: DataLoader, epoch: int, seed: int, rank: int = 0) -
     seeds. With ``num_workers=0`` augmentation draws from the main process's global torch RNG,
     whose state the caller saves and restores."""
     sampler = loader.batch_sampler
-    if isinstance(sampler, PKSampler):
+    if isinstance(sampler, PKSampler | RandomBatchSampler):
         sampler.set_epoch(epoch)
     if loader.generator is not None:
         loader.generator.manual_seed(seed * 100_003 + epoch * 101 + rank)

@@ -1,4 +1,5 @@
-"""The P×K identity sampler of stage 2 (METHOD.md 3.3), DDP-aware and seeded.
+"""Batch samplers, DDP-aware and seeded: the P×K identity sampler of stage 2 (METHOD.md 3.3), and
+plain random batches for language-image pretraining.
 
 Each batch holds ``ids_per_batch`` (P) identities with ``images_per_id`` (K) images each.
 Identities with fewer than K images are sampled with replacement; an epoch ends when fewer than
@@ -21,6 +22,7 @@ import random
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
+import torch
 from torch.utils.data import Sampler
 
 
@@ -134,3 +136,52 @@ class PKSampler(Sampler[list[int]]):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
+
+
+class RandomBatchSampler(Sampler[list[int]]):
+    """Random batches of ``batch_size`` indices, the incomplete last one dropped (pretraining).
+
+    The order depends only on ``(seed, epoch)``: call :meth:`set_epoch` before each epoch. Under
+    DDP with ``global_batch``, ``batch_size`` is the batch of all processes together and each
+    process takes its 1/W slice of it (the W slices of a step are the batch one process would
+    take); otherwise each process takes whole batches from its own 1/W share of the indices.
+    """
+
+    def __init__(
+        self, size: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, global_batch: bool = True
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch size must be positive; got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
+        if global_batch and batch_size % world_size:
+            raise ValueError(global_batch_error("pretrain.batch_size", batch_size, world_size, "pairs"))
+        share = size if global_batch else size // world_size
+        if share < batch_size:
+            raise ValueError(
+                f"a batch of {batch_size} needs at least that many pairs{' per process' if not global_batch else ''}; "
+                f"there are {share}. Lower pretrain.batch_size"
+            )
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world_size, self.global_batch = rank, world_size, global_batch
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        share = self.size if self.global_batch else self.size // self.world_size
+        return share // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator)
+        if self.global_batch:
+            width = self.batch_size // self.world_size
+            for step in range(len(self)):
+                batch = order[step * self.batch_size : (step + 1) * self.batch_size]
+                yield batch[self.rank * width : (self.rank + 1) * width].tolist()
+            return
+        share = order[self.rank :: self.world_size]
+        for step in range(len(self)):
+            yield share[step * self.batch_size : (step + 1) * self.batch_size].tolist()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from svllreid.data.datasets import load_dataset
+from svllreid.data.datasets import get_dataset_entry, load_caption_dataset, load_dataset
 from svllreid.data.datasets.common import resolve_root
 from svllreid.data.datasets.vehicleid import ALIASES, SPLIT_DIR, TEST_SIZES, test_list_name
-from svllreid.data.types import DatasetError, ReIDDataset, split_summary
+from svllreid.data.types import DatasetError, ReIDDataset, caption_summary, split_summary
 
 
 def summarize(dataset: ReIDDataset) -> dict[str, dict[str, int]]:
@@ -21,7 +21,11 @@ def summarize(dataset: ReIDDataset) -> dict[str, dict[str, int]]:
 
 def dataset_stats(name: str, root: str, **options: Any) -> dict[str, dict[str, int]]:
     """Counts per split. VehicleID reports train and every test size whose list file exists
-    (``test_800``, ``test_1600``, ``test_2400``: identities and images of the whole test list)."""
+    (``test_800``, ``test_1600``, ``test_2400``: identities and images of the whole test list).
+    Caption datasets report identities, images and captions per split."""
+    if get_dataset_entry(name).task == "captions":
+        dataset = load_caption_dataset(name, root, **options)
+        return {split: caption_summary(dataset.split(split)) for split in dataset.splits}
     if name != "vehicleid":
         return summarize(load_dataset(name, root, **options))
     options.pop("test_size", None)
@@ -41,7 +45,7 @@ def dataset_stats(name: str, root: str, **options: Any) -> dict[str, dict[str, i
 
 def format_stats(stats: dict[str, dict[str, Any]]) -> str:
     """A small aligned table of :func:`dataset_stats` output."""
-    columns = [c for c in ("ids", "images", "cameras") if any(c in row for row in stats.values())]
+    columns = [c for c in ("ids", "images", "cameras", "captions") if any(c in row for row in stats.values())]
     width = max(len(k) for k in stats) + 2
     lines = ["split".ljust(width) + "".join(c.rjust(10) for c in columns)]
     for split, row in stats.items():

@@ -34,16 +34,39 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = ["FORMAT_VERSION", "SynthSummary", "generate_synthetic", "synthetic_matches"]
+from svllreid.data.synthetic_captions import describe
+from svllreid.fileio import atomic_write_text
+
+__all__ = [
+    "CAPTIONS_FILE",
+    "FORMAT_VERSION",
+    "PRETRAIN_WORLD",
+    "SynthSummary",
+    "generate_synthetic",
+    "identity_attributes",
+    "synthetic_matches",
+]
 
 #: Version of the generator's output; bump it whenever the drawings or the layout change, so that
 #: :func:`synthetic_matches` stops accepting folders written by an older generator.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FORMAT_NAME = "svllreid-synthetic-market1501"
 META_FILE = "synthetic.json"
+#: One JSON object per image: ``{"path", "pid", "camid", "view", "split", "caption"}`` (path relative).
+CAPTIONS_FILE = "captions.jsonl"
 PARTIAL_FILE = "synthetic.partial.json"
 SPLIT_DIRS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 MAX_CAMERAS = 9
+#: The pretraining world: many captioned identities under a seed that no ReID set of the project uses
+#: (the ReID sets use small seeds), so language-image pretraining never sees an evaluation identity.
+#: Identities past ``train_ids`` are held out as its test split (zero-shot text-to-image evaluation).
+PRETRAIN_WORLD: dict[str, int] = {
+    "ids": 2400,
+    "train_ids": 2000,
+    "cameras": 6,
+    "images_per_camera": 2,
+    "seed": 7_000_001,
+}
 #: Distractors (pid 0000) added to the gallery, as a fraction of the gallery's identity images.
 DISTRACTOR_FRACTION = 0.05
 
@@ -51,7 +74,7 @@ _SUPERSAMPLE = 3
 _MIN_SIZE = (32, 16)
 
 # Tags that keep the random streams of the different uses of the seed apart.
-_TAG_IDENTITY, _TAG_CAMSET, _TAG_CAMERA, _TAG_IMAGE, _TAG_DISTRACTOR, _TAG_BACKGROUND = range(1, 7)
+_TAG_IDENTITY, _TAG_CAMSET, _TAG_CAMERA, _TAG_IMAGE, _TAG_DISTRACTOR, _TAG_BACKGROUND, _TAG_CAPTION = range(1, 8)
 
 Color = tuple[int, int, int]
 Point = tuple[float, float]
@@ -95,6 +118,14 @@ SHOE_COLORS: tuple[Color, ...] = (
 )
 BAG_COLORS: tuple[Color, ...] = ((28, 28, 30), (38, 52, 96), (112, 74, 46), (168, 40, 44), (96, 98, 104))
 HAT_COLORS: tuple[Color, ...] = ((28, 28, 30), (176, 36, 40), (36, 48, 98), (226, 226, 220), (196, 170, 70))
+
+# Words for the palettes' colours (the captions' vocabulary), in palette order.
+UPPER_COLOR_NAMES = ("red", "navy", "white", "black", "green", "yellow", "grey", "light blue")
+LOWER_COLOR_NAMES = ("dark blue", "black", "khaki", "grey", "light blue", "brown")
+HAIR_COLOR_NAMES = ("black", "dark brown", "brown", "blond", "grey")
+SHOE_COLOR_NAMES = ("black", "white", "brown", "grey", "red")
+BAG_COLOR_NAMES = ("black", "navy", "brown", "red", "grey")
+HAT_COLOR_NAMES = ("black", "red", "navy", "white", "mustard")
 
 UPPER_PATTERNS = ("plain", "hstripes", "vstripes", "jacket", "logo")
 LOWER_TYPES = ("trousers", "shorts", "skirt")
@@ -757,8 +788,10 @@ def _draw_occluder(
         _draw_person(_Painter(draw, cx, height - unit * rng.uniform(0.98, 1.02), unit), other, pose)
 
 
-def _render(seed: int, ident: _Identity, cam: _Camera, rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
-    """One crop of ``ident`` seen by ``cam``, at ``size`` = (height, width)."""
+def _render(
+    seed: int, ident: _Identity, cam: _Camera, rng: np.random.Generator, size: tuple[int, int]
+) -> tuple[Image.Image, int]:
+    """One crop of ``ident`` seen by ``cam``, at ``size`` = (height, width), and its viewpoint."""
     h, w = size
     ss = _SUPERSAMPLE
     wc, hc = w * ss, h * ss
@@ -793,7 +826,7 @@ def _render(seed: int, ident: _Identity, cam: _Camera, rng: np.random.Generator,
     gain = gain * rng.uniform(0.97, 1.03, size=3).astype(np.float32)  # per-image colour jitter
     grad = 1.0 + cam.gradient * np.linspace(0.5, -0.5, h, dtype=np.float32)[:, None, None]
     arr = arr * gain * grad + rng.standard_normal(size=arr.shape, dtype=np.float32) * cam.noise
-    return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
+    return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8)), view
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -814,9 +847,8 @@ class _Job:
         return f"{self.pid:04d}_c{self.cam}s1_{self.frame:06d}_00.jpg"
 
 
-def _plan(num_ids: int, num_cameras: int, images_per_camera: int, seed: int) -> list[_Job]:
+def _plan(num_ids: int, num_cameras: int, images_per_camera: int, seed: int, num_train: int) -> list[_Job]:
     """Every image to write, with its split and Market-1501 name."""
-    num_train = (num_ids + 1) // 2
     jobs: list[_Job] = []
     for pid in range(1, num_ids + 1):
         cams = _cameras_of(seed, pid, num_cameras)
@@ -842,22 +874,64 @@ def _plan(num_ids: int, num_cameras: int, images_per_camera: int, seed: int) -> 
     return jobs
 
 
-def _write_jobs(args: tuple[str, int, int, int, list[_Job]]) -> int:
-    """Renders and writes a batch of images (runs in a worker process)."""
+def _color_name(color: Color, palette: Sequence[Color], names: Sequence[str]) -> str:
+    return names[list(palette).index(color)]
+
+
+def identity_attributes(ident: _Identity) -> dict[str, Any]:
+    """The attributes a caption may mention, with colours as words (see :mod:`.synthetic_captions`)."""
+    return {
+        "hair_color": _color_name(ident.hair_color, HAIR_COLORS, HAIR_COLOR_NAMES),
+        "hair_style": ident.hair_style,
+        "hat": ident.hat,
+        "hat_color": _color_name(ident.hat_color, HAT_COLORS, HAT_COLOR_NAMES),
+        "upper_color": _color_name(ident.upper_color, UPPER_COLORS, UPPER_COLOR_NAMES),
+        "upper_color2": _color_name(ident.upper_color2, UPPER_COLORS, UPPER_COLOR_NAMES),
+        "upper_pattern": ident.upper_pattern,
+        "long_sleeves": ident.long_sleeves,
+        "lower_color": _color_name(ident.lower_color, LOWER_COLORS, LOWER_COLOR_NAMES),
+        "lower_type": ident.lower_type,
+        "shoe_color": _color_name(ident.shoe_color, SHOE_COLORS, SHOE_COLOR_NAMES),
+        "bag": ident.bag,
+        "bag_color": _color_name(ident.bag_color, BAG_COLORS, BAG_COLOR_NAMES),
+        "bag_side": "right" if ident.bag_side > 0 else "left",
+    }
+
+
+def _job_identity(seed: int, job: _Job) -> _Identity:
+    if job.pid == 0:  # a random passer-by
+        return _sample_identity(_rng(seed, _TAG_DISTRACTOR, 0, job.cam, job.index))
+    return _identity(seed, job.pid)
+
+
+def _write_jobs(args: tuple[str, int, int, int, list[_Job]]) -> list[dict[str, Any]]:
+    """Renders and writes a batch of images (runs in a worker process); returns their caption records."""
     root, seed, height, width, jobs = args
     cameras: dict[int, _Camera] = {}
-    identities: dict[int, _Identity] = {}
+    identities: dict[tuple[int, int, int], _Identity] = {}
+    records = []
     for job in jobs:
         cam = cameras.get(job.cam) or cameras.setdefault(job.cam, _camera(seed, job.cam))
-        if job.pid == 0:  # a random passer-by
-            ident = _sample_identity(_rng(seed, _TAG_DISTRACTOR, 0, job.cam, job.index))
-        else:
-            ident = identities.get(job.pid) or identities.setdefault(job.pid, _identity(seed, job.pid))
+        key = (job.pid, job.cam, job.index) if job.pid == 0 else (job.pid, 0, 0)
+        ident = identities.get(key) or identities.setdefault(key, _job_identity(seed, job))
         rng = _rng(seed, _TAG_IMAGE, job.pid, job.cam, job.index)
-        img = _render(seed, ident, cam, rng, (height, width))
-        path = Path(root) / SPLIT_DIRS[job.split] / job.name
-        img.save(path, format="JPEG", quality=cam.jpeg_quality, optimize=False)
-    return len(jobs)
+        img, view = _render(seed, ident, cam, rng, (height, width))
+        relative = f"{SPLIT_DIRS[job.split]}/{job.name}"
+        img.save(Path(root) / relative, format="JPEG", quality=cam.jpeg_quality, optimize=False)
+        # The caption has its own stream, so captions never change the images.
+        caption_rng = _rng(seed, _TAG_CAPTION, job.pid, job.cam, job.index)
+        caption = describe(identity_attributes(ident), VIEW_NAMES[view], caption_rng)
+        records.append(
+            {
+                "path": relative,
+                "pid": job.pid,
+                "camid": job.cam,
+                "view": VIEW_NAMES[view],
+                "split": job.split,
+                "caption": caption,
+            }
+        )
+    return records
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -893,6 +967,11 @@ def _integer(name: str, value: Any, low: int, high: int | None, why: str = "") -
     return number
 
 
+def default_train_ids(num_ids: int) -> int:
+    """Identities 1..this train; the others are the test identities (half, rounded up)."""
+    return (num_ids + 1) // 2
+
+
 def _validate(
     num_ids: Any, num_cameras: Any, images_per_camera: Any, seed: Any, image_size: Any
 ) -> tuple[int, int, int, int, tuple[int, int]]:
@@ -915,11 +994,14 @@ def _validate(
     return ids, cams, per_camera, seed, (height, width)
 
 
-def _params(num_ids: int, num_cameras: int, images_per_camera: int, seed: int, size: tuple[int, int]) -> dict:
+def _params(
+    num_ids: int, num_cameras: int, images_per_camera: int, seed: int, size: tuple[int, int], train_ids: int
+) -> dict:
     return {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "num_ids": num_ids,
+        "train_ids": train_ids,
         "num_cameras": num_cameras,
         "images_per_camera": images_per_camera,
         "seed": seed,
@@ -935,10 +1017,12 @@ def generate_synthetic(
     seed: int = 0,
     image_size: tuple[int, int] = (128, 64),
     workers: int | None = None,
+    train_ids: int | None = None,
 ) -> SynthSummary:
     """Writes a synthetic person re-identification dataset in the Market-1501 layout.
 
-    Identities ``1..ceil(N/2)`` are for training (``bounding_box_train``); the others are split into
+    Identities ``1..ceil(N/2)`` (or ``1..train_ids``) are for training (``bounding_box_train``); the
+    others are split into
     one query per camera they appear in (``query``) and the rest (``bounding_box_test``), plus about
     5% pid 0000 distractors in the gallery. Each identity is seen by 2..C random cameras with
     ``images_per_camera`` images in each.
@@ -952,6 +1036,10 @@ def generate_synthetic(
         seed: Non-negative seed; the same arguments give byte-identical files.
         image_size: (height, width) of the crops.
         workers: Worker processes; ``None`` uses ``os.cpu_count()``, 1 runs serially.
+        train_ids: Training identities (1..N-1); None = half of them, rounded up.
+
+    Every image also gets a caption of what its view shows (:mod:`svllreid.data.synthetic_captions`),
+    written to ``OUT/captions.jsonl`` with its path, identity, camera, view and split.
 
     Returns:
         A :class:`SynthSummary` with the per-split image counts and the time taken.
@@ -964,6 +1052,7 @@ def generate_synthetic(
     num_ids, num_cameras, images_per_camera, seed, (height, width) = _validate(
         num_ids, num_cameras, images_per_camera, seed, image_size
     )
+    num_train = default_train_ids(num_ids) if train_ids is None else _integer("train_ids", train_ids, 1, num_ids - 1)
     root = Path(out)
     meta_path, partial = root / META_FILE, root / PARTIAL_FILE
     dirs = [root / d for d in SPLIT_DIRS.values()]
@@ -976,7 +1065,7 @@ def generate_synthetic(
     root.mkdir(parents=True, exist_ok=True)
     # Mark the folder as ours before touching it, so that an interrupted run can be redone but never
     # looks complete.
-    params = _params(num_ids, num_cameras, images_per_camera, seed, (height, width))
+    params = _params(num_ids, num_cameras, images_per_camera, seed, (height, width), num_train)
     partial.write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
     meta_path.unlink(missing_ok=True)
     for d in dirs:
@@ -984,26 +1073,28 @@ def generate_synthetic(
             shutil.rmtree(d)
         d.mkdir()
 
-    jobs = _plan(num_ids, num_cameras, images_per_camera, seed)
+    jobs = _plan(num_ids, num_cameras, images_per_camera, seed, num_train)
     # With workers=None, processes are only used for more than a few dozen images each.
     auto = min(os.cpu_count() or 1, max(1, len(jobs) // 32))
     n_workers = auto if workers is None else max(1, int(workers))
     chunks = min(len(jobs), n_workers * 8) if n_workers > 1 else 1
     tasks = [(str(root), seed, height, width, jobs[i::chunks]) for i in range(chunks)]
+    records: list[dict[str, Any]] = []
     if n_workers == 1:
         for task in tasks:
-            _write_jobs(task)
+            records += _write_jobs(task)
     else:
         # Each image has its own seeded generator, so the output does not depend on the worker count.
         with ProcessPoolExecutor(max_workers=min(n_workers, len(tasks))) as pool:
-            for _ in pool.map(_write_jobs, tasks):
-                pass
+            for chunk in pool.map(_write_jobs, tasks):
+                records += chunk
+    records.sort(key=lambda r: r["path"])
+    atomic_write_text(root / CAPTIONS_FILE, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
     counts = {split: sum(1 for j in jobs if j.split == split) for split in SPLIT_DIRS}
     meta = dict(params)
     meta["counts"] = {**counts, "distractors": sum(1 for j in jobs if j.pid == 0)}
-    meta["train_ids"] = (num_ids + 1) // 2
-    meta["test_ids"] = num_ids // 2
+    meta["test_ids"] = num_ids - num_train
     tmp = meta_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     tmp.replace(meta_path)
@@ -1024,11 +1115,13 @@ def synthetic_matches(
     images_per_camera: int,
     seed: int,
     image_size: tuple[int, int] = (128, 64),
+    train_ids: int | None = None,
 ) -> bool:
     """Whether ``out`` holds a complete synthetic dataset generated with exactly these parameters.
 
     Compares the parameters and generator version in ``out/synthetic.json`` and checks that every
-    split folder holds the recorded number of images. Never raises for a missing or broken folder.
+    split folder holds the recorded number of images, each with a caption. Never raises for a
+    missing or broken folder.
     """
     meta_path = Path(out) / META_FILE
     try:
@@ -1041,7 +1134,8 @@ def synthetic_matches(
         size = (int(image_size[0]), int(image_size[1]))
     except (TypeError, ValueError, IndexError):
         return False
-    expected = _params(num_ids, num_cameras, images_per_camera, seed, size)
+    num_train = default_train_ids(num_ids) if train_ids is None else train_ids
+    expected = _params(num_ids, num_cameras, images_per_camera, seed, size, num_train)
     if any(meta.get(k) != v for k, v in expected.items()):
         return False
     counts = meta.get("counts")
@@ -1051,4 +1145,9 @@ def synthetic_matches(
         d = Path(out) / folder
         if not d.is_dir() or sum(1 for _ in d.glob("*.jpg")) != counts.get(split):
             return False
-    return True
+    try:
+        with (Path(out) / CAPTIONS_FILE).open() as lines:
+            captions = sum(1 for _ in lines)
+    except OSError:
+        return False
+    return captions == sum(counts.get(split, 0) for split in SPLIT_DIRS)

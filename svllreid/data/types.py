@@ -111,3 +111,44 @@ def split_summary(samples: list[Sample]) -> dict[str, int]:
         "images": len(samples),
         "cameras": len({s.camid for s in samples if s.camid != UNKNOWN}),
     }
+
+
+#: Splits a caption dataset may have.
+CAPTION_SPLITS = ("train", "val", "test")
+
+
+class Caption(NamedTuple):
+    """One (image, caption) pair: absolute image path, the caption, the identity (-1 unknown: the
+    image is then its own identity) and the split (``train``, ``val`` or ``test``)."""
+
+    path: str
+    caption: str
+    pid: int
+    split: str
+
+
+@dataclass
+class CaptionDataset:
+    """A parsed caption dataset: (image, caption) pairs of one or more splits. An image with several
+    captions appears once per caption."""
+
+    name: str
+    root: str
+    captions: list[Caption]
+    notes: list[str] = field(default_factory=list)
+
+    def split(self, name: str) -> list[Caption]:
+        return [c for c in self.captions if c.split == name]
+
+    @property
+    def splits(self) -> list[str]:
+        return [s for s in CAPTION_SPLITS if any(c.split == s for c in self.captions)]
+
+
+def caption_summary(captions: list[Caption]) -> dict[str, int]:
+    """Identities (known ones), images and captions of one list of pairs."""
+    return {
+        "ids": len({c.pid for c in captions if c.pid != UNKNOWN}),
+        "images": len({c.path for c in captions}),
+        "captions": len(captions),
+    }

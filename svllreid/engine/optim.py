@@ -42,6 +42,30 @@ def build_adam(
     return torch.optim.Adam(groups, lr=lr)
 
 
+def build_adamw(
+    params: Mapping[str, nn.Parameter],
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.98),
+    eps: float = 1e-6,
+) -> torch.optim.AdamW:
+    """AdamW as CLIP trains: decoupled weight decay on matrices only; gains, biases, norms, the
+    class/positional embeddings' like (any tensor under 2 dimensions) and the logit scale undecayed.
+
+    Each group records its ``base_lr`` so schedules can scale it.
+    """
+    decay = [p for name, p in params.items() if p.ndim >= 2 and "logit_scale" not in name]
+    rest = [p for name, p in params.items() if not (p.ndim >= 2 and "logit_scale" not in name)]
+    groups = []
+    if decay:
+        groups.append({"params": decay, "lr": lr, "base_lr": lr, "weight_decay": weight_decay, "name": "decay"})
+    if rest:
+        groups.append({"params": rest, "lr": lr, "base_lr": lr, "weight_decay": 0.0, "name": "no_decay"})
+    if not groups:
+        raise ValueError("nothing to optimise: no trainable parameters")
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+
+
 def cosine_with_warmup(epochs: int, warmup_epochs: int, warmup_lr: float, min_lr: float, base_lr: float) -> Schedule:
     """Stage 1: linear warm-up from ``warmup_lr`` over ``warmup_epochs``, then cosine to ``min_lr``.
 

@@ -19,8 +19,7 @@ import torch
 import torch.distributed
 
 from svllreid.config import Config, config_to_dict, save_config
-from svllreid.data.datasets import load_dataset
-from svllreid.data.factory import build_dataset, build_image_caches, build_transforms
+from svllreid.data.factory import build_dataset, build_image_caches, build_transforms, parse_dataset
 from svllreid.data.loaders import ReIDImageDataset, build_test_loader, build_train_loader, set_loader_epoch
 from svllreid.data.samplers import global_batch_error
 from svllreid.data.types import ReIDDataset
@@ -169,7 +168,7 @@ class Run:
         self.dataset = build_dataset(cfg.data) if dist.is_main else None
         barrier(dist)  # the main process validates (and, for synthetic data, generates) first
         if self.dataset is None:  # the other processes parse it without repeating the check
-            self.dataset = load_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.options)
+            self.dataset = parse_dataset(cfg.data)
         self.transforms = build_transforms(cfg.data)
         self.caches = build_image_caches(cfg.data, self.dataset)  # by resize filter
         self.model = build_model(cfg, self.dataset).to(self.device)
@@ -270,6 +269,7 @@ class Run:
             c.vis_ssl_weight if c.vis_ssl else 0.0,
             c.ssl_exclude_same_id,
             c.single_pass,
+            c.ssl_temperature,
             views_update_bn_stats=c.views_update_bn_stats,
             global_batch=self.global_batch,
         )
@@ -361,6 +361,32 @@ class Run:
             log.exception("could not write the report of %s (checkpoints and eval.json are complete)", self.run_dir)
             return None
         return files["report"]
+
+
+def evaluate_random_init(cfg: Config, dataset: ReIDDataset) -> dict[str, Any]:
+    """The test-set summary of the configured network with random weights (``model.pretrained`` ignored):
+    the floor a pretrained start and training are measured against."""
+    import dataclasses
+
+    seed_everything(cfg.run.seed)
+    random_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=None))
+    device = resolve_device(cfg.run.device, DistInfo())
+    model = build_model(random_cfg, dataset).to(device)
+    transforms = build_transforms(cfg.data)
+    e = cfg.eval
+    return evaluate_model(
+        model,
+        dataset,
+        transforms.test,
+        tuple(cfg.data.image_size),
+        device,
+        e.batch_size,
+        cfg.data.num_workers,
+        resolve_precision(cfg.run.precision, device),
+        e.flip,
+        e.max_rank,
+        interpolation=transforms.test_interpolation,
+    ).summary
 
 
 def check_batch_semantics(cfg: Config, dist: DistInfo) -> None:

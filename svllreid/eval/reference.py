@@ -9,7 +9,7 @@ import numpy as np
 
 from svllreid.eval.ranking import ArrayLike, RankingResult, check_pair, labels, make_result
 
-__all__ = ["evaluate_reference"]
+__all__ = ["evaluate_reference", "text_to_image_reference"]
 
 
 def _as_numpy(x: ArrayLike) -> np.ndarray:
@@ -75,3 +75,41 @@ def evaluate_reference(
         ranked if topk else None,
         distances is not None,
     )
+
+
+def text_to_image_reference(
+    text_feats: ArrayLike,
+    image_feats: ArrayLike,
+    caption_ids: ArrayLike,
+    image_ids: ArrayLike,
+    max_rank: int = 10,
+) -> dict[str, float | np.ndarray]:
+    """Text-to-image retrieval written out per caption: cosine similarities in float64, the whole
+    gallery sorted (stable), then R@k, AP and INP of each caption from its list of matches.
+
+    Returns ``{"cmc": [max_rank], "mAP", "mINP", "num_evaluated"}`` (captions without a matching
+    image are skipped).
+    """
+    text, images = _as_numpy(text_feats), _as_numpy(image_feats)
+    text = text / np.linalg.norm(text, axis=1, keepdims=True)
+    images = images / np.linalg.norm(images, axis=1, keepdims=True)
+    caption_ids, image_ids = np.asarray(caption_ids), np.asarray(image_ids)
+    hits = np.zeros(max_rank)
+    aps, inps = [], []
+    for q in range(text.shape[0]):
+        similarity = images @ text[q]
+        order = np.argsort(-similarity, kind="stable")
+        matches = [rank for rank, g in enumerate(order) if image_ids[g] == caption_ids[q]]
+        if not matches:
+            continue
+        if matches[0] < max_rank:
+            hits[matches[0] :] += 1
+        aps.append(np.mean([(i + 1) / (rank + 1) for i, rank in enumerate(matches)]))
+        inps.append(len(matches) / (matches[-1] + 1))
+    evaluated = len(aps)
+    return {
+        "cmc": hits / max(evaluated, 1),
+        "mAP": float(np.mean(aps)) if aps else 0.0,
+        "mINP": float(np.mean(inps)) if inps else 0.0,
+        "num_evaluated": evaluated,
+    }

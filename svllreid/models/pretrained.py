@@ -7,7 +7,9 @@
 - an open_clip checkpoint (a state dict, a ``{"state_dict": ...}`` training checkpoint, or a
   ``.safetensors`` file);
 - an open_clip pretrained tag such as ``openai`` or ``laion2b_s34b_b88k``, downloaded by open_clip
-  when the machine is online.
+  when the machine is online;
+- a tag of the weights shipped in the package: ``svll-synth`` (``svll-tiny-vit`` pretrained on
+  captioned synthetic pedestrians; offline, no download).
 
 Weights are loaded into the model at its pretrained geometry (224×224 for CLIP); the ReID
 encoders then resize positional embeddings. Missing, unexpected or mis-shaped keys are an error
@@ -41,6 +43,13 @@ WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 open_clip.add_model_config(CONFIG_DIR)
 
+#: Weights shipped inside the package, by tag and architecture (made by ``svllreid pretrain``; see
+#: docs/WEIGHTS.md for how, on what, and how well).
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "resources" / "weights"
+SHIPPED_WEIGHTS: dict[str, dict[str, str]] = {
+    "svll-synth": {"svll-tiny-vit": "svll-synth-tiny-vit.safetensors"},
+}
+
 
 class PretrainedError(ValueError):
     """Pretrained weights cannot be found, read, or do not fit the architecture."""
@@ -52,7 +61,7 @@ class LoadReport:
 
     arch: str
     source: str = "random initialisation"
-    kind: str = "none"  # "none", "openai-archive", "state-dict", "tag"
+    kind: str = "none"  # "none", "openai-archive", "state-dict", "tag", "shipped"
     quick_gelu: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -69,6 +78,27 @@ def check_architecture(arch: str) -> None:
             f"unknown architecture {arch!r}.{hint} Any open_clip CLIP model name works, e.g. ViT-B-16, RN50, "
             "or the tiny test models svll-tiny-vit and svll-tiny-rn"
         )
+
+
+def shipped_weights_path(arch: str, tag: str | None) -> Path | None:
+    """The package's own weights file for ``tag`` (e.g. ``svll-synth``) and ``arch``; None when
+    ``tag`` is not one of the shipped tags.
+
+    Raises:
+        PretrainedError: a shipped tag that has no weights for ``arch``, or a missing file.
+    """
+    if not tag or tag not in SHIPPED_WEIGHTS:
+        return None
+    files = SHIPPED_WEIGHTS[tag]
+    if arch not in files:
+        raise PretrainedError(f"the shipped '{tag}' weights exist for {', '.join(files)} only, not for {arch}")
+    path = SHIPPED_DIR / files[arch]
+    if not path.is_file():
+        raise PretrainedError(
+            f"the shipped '{tag}' weights of {arch} are missing from the installation ({path}); reinstall svllreid "
+            "or remake them with 'svllreid pretrain configs/pretrain/svll_synth_vit.yaml' (docs/WEIGHTS.md)"
+        )
+    return path
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -248,10 +278,16 @@ def build_clip(
             or a download that failed (e.g. offline).
     """
     check_architecture(arch)
+    if pretrained is not None and pretrained.strip().lower() in ("", "none", "null", "random"):
+        pretrained = None  # model.pretrained=none on the command line: random initialisation
     report = LoadReport(arch)
     state: dict[str, torch.Tensor] | None = None
     openai = False
-    if pretrained:
+    shipped = shipped_weights_path(arch, pretrained)
+    if shipped is not None:
+        state, _ = read_weights(shipped)
+        report.source, report.kind = f"svllreid's '{pretrained}' weights ({shipped.name})", "shipped"
+    elif pretrained:
         path = Path(pretrained).expanduser()
         if path.is_file():
             state, openai = read_weights(path)

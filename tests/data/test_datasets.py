@@ -29,7 +29,10 @@ def test_registry_lists_every_dataset():
         "folder",
         "synthetic",
     }
-    assert set(available_datasets()) == expected
+    captions = {"synthetic_captions", "captions_csv", "cuhk_pedes", "icfg_pedes", "rstpreid"}
+    assert set(available_datasets("reid")) == expected
+    assert set(available_datasets("captions")) == captions
+    assert set(available_datasets()) == expected | captions
 
 
 def test_unknown_dataset_lists_available_and_suggests():

@@ -121,7 +121,7 @@ def test_metadata_records_parameters_and_counts(small):
     on_disk = {split: len(entries) for split, entries in files.items()}
     assert {split: meta["counts"][split] for split in FOLDERS} == on_disk == summary.images
     assert meta["counts"]["distractors"] == sum(1 for pid, _, _ in files["gallery"] if pid == 0)
-    assert sorted(p.name for p in root.iterdir()) == sorted([*FOLDERS.values(), "synthetic.json"])
+    assert sorted(p.name for p in root.iterdir()) == sorted([*FOLDERS.values(), "synthetic.json", "captions.jsonl"])
 
 
 def test_same_seed_is_byte_identical_whatever_the_workers(small, tmp_path):

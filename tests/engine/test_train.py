@@ -56,6 +56,11 @@ def test_cli_end_to_end_beats_the_untrained_network(tmp_path, capsys):
         "data.options={ids: 48, cameras: 4, images_per_camera: 4, seed: 3}",
         "stage2.epochs=12",
         "stage2.milestones=[10]",
+        # The tiny ResNet from random weights: the claim is that training learns (benchmarks/demo_figures.py
+        # measures what the pretrained ViT start adds).
+        "model.arch=svll-tiny-rn",
+        "model.pretrained=none",
+        "model.stride=null",
         f"run.output_dir={tmp_path / 'runs'}",
         "run.name=e2e",
     ]

@@ -25,8 +25,9 @@ def clip_pair(arch: str):
 @pytest.mark.parametrize("arch", ["ViT-B-16", "svll-tiny-vit"])
 def test_vit_image_features_equal_open_clip(arch):
     clip, reference = clip_pair(arch)
-    model = model_from_clip(clip, ModelSpec(arch, num_classes=3, image_size=(224, 224), stride=16)).eval()
-    images = torch.randn(2, 3, 224, 224)
+    height, width = clip.visual.image_size  # the architecture's own geometry (64×32 for the tiny ViT)
+    model = model_from_clip(clip, ModelSpec(arch, num_classes=3, image_size=(height, width), stride=16)).eval()
+    images = torch.randn(2, 3, height, width)
     with torch.no_grad():
         feats = model.image_features(images)
         v = reference.visual

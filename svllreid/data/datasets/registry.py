@@ -6,11 +6,13 @@ import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from svllreid.data.types import DatasetError, Kind, ReIDDataset
+from svllreid.data.types import CaptionDataset, DatasetError, Kind, ReIDDataset
 
-Parser = Callable[..., ReIDDataset]
+Parser = Callable[..., Any]
+#: What a dataset is for: re-identification (query/gallery) or (image, caption) pairs.
+Task = Literal["reid", "captions"]
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,7 @@ class DatasetEntry:
     kind: Kind
     description: str
     parser: Parser
+    task: Task = "reid"
 
     @property
     def options(self) -> dict[str, Any]:
@@ -30,20 +33,21 @@ class DatasetEntry:
 _REGISTRY: dict[str, DatasetEntry] = {}
 
 
-def register(name: str, kind: Kind, description: str) -> Callable[[Parser], Parser]:
-    """Decorator that makes a parser ``parser(root, **options) -> ReIDDataset`` loadable by name."""
+def register(name: str, kind: Kind, description: str, task: Task = "reid") -> Callable[[Parser], Parser]:
+    """Decorator that makes a parser ``parser(root, **options)`` loadable by name: one returning a
+    :class:`ReIDDataset` (``task="reid"``) or a :class:`CaptionDataset` (``task="captions"``)."""
 
     def wrap(parser: Parser) -> Parser:
         if name in _REGISTRY:
             raise ValueError(f"dataset {name!r} is registered twice")
-        _REGISTRY[name] = DatasetEntry(name, kind, description, parser)
+        _REGISTRY[name] = DatasetEntry(name, kind, description, parser, task)
         return parser
 
     return wrap
 
 
-def available_datasets() -> list[str]:
-    return sorted(_REGISTRY)
+def available_datasets(task: Task | None = None) -> list[str]:
+    return sorted(name for name, entry in _REGISTRY.items() if task is None or entry.task == task)
 
 
 def get_dataset_entry(name: str) -> DatasetEntry:
@@ -55,15 +59,35 @@ def get_dataset_entry(name: str) -> DatasetEntry:
     return _REGISTRY[name]
 
 
+_USES = {"reid": "re-identification (train, eval)", "captions": "captions (pretrain, eval-text)"}
+
+
+def _entry_for(name: str, task: Task) -> DatasetEntry:
+    entry = get_dataset_entry(name)
+    if entry.task != task:
+        others = ", ".join(available_datasets(task))
+        raise DatasetError(f"{name!r} is a {_USES[entry.task]} dataset, but this needs a {_USES[task]} one: {others}")
+    return entry
+
+
 def load_dataset(name: str, root: str = "", **options: Any) -> ReIDDataset:
-    """Parse dataset ``name`` under ``root``.
+    """Parse re-identification dataset ``name`` under ``root``.
 
     Args:
         name: a registered name (see :func:`available_datasets`).
         root: folder of the dataset (a CSV manifest for ``folder``).
         **options: parser-specific options; an unknown one is an error that lists the valid ones.
     """
-    entry = get_dataset_entry(name)
+    return _parse(_entry_for(name, "reid"), root, options)
+
+
+def load_caption_dataset(name: str, root: str = "", **options: Any) -> CaptionDataset:
+    """Parse caption dataset ``name`` under ``root`` (options as for :func:`load_dataset`)."""
+    return _parse(_entry_for(name, "captions"), root, options)
+
+
+def _parse(entry: DatasetEntry, root: str, options: dict[str, Any]) -> Any:
+    name = entry.name
     valid = entry.options
     for key in options:
         if key not in valid:

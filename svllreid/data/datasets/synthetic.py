@@ -6,14 +6,18 @@ path is the one real data takes.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 from pathlib import Path
 
 from svllreid.data.datasets.market1501 import MARKET_PATTERN, parse_three_folder
 from svllreid.data.datasets.registry import register
-from svllreid.data.synthetic import generate_synthetic, synthetic_matches
+from svllreid.data.synthetic import FORMAT_NAME, FORMAT_VERSION, META_FILE, generate_synthetic, synthetic_matches
 from svllreid.data.types import DatasetError, ReIDDataset
+
+log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
@@ -21,17 +25,30 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SVLLREID_CACHE", "~/.cache/svllreid")).expanduser()
 
 
-def ensure_synthetic(root: str | Path, ids: int, cameras: int, images_per_camera: int, seed: int) -> Path:
+def ensure_synthetic(
+    root: str | Path, ids: int, cameras: int, images_per_camera: int, seed: int, train_ids: int | None = None
+) -> Path:
     """Return a folder holding the synthetic dataset of these parameters, generating it if needed.
 
     Generation goes to a temporary sibling folder that is renamed into place, so concurrent
     callers (several training processes) and interrupted runs never leave a partial dataset.
     """
-    params = {"num_ids": ids, "num_cameras": cameras, "images_per_camera": images_per_camera, "seed": seed}
-    target = Path(root).expanduser() if root else cache_dir() / f"synthetic-{ids}x{cameras}x{images_per_camera}-s{seed}"
+    params = {
+        "num_ids": ids,
+        "num_cameras": cameras,
+        "images_per_camera": images_per_camera,
+        "seed": seed,
+        "train_ids": train_ids,
+    }
+    held_out = f"-t{train_ids}" if train_ids is not None else ""
+    name = f"synthetic-{ids}x{cameras}x{images_per_camera}-s{seed}{held_out}"
+    target = Path(root).expanduser() if root else cache_dir() / name
     if synthetic_matches(target, **params):
         return target
-    if target.exists() and any(target.iterdir()):
+    outdated = _written_by_older_generator(target, params)
+    if outdated:
+        log.info("synthetic: %s was written by an older generator (no captions); drawing it again", target)
+    elif target.exists() and any(target.iterdir()):
         raise DatasetError(
             f"synthetic: {target} already holds other data (no synthetic.json with ids={ids}, "
             f"cameras={cameras}, images_per_camera={images_per_camera}, seed={seed}); "
@@ -43,7 +60,10 @@ def ensure_synthetic(root: str | Path, ids: int, cameras: int, images_per_camera
     try:
         generate_synthetic(staging, **params)
         if target.exists():
-            target.rmdir()  # empty (checked above)
+            if outdated:
+                shutil.rmtree(target)
+            else:
+                target.rmdir()  # empty (checked above)
         staging.rename(target)
     except OSError:
         if not synthetic_matches(target, **params):  # another process did not win the race either
@@ -51,6 +71,19 @@ def ensure_synthetic(root: str | Path, ids: int, cameras: int, images_per_camera
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _written_by_older_generator(target: Path, params: dict) -> bool:
+    """Whether ``target`` holds this generator's output for the same parameters, from an older version
+    (safe to replace: it can be drawn again at any time)."""
+    try:
+        meta = json.loads((target / META_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        return False
+    same = all(meta.get(k) == params[k] for k in ("num_ids", "num_cameras", "images_per_camera", "seed"))
+    return same and int(meta.get("version", 0)) < FORMAT_VERSION
 
 
 @register("synthetic", kind="person", description="drawn people in the Market-1501 layout, generated on demand")

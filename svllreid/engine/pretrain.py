@@ -1,0 +1,448 @@
+"""Language-image pretraining (``svllreid pretrain``): CLIP's contrastive loss on captioned images.
+
+A third task on the one fit loop (precision, DDP, checkpoints and exact resume, progress bar,
+metrics.jsonl, TensorBoard). It trains every weight of an open_clip CLIP, from random weights or
+from given ones, with open_clip's ``ClipLoss`` and a learnable logit scale, and evaluates
+text-to-image retrieval on a held-out split before and after. A run directory holds::
+
+    config.yaml, metrics.jsonl, tensorboard/
+    checkpoints/last.safetensors     every epoch: weights, optimiser and RNG states (--resume)
+    clip.safetensors                 the final weights alone: open_clip.create_model(ARCH, pretrained=...)
+                                     and svllreid.create_model(ARCH, ..., pretrained=...) both load it
+    eval.json, losses.png, report.html
+
+This is the factory level for pretraining: it reads the config and passes plain values down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.loss import ClipLoss
+from safetensors.torch import load_file
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from svllreid.config import Config, config_to_dict, save_config
+from svllreid.data.datasets import load_caption_dataset
+from svllreid.data.factory import build_transforms
+from svllreid.data.loaders import ImageCache, Transform, read_resized, set_loader_epoch
+from svllreid.data.samplers import RandomBatchSampler
+from svllreid.data.types import Caption, CaptionDataset
+from svllreid.engine.checkpoint import (
+    load_model_state,
+    load_optimizer_state,
+    read_checkpoint,
+    restore_rng,
+    write_checkpoint,
+)
+from svllreid.engine.distributed import DistInfo, barrier, init_distributed, resolve_device, shutdown
+from svllreid.engine.optim import build_adamw, cosine_with_warmup
+from svllreid.engine.run import new_run_dir, seed_everything
+from svllreid.engine.text_eval import ClipSides, evaluate_text_retrieval
+from svllreid.engine.trainer import MetricsLog, StagePlan, Trainer
+from svllreid.eval.text_retrieval import format_retrieval
+from svllreid.fileio import atomic_write_text, publish, temporary_sibling
+from svllreid.models.pretrained import build_clip
+from svllreid.models.text_encoder import TextEncoder
+from svllreid.precision import at_least_fp32, resolve_precision, without_autocast
+
+log = logging.getLogger(__name__)
+
+#: CLIP caps its learnable temperature at a logit scale of 100.
+MAX_LOGIT_SCALE = math.log(100.0)
+#: safetensors metadata of :func:`write_clip_weights` files.
+CLIP_WEIGHTS_FORMAT = "svllreid-clip-weights"
+STAGE_NAME = "pretrain"
+
+
+class CaptionPairs(Dataset):
+    """(image, caption tokens) pairs as ``{"image", "tokens"}``.
+
+    Args:
+        captions: the pairs.
+        tokens: ``[N, L]`` token ids of their captions (tokenised once).
+        transform: applied to the resized uint8 image.
+        size: (height, width) every image is resized to first.
+        cache: decoded images of these paths, or None to decode each time.
+    """
+
+    def __init__(
+        self,
+        captions: Sequence[Caption],
+        tokens: torch.Tensor,
+        transform: Transform,
+        size: Sequence[int],
+        cache: ImageCache | None = None,
+        interpolation: str = "bicubic",
+    ):
+        if len(captions) != tokens.shape[0]:
+            raise ValueError(f"{len(captions)} captions but {tokens.shape[0]} token rows")
+        self.paths = [c.path for c in captions]
+        self.tokens = tokens
+        self.transform = transform
+        self.size = (int(size[0]), int(size[1]))
+        self.cache = cache
+        self.interpolation = interpolation
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        path = self.paths[index]
+        image = self.cache.get(path) if self.cache is not None else read_resized(path, self.size, self.interpolation)
+        return {"image": self.transform(image), "tokens": self.tokens[index]}
+
+
+class ContrastiveTask(nn.Module):
+    """Language-image pretraining: CLIP's symmetric InfoNCE over a batch of (image, caption) pairs.
+
+    Args:
+        clip: an open_clip CLIP; every parameter trains.
+        rank, world_size: this process in the DDP group. With ``global_batch``, every process's
+            features are gathered (with gradients) so each pair's negatives are the whole global
+            batch, as on one process; otherwise the loss is over this process's pairs only.
+    """
+
+    def __init__(self, clip: nn.Module, rank: int = 0, world_size: int = 1, global_batch: bool = True):
+        super().__init__()
+        self.clip = clip
+        # CLIP's own text tower on only the positions up to the batch's last end-of-text token: exact
+        # (the mask is causal) and about 40% cheaper than all 77 for captions of ~45 tokens.
+        self.text = TextEncoder(clip)
+        gathered = global_batch and world_size > 1
+        self.loss = ClipLoss(
+            local_loss=False,
+            gather_with_grad=gathered,
+            rank=rank if gathered else 0,
+            world_size=world_size if gathered else 1,
+        )
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        image = self.clip.encode_image(batch["image"], normalize=True)  # [B, D]
+        tokens = batch["tokens"]  # [B, 77]
+        text = self.text(self.text.embed_tokens(tokens), tokens.argmax(dim=1))  # [B, D]; EOT has the largest id
+        text = F.normalize(text, dim=-1)
+        with without_autocast(image):  # a metric loss: logits in fp32 (see svllreid.precision)
+            scale = self.clip.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+            loss = self.loss(at_least_fp32(image), at_least_fp32(text), scale)
+        return {"contrastive": loss}
+
+
+def native_image_size(clip: nn.Module) -> tuple[int, int]:
+    """The (height, width) a CLIP's image tower was built for."""
+    size = clip.visual.image_size
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def write_clip_weights(
+    path: str | Path,
+    clip: nn.Module,
+    arch: str,
+    facts: dict[str, Any],
+    preprocess: dict[str, Any],
+    fp16: bool = False,
+) -> Path:
+    """Atomically write ``clip``'s state dict alone (safetensors), loadable by open_clip and svllreid.
+
+    The file's metadata records the architecture, ``facts`` (data, steps, ...) and ``preprocess``
+    (``pixel_mean``, ``pixel_std``, test ``interpolation``: how images were fed in training).
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    dtype = torch.float16 if fp16 else None
+    tensors = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous().clone()
+        for k, v in clip.state_dict().items()
+    }
+    meta = {
+        "format": CLIP_WEIGHTS_FORMAT,
+        "arch": arch,
+        "facts": json.dumps(facts),
+        "preprocess": json.dumps(preprocess),
+    }
+    tmp = temporary_sibling(path)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass
+class PretrainResult:
+    run_dir: Path
+    weights: Path | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    report: Path | None = None
+    steps: int = 0
+    seconds: float = 0.0
+    checkpoints: dict[str, Path] = field(default_factory=dict)
+
+
+def check_caption_dataset(dataset: CaptionDataset, eval_split: str) -> None:
+    if not dataset.split("train"):
+        raise ValueError(
+            f"{dataset.name} at {dataset.root} has no train split to pretrain on (its splits: "
+            f"{', '.join(dataset.splits) or 'none'})"
+        )
+    if eval_split and not dataset.split(eval_split):
+        raise ValueError(
+            f"{dataset.name} has no {eval_split} split to evaluate on; set pretrain.eval_split to one of "
+            f"{', '.join(dataset.splits)}, or to '' for none"
+        )
+
+
+class PretrainRun:
+    """State of one pretraining run (built by :func:`pretrain`)."""
+
+    def __init__(self, cfg: Config, run_dir: Path, dist: DistInfo, progress: bool = True):
+        self.cfg, self.run_dir, self.dist = cfg, run_dir, dist
+        self.device = resolve_device(cfg.run.device, dist)
+        self.amp_dtype = resolve_precision(cfg.run.precision, self.device)
+        d = cfg.data
+        self.dataset = load_caption_dataset(d.dataset, d.root, **d.options)
+        check_caption_dataset(self.dataset, cfg.pretrain.eval_split)
+        self.clip, self.load_report = build_clip(cfg.model.arch, cfg.model.pretrained, cfg.model.force_quick_gelu)
+        self.size = native_image_size(self.clip)
+        if tuple(d.image_size) != self.size:
+            raise ValueError(
+                f"{cfg.model.arch} is built for {self.size[0]}×{self.size[1]} images but data.image_size is "
+                f"{list(d.image_size)}; pretrain at the architecture's own size (data.image_size=[{self.size[0]}, "
+                f"{self.size[1]}]) so the weights load anywhere at their native geometry"
+            )
+        self.clip.to(self.device)
+        self.tokenizer = open_clip.get_tokenizer(cfg.model.arch)
+        self.transforms = build_transforms(d)
+        self.metrics = MetricsLog(run_dir if dist.is_main else None)
+        self.trainer = Trainer(self.device, self.amp_dtype, dist, self.metrics, cfg.run.log_every, progress)
+        self.global_batch = cfg.run.batch_semantics == "global"
+
+    def evaluate(self) -> dict[str, Any] | None:
+        split = self.cfg.pretrain.eval_split
+        if not split:
+            return None
+        self.clip.eval()
+        return evaluate_text_retrieval(
+            ClipSides(self.clip),
+            self.dataset.split(split),
+            self.tokenizer,
+            self.transforms.test,
+            self.size,
+            self.device,
+            self.dataset.name,
+            split,
+            self.cfg.eval.batch_size,
+            self.cfg.data.num_workers,
+            self.amp_dtype,
+            self.transforms.test_interpolation,
+        ).summary
+
+    def meta(self, epoch: int) -> dict[str, Any]:
+        return {
+            "task": STAGE_NAME,
+            "arch": self.cfg.model.arch,
+            "config": config_to_dict(self.cfg),
+            "dataset": {"name": self.dataset.name, "root": self.dataset.root},
+            "stage": 0,
+            "epoch": epoch,
+            "global_step": self.trainer.global_step,
+        }
+
+    def train_loader(self) -> DataLoader:
+        c, d = self.cfg.pretrain, self.cfg.data
+        pairs = self.dataset.split("train")
+        cache = None
+        if d.cache_images:
+            cache = ImageCache(sorted({p.path for p in pairs}), self.size, self.transforms.train_interpolation)
+        tokens = self.tokenizer([p.caption for p in pairs])
+        data = CaptionPairs(pairs, tokens, self.transforms.train, self.size, cache, self.transforms.train_interpolation)
+        sampler = RandomBatchSampler(
+            len(data), c.batch_size, self.cfg.run.seed, self.dist.rank, self.dist.world_size, self.global_batch
+        )
+        workers = {"num_workers": d.num_workers, "prefetch_factor": 4} if d.num_workers > 0 else {"num_workers": 0}
+        return DataLoader(
+            data,
+            batch_sampler=sampler,
+            generator=torch.Generator().manual_seed(self.cfg.run.seed),
+            pin_memory=self.device.type == "cuda",
+            **workers,
+        )
+
+    def fit(self, start_epoch: int, resume_from: Any = None) -> None:
+        c = self.cfg.pretrain
+        task = ContrastiveTask(self.clip, self.dist.rank, self.dist.world_size, self.global_batch)
+        optimizer = build_adamw(dict(self.clip.named_parameters()), c.lr, c.weight_decay)
+        if resume_from is not None:
+            load_optimizer_state(optimizer, resume_from)
+            restore_rng(resume_from)
+        schedule = cosine_with_warmup(c.epochs, c.warmup_epochs, c.warmup_lr, c.min_lr, c.lr)
+        plan = StagePlan(STAGE_NAME, c.epochs, schedule, c.grad_clip)
+        loader = self.train_loader()
+        seed = self.cfg.run.seed
+
+        def batches(epoch: int) -> DataLoader:
+            set_loader_epoch(loader, epoch, seed, self.dist.rank)
+            return loader
+
+        def save(epoch: int) -> None:
+            if self.dist.is_main:
+                path = self.run_dir / "checkpoints" / "last.safetensors"
+                write_checkpoint(path, self.clip, self.meta(epoch), optimizer, with_rng=True)
+
+        self.trainer.fit(task, optimizer, plan, batches, start_epoch, save)
+
+
+def pretrain(cfg: Config, resume: str | None = None, progress: bool = True) -> PretrainResult:
+    """Run language-image pretraining as configured (``data`` = a caption dataset, ``pretrain``).
+
+    Args:
+        resume: a pretraining run directory (or its checkpoint) to continue exactly where it stopped.
+    """
+    started = time.perf_counter()
+    dist = init_distributed(resolve_device(cfg.run.device, DistInfo()).type)
+    try:
+        resume_ckpt = read_checkpoint(resume) if resume else None
+        if resume_ckpt is not None:
+            if resume_ckpt.meta.get("task") != STAGE_NAME:
+                raise ValueError(f"{resume_ckpt.path} is not a pretraining checkpoint; resume it with 'svllreid train'")
+            run_dir = Path(resume).expanduser() if Path(resume).is_dir() else resume_ckpt.path.parent.parent
+        else:
+            run_dir = new_run_dir(cfg, dist)
+        if dist.is_main:
+            if resume_ckpt is None and run_dir.exists():
+                raise ValueError(
+                    f"run directory {run_dir} already exists; choose another run.name, delete it, or continue "
+                    f"it with --resume {run_dir}"
+                )
+            run_dir.mkdir(parents=True, exist_ok=resume_ckpt is not None)
+            save_config(cfg, run_dir)
+        seed_everything(cfg.run.seed + dist.rank)
+        run = PretrainRun(cfg, run_dir, dist, progress)
+        result = PretrainResult(run_dir)
+        start = 1
+        previous: dict[str, Any] = {}
+        if resume_ckpt is not None:
+            if resume_ckpt.meta.get("arch") != cfg.model.arch:
+                raise ValueError(
+                    f"{resume_ckpt.path} holds {resume_ckpt.meta.get('arch')} weights, this config builds "
+                    f"{cfg.model.arch}"
+                )
+            load_model_state(run.clip, resume_ckpt)
+            run.trainer.global_step = int(resume_ckpt.meta.get("global_step", 0))
+            start = int(resume_ckpt.meta["epoch"]) + 1
+            eval_file = run_dir / "eval.json"
+            if eval_file.is_file():
+                previous = json.loads(eval_file.read_text())
+            log.info("resuming %s after epoch %d", run_dir, start - 1)
+        if dist.is_main:
+            result.before = previous.get("before") if resume_ckpt is not None else run.evaluate()
+            if result.before is not None:
+                atomic_write_text(run_dir / "eval.json", json.dumps({"before": result.before}, indent=2))
+                log.info("text-to-image before pretraining:\n%s", format_retrieval({"before": result.before}))
+        barrier(dist)
+        if start <= cfg.pretrain.epochs:
+            run.fit(start, resume_ckpt)
+        elif resume_ckpt is not None:
+            restore_rng(resume_ckpt)
+        result.steps = run.trainer.global_step
+        if dist.is_main:
+            result.seconds = time.perf_counter() - started
+            facts = {
+                "dataset": f"{run.dataset.name} ({run.dataset.root})",
+                "train pairs": len(run.dataset.split("train")),
+                "epochs": cfg.pretrain.epochs,
+                "steps": result.steps,
+                "batch": cfg.pretrain.batch_size,
+                "initialised from": run.load_report.source,
+                "precision": cfg.run.precision,
+                "device": str(run.device),
+            }
+            preprocess = {
+                "pixel_mean": list(cfg.data.pixel_mean),
+                "pixel_std": list(cfg.data.pixel_std),
+                "interpolation": cfg.data.test_interpolation,
+            }
+            result.weights = write_clip_weights(
+                run_dir / "clip.safetensors", run.clip, cfg.model.arch, facts, preprocess, cfg.pretrain.save_fp16
+            )
+            # Evaluate the weights as written (fp16-rounded with pretrain.save_fp16), so the figures describe the file.
+            written = load_file(str(result.weights))
+            run.clip.load_state_dict({k: v.to(run.clip.state_dict()[k].dtype) for k, v in written.items()})
+            result.after = run.evaluate()
+            payload = {k: v for k, v in (("before", result.before), ("after", result.after)) if v is not None}
+            atomic_write_text(run_dir / "eval.json", json.dumps(payload, indent=2))
+            if payload:
+                log.info("text-to-image:\n%s", format_retrieval(payload))
+            run.metrics.close()
+            if cfg.run.report:
+                result.report = write_pretrain_report(run, result)
+        run.metrics.close()
+        result.checkpoints = {p.stem: p for p in (run_dir / "checkpoints").glob("*.safetensors")}
+        barrier(dist)
+        return result
+    finally:
+        shutdown(dist)
+
+
+def write_pretrain_report(run: PretrainRun, result: PretrainResult) -> Path | None:
+    """``report.html``: the run's facts, text-to-image retrieval before and after, the loss curve.
+    A failure is logged, not raised: the weights and eval.json are already written."""
+    from svllreid.report.html import Section, write_report
+    from svllreid.report.plots import plot_losses, read_metrics
+
+    try:
+        cfg = run.cfg
+        facts = {
+            "dataset": f"{run.dataset.name} ({run.dataset.root}): {len(run.dataset.split('train'))} training pairs",
+            "network": f"{cfg.model.arch} at {run.size[0]}×{run.size[1]}, initialised from {run.load_report.source}",
+            "training": f"{cfg.pretrain.epochs} epochs, {result.steps} steps of {cfg.pretrain.batch_size} pairs, "
+            f"lr {cfg.pretrain.lr:g}, weight decay {cfg.pretrain.weight_decay:g}",
+            "device": f"{run.device}, precision {cfg.run.precision}",
+            "time": f"{result.seconds:.0f} s",
+            "weights": str(result.weights),
+        }
+        sections = [Section("Run", facts=facts)]
+        rows = []
+        for name, summary in (("before", result.before), ("after", result.after)):
+            if summary is not None:
+                rows.append(
+                    {
+                        "": name,
+                        **{k: f"{100 * summary[k]:.2f}" for k in ("R@1", "R@5", "R@10", "mAP", "mINP")},
+                        "captions": summary["captions"],
+                        "images": summary["images"],
+                    }
+                )
+        if rows:
+            split = cfg.pretrain.eval_split
+            sections.append(
+                Section(
+                    "Text-to-image retrieval",
+                    text=f"Each {split} caption ranks all {split} images by cosine similarity; a match is an image of "
+                    "the caption's identity. In %.",
+                    table=rows,
+                )
+            )
+        records = read_metrics(run.run_dir / "metrics.jsonl") if (run.run_dir / "metrics.jsonl").is_file() else []
+        if records:
+            png = plot_losses(records, run.run_dir / "losses.png")
+            sections.append(Section("Training", text="Contrastive loss per logged step.", images=[png]))
+        return write_report(run.run_dir / "report.html", f"svllreid pretraining · {run.run_dir.name}", sections)
+    except Exception:
+        log.exception("could not write the report of %s (weights and eval.json are complete)", run.run_dir)
+        return None
