@@ -48,3 +48,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """:func:`atomic_write_bytes` of UTF-8 text."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str]) -> Path:
+    """Write ``tensors`` (contiguous CPU tensors sharing no memory) and string ``metadata`` to a
+    safetensors file, atomically as :func:`atomic_write_bytes` does."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = temporary_sibling(path)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        return publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -281,3 +281,28 @@ def test_search_when_the_index_checkpoint_is_gone(trained_run: Path, gallery: Pa
     assert main(["search", "--index", str(index_path), "--query", query]) == 2
     err = capsys.readouterr().err
     assert "which is not there any more" in err and "--checkpoint" in err
+
+
+def test_eval_text_of_a_trained_reid_run(trained_run: Path, capsys: pytest.CaptureFixture[str]):
+    """A trained ReID model's f_proj against its text encoder on the captions of its own test images."""
+    import open_clip
+    import torch
+
+    from svllreid.engine.text_eval import ReIDSides
+
+    root = trained_run.parent.parent / "synthetic"  # the run's synthetic set, with its captions.jsonl
+    args = ["eval-text", "--checkpoint", str(trained_run), "--dataset", "synthetic_captions", "--root", str(root)]
+    assert main([*args, "--json", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"].startswith("svll-tiny-rn") and result["captions"] == result["images"] > 0
+    assert all(0 <= result[k] <= 1 for k in ("R@1", "R@5", "R@10", "mAP", "mINP"))
+    assert result["R@1"] <= result["R@5"] <= result["R@10"]
+    # The text side: the caption's end-of-text feature, exactly as over all 77 positions.
+    model = load_trained_model(trained_run).model
+    tokens = open_clip.get_tokenizer("svll-tiny-rn")(["a person in red", "someone with a long black coat"])
+    sides = ReIDSides(model)
+    with torch.no_grad():
+        short = sides.encode_tokens(tokens)
+        text = model.text_encoder
+        full = text(text.embed_tokens(tokens), tokens.argmax(dim=1), length=tokens.shape[1])
+    torch.testing.assert_close(short, torch.nn.functional.normalize(full, dim=1), atol=1e-5, rtol=1e-5)

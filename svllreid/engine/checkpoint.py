@@ -18,11 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from svllreid import __version__
-from svllreid.fileio import publish, temporary_sibling
+from svllreid.fileio import atomic_write_safetensors
 
 FORMAT = "svllreid-checkpoint"
 FORMAT_VERSION = 1
@@ -110,14 +109,7 @@ def write_checkpoint(
         tensors.update(rng_tensors)
     # safetensors wants contiguous CPU tensors that share no memory.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    tmp = temporary_sibling(path)
-    try:
-        save_file(tensors, tmp, metadata={META_KEY: json.dumps(header)})
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_safetensors(path, tensors, {META_KEY: json.dumps(header)})
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:

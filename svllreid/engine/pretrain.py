@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,13 +26,11 @@ from typing import Any
 
 import open_clip
 import torch
-import torch.nn.functional as F
-from open_clip.loss import ClipLoss
 from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from svllreid.config import Config, config_to_dict, save_config
+from svllreid.config import Config, config_to_dict
 from svllreid.data.datasets import load_caption_dataset
 from svllreid.data.factory import build_transforms
 from svllreid.data.loaders import ImageCache, Transform, read_resized, set_loader_epoch
@@ -42,25 +39,22 @@ from svllreid.data.types import Caption, CaptionDataset
 from svllreid.engine.checkpoint import (
     load_model_state,
     load_optimizer_state,
-    read_checkpoint,
     restore_rng,
     write_checkpoint,
 )
 from svllreid.engine.distributed import DistInfo, barrier, init_distributed, resolve_device, shutdown
 from svllreid.engine.optim import build_adamw, cosine_with_warmup
-from svllreid.engine.run import new_run_dir, seed_everything
+from svllreid.engine.run import prepare_run_dir, seed_everything
+from svllreid.engine.tasks import ContrastiveTask
 from svllreid.engine.text_eval import ClipSides, evaluate_text_retrieval
 from svllreid.engine.trainer import MetricsLog, StagePlan, Trainer
 from svllreid.eval.text_retrieval import format_retrieval
-from svllreid.fileio import atomic_write_text, publish, temporary_sibling
+from svllreid.fileio import atomic_write_safetensors, atomic_write_text
 from svllreid.models.pretrained import build_clip
-from svllreid.models.text_encoder import TextEncoder
-from svllreid.precision import at_least_fp32, resolve_precision, without_autocast
+from svllreid.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
-#: CLIP caps its learnable temperature at a logit scale of 100.
-MAX_LOGIT_SCALE = math.log(100.0)
 #: safetensors metadata of :func:`write_clip_weights` files.
 CLIP_WEIGHTS_FORMAT = "svllreid-clip-weights"
 STAGE_NAME = "pretrain"
@@ -104,41 +98,6 @@ class CaptionPairs(Dataset):
         return {"image": self.transform(image), "tokens": self.tokens[index]}
 
 
-class ContrastiveTask(nn.Module):
-    """Language-image pretraining: CLIP's symmetric InfoNCE over a batch of (image, caption) pairs.
-
-    Args:
-        clip: an open_clip CLIP; every parameter trains.
-        rank, world_size: this process in the DDP group. With ``global_batch``, every process's
-            features are gathered (with gradients) so each pair's negatives are the whole global
-            batch, as on one process; otherwise the loss is over this process's pairs only.
-    """
-
-    def __init__(self, clip: nn.Module, rank: int = 0, world_size: int = 1, global_batch: bool = True):
-        super().__init__()
-        self.clip = clip
-        # CLIP's own text tower on only the positions up to the batch's last end-of-text token: exact
-        # (the mask is causal) and about 40% cheaper than all 77 for captions of ~45 tokens.
-        self.text = TextEncoder(clip)
-        gathered = global_batch and world_size > 1
-        self.loss = ClipLoss(
-            local_loss=False,
-            gather_with_grad=gathered,
-            rank=rank if gathered else 0,
-            world_size=world_size if gathered else 1,
-        )
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        image = self.clip.encode_image(batch["image"], normalize=True)  # [B, D]
-        tokens = batch["tokens"]  # [B, 77]
-        text = self.text(self.text.embed_tokens(tokens), tokens.argmax(dim=1))  # [B, D]; EOT has the largest id
-        text = F.normalize(text, dim=-1)
-        with without_autocast(image):  # a metric loss: logits in fp32 (see svllreid.precision)
-            scale = self.clip.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
-            loss = self.loss(at_least_fp32(image), at_least_fp32(text), scale)
-        return {"contrastive": loss}
-
-
 def native_image_size(clip: nn.Module) -> tuple[int, int]:
     """The (height, width) a CLIP's image tower was built for."""
     size = clip.visual.image_size
@@ -158,9 +117,6 @@ def write_clip_weights(
     The file's metadata records the architecture, ``facts`` (data, steps, ...) and ``preprocess``
     (``pixel_mean``, ``pixel_std``, test ``interpolation``: how images were fed in training).
     """
-    from safetensors.torch import save_file
-
-    path = Path(path)
     dtype = torch.float16 if fp16 else None
     tensors = {
         k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous().clone()
@@ -172,14 +128,7 @@ def write_clip_weights(
         "facts": json.dumps(facts),
         "preprocess": json.dumps(preprocess),
     }
-    tmp = temporary_sibling(path)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_safetensors(path, tensors, meta)
 
 
 @dataclass
@@ -316,21 +265,7 @@ def pretrain(cfg: Config, resume: str | None = None, progress: bool = True) -> P
     started = time.perf_counter()
     dist = init_distributed(resolve_device(cfg.run.device, DistInfo()).type)
     try:
-        resume_ckpt = read_checkpoint(resume) if resume else None
-        if resume_ckpt is not None:
-            if resume_ckpt.meta.get("task") != STAGE_NAME:
-                raise ValueError(f"{resume_ckpt.path} is not a pretraining checkpoint; resume it with 'svllreid train'")
-            run_dir = Path(resume).expanduser() if Path(resume).is_dir() else resume_ckpt.path.parent.parent
-        else:
-            run_dir = new_run_dir(cfg, dist)
-        if dist.is_main:
-            if resume_ckpt is None and run_dir.exists():
-                raise ValueError(
-                    f"run directory {run_dir} already exists; choose another run.name, delete it, or continue "
-                    f"it with --resume {run_dir}"
-                )
-            run_dir.mkdir(parents=True, exist_ok=resume_ckpt is not None)
-            save_config(cfg, run_dir)
+        resume_ckpt, run_dir = prepare_run_dir(cfg, dist, resume, STAGE_NAME)
         seed_everything(cfg.run.seed + dist.rank)
         run = PretrainRun(cfg, run_dir, dist, progress)
         result = PretrainResult(run_dir)

@@ -285,8 +285,9 @@ def write_training_report(
         sections.append(
             Section(
                 "Embedding",
-                text="Image features (dots) and the text features of the learned prompts (stars) of a few "
-                "training identities, jointly projected with t-SNE; colour = identity.",
+                text="Image features (dots, CLIP's projected space f_proj) and the text features of the learned "
+                "prompts (stars) of a few training identities, jointly projected with t-SNE after centring each "
+                "modality (CLIP keeps images and texts in two separate cones, the modality gap); colour = identity.",
                 images=[embedding],
             )
         )

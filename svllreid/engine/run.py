@@ -402,6 +402,32 @@ def check_batch_semantics(cfg: Config, dist: DistInfo) -> None:
             raise ValueError(global_batch_error(key, size, dist.world_size, what))
 
 
+#: How to continue a run of each kind (checkpoints record theirs as ``task``; ReID ones have none).
+RESUME_COMMANDS = {"reid": "svllreid train --resume", "pretrain": "svllreid pretrain --resume"}
+
+
+def prepare_run_dir(cfg: Config, dist: DistInfo, resume: str | None, task: str) -> tuple[Checkpoint | None, Path]:
+    """The checkpoint to resume (of this ``task``: ``reid`` or ``pretrain``) and the run directory, made
+    and holding ``config.yaml`` on the main process; a new run refuses an existing directory."""
+    resume_ckpt = read_checkpoint(resume) if resume else None
+    if resume_ckpt is not None:
+        found = resume_ckpt.meta.get("task", "reid")
+        if found != task:
+            raise ValueError(f"{resume_ckpt.path} is a {found} checkpoint; continue it with {RESUME_COMMANDS[found]}")
+        run_dir = Path(resume).expanduser() if Path(resume).is_dir() else resume_ckpt.path.parent.parent
+    else:
+        run_dir = new_run_dir(cfg, dist)
+    if dist.is_main:
+        if resume_ckpt is None and run_dir.exists():
+            raise ValueError(
+                f"run directory {run_dir} already exists; choose another run.name, delete it, or continue "
+                f"it with --resume {run_dir}"
+            )
+        run_dir.mkdir(parents=True, exist_ok=resume_ckpt is not None)
+        save_config(cfg, run_dir)
+    return resume_ckpt, run_dir
+
+
 def new_run_dir(cfg: Config, dist: DistInfo) -> Path:
     """``run.output_dir/run.name`` (default ``<dataset>-<arch>-<time>``), the same on every process."""
     name = cfg.run.name or f"{cfg.data.dataset}-{cfg.model.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -430,19 +456,7 @@ def train(
     dist = init_distributed(probe.type)
     try:
         check_batch_semantics(cfg, dist)
-        resume_ckpt = read_checkpoint(resume) if resume else None
-        if resume_ckpt is not None:
-            run_dir = Path(resume).expanduser() if Path(resume).is_dir() else resume_ckpt.path.parent.parent
-        else:
-            run_dir = new_run_dir(cfg, dist)
-        if dist.is_main:
-            if resume_ckpt is None and run_dir.exists():
-                raise ValueError(
-                    f"run directory {run_dir} already exists; choose another run.name, delete it, or continue "
-                    f"it with --resume {run_dir}"
-                )
-            run_dir.mkdir(parents=True, exist_ok=resume_ckpt is not None)
-            save_config(cfg, run_dir)
+        resume_ckpt, run_dir = prepare_run_dir(cfg, dist, resume, "reid")
         seed_everything(cfg.run.seed + dist.rank)
         run = Run(cfg, run_dir, dist, progress)
         result = RunResult(run_dir, run.model)

@@ -1,4 +1,6 @@
-"""The two training stages as small tasks: a batch in, a dict of named (weighted) losses out.
+"""The training tasks: a batch in, a dict of named (weighted) losses out. The two ReID stages
+(:class:`PromptStageTask`, :class:`ImageStageTask`) and language-image pretraining
+(:class:`ContrastiveTask`).
 
 Tasks are ``nn.Module``s that hold the model, so the one fit loop can wrap a task in
 DistributedDataParallel and gradients of whatever the stage trains are synchronised.
@@ -7,9 +9,12 @@ DistributedDataParallel and gradients of whatever the stage trains are synchroni
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
+from open_clip.loss import ClipLoss
 from torch import nn
 
 from svllreid.data.samplers import global_batch_error
@@ -18,6 +23,7 @@ from svllreid.losses import cross_entropy_label_smooth, nt_xent_loss, supcon_los
 from svllreid.models.image_encoders import ImageFeatures
 from svllreid.models.prompts import augment_prompts
 from svllreid.models.reid_model import ReIDModel
+from svllreid.models.text_encoder import TextEncoder
 from svllreid.precision import at_least_fp32, without_autocast
 
 
@@ -250,3 +256,42 @@ class ImageStageTask(nn.Module):
             )
             losses["vis_ssl"] = self.vis_ssl_weight * ssl
         return losses
+
+
+#: CLIP caps its learnable temperature at a logit scale of 100.
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+class ContrastiveTask(nn.Module):
+    """Language-image pretraining: CLIP's symmetric InfoNCE over a batch of (image, caption) pairs.
+
+    Args:
+        clip: an open_clip CLIP; every parameter trains.
+        rank, world_size: this process in the DDP group. With ``global_batch``, every process's
+            features are gathered (with gradients) so each pair's negatives are the whole global
+            batch, as on one process; otherwise the loss is over this process's pairs only.
+    """
+
+    def __init__(self, clip: nn.Module, rank: int = 0, world_size: int = 1, global_batch: bool = True):
+        super().__init__()
+        self.clip = clip
+        # CLIP's own text tower on only the positions up to the batch's last end-of-text token: exact
+        # (the mask is causal) and about 40% cheaper than all 77 for captions of ~45 tokens.
+        self.text = TextEncoder(clip)
+        gathered = global_batch and world_size > 1
+        self.loss = ClipLoss(
+            local_loss=False,
+            gather_with_grad=gathered,
+            rank=rank if gathered else 0,
+            world_size=world_size if gathered else 1,
+        )
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        image = self.clip.encode_image(batch["image"], normalize=True)  # [B, D]
+        tokens = batch["tokens"]  # [B, 77]
+        text = self.text(self.text.embed_tokens(tokens), tokens.argmax(dim=1))  # [B, D]; EOT has the largest id
+        text = F.normalize(text, dim=-1)
+        with without_autocast(image):  # a metric loss: logits in fp32 (see svllreid.precision)
+            scale = self.clip.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+            loss = self.loss(at_least_fp32(image), at_least_fp32(text), scale)
+        return {"contrastive": loss}

@@ -403,10 +403,13 @@ def plot_embedding(
     text_pids: Any = None,
     seed: int = 0,
     title: str | None = None,
+    center_modalities: bool = True,
 ) -> Path:
     """Draw L2-normalised image (and text) features in 2-D, coloured by identity.
 
-    Image and text features are projected jointly, so their positions are comparable: t-SNE
+    Image and text features are projected jointly, so their positions are comparable; with
+    ``center_modalities`` each modality's mean is removed first (then re-normalised), which takes
+    away CLIP's modality gap so that a text feature lands by the images it matches. t-SNE
     (``init="pca"``, perplexity ``min(30, (n - 1) / 3)``, ``random_state=seed``), or PCA when there are
     fewer than 6 points in all. Image features are dots, text features large stars with a black edge.
     Colours come from tab10 (≤ 10 identities) or tab20 and repeat beyond 20 identities; up to 10
@@ -452,7 +455,15 @@ def plot_embedding(
     if not np.all(np.isfinite(all_feats)):
         raise ValueError("plot_embedding: the features contain NaN or infinite values")
 
-    coords, method = _project_2d(_l2_normalise(all_feats.astype(np.float64)), seed)
+    unit = _l2_normalise(all_feats.astype(np.float64))
+    if text_feats is not None and center_modalities:
+        # CLIP's image and text features lie in two separate cones (the "modality gap"): matched pairs are
+        # close in angle relative to the others, not in absolute position. Centring each modality removes
+        # the gap, so a prompt lands by the images it matches instead of in a clump of its own.
+        unit[:num_images] -= unit[:num_images].mean(axis=0)
+        unit[num_images:] -= unit[num_images:].mean(axis=0)
+        unit = _l2_normalise(unit)
+    coords, method = _project_2d(unit, seed)
     identities = list(np.unique(all_pids))
     cmap_name = "tab10" if len(identities) <= 10 else "tab20"
     palette = colormaps[cmap_name].colors

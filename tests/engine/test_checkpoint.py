@@ -10,7 +10,6 @@ import torch
 from safetensors.torch import save_file
 
 import svllreid
-from svllreid.engine import checkpoint as ckpt_module
 from svllreid.engine.checkpoint import (
     CheckpointError,
     load_model_state,
@@ -67,7 +66,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, model, monkeypatch
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("killed while writing")
 
-    monkeypatch.setattr(ckpt_module, "save_file", crash)
+    monkeypatch.setattr("safetensors.torch.save_file", crash)  # the writer svllreid.fileio calls
     with pytest.raises(KeyboardInterrupt):
         write_checkpoint(path, model, {"epoch": 2})
     assert path.read_bytes() == before  # the last good checkpoint is intact

@@ -18,7 +18,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import svllreid
-from svllreid.engine.tasks import ImageStageTask, PromptStageTask
+from svllreid.data.samplers import RandomBatchSampler
+from svllreid.engine.tasks import ContrastiveTask, ImageStageTask, PromptStageTask
+from svllreid.models.pretrained import build_clip
 
 WORLD = 2
 NUM_IDS = 6
@@ -73,6 +75,19 @@ def stage1_task(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, 
     return PromptStageTask(model, features, labels, 0.8, "element", 0.0, global_batch=global_batch)
 
 
+def pretrain_setup() -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """The tiny CLIP and a batch of 8 (image, tokens) pairs."""
+    torch.manual_seed(0)
+    clip, _ = build_clip("svll-tiny-vit")
+    clip.train()
+    gen = torch.Generator().manual_seed(4)
+    tokens = torch.randint(1, 400, (8, 77), generator=gen)
+    tokens[:, 0] = 49406
+    for row, end in enumerate(range(5, 13)):
+        tokens[row, end], tokens[row, end + 1 :] = 49407, 0
+    return clip, {"image": torch.randn(8, 3, 64, 32, generator=gen), "tokens": tokens}
+
+
 def step(
     task: nn.Module, batch: dict[str, torch.Tensor], wrap: bool
 ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
@@ -99,6 +114,9 @@ def _worker(rank: int, port: int, out: str) -> None:
         task = stage1_task(model, features, labels, global_batch)
         first = next(task.batches(epoch=1, batch_size=12, seed=5, rank=rank, world_size=WORLD))
         results[("stage1", global_batch)] = (*step(task, first, True), first["pids"])
+        clip, batch = pretrain_setup()
+        mine = {key: value[share] for key, value in batch.items()}
+        results[("pretrain", global_batch)] = step(ContrastiveTask(clip, rank, WORLD, global_batch), mine, True)
     torch.save(results, Path(out) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -162,3 +180,34 @@ def test_uneven_global_batches_are_refused_with_the_fix():
     model, features, labels = stage1_setup()
     with pytest.raises(ValueError, match=r"stage1\.batch_size=7 is the global batch"):
         next(stage1_task(model, features, labels, True).batches(1, 7, 0, rank=0, world_size=2))
+
+
+def test_pretraining_gathers_the_global_batch_and_trains_as_one_process(ranks):
+    """CLIP's contrastive loss over the gathered features of both processes equals one process's loss on
+    the whole batch, and so do the DDP-averaged gradients; per process, each loss sees only its half."""
+    clip, batch = pretrain_setup()
+    terms, grads = step(ContrastiveTask(clip), batch, wrap=False)
+    for rank in ranks:
+        got_terms, got_grads = rank[("pretrain", True)]
+        assert got_terms["contrastive"] == pytest.approx(terms["contrastive"], rel=1e-5)
+        assert_same(got_grads, grads)
+    local = [rank[("pretrain", False)][0]["contrastive"] for rank in ranks]
+    assert all(abs(value - terms["contrastive"]) > 1e-3 for value in local)
+
+
+def test_random_batch_sampler_shares_global_batches():
+    one = list(RandomBatchSampler(20, 8, seed=3))
+    shares = [list(RandomBatchSampler(20, 8, seed=3, rank=r, world_size=2)) for r in range(2)]
+    assert len(one) == 2 and all(len(s) == 2 for s in shares)
+    for step_index, batch in enumerate(one):
+        assert shares[0][step_index] + shares[1][step_index] == batch  # the two halves are that batch
+    per_process = [list(RandomBatchSampler(20, 4, seed=3, rank=r, world_size=2, global_batch=False)) for r in range(2)]
+    first, second = ({i for batch in share for i in batch} for share in per_process)
+    assert not first & second  # disjoint shares
+    sampler = RandomBatchSampler(20, 8, seed=3)
+    sampler.set_epoch(2)
+    assert list(sampler) != one  # another epoch, another order
+    with pytest.raises(ValueError, match=r"pretrain\.batch_size=7 is the global batch"):
+        RandomBatchSampler(20, 7, world_size=2)
+    with pytest.raises(ValueError, match=r"Lower pretrain\.batch_size"):
+        RandomBatchSampler(5, 8)

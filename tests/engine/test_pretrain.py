@@ -14,7 +14,8 @@ import svllreid
 from svllreid.cli import main
 from svllreid.config import load_config
 from svllreid.data.synthetic import generate_synthetic
-from svllreid.engine.pretrain import ContrastiveTask, pretrain
+from svllreid.engine.pretrain import pretrain
+from svllreid.engine.tasks import ContrastiveTask
 from svllreid.models.pretrained import PretrainedError, build_clip
 
 ARCH = "svll-tiny-vit"
@@ -189,3 +190,8 @@ def test_eval_text_errors_are_explained(world: Path, capsys: pytest.CaptureFixtu
 def test_shipped_tag_is_refused_for_another_architecture():
     with pytest.raises(PretrainedError, match="exist for svll-tiny-vit only"):
         build_clip("svll-tiny-rn", "svll-synth")
+
+
+def test_a_run_of_one_kind_is_not_resumed_as_the_other(finished, capsys: pytest.CaptureFixture[str]):
+    assert main(["train", "--resume", str(finished.run_dir)]) == 2
+    assert "is a pretrain checkpoint; continue it with svllreid pretrain --resume" in capsys.readouterr().err

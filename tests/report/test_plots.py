@@ -252,3 +252,26 @@ def test_plot_embedding_of_identical_features_uses_pca(tmp_path: Path) -> None:
     feats = np.ones((12, 8), np.float32)
     out = plot_embedding(feats, np.repeat([1, 2, 3], 4), tmp_path / "same.png")
     assert Image.open(out).size[0] > 100
+
+
+def test_embedding_removes_the_modality_gap_before_projecting(tmp_path: Path, monkeypatch) -> None:
+    """Text features offset from their images by one shared vector (CLIP's modality gap) are projected
+    next to their own identity's images once each modality is centred."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16))
+    pids = np.repeat(np.arange(4), 6)
+    images = centres[pids] + 0.05 * rng.normal(size=(24, 16))
+    texts = centres + 6.0  # every prompt pushed the same way: far from all images in absolute position
+    seen = {}
+
+    def capture(features, seed):
+        seen["features"] = features
+        return features[:, :2], "t-SNE"
+
+    monkeypatch.setattr(plots, "_project_2d", capture)
+    for center in (False, True):
+        plots.plot_embedding(images, pids, tmp_path / f"e{center}.png", texts, np.arange(4), center_modalities=center)
+        feats = seen["features"]
+        nearest = np.argmax(feats[24:] @ feats[:24].T, axis=1)
+        own = (pids[nearest] == np.arange(4)).mean()
+        assert own == 1.0 if center else own < 1.0
