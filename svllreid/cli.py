@@ -144,9 +144,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(cfg, stages=stages, init_from=args.init_from, resume=args.resume, progress=not args.no_progress)
     print(f"run directory: {result.run_dir}")
     if result.untrained is not None:
-        print("untrained  " + format_summary(result.untrained))
+        print("before training  " + format_summary(result.untrained))
     if result.evaluation is not None:
-        print("trained    " + format_summary(result.evaluation))
+        print("trained          " + format_summary(result.evaluation))
     return 0
 
 

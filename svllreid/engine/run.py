@@ -476,7 +476,7 @@ def train(
             log.info("initialised from %s", ckpt.path)
         elif cfg.eval.before_training and dist.is_main:
             result.untrained = run.evaluate().summary  # only the summary: the features would stay in memory
-            log.info("untrained: %s", format_summary(result.untrained))
+            log.info("before training: %s", format_summary(result.untrained))
 
         for stage in stages:
             resume_from = resume_ckpt if resume_ckpt is not None and int(resume_ckpt.meta["stage"]) == stage else None
