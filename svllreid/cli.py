@@ -94,20 +94,29 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from svllreid.data.synthetic import generate_synthetic
+    from svllreid.data.synthetic import PRETRAIN_WORLD, generate_synthetic
 
-    summary = generate_synthetic(
-        args.out,
-        num_ids=args.ids,
-        num_cameras=args.cameras,
-        images_per_camera=args.images_per_camera,
-        seed=args.seed,
-        workers=args.workers,
-    )
+    sizes = {
+        "num_ids": args.ids,
+        "num_cameras": args.cameras,
+        "images_per_camera": args.images_per_camera,
+        "seed": args.seed,
+        "train_ids": args.train_ids,
+    }
+    if args.pretraining_world:
+        world = PRETRAIN_WORLD
+        sizes = {
+            "num_ids": world["ids"],
+            "num_cameras": world["cameras"],
+            "images_per_camera": world["images_per_camera"],
+            "seed": world["seed"],
+            "train_ids": world["train_ids"],
+        }
+    summary = generate_synthetic(args.out, workers=args.workers, **sizes)
     counts = ", ".join(f"{split} {n}" for split, n in summary.images.items())
     print(
         f"wrote {sum(summary.images.values())} images of {summary.num_ids} identities × {summary.num_cameras} "
-        f"cameras to {summary.root} in {summary.seconds:.1f} s ({counts})"
+        f"cameras to {summary.root} in {summary.seconds:.1f} s ({counts}), with their captions in captions.jsonl"
     )
     return 0
 
@@ -856,6 +865,15 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True, help="output folder")
     _add_synth_size_args(synth)
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument(
+        "--train-ids", type=int, default=None, help="training identities (default: half); the rest are the test split"
+    )
+    synth.add_argument(
+        "--pretraining-world",
+        action="store_true",
+        help="the pretraining world of the shipped svll-synth weights (2,400 identities, 400 held out, its own seed); "
+        "sizes and seed come from it",
+    )
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
     synth.set_defaults(func=cmd_data_synth)
 

@@ -126,6 +126,13 @@ def test_synth_on_small_sizes(tmp_path, capsys):
     assert main(["data", "stats", "--dataset", "market1501", "--root", str(out_dir), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["train"]["ids"] == 2
+    # Held-out identities of one's own choosing, and the captions of every image.
+    held = tmp_path / "held"
+    assert main(["data", "synth", "--out", str(held), *args, "--train-ids", "3", "--workers", "1"]) == 0
+    assert "with their captions in captions.jsonl" in capsys.readouterr().out
+    assert main(["data", "stats", "--dataset", "synthetic_captions", "--root", str(held), "--json"]) == 0
+    captions = json.loads(capsys.readouterr().out)
+    assert captions["train"]["ids"] == 3 and captions["test"]["ids"] == 1
 
 
 def test_eval_features(tmp_path, capsys):
@@ -154,3 +161,24 @@ def test_eval_features(tmp_path, capsys):
     np.savez(tmp_path / "nocam.npz", feats=query["feats"], pids=query["pids"])
     assert main(["eval-features", "--query", str(tmp_path / "nocam.npz"), "--gallery", str(tmp_path / "g.npz")]) == 2
     assert "'camids' must be in both" in capsys.readouterr().err
+
+
+def test_synth_pretraining_world_uses_its_own_sizes_and_seed(tmp_path, monkeypatch, capsys):
+    import svllreid.data.synthetic as synthetic
+    from svllreid.data.synthetic import PRETRAIN_WORLD, SynthSummary
+
+    calls = {}
+
+    def fake(out, workers=None, **sizes):
+        calls.update(sizes)
+        return SynthSummary(Path(out), sizes["num_ids"], sizes["num_cameras"], {"train": 1}, 0.0)
+
+    monkeypatch.setattr(synthetic, "generate_synthetic", fake)  # drawing 2,400 identities takes a minute
+    assert main(["data", "synth", "--out", str(tmp_path / "w"), "--pretraining-world"]) == 0
+    assert calls == {
+        "num_ids": PRETRAIN_WORLD["ids"],
+        "num_cameras": PRETRAIN_WORLD["cameras"],
+        "images_per_camera": PRETRAIN_WORLD["images_per_camera"],
+        "seed": PRETRAIN_WORLD["seed"],
+        "train_ids": PRETRAIN_WORLD["train_ids"],
+    }

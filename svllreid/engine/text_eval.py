@@ -166,6 +166,7 @@ def load_sides(
     import open_clip
 
     from svllreid.data.transforms import build_test_transform
+    from svllreid.engine.checkpoint import META_KEY
     from svllreid.engine.distributed import DistInfo, resolve_device
     from svllreid.engine.inference import load_trained_model
     from svllreid.models.pretrained import build_clip, shipped_weights_path
@@ -180,6 +181,12 @@ def load_sides(
             if not arch:
                 raise ValueError(f"{weights} does not record its architecture; pass --arch and --pretrained instead")
         else:
+            header = json.loads(read_safetensors_metadata(folder).get(META_KEY, "{}"))
+            if header.get("task") == "pretrain":
+                raise ValueError(
+                    f"{folder} is a pretraining checkpoint (weights with optimiser state); pass its run directory, "
+                    "whose clip.safetensors holds the weights, or --arch ARCH --pretrained clip.safetensors"
+                )
             trained = load_trained_model(checkpoint, device)
             return LoadedSides(
                 ReIDSides(trained.model),

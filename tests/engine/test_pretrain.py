@@ -178,6 +178,12 @@ def test_pretrain_and_eval_text_commands(world: Path, tmp_path: Path, capsys: py
     assert json.loads(capsys.readouterr().out)["mAP"] == pytest.approx(result["mAP"], abs=1e-6)
 
 
+def test_eval_text_of_a_pretraining_checkpoint_file_points_to_its_weights(finished, capsys):
+    last = finished.run_dir / "checkpoints" / "last.safetensors"
+    assert main(["eval-text", "--checkpoint", str(last), "--dataset", "synthetic_captions"]) == 2
+    assert "is a pretraining checkpoint" in capsys.readouterr().err
+
+
 def test_eval_text_errors_are_explained(world: Path, capsys: pytest.CaptureFixture[str]):
     assert main(["eval-text", "--dataset", "synthetic_captions", "--root", str(world)]) == 2
     assert "pass either --checkpoint" in capsys.readouterr().err
