@@ -50,7 +50,7 @@ from svllreid.engine.text_eval import ClipSides, evaluate_text_retrieval
 from svllreid.engine.trainer import MetricsLog, StagePlan, Trainer
 from svllreid.eval.text_retrieval import format_retrieval
 from svllreid.fileio import atomic_write_safetensors, atomic_write_text
-from svllreid.models.pretrained import build_clip
+from svllreid.models.pretrained import build_clip, native_image_size
 from svllreid.precision import resolve_precision
 
 log = logging.getLogger(__name__)
@@ -96,12 +96,6 @@ class CaptionPairs(Dataset):
         path = self.paths[index]
         image = self.cache.get(path) if self.cache is not None else read_resized(path, self.size, self.interpolation)
         return {"image": self.transform(image), "tokens": self.tokens[index]}
-
-
-def native_image_size(clip: nn.Module) -> tuple[int, int]:
-    """The (height, width) a CLIP's image tower was built for."""
-    size = clip.visual.image_size
-    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def write_clip_weights(

@@ -169,7 +169,7 @@ def load_sides(
     from svllreid.engine.checkpoint import META_KEY
     from svllreid.engine.distributed import DistInfo, resolve_device
     from svllreid.engine.inference import load_trained_model
-    from svllreid.models.pretrained import build_clip, shipped_weights_path
+    from svllreid.models.pretrained import build_clip, native_image_size, shipped_weights_path
 
     if (checkpoint is None) == (arch is None):
         raise ValueError("pass either --checkpoint (a trained run) or --arch [--pretrained WEIGHTS] (a CLIP)")
@@ -201,8 +201,7 @@ def load_sides(
     clip, report = build_clip(arch, pretrained)
     target = resolve_device(device, DistInfo())
     clip.to(target).eval()
-    size = clip.visual.image_size
-    size = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    size = native_image_size(clip)
     source = shipped_weights_path(arch, pretrained) or Path(pretrained or "")
     saved = read_safetensors_metadata(source).get("preprocess") if pretrained else None
     preprocess = json.loads(saved) if saved else None

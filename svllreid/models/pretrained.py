@@ -309,6 +309,12 @@ def build_clip(
     return clip.float().eval(), report
 
 
+def native_image_size(clip: nn.Module) -> tuple[int, int]:
+    """The (height, width) a CLIP's image tower was built for (and its weights are stored at)."""
+    size = clip.visual.image_size
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
 @contextlib.contextmanager
 def _quiet_root_warning(prefix: str) -> Iterator[None]:
     """Drop root-logger records starting with ``prefix`` (open_clip logs through the root logger)."""
