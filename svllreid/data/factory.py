@@ -20,12 +20,14 @@ from svllreid.data.validation import carve_validation
 log = logging.getLogger(__name__)
 
 
-def parse_dataset(cfg: DataConfig, carve: bool = True) -> ReIDDataset:
-    """The configured dataset, parsed, with its validation split carved out (``data.validation_ids``)."""
-    dataset = load_dataset(cfg.dataset, cfg.root, **cfg.options)
-    if carve and cfg.validation_ids:
-        dataset = carve_validation(dataset, cfg.validation_ids, cfg.validation_seed)
-    return dataset
+def parse_dataset(cfg: DataConfig) -> ReIDDataset:
+    """The configured dataset, parsed (not checked), with its validation split carved out
+    (``data.validation_ids``)."""
+    return _carved(cfg, load_dataset(cfg.dataset, cfg.root, **cfg.options))
+
+
+def _carved(cfg: DataConfig, dataset: ReIDDataset) -> ReIDDataset:
+    return carve_validation(dataset, cfg.validation_ids, cfg.validation_seed) if cfg.validation_ids else dataset
 
 
 def build_dataset(cfg: DataConfig) -> ReIDDataset:
@@ -34,7 +36,7 @@ def build_dataset(cfg: DataConfig) -> ReIDDataset:
     Raises:
         DatasetError: the dataset cannot be parsed or its check found errors (all listed).
     """
-    dataset = parse_dataset(cfg, carve=False)
+    dataset = load_dataset(cfg.dataset, cfg.root, **cfg.options)
     if cfg.check != "off":
         report = check_loaded_dataset(dataset, mode="full" if cfg.check == "full" else "quick")
         if not report.ok:
@@ -45,8 +47,7 @@ def build_dataset(cfg: DataConfig) -> ReIDDataset:
             )
         for warning in report.warnings:
             log.warning("%s: %s", dataset.name, warning)
-    if cfg.validation_ids:
-        dataset = carve_validation(dataset, cfg.validation_ids, cfg.validation_seed)
+    dataset = _carved(cfg, dataset)  # after the check, which covers every split of the dataset
     for note in dataset.notes:
         log.info("%s: %s", dataset.name, note)
     return dataset
