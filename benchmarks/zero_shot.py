@@ -44,7 +44,7 @@ def main() -> int:
     import torch
 
     from svllreid.data.datasets import load_caption_dataset
-    from svllreid.engine.text_eval import evaluate_text_retrieval, load_sides
+    from svllreid.engine.text_eval import load_sides
     from svllreid.eval.text_retrieval import retrieval_targets
 
     torch.manual_seed(0)
@@ -56,18 +56,7 @@ def main() -> int:
     for name, weights in (("random weights", None), (f"pretrained ({args.pretrained})", args.pretrained)):
         started = time.perf_counter()
         loaded = load_sides(arch=args.arch, pretrained=weights, device=args.device)
-        evaluation = evaluate_text_retrieval(
-            loaded.sides,
-            captions,
-            loaded.tokenizer,
-            loaded.transform,
-            loaded.image_size,
-            loaded.device,
-            dataset.name,
-            args.split,
-            args.batch_size,
-            interpolation=loaded.interpolation,
-        )
+        evaluation = loaded.evaluate(captions, dataset.name, args.split, args.batch_size)
         rows[name] = {**evaluation.summary, "seconds": time.perf_counter() - started, "r1_over_chance":
                       evaluation.summary["R@1"] / chance}  # fmt: skip
     pretrained = rows[f"pretrained ({args.pretrained})"]

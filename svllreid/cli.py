@@ -193,7 +193,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_eval_text(args: argparse.Namespace) -> int:
     from svllreid.data.datasets import load_caption_dataset
-    from svllreid.engine.text_eval import evaluate_text_retrieval, load_sides
+    from svllreid.engine.text_eval import load_sides
     from svllreid.eval.text_retrieval import format_retrieval
 
     pretrained = None if args.pretrained in (None, "none") else args.pretrained
@@ -201,19 +201,8 @@ def cmd_eval_text(args: argparse.Namespace) -> int:
         raise ConfigError("--pretrained needs --arch (the CLIP architecture the weights are for)")
     loaded = load_sides(args.checkpoint, args.arch, pretrained, args.device)
     dataset = load_caption_dataset(args.dataset, args.root, **_parse_options(args.option))
-    evaluation = evaluate_text_retrieval(
-        loaded.sides,
-        dataset.split(args.split),
-        loaded.tokenizer,
-        loaded.transform,
-        loaded.image_size,
-        loaded.device,
-        dataset.name,
-        args.split,
-        args.batch_size,
-        args.workers,
-        interpolation=loaded.interpolation,
-        progress=not args.no_progress,
+    evaluation = loaded.evaluate(
+        dataset.split(args.split), dataset.name, args.split, args.batch_size, args.workers, not args.no_progress
     )
     summary = evaluation.summary
     if args.out:

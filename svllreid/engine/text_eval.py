@@ -149,6 +149,31 @@ class LoadedSides:
     device: torch.device
     description: str
 
+    def evaluate(
+        self,
+        captions: Sequence[Caption],
+        dataset: str,
+        split: str,
+        batch_size: int = 256,
+        num_workers: int = 0,
+        progress: bool = False,
+    ) -> TextRetrieval:
+        """:func:`evaluate_text_retrieval` of this network with its own tokenizer and input pipeline."""
+        return evaluate_text_retrieval(
+            self.sides,
+            captions,
+            self.tokenizer,
+            self.transform,
+            self.image_size,
+            self.device,
+            dataset,
+            split,
+            batch_size,
+            num_workers,
+            interpolation=self.interpolation,
+            progress=progress,
+        )
+
 
 def load_sides(
     checkpoint: str | None = None,
