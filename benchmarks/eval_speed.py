@@ -84,7 +84,7 @@ def worker(
     """Run one size (in this fresh process) and return its measurements."""
     import torch
 
-    from svllreid.eval import evaluate
+    from svllreid.eval import KReciprocal, evaluate
     from svllreid.eval.ranking import default_chunk_size
 
     load = os.getloadavg()[0]
@@ -96,7 +96,8 @@ def worker(
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    result = evaluate(qf, gf, p["qp"], p["gp"], p["qc"], p["gc"], chunk_size=chunk_size, rerank=rerank)
+    reranker = KReciprocal() if rerank else None
+    result = evaluate(qf, gf, p["qp"], p["gp"], p["qc"], p["gc"], chunk_size=chunk_size, rerank=reranker)
     if device == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - start
@@ -127,7 +128,7 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=None, help="queries per chunk (default: automatic)")
     parser.add_argument("--noise", type=float, default=1.0, help="per-image noise of the synthetic features")
     parser.add_argument("--repeat", type=int, default=1, help="fresh subprocesses per size")
-    parser.add_argument("--rerank", action="store_true", help="evaluate(rerank=True): k-reciprocal re-ranking")
+    parser.add_argument("--rerank", action="store_true", help="evaluate(rerank=KReciprocal()): k-reciprocal re-ranking")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

@@ -44,8 +44,7 @@ def main() -> int:
     import torch
 
     from svllreid.data.datasets import load_caption_dataset
-    from svllreid.engine.text_eval import load_sides
-    from svllreid.eval.text_retrieval import retrieval_targets
+    from svllreid.engine.text_eval import load_sides, retrieval_targets
 
     torch.manual_seed(0)
     dataset = load_caption_dataset(args.dataset, args.root)

@@ -4,5 +4,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 echo "==> ruff"
 ruff check .
 ruff format --check .
+echo "==> import layers (import-linter)"
+lint-imports --no-logo --no-cache
 echo "==> pytest"
 exec python -m pytest "$@"

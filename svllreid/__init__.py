@@ -6,13 +6,14 @@ not pay for importing open_clip.
 
 from typing import Any
 
-__version__ = "0.1.0"
+from svllreid.version import __version__
 
 _LAZY = {
     "create_model": "svllreid.models.factory",
     "evaluate": "svllreid.eval.ranking",
     "RankingResult": "svllreid.eval.ranking",
     "k_reciprocal_rerank": "svllreid.eval.rerank",
+    "KReciprocal": "svllreid.eval.rerank",
     "load_trained_model": "svllreid.engine.inference",
     "GalleryIndex": "svllreid.search",
 }

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from svllreid import __version__
 from svllreid.config import ConfigError, config_to_yaml, load_config, parse_override
 from svllreid.data.types import DatasetError
 from svllreid.errors import TrainingDiverged
+from svllreid.version import __version__
 
 EXAMPLES = """\
 examples:
@@ -144,7 +144,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from svllreid.engine.run import train
-    from svllreid.eval.features import format_summary
+    from svllreid.eval.summary import format_summary
 
     cfg = _config_or_resume(args)
     if args.stage == "2" and not (args.init_from or args.resume):
@@ -239,7 +239,7 @@ def _read_feature_file(path: str, side: str) -> dict[str, Any]:
 
 
 def cmd_eval_features(args: argparse.Namespace) -> int:
-    from svllreid.eval import evaluate
+    from svllreid.eval import KReciprocal, evaluate
 
     query = _read_feature_file(args.query, "query")
     gallery = _read_feature_file(args.gallery, "gallery")
@@ -253,10 +253,7 @@ def cmd_eval_features(args: argparse.Namespace) -> int:
         query.get("camids"),
         gallery.get("camids"),
         max_rank=args.max_rank,
-        rerank=args.rerank,
-        k1=args.k1,
-        k2=args.k2,
-        lambda_value=args.lambda_value,
+        rerank=KReciprocal(args.k1, args.k2, args.lambda_value) if args.rerank else None,
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -275,7 +272,7 @@ def cmd_eval_features(args: argparse.Namespace) -> int:
 
 def _summary_table(summary: dict[str, Any]) -> str:
     """The metrics as a small text table, one row per split (and the mean over several)."""
-    from svllreid.eval.features import METRICS
+    from svllreid.eval.summary import METRICS
 
     header = f"{'split':<22}{'mAP':>8}{'mINP':>8}{'R-1':>8}{'R-5':>8}{'R-10':>8}"
     lines = [header, "-" * len(header)]
@@ -293,7 +290,7 @@ def _summary_table(summary: dict[str, Any]) -> str:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from svllreid.engine.evaluation import evaluate_checkpoint
-    from svllreid.eval.features import format_summary
+    from svllreid.eval.summary import format_summary
 
     if args.root is not None and args.dataset is None:
         raise ConfigError("--root needs --dataset (the dataset's name, see 'svllreid data list')")
@@ -308,9 +305,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         num_workers=args.workers,
-        report=not args.no_report,
         progress=not args.no_progress,
     )
+    if not args.no_report:
+        from svllreid.engine.reporting import write_evaluation_report
+
+        result.files.update(write_evaluation_report(result))
     summary = result.summary
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -334,15 +334,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace, trained: Any, paths: list[str]) -> Any:
     """Features of image files with the progress bar; unreadable files stop the command unless
     ``--skip-unreadable``."""
-    from svllreid.eval.features import extract_file_features
+    from svllreid.engine.features import extract_file_features
     from svllreid.precision import resolve_precision
 
     feats = extract_file_features(
         trained.model,
         paths,
-        trained.transform,
-        trained.image_size,
-        trained.device,
+        transform=trained.transform,
+        image_size=trained.image_size,
+        device=trained.device,
         batch_size=args.batch_size,
         num_workers=args.workers,
         amp_dtype=resolve_precision("auto", trained.device),
@@ -558,7 +558,7 @@ def _demo_config(args: argparse.Namespace) -> Any:
 def cmd_demo(args: argparse.Namespace) -> int:
     from svllreid.data.factory import build_dataset
     from svllreid.engine.run import build_model, evaluate_random_init, method_name, train
-    from svllreid.eval.features import METRICS
+    from svllreid.eval.summary import METRICS
     from svllreid.models.info import model_info
 
     started = time.perf_counter()

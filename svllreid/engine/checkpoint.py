@@ -20,8 +20,8 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from svllreid import __version__
 from svllreid.fileio import atomic_write_safetensors
+from svllreid.version import __version__
 
 FORMAT = "svllreid-checkpoint"
 FORMAT_VERSION = 1

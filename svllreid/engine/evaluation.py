@@ -12,9 +12,8 @@ from typing import Any
 
 from svllreid.data.factory import build_dataset
 from svllreid.data.types import ReIDDataset
+from svllreid.engine.features import ModelEvaluation, TestImages, eval_options, evaluate_model
 from svllreid.engine.inference import TrainedModel, load_trained_model
-from svllreid.engine.run import RANKED_LIST_LENGTH
-from svllreid.eval.features import ModelEvaluation, evaluate_model
 from svllreid.fileio import atomic_write_text
 from svllreid.precision import resolve_precision
 
@@ -76,6 +75,7 @@ def default_out_dir(trained: TrainedModel, dataset_name: str, rerank: bool, flip
 
 def evaluate_checkpoint(
     checkpoint: str | Path,
+    *,
     dataset: str | None = None,
     root: str | None = None,
     options: dict[str, Any] | None = None,
@@ -85,12 +85,12 @@ def evaluate_checkpoint(
     device: str = "auto",
     batch_size: int | None = None,
     num_workers: int = 0,
-    report: bool = True,
     progress: bool = False,
 ) -> CheckpointEvaluation:
     """Evaluate a checkpoint on its own test set or, with ``dataset``, on another one (cross-domain).
 
-    Writes ``eval.json`` and (with ``report``) the figures and ``report.html`` to ``out_dir``.
+    Writes ``eval.json`` to ``out_dir``; :func:`svllreid.engine.reporting.write_evaluation_report` adds the
+    figures and ``report.html``.
 
     Args:
         checkpoint: a checkpoint file or a run directory.
@@ -116,26 +116,18 @@ def evaluate_checkpoint(
         notes.append(f"the model was trained on {trained.spec.kind} images and is evaluated on {data.kind} images")
     for text in notes:
         log.warning("%s", text)
-    e = cfg.eval
-    evaluation = evaluate_model(
-        trained.model,
-        data,
-        trained.transform,
-        trained.image_size,
-        trained.device,
-        batch_size or e.batch_size,
-        num_workers,
-        resolve_precision("auto", trained.device),
-        flip,
-        e.max_rank,
+    options = eval_options(
+        cfg.eval,
+        num_workers=num_workers,
+        amp_dtype=resolve_precision("auto", trained.device),
         rerank=rerank,
-        rerank_k1=e.rerank_k1,
-        rerank_k2=e.rerank_k2,
-        rerank_lambda=e.rerank_lambda,
-        topk=RANKED_LIST_LENGTH,
+        flip=flip,
+        batch_size=batch_size,
         side_info=side_info,
-        progress=progress,
-        interpolation=trained.interpolation,
+    )
+    images = TestImages(trained.transform, trained.image_size, trained.interpolation)
+    evaluation = evaluate_model(
+        trained.model, data, images=images, device=trained.device, options=options, progress=progress
     )
     out = Path(out_dir) if out_dir is not None else default_out_dir(trained, data.name, rerank, flip)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,8 +144,4 @@ def evaluate_checkpoint(
     }
     result.files["json"] = out / "eval.json"
     atomic_write_text(result.files["json"], json.dumps(payload, indent=2))
-    if report:
-        from svllreid.engine.report import write_evaluation_report
-
-        result.files.update(write_evaluation_report(result))
     return result

@@ -33,16 +33,19 @@ from svllreid.engine.checkpoint import (
     write_checkpoint,
 )
 from svllreid.engine.distributed import DistInfo, barrier, init_distributed, resolve_device, shutdown
-from svllreid.engine.optim import build_adam, cosine_with_warmup, multistep_with_warmup
-from svllreid.engine.tasks import ImageStageTask, PromptStageTask
-from svllreid.engine.trainer import MetricsLog, StagePlan, Trainer
-from svllreid.eval.features import (
+from svllreid.engine.features import (
     ModelEvaluation,
+    TestImages,
+    eval_options,
     evaluate_model,
     extract_features,
-    format_summary,
     projection_encoder,
 )
+from svllreid.engine.optim import build_adam, cosine_with_warmup, multistep_with_warmup
+from svllreid.engine.reporting import write_train_embedding, write_training_report
+from svllreid.engine.tasks import ImageStageTask, PromptStageTask
+from svllreid.engine.trainer import MetricsLog, StagePlan, Trainer
+from svllreid.eval.summary import format_summary
 from svllreid.fileio import atomic_write_text
 from svllreid.models.factory import ModelSpec, create_model
 from svllreid.models.reid_model import ReIDModel
@@ -63,8 +66,6 @@ STRUCTURE_FIELDS = (
     "last_stride",
 )
 SSL_HEAD_PREFIXES = ("lang_projector.", "vis_projector.")
-#: Ranked gallery items kept per query for the report's pictures.
-RANKED_LIST_LENGTH = 10
 
 
 @dataclass
@@ -212,7 +213,7 @@ class Run:
         images = ReIDImageDataset(ds.train, self.transforms.test, self.size, cache=cache, interpolation=interpolation)
         loader = build_test_loader(images, self.cfg.eval.batch_size, self.cfg.data.num_workers)
         self.model.eval()
-        feats = extract_features(projection_encoder(self.model), loader, self.device, self.amp_dtype)
+        feats = extract_features(projection_encoder(self.model), loader, self.device, amp_dtype=self.amp_dtype)
         labels = torch.tensor([s.pid for s in ds.train], dtype=torch.long, device=self.device)
         return feats, labels
 
@@ -307,32 +308,14 @@ class Run:
 
     # --- evaluation --------------------------------------------------------------------------------
     def evaluate(self) -> ModelEvaluation:
-        e = self.cfg.eval
-        return evaluate_model(
-            self.model,
-            self.dataset,
-            self.transforms.test,
-            self.size,
-            self.device,
-            e.batch_size,
-            self.cfg.data.num_workers,
-            self.amp_dtype,
-            e.flip,
-            e.max_rank,
-            self.caches.get(self.transforms.test_interpolation),
-            rerank=e.rerank,
-            rerank_k1=e.rerank_k1,
-            rerank_k2=e.rerank_k2,
-            rerank_lambda=e.rerank_lambda,
-            topk=RANKED_LIST_LENGTH,
-            interpolation=self.transforms.test_interpolation,
-        )
+        interpolation = self.transforms.test_interpolation
+        images = TestImages(self.transforms.test, self.size, interpolation, self.caches.get(interpolation))
+        options = eval_options(self.cfg.eval, num_workers=self.cfg.data.num_workers, amp_dtype=self.amp_dtype)
+        return evaluate_model(self.model, self.dataset, images=images, device=self.device, options=options)
 
     def write_report(self, result: RunResult, seconds: float) -> Path | None:
         """``report.html`` and its figures. A failure here is logged, not raised: the checkpoints and
         eval.json of the finished run are already written."""
-        from svllreid.engine.report import write_train_embedding, write_training_report
-
         cfg, ds = self.cfg, self.dataset
         method = method_name(cfg)
         weights = f"weights {cfg.model.pretrained}" if cfg.model.pretrained else "randomly initialised (no weights)"
@@ -373,20 +356,16 @@ def evaluate_random_init(cfg: Config, dataset: ReIDDataset) -> dict[str, Any]:
     device = resolve_device(cfg.run.device, DistInfo())
     model = build_model(random_cfg, dataset).to(device)
     transforms = build_transforms(cfg.data)
-    e = cfg.eval
-    return evaluate_model(
-        model,
-        dataset,
-        transforms.test,
-        tuple(cfg.data.image_size),
-        device,
-        e.batch_size,
-        cfg.data.num_workers,
-        resolve_precision(cfg.run.precision, device),
-        e.flip,
-        e.max_rank,
-        interpolation=transforms.test_interpolation,
-    ).summary
+    images = TestImages(transforms.test, tuple(cfg.data.image_size), transforms.test_interpolation)
+    # The options of the final evaluation, but neither re-ranking nor ranked lists: a floor to compare with.
+    options = eval_options(
+        cfg.eval,
+        num_workers=cfg.data.num_workers,
+        amp_dtype=resolve_precision(cfg.run.precision, device),
+        rerank=False,
+        topk=0,
+    )
+    return evaluate_model(model, dataset, images=images, device=device, options=options).summary
 
 
 def check_batch_semantics(cfg: Config, dist: DistInfo) -> None:

@@ -17,18 +17,51 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from svllreid.data.loaders import Transform
-from svllreid.data.types import Caption
-from svllreid.eval.features import extract_file_features
+from svllreid.data.types import UNKNOWN, Caption
+from svllreid.engine.features import extract_file_features
 from svllreid.eval.ranking import RankingResult
-from svllreid.eval.text_retrieval import retrieval_summary, retrieval_targets, text_to_image
+from svllreid.eval.text_retrieval import retrieval_summary, text_to_image
 from svllreid.precision import autocast
 
 Tokenizer = Callable[[Sequence[str]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class RetrievalTargets:
+    """The images of an evaluation split (each once) and who the captions and images show.
+
+    ``image_ids`` / ``caption_ids`` are identities, or for pairs without one a negative number unique
+    to the image (so that only the caption's own image matches).
+    """
+
+    image_paths: list[str]
+    image_ids: np.ndarray
+    caption_ids: np.ndarray
+    captions: list[str]
+
+
+def retrieval_targets(captions: Sequence[Caption]) -> RetrievalTargets:
+    """Unique images (in first-seen order) and the identities to match for ``captions``."""
+    index: dict[str, int] = {}
+    image_ids: list[int] = []
+    for c in captions:
+        if c.path not in index:
+            index[c.path] = len(index)
+            # An unknown identity makes the image its own identity: -2, -3, ... never clash with real ids.
+            image_ids.append(c.pid if c.pid != UNKNOWN else -2 - index[c.path])
+    caption_ids = [image_ids[index[c.path]] for c in captions]
+    return RetrievalTargets(
+        list(index),
+        np.asarray(image_ids, dtype=np.int64),
+        np.asarray(caption_ids, dtype=np.int64),
+        [c.caption for c in captions],
+    )
 
 
 class ClipSides(nn.Module):
@@ -117,12 +150,12 @@ def evaluate_text_retrieval(
     files = extract_file_features(
         sides,
         targets.image_paths,
-        transform,
-        image_size,
-        device,
-        batch_size,
-        num_workers,
-        amp_dtype,
+        transform=transform,
+        image_size=image_size,
+        device=device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        amp_dtype=amp_dtype,
         progress=progress,
         interpolation=interpolation,
     )

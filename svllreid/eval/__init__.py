@@ -1,5 +1,6 @@
-"""Evaluation: retrieval metrics (CMC, mAP, mINP) of re-identification."""
+"""Evaluation: retrieval metrics (CMC, mAP, mINP) of re-identification, from features."""
 
-from svllreid.eval.ranking import RankingResult, evaluate
+from svllreid.eval.ranking import RankingResult, Reranker, evaluate
+from svllreid.eval.rerank import KReciprocal
 
-__all__ = ["RankingResult", "evaluate"]
+__all__ = ["KReciprocal", "RankingResult", "Reranker", "evaluate"]

@@ -49,12 +49,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-__all__ = ["RankingResult", "default_chunk_size", "evaluate"]
+from svllreid.eval.inputs import Array, ArrayLike, as_feature_pair, check_pair, labels
+
+__all__ = ["RankingResult", "Reranker", "default_chunk_size", "evaluate"]
 
 #: Automatic chunk size on CPU: working memory per chunk, at worst (every item nearer than the hardest
 #: true match): distances, mask, selected positions and values.
@@ -66,9 +68,6 @@ TORCH_CHUNK_BYTES = 4 * 2**30
 #: true match): distances, mask, selected positions, values and keys.
 _TORCH_BYTES_PER_PAIR = 96
 _INT64_MAX = torch.iinfo(torch.int64).max
-
-ArrayLike = Any  # numpy array, torch tensor, or anything np.asarray accepts
-Array = Any  # numpy array or torch tensor
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,62 +170,6 @@ def make_result(
     return RankingResult(
         mean_ap, mean_inp, cmc, num_queries, n, num_queries - n, protocol, query_ap, query_first, ranked, reranked
     )
-
-
-# ----------------------------------------------------------------------------------------------------
-# Inputs
-# ----------------------------------------------------------------------------------------------------
-
-
-def as_features(x: ArrayLike, name: str) -> torch.Tensor:
-    """Validate a ``[N, D]`` real feature matrix (numpy or torch) as a float32/float64 tensor."""
-    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    if t.ndim != 2:
-        raise ValueError(f"{name} must be 2-D [N, D], got shape {tuple(t.shape)}")
-    if t.shape[0] == 0:
-        raise ValueError(f"{name} is empty (no images)")
-    if t.shape[1] == 0:
-        raise ValueError(f"{name} has zero-width features")
-    if t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"{name} must be real-valued, got {t.dtype}")
-    t = t.to(torch.float64 if t.dtype == torch.float64 else torch.float32).contiguous()
-    finite = np.isfinite(t.numpy()).all() if t.device.type == "cpu" else torch.isfinite(t).all()
-    if not bool(finite):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return t
-
-
-def as_feature_pair(query_feats: ArrayLike, gallery_feats: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate query and gallery features together: same width, same device, one dtype
-    (float64 for both if either is float64)."""
-    qf, gf = as_features(query_feats, "query_feats"), as_features(gallery_feats, "gallery_feats")
-    if qf.shape[1] != gf.shape[1]:
-        raise ValueError(f"feature widths differ: query {qf.shape[1]}, gallery {gf.shape[1]}")
-    if qf.device != gf.device:
-        raise ValueError(f"query_feats is on {qf.device} but gallery_feats on {gf.device}")
-    if qf.dtype != gf.dtype:
-        qf, gf = qf.double(), gf.double()
-    return qf, gf
-
-
-def labels(x: ArrayLike | None, name: str, n: int) -> np.ndarray | None:
-    """A 1-D int64 numpy copy of ids given as numpy, torch (any device) or a sequence; checks the length."""
-    if x is None:
-        return None
-    a = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
-    if len(a) != n:
-        raise ValueError(f"{name} has {len(a)} entries but the features have {n} rows")
-    if len(a) and not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.bool_)):
-        raise ValueError(f"{name} must hold integers, got dtype {a.dtype}")
-    return a.astype(np.int64)
-
-
-def check_pair(q: object, g: object, name: str) -> None:
-    """Camera ids and keys are needed for both sides or neither."""
-    if (q is None) != (g is None):
-        raise ValueError(f"query_{name} and gallery_{name} must be given together (got only one)")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -628,6 +571,16 @@ def default_chunk_size(
 # ----------------------------------------------------------------------------------------------------
 
 
+class Reranker(Protocol):
+    """A source of re-ranked distances for :func:`evaluate` (:class:`svllreid.eval.rerank.KReciprocal`)."""
+
+    def blocks(
+        self, query_feats: torch.Tensor, gallery_feats: torch.Tensor, chunk_size: int | None
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(start, [c, G] distances)`` for consecutive chunks of queries, in query order."""
+        ...
+
+
 def evaluate(
     query_feats: ArrayLike,
     gallery_feats: ArrayLike,
@@ -636,15 +589,12 @@ def evaluate(
     query_camids: ArrayLike | None = None,
     gallery_camids: ArrayLike | None = None,
     *,
-    rerank: bool = False,
+    rerank: Reranker | None = None,
     max_rank: int = 50,
     query_keys: ArrayLike | None = None,
     gallery_keys: ArrayLike | None = None,
     topk: int = 0,
     chunk_size: int | None = None,
-    k1: int = 20,
-    k2: int = 6,
-    lambda_value: float = 0.3,
 ) -> RankingResult:
     """CMC, mAP and mINP of ranking the gallery for every query (protocol in the module docstring).
 
@@ -658,8 +608,8 @@ def evaluate(
             float32 otherwise.
         query_pids, gallery_pids: identities (integers; no value is special).
         query_camids, gallery_camids: cameras; both or neither. Given: the camera protocol.
-        rerank: rank by k-reciprocal re-ranked distances (:func:`svllreid.eval.rerank.iter_rerank_chunks`
-            with ``k1``, ``k2``, ``lambda_value``) instead of Euclidean ones.
+        rerank: rank by the distances of a re-ranker instead of Euclidean ones, e.g.
+            ``KReciprocal(k1=20, k2=6, lambda_value=0.3)`` (:mod:`svllreid.eval.rerank`).
         max_rank: length of the CMC; entries past the gallery size repeat the last value (1 when
             some query is evaluated).
         query_keys, gallery_keys: image keys (integers, equal = same image, e.g. indices into one
@@ -670,7 +620,6 @@ def evaluate(
             working-memory budget (with ``rerank``: that of :mod:`svllreid.eval.rerank`). Results do
             not depend on it (but for the last-bit rounding of distinct features at nearly equal
             distances, which a BLAS may vary with the position).
-        k1, k2, lambda_value: re-ranking parameters (Zhong et al.'s 20, 6, 0.3); used with ``rerank``.
 
     Returns:
         The metrics; queries without a true match are skipped and counted.
@@ -681,6 +630,11 @@ def evaluate(
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
     if isinstance(topk, bool) or not isinstance(topk, int | np.integer) or topk < 0:
         raise ValueError(f"topk must be a non-negative integer, got {topk!r}")
+    if rerank is not None and not callable(getattr(rerank, "blocks", None)):
+        raise TypeError(
+            f"rerank must be a re-ranker such as svllreid.eval.rerank.KReciprocal(k1, k2, lambda_value) "
+            f"or None, got {rerank!r}"
+        )
     qf, gf = as_feature_pair(query_feats, gallery_feats)
     nq, ng = qf.shape[0], gf.shape[0]
     check_pair(query_camids, gallery_camids, "camids")
@@ -695,12 +649,9 @@ def evaluate(
     evaluated = np.flatnonzero(plan.num_matches > 0)
     ranked = np.full((nq, topk), -1, np.int64) if topk else None
     device, use_numpy = qf.device, _use_numpy(qf.device)
-    if rerank:
-        from svllreid.eval.rerank import iter_rerank_chunks  # rerank imports this module
-
+    if rerank is not None:
         # Distance blocks come in query order; each is ranked (and dropped) as it arrives.
-        blocks = iter_rerank_chunks(qf, gf, k1, k2, lambda_value, chunk_size=chunk_size)
-        chunks = _ranked_blocks(blocks, evaluated)
+        chunks = _ranked_blocks(rerank.blocks(qf, gf, chunk_size), evaluated)
     else:
         # Queries with similar candidate counts together (less padding per chunk).
         evaluated = evaluated[np.argsort((plan.pid_count + plan.extra_count)[evaluated], kind="stable")]
@@ -730,7 +681,7 @@ def evaluate(
     # Means in query order, whatever the chunking.
     back = np.argsort(evaluated, kind="stable")
     return make_result(
-        aps[back], inps[back], first[back], evaluated[back], nq, max_rank, protocol, ranked, bool(rerank)
+        aps[back], inps[back], first[back], evaluated[back], nq, max_rank, protocol, ranked, rerank is not None
     )
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from svllreid.eval.ranking import ArrayLike, RankingResult, check_pair, labels, make_result
+from svllreid.eval.inputs import ArrayLike, check_pair, labels
+from svllreid.eval.ranking import RankingResult, make_result
 
 __all__ = ["evaluate_reference", "text_to_image_reference"]
 

@@ -43,14 +43,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
-from svllreid.eval.ranking import as_feature_pair
+from svllreid.eval.inputs import ArrayLike, as_feature_pair
 
-__all__ = ["CHUNK_BYTES", "MAX_TRIPLES", "default_chunk_size", "iter_rerank_chunks", "k_reciprocal_rerank"]
+__all__ = [
+    "CHUNK_BYTES",
+    "MAX_TRIPLES",
+    "KReciprocal",
+    "default_chunk_size",
+    "iter_rerank_chunks",
+    "k_reciprocal_rerank",
+]
 
 #: Automatic chunk size: bytes of one ``[c, N]`` float32 block of distances.
 CHUNK_BYTES = 256 * 2**20
@@ -66,8 +72,6 @@ _ACC_BYTES = 64 * 2**20
 #: Rows per chunk of the sparse steps (bounded small tensors: ``[rows, k1 + 1, k1 / 2 + 1]`` at most).
 _ROWS = 16384
 
-ArrayLike = Any  # numpy array, torch tensor, or anything np.asarray accepts
-
 
 # ----------------------------------------------------------------------------------------------------
 # Inputs
@@ -80,19 +84,23 @@ def _positive_int(value: object, name: str) -> int:
     return int(value)
 
 
-def _check(
-    query_feats: ArrayLike, gallery_feats: ArrayLike, k1: int, k2: int, lambda_value: float, chunk_size: int | None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_parameters(k1: int, k2: int, lambda_value: float) -> None:
     _positive_int(k1, "k1")
     _positive_int(k2, "k2")
-    if chunk_size is not None:
-        _positive_int(chunk_size, "chunk_size")
     if (
         isinstance(lambda_value, bool)
         or not isinstance(lambda_value, int | float | np.integer | np.floating)
         or not 0 <= lambda_value <= 1
     ):
         raise ValueError(f"lambda_value must be a number in [0, 1], got {lambda_value!r}")
+
+
+def _check(
+    query_feats: ArrayLike, gallery_feats: ArrayLike, k1: int, k2: int, lambda_value: float, chunk_size: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_parameters(k1, k2, lambda_value)
+    if chunk_size is not None:
+        _positive_int(chunk_size, "chunk_size")
     qf, gf = as_feature_pair(query_feats, gallery_feats)
     max_sq = max(float((qf.double() ** 2).sum(1).max()), float((gf.double() ** 2).sum(1).max()))
     if not 4 * max_sq < torch.finfo(qf.dtype).max:  # (|a| + |b|)^2 must not overflow
@@ -538,3 +546,28 @@ def k_reciprocal_rerank(
     for _ in _chunks(_prepare(qf, gf, k1, k2, lambda_value, chunk), out):
         pass
     return out
+
+
+@dataclass(frozen=True)
+class KReciprocal:
+    """k-reciprocal re-ranking as the re-ranker of :func:`svllreid.eval.evaluate` (``rerank=``).
+
+    Attributes:
+        k1, k2, lambda_value: the parameters of :func:`k_reciprocal_rerank` (Zhong et al.'s 20, 6, 0.3),
+            checked when the re-ranker is made.
+    """
+
+    k1: int = 20
+    k2: int = 6
+    lambda_value: float = 0.3
+
+    def __post_init__(self) -> None:
+        _check_parameters(self.k1, self.k2, self.lambda_value)
+
+    def blocks(
+        self, query_feats: ArrayLike, gallery_feats: ArrayLike, chunk_size: int | None = None
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """:func:`iter_rerank_chunks` with these parameters."""
+        return iter_rerank_chunks(
+            query_feats, gallery_feats, self.k1, self.k2, self.lambda_value, chunk_size=chunk_size
+        )

@@ -12,53 +12,18 @@ Euclidean order is the cosine order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from svllreid.data.types import UNKNOWN, Caption
 from svllreid.eval.ranking import RankingResult, evaluate
 
-__all__ = ["RetrievalTargets", "format_retrieval", "retrieval_summary", "retrieval_targets", "text_to_image"]
+__all__ = ["format_retrieval", "retrieval_summary", "text_to_image"]
 
 #: Ranks reported by :func:`retrieval_summary`.
 RECALL_AT = (1, 5, 10)
-
-
-@dataclass(frozen=True)
-class RetrievalTargets:
-    """The images of an evaluation split (each once) and who the captions and images show.
-
-    ``image_ids`` / ``caption_ids`` are identities, or for pairs without one a negative number unique
-    to the image (so that only the caption's own image matches).
-    """
-
-    image_paths: list[str]
-    image_ids: np.ndarray
-    caption_ids: np.ndarray
-    captions: list[str]
-
-
-def retrieval_targets(captions: Sequence[Caption]) -> RetrievalTargets:
-    """Unique images (in first-seen order) and the identities to match for ``captions``."""
-    index: dict[str, int] = {}
-    image_ids: list[int] = []
-    for c in captions:
-        if c.path not in index:
-            index[c.path] = len(index)
-            # An unknown identity makes the image its own identity: -2, -3, ... never clash with real ids.
-            image_ids.append(c.pid if c.pid != UNKNOWN else -2 - index[c.path])
-    caption_ids = [image_ids[index[c.path]] for c in captions]
-    return RetrievalTargets(
-        list(index),
-        np.asarray(image_ids, dtype=np.int64),
-        np.asarray(caption_ids, dtype=np.int64),
-        [c.caption for c in captions],
-    )
 
 
 def text_to_image(

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from svllreid import __version__
 from svllreid.report._io import atomic_write_bytes
+from svllreid.version import __version__
 
 __all__ = ["Section", "write_report"]
 

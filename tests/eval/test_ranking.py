@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import svllreid.eval.ranking as ranking
-from svllreid.eval import RankingResult, evaluate
+from svllreid.eval import KReciprocal, RankingResult, evaluate
 from svllreid.eval.reference import evaluate_reference
 
 
@@ -421,7 +421,7 @@ def test_ranked_list_leaves_out_junk() -> None:
 
 @pytest.mark.parametrize("cameras", [True, False], ids=["camera", "no-camera"])
 def test_rerank_matches_dense_reference(path: str, cameras: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """rerank=True ranks by k-reciprocal distances: equal to the dense algorithm followed by the reference."""
+    """rerank=KReciprocal(...) ranks by k-reciprocal distances: the dense algorithm, then the reference."""
     import svllreid.eval.rerank as rerank_module
     from svllreid.eval.rerank_reference import k_reciprocal_rerank_reference
 
@@ -438,7 +438,7 @@ def test_rerank_matches_dense_reference(path: str, cameras: bool, monkeypatch: p
     ref = evaluate_reference(qf, gf, qp, gp, *cams, topk=10, distances=dense)
     plain = evaluate(qf, gf, qp, gp, *cams)
     for chunk in (1, 4, None):
-        fast = evaluate(qf, gf, qp, gp, *cams, rerank=True, k1=6, k2=3, topk=10, chunk_size=chunk)
+        fast = evaluate(qf, gf, qp, gp, *cams, rerank=KReciprocal(k1=6, k2=3), topk=10, chunk_size=chunk)
         assert fast.reranked and fast.to_dict()["reranked"]
         assert fast.mAP == pytest.approx(ref.mAP, abs=1e-4)
         np.testing.assert_allclose(fast.cmc, ref.cmc, atol=1e-6)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import svllreid.eval.rerank as rerank
-from svllreid.eval import evaluate
+from svllreid.eval import KReciprocal, evaluate
 from svllreid.eval.rerank import iter_rerank_chunks, k_reciprocal_rerank
 from svllreid.eval.rerank_reference import k_reciprocal_rerank_reference
 
@@ -350,3 +350,16 @@ def test_cuda_matches_reference() -> None:
             assert_close(fast.cpu(), ref)
         parts = [part.cpu() for _, part in iter_rerank_chunks(torch.from_numpy(qf).cuda(), torch.from_numpy(gf).cuda())]
         assert_close(torch.cat(parts), ref)
+
+
+def test_evaluate_takes_a_reranker_not_a_flag() -> None:
+    """evaluate composes re-ranking from outside: a KReciprocal (checked when made), never a bare bool."""
+    feats, pids = np.eye(4, dtype=np.float32), np.arange(4)
+    with pytest.raises(TypeError, match=r"KReciprocal\(k1, k2, lambda_value\)"):
+        evaluate(feats, feats, pids, pids, rerank=True)
+    with pytest.raises(ValueError, match="k1 must be a positive integer"):
+        KReciprocal(k1=0)
+    with pytest.raises(ValueError, match=r"lambda_value must be a number in \[0, 1\]"):
+        KReciprocal(lambda_value=1.5)
+    result = evaluate(feats, feats, pids, pids, rerank=KReciprocal(k1=2, k2=1))
+    assert result.reranked and result.mAP == 1.0

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from svllreid.data.types import Caption
+from svllreid.engine.text_eval import retrieval_targets
 from svllreid.eval.reference import text_to_image_reference
-from svllreid.eval.text_retrieval import format_retrieval, retrieval_summary, retrieval_targets, text_to_image
+from svllreid.eval.text_retrieval import format_retrieval, retrieval_summary, text_to_image
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

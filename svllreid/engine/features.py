@@ -1,8 +1,10 @@
-"""Feature extraction with a model, and evaluation of a model on a parsed dataset."""
+"""Features of a model's images, and the evaluation of a model on a parsed dataset.
+
+This is where networks meet :mod:`svllreid.eval`, which only ever sees feature tensors and labels.
+"""
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from svllreid.config import EvalConfig
 from svllreid.data.loaders import (
     ImageCache,
     ImageReadError,
@@ -23,10 +26,12 @@ from svllreid.data.loaders import (
 )
 from svllreid.data.types import EvalSplit, ReIDDataset, Sample
 from svllreid.eval.ranking import RankingResult, evaluate
+from svllreid.eval.rerank import KReciprocal
+from svllreid.eval.summary import summarize
 from svllreid.precision import autocast
 
-#: The summary metrics of an evaluation and their display names.
-METRICS = {"mAP": "mAP", "mINP": "mINP", "rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10"}
+#: Ranked gallery items kept per query for the report's pictures.
+RANKED_LIST_LENGTH = 10
 
 Encoder = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], torch.Tensor]
 
@@ -52,6 +57,7 @@ def extract_features(
     encode: Encoder,
     loader: DataLoader,
     device: torch.device,
+    *,
     amp_dtype: torch.dtype | None = None,
     flip: bool = False,
     progress: bool = False,
@@ -70,6 +76,67 @@ def extract_features(
             chunks.append(_encode(encode, images, camids, viewids, amp_dtype, flip))
             bar.update(len(images))
     return torch.cat(chunks) if chunks else torch.empty(0, device=device)
+
+
+@dataclass(frozen=True)
+class TestImages:
+    """How test images become network inputs: the test transform, the input size, and the filter the
+    loaders resize with (a ``cache`` must hold images resized so)."""
+
+    transform: Transform
+    image_size: tuple[int, int]
+    interpolation: str = "bilinear"
+    cache: ImageCache | None = None
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How :func:`evaluate_model` evaluates; :func:`eval_options` builds it from an ``eval`` config.
+
+    Attributes:
+        batch_size, num_workers: of the feature loader.
+        amp_dtype: autocast dtype of feature extraction (None: full precision).
+        flip: add the features of the horizontally flipped images.
+        max_rank: length of the CMC.
+        rerank: a re-ranker (:class:`svllreid.eval.rerank.KReciprocal`) or None.
+        topk: keep each query's first ``topk`` ranked gallery items (for pictures of ranked lists).
+        side_info: feed cameras and views to an SIE model (False: as unknown, see :func:`image_encoder`).
+    """
+
+    batch_size: int = 256
+    num_workers: int = 0
+    amp_dtype: torch.dtype | None = None
+    flip: bool = False
+    max_rank: int = 50
+    rerank: KReciprocal | None = None
+    topk: int = 0
+    side_info: bool = True
+
+
+def eval_options(
+    cfg: EvalConfig,
+    *,
+    num_workers: int,
+    amp_dtype: torch.dtype | None,
+    rerank: bool | None = None,
+    flip: bool | None = None,
+    batch_size: int | None = None,
+    topk: int = RANKED_LIST_LENGTH,
+    side_info: bool = True,
+) -> EvalOptions:
+    """The evaluation options of an ``eval`` config section; ``rerank``, ``flip`` and ``batch_size``
+    override the config's when given (the command line's switches)."""
+    reranked = cfg.rerank if rerank is None else rerank
+    return EvalOptions(
+        batch_size=batch_size or cfg.batch_size,
+        num_workers=num_workers,
+        amp_dtype=amp_dtype,
+        flip=cfg.flip if flip is None else flip,
+        max_rank=cfg.max_rank,
+        rerank=KReciprocal(cfg.rerank_k1, cfg.rerank_k2, cfg.rerank_lambda) if reranked else None,
+        topk=topk,
+        side_info=side_info,
+    )
 
 
 def unique_test_samples(dataset: ReIDDataset) -> tuple[list[Sample], dict[str, int]]:
@@ -127,38 +194,22 @@ class ModelEvaluation:
 def evaluate_model(
     model: torch.nn.Module,
     dataset: ReIDDataset,
-    transform: Transform,
-    image_size: tuple[int, int],
+    *,
+    images: TestImages,
     device: torch.device,
-    batch_size: int = 256,
-    num_workers: int = 4,
-    amp_dtype: torch.dtype | None = None,
-    flip: bool = False,
-    max_rank: int = 50,
-    cache: ImageCache | None = None,
-    rerank: bool = False,
-    rerank_k1: int = 20,
-    rerank_k2: int = 6,
-    rerank_lambda: float = 0.3,
-    topk: int = 0,
-    side_info: bool = True,
+    options: EvalOptions,
     progress: bool = False,
-    interpolation: str = "bilinear",
 ) -> ModelEvaluation:
-    """Extract features of every test image once and evaluate every split of ``dataset``.
-
-    Args:
-        rerank, rerank_k1, rerank_k2, rerank_lambda: k-reciprocal re-ranking and its parameters.
-        topk: keep each query's first ``topk`` ranked gallery items (for pictures of ranked lists).
-        side_info: feed cameras and views to an SIE model (False: as unknown, see :func:`image_encoder`).
-        interpolation: the test pipeline's resize filter (a ``cache`` must hold images resized so).
-    """
+    """Extract features of every test image once and evaluate every split of ``dataset``."""
     samples, row = unique_test_samples(dataset)
-    images = ReIDImageDataset(samples, transform, image_size, cache=cache, interpolation=interpolation)
-    loader = build_test_loader(images, batch_size, num_workers)
+    files = ReIDImageDataset(
+        samples, images.transform, images.image_size, cache=images.cache, interpolation=images.interpolation
+    )
+    loader = build_test_loader(files, options.batch_size, options.num_workers)
     was_training = model.training
     model.eval()
-    feats = extract_features(image_encoder(model, side_info), loader, device, amp_dtype, flip, progress)
+    encode = image_encoder(model, options.side_info)
+    feats = extract_features(encode, loader, device, amp_dtype=options.amp_dtype, flip=options.flip, progress=progress)
     model.train(was_training)
     cameras = dataset.has_cameras
     splits = []
@@ -174,52 +225,13 @@ def evaluate_model(
             np.array([s.camid for s in split.gallery]) if cameras else None,
             query_keys=q_rows,
             gallery_keys=g_rows,
-            max_rank=max_rank,
-            rerank=rerank,
-            k1=rerank_k1,
-            k2=rerank_k2,
-            lambda_value=rerank_lambda,
-            topk=topk,
+            max_rank=options.max_rank,
+            rerank=options.rerank,
+            topk=options.topk,
         )
         splits.append((split, result))
-    return ModelEvaluation(summarize(dataset.name, splits), splits, samples, feats)
-
-
-def summarize(dataset_name: str, splits: list[tuple[EvalSplit, RankingResult]]) -> dict[str, Any]:
-    """Per-split metrics and, over splits, the mean (and the standard deviation where there are several:
-    PKU's two directions, VehicleID's trials)."""
-    results = [{"split": split.name, **result.to_dict()} for split, result in splits]
-    summary: dict[str, Any] = {
-        "dataset": dataset_name,
-        "protocol": results[0]["protocol"],
-        "reranked": results[0]["reranked"],
-        "splits": results,
-    }
-    for key in METRICS:
-        values = [r[key] for r in results]
-        if any(v is None for v in values):  # rank-k beyond max_rank
-            summary[key] = None
-            continue
-        summary[key] = statistics.fmean(values)
-        if len(values) > 1:
-            summary[f"{key}_std"] = statistics.stdev(values)
-    return summary
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """One line per metric: mean (± std over splits)."""
-    parts = []
-    for key in ("mAP", "rank1", "rank5", "rank10", "mINP"):
-        if summary.get(key) is None:
-            continue
-        text = f"{METRICS[key]} {100 * summary[key]:.2f}"
-        if f"{key}_std" in summary:
-            text += f" ± {100 * summary[f'{key}_std']:.2f}"
-        parts.append(text)
-    splits = len(summary["splits"])
-    where = f" (mean of {splits} splits)" if splits > 1 else ""
-    rerank = ", re-ranked" if summary.get("reranked") else ""
-    return f"{summary['dataset']} [{summary['protocol']} protocol{rerank}]{where}: " + ", ".join(parts)
+    summary = summarize(dataset.name, [(split.name, result) for split, result in splits])
+    return ModelEvaluation(summary, splits, samples, feats)
 
 
 class _ImageFiles(Dataset):
@@ -260,6 +272,7 @@ class FileFeatures:
 def extract_file_features(
     model: torch.nn.Module,
     paths: Sequence[str],
+    *,
     transform: Transform,
     image_size: Sequence[int],
     device: torch.device,

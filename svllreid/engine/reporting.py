@@ -12,15 +12,17 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from svllreid.data.loaders import ReIDImageDataset, Transform, build_test_loader
 from svllreid.data.types import EvalSplit, Sample
-from svllreid.eval.features import METRICS, extract_features, projection_encoder
+from svllreid.engine.evaluation import CheckpointEvaluation
+from svllreid.engine.features import ModelEvaluation, extract_features, projection_encoder
 from svllreid.eval.ranking import RankingResult
+from svllreid.eval.summary import METRICS
 from svllreid.report import (
     RankedList,
     Section,
@@ -32,10 +34,6 @@ from svllreid.report import (
     read_metrics,
     write_report,
 )
-
-if TYPE_CHECKING:
-    from svllreid.engine.evaluation import CheckpointEvaluation
-    from svllreid.eval.features import ModelEvaluation
 
 log = logging.getLogger(__name__)
 
