@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from svllreid.config import ConfigError, config_to_yaml, load_config, parse_override
-from svllreid.data.types import DatasetError
-from svllreid.errors import TrainingDiverged
+from svllreid.config import config_to_yaml, load_config, parse_override
+from svllreid.errors import ConfigError, SvllreidError
 from svllreid.version import __version__
 
 EXAMPLES = """\
@@ -443,8 +442,8 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from svllreid.engine.checkpoint import CheckpointError
     from svllreid.engine.inference import load_trained_model
+    from svllreid.errors import CheckpointError
     from svllreid.search import GalleryIndex
 
     index = GalleryIndex.load(args.index)
@@ -905,12 +904,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("svllreid").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.func(args))
-    except (ConfigError, DatasetError, ValueError, OSError) as err:
+    except SvllreidError as err:
+        print(f"svllreid: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except (ValueError, OSError) as err:  # bad input met by a library check (torch, PIL, numpy, ours)
         print(f"svllreid: error: {err}", file=sys.stderr)
         return 2
-    except TrainingDiverged as err:
-        print(f"svllreid: error: {err}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("svllreid: interrupted", file=sys.stderr)
         return 130

@@ -19,11 +19,8 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from svllreid.errors import ConfigError
 from svllreid.fileio import atomic_write_text
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid."""
 
 
 def _choice(section: str, name: str, value: str, allowed: Sequence[str]) -> None:

@@ -1,5 +1,74 @@
-"""Exceptions the command line turns into messages (kept free of heavy imports)."""
+"""Every exception svllreid raises on purpose, under one base class, :class:`SvllreidError`.
+
+The command line turns an :class:`SvllreidError` into ``svllreid: error: <message>`` and the exit
+code in :attr:`SvllreidError.exit_code`. Each class also derives from the built-in exception that
+callers caught before the base existed (``ValueError``, ``OSError``, ``RuntimeError``), so that
+``except ValueError`` keeps working. This module imports nothing heavy: any layer may raise these.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DatasetError",
+    "ImageReadError",
+    "IndexFileError",
+    "PretrainedError",
+    "SvllreidError",
+    "TrainingDiverged",
+]
 
 
-class TrainingDiverged(RuntimeError):
+class SvllreidError(Exception):
+    """Base of svllreid's own errors: a message for the user that says what is wrong and how to fix it."""
+
+    #: Exit code of the command line: 2 for bad input (the argparse convention), 1 for a failed run.
+    exit_code = 2
+
+
+class ConfigError(SvllreidError, ValueError):
+    """A configuration file or override is invalid."""
+
+
+class DatasetError(SvllreidError, ValueError):
+    """A dataset cannot be read. ``problems`` lists every individual problem found."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        self.problems = list(problems or [])
+        details = ""
+        if self.problems:
+            shown = self.problems[:20]
+            details = "\n  - " + "\n  - ".join(shown)
+            if len(self.problems) > len(shown):
+                details += f"\n  ... and {len(self.problems) - len(shown)} more"
+        super().__init__(message + details)
+        self.message = message
+
+
+class ImageReadError(SvllreidError, OSError):
+    """An image file is missing, unreadable or corrupt."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(
+            f"cannot read image {path}: {reason}. Run 'svllreid data check' on the dataset to list every bad file."
+        )
+        self.path = path
+
+
+class CheckpointError(SvllreidError, ValueError):
+    """A checkpoint cannot be read or does not fit the model / run it is loaded into."""
+
+
+class PretrainedError(SvllreidError, ValueError):
+    """Pretrained weights cannot be found, read, or do not fit the architecture."""
+
+
+class IndexFileError(SvllreidError, ValueError):
+    """An index file that cannot be read: missing, not an index, damaged, or of a newer version."""
+
+
+class TrainingDiverged(SvllreidError, RuntimeError):
     """A loss became NaN or infinite; the message names the stage, epoch, step and loss term."""
+
+    exit_code = 1

@@ -182,3 +182,18 @@ def test_synth_pretraining_world_uses_its_own_sizes_and_seed(tmp_path, monkeypat
         "seed": PRETRAIN_WORLD["seed"],
         "train_ids": PRETRAIN_WORLD["train_ids"],
     }
+
+
+def test_every_svllreid_error_is_one_kind_with_a_clean_exit(capsys) -> None:
+    """One base class: each error the library raises on purpose is an SvllreidError (and still its
+    built-in kind), and the CLI prints its message and returns its exit code, never a traceback."""
+    from svllreid import errors
+
+    for name in errors.__all__:
+        kind = getattr(errors, name)
+        assert issubclass(kind, errors.SvllreidError)
+    assert issubclass(errors.DatasetError, ValueError) and issubclass(errors.ImageReadError, OSError)
+    assert errors.TrainingDiverged.exit_code == 1 and errors.ConfigError.exit_code == 2
+    assert main(["config", "show", "no-such-config.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("svllreid: error: ") and "Traceback" not in err

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from svllreid.config import Config, ConfigError, config_to_yaml, load_config, save_config
+from svllreid.config import Config, config_to_yaml, load_config, save_config
+from svllreid.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 

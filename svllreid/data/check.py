@@ -18,7 +18,8 @@ from typing import Any, Literal
 from PIL import Image
 
 from svllreid.data.datasets import get_dataset_entry, load_caption_dataset, load_dataset
-from svllreid.data.types import CaptionDataset, DatasetError, ReIDDataset, Sample, caption_summary
+from svllreid.data.types import CaptionDataset, ReIDDataset, Sample, caption_summary
+from svllreid.errors import DatasetError
 
 Mode = Literal["quick", "full"]
 #: Images whose header is read in ``quick`` mode (a sample, so the check stays cheap).

@@ -14,8 +14,9 @@ from svllreid.data.check import check_loaded_dataset
 from svllreid.data.datasets import load_dataset
 from svllreid.data.loaders import ImageCache, Transform
 from svllreid.data.transforms import build_ssl_view_transform, build_test_transform, build_train_transform
-from svllreid.data.types import DatasetError, ReIDDataset
+from svllreid.data.types import ReIDDataset
 from svllreid.data.validation import carve_validation
+from svllreid.errors import DatasetError
 
 log = logging.getLogger(__name__)
 

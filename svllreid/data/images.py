@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from svllreid.data.types import DatasetError
+from svllreid.errors import DatasetError
 
 #: File name endings read as images (case-insensitive).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

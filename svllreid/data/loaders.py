@@ -13,20 +13,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from svllreid.data.samplers import PKSampler, RandomBatchSampler
 from svllreid.data.types import Sample
+from svllreid.errors import ImageReadError
 
 log = logging.getLogger(__name__)
 
 Transform = Callable[[Any], torch.Tensor]
-
-
-class ImageReadError(OSError):
-    """An image file is missing, unreadable or corrupt."""
-
-    def __init__(self, path: str, reason: str):
-        super().__init__(
-            f"cannot read image {path}: {reason}. Run 'svllreid data check' on the dataset to list every bad file."
-        )
-        self.path = path
 
 
 #: Resampling filters for the resize to the network's input size (PIL's, antialiased when shrinking).

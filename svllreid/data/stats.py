@@ -7,7 +7,8 @@ from typing import Any
 from svllreid.data.datasets import get_dataset_entry, load_caption_dataset, load_dataset
 from svllreid.data.datasets.common import resolve_root
 from svllreid.data.datasets.vehicleid import ALIASES, SPLIT_DIR, TEST_SIZES, test_list_name
-from svllreid.data.types import DatasetError, ReIDDataset, caption_summary, split_summary
+from svllreid.data.types import ReIDDataset, caption_summary, split_summary
+from svllreid.errors import DatasetError
 
 
 def summarize(dataset: ReIDDataset) -> dict[str, dict[str, int]]:

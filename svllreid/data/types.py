@@ -29,21 +29,6 @@ class Sample(NamedTuple):
     viewid: int
 
 
-class DatasetError(ValueError):
-    """A dataset cannot be read. ``problems`` lists every individual problem found."""
-
-    def __init__(self, message: str, problems: list[str] | None = None):
-        self.problems = list(problems or [])
-        details = ""
-        if self.problems:
-            shown = self.problems[:20]
-            details = "\n  - " + "\n  - ".join(shown)
-            if len(self.problems) > len(shown):
-                details += f"\n  ... and {len(self.problems) - len(shown)} more"
-        super().__init__(message + details)
-        self.message = message
-
-
 @dataclass(frozen=True)
 class EvalSplit:
     """One query/gallery pair to evaluate. Datasets with several (PKU's two camera directions,

@@ -20,16 +20,13 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from svllreid.errors import CheckpointError
 from svllreid.fileio import atomic_write_safetensors
 from svllreid.version import __version__
 
 FORMAT = "svllreid-checkpoint"
 FORMAT_VERSION = 1
 META_KEY = "svllreid"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read or does not fit the model / run it is loaded into."""
 
 
 @dataclass

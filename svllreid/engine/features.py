@@ -18,13 +18,13 @@ from tqdm import tqdm
 from svllreid.config import EvalConfig
 from svllreid.data.loaders import (
     ImageCache,
-    ImageReadError,
     ReIDImageDataset,
     Transform,
     build_test_loader,
     read_resized,
 )
 from svllreid.data.types import EvalSplit, ReIDDataset, Sample
+from svllreid.errors import ImageReadError
 from svllreid.eval.ranking import RankingResult, evaluate
 from svllreid.eval.rerank import KReciprocal
 from svllreid.eval.summary import summarize

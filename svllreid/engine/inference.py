@@ -15,8 +15,9 @@ import torch
 from svllreid.config import Config, config_from_dict
 from svllreid.data.factory import build_transforms
 from svllreid.data.loaders import Transform
-from svllreid.engine.checkpoint import Checkpoint, CheckpointError, load_model_state, read_checkpoint
+from svllreid.engine.checkpoint import Checkpoint, load_model_state, read_checkpoint
 from svllreid.engine.distributed import DistInfo, resolve_device
+from svllreid.errors import CheckpointError
 from svllreid.models.factory import ModelSpec, create_model
 from svllreid.models.reid_model import ReIDModel
 

@@ -25,7 +25,6 @@ from svllreid.data.samplers import global_batch_error
 from svllreid.data.types import ReIDDataset
 from svllreid.engine.checkpoint import (
     Checkpoint,
-    CheckpointError,
     load_model_state,
     load_optimizer_state,
     read_checkpoint,
@@ -45,6 +44,7 @@ from svllreid.engine.optim import build_adam, cosine_with_warmup, multistep_with
 from svllreid.engine.reporting import write_train_embedding, write_training_report
 from svllreid.engine.tasks import ImageStageTask, PromptStageTask
 from svllreid.engine.trainer import MetricsLog, StagePlan, Trainer
+from svllreid.errors import CheckpointError
 from svllreid.eval.summary import format_summary
 from svllreid.fileio import atomic_write_text
 from svllreid.models.factory import ModelSpec, create_model

@@ -35,6 +35,8 @@ import torch
 from open_clip.model import resize_pos_embed, resize_text_pos_embed
 from torch import nn
 
+from svllreid.errors import PretrainedError
+
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -49,10 +51,6 @@ SHIPPED_DIR = Path(__file__).resolve().parent.parent / "resources" / "weights"
 SHIPPED_WEIGHTS: dict[str, dict[str, str]] = {
     "svll-synth": {"svll-tiny-vit": "svll-synth-tiny-vit.safetensors"},
 }
-
-
-class PretrainedError(ValueError):
-    """Pretrained weights cannot be found, read, or do not fit the architecture."""
 
 
 @dataclass

@@ -58,6 +58,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from svllreid.errors import IndexFileError
 from svllreid.fileio import publish, temporary_sibling
 
 if TYPE_CHECKING:
@@ -88,10 +89,6 @@ _SERIALISED = ("faiss-ivf", "faiss-hnsw")
 _REBUILD_HINT = "rebuild it with `svllreid index build`"
 
 ArrayLike = Any  # numpy array, torch tensor, or anything np.asarray accepts
-
-
-class IndexFileError(ValueError):
-    """An index file that cannot be read: missing, not an index, damaged, or of a newer version."""
 
 
 @dataclass(frozen=True, eq=False)

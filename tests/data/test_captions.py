@@ -13,7 +13,7 @@ from svllreid.data.datasets import load_caption_dataset, load_dataset
 from svllreid.data.stats import dataset_stats
 from svllreid.data.synthetic import CAPTIONS_FILE, PRETRAIN_WORLD, _identity, generate_synthetic, identity_attributes
 from svllreid.data.synthetic_captions import describe, visible_parts
-from svllreid.data.types import DatasetError
+from svllreid.errors import DatasetError
 from tests.conftest import write_images
 
 SMALL = {"num_ids": 16, "num_cameras": 4, "images_per_camera": 2, "seed": 3}

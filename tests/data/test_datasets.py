@@ -9,7 +9,7 @@ import pytest
 
 from svllreid.data.datasets import available_datasets, get_dataset_entry, load_dataset
 from svllreid.data.stats import summarize
-from svllreid.data.types import DatasetError
+from svllreid.errors import DatasetError
 from tests.conftest import SHARED_PKU, write_images, write_veri_views
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from svllreid.config import load_config
 from svllreid.data.factory import build_dataset, build_image_caches, build_transforms
-from svllreid.data.types import DatasetError
+from svllreid.errors import DatasetError
 from tests.conftest import write_images
 
 

@@ -10,7 +10,6 @@ from PIL import Image
 
 from svllreid.data.loaders import (
     ImageCache,
-    ImageReadError,
     ReIDImageDataset,
     build_test_loader,
     build_train_loader,
@@ -19,6 +18,7 @@ from svllreid.data.loaders import (
 )
 from svllreid.data.transforms import build_ssl_view_transform, build_test_transform, build_train_transform
 from svllreid.data.types import Sample
+from svllreid.errors import ImageReadError
 
 SIZE = (32, 16)
 

@@ -11,13 +11,13 @@ from safetensors.torch import save_file
 
 import svllreid
 from svllreid.engine.checkpoint import (
-    CheckpointError,
     load_model_state,
     load_optimizer_state,
     read_checkpoint,
     restore_rng,
     write_checkpoint,
 )
+from svllreid.errors import CheckpointError
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from svllreid.config import load_config
 from svllreid.data.synthetic import generate_synthetic
 from svllreid.engine.pretrain import pretrain
 from svllreid.engine.tasks import ContrastiveTask
-from svllreid.models.pretrained import PretrainedError, build_clip
+from svllreid.errors import PretrainedError
+from svllreid.models.pretrained import build_clip
 
 ARCH = "svll-tiny-vit"
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "pretrain" / "svll_synth_vit.yaml"

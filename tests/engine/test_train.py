@@ -14,9 +14,9 @@ import torch.multiprocessing as mp
 from svllreid.cli import main
 from svllreid.config import load_config
 from svllreid.engine import run as run_module
-from svllreid.engine.checkpoint import CheckpointError, read_checkpoint
+from svllreid.engine.checkpoint import read_checkpoint
 from svllreid.engine.run import train
-from svllreid.errors import TrainingDiverged
+from svllreid.errors import CheckpointError, TrainingDiverged
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "synthetic_tiny.yaml"

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import save_file
 
 import svllreid
-from svllreid.models.pretrained import PretrainedError, build_clip
+from svllreid.errors import PretrainedError
+from svllreid.models.pretrained import build_clip
 from tests.models.helpers import save_openai_archive
 
 ARCH = "svll-tiny-vit"

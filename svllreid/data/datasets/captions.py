@@ -23,7 +23,8 @@ from svllreid.data.datasets.common import raise_if_problems, resolve_root
 from svllreid.data.datasets.registry import register
 from svllreid.data.datasets.synthetic import ensure_synthetic
 from svllreid.data.synthetic import CAPTIONS_FILE, META_FILE, PRETRAIN_WORLD
-from svllreid.data.types import CAPTION_SPLITS, UNKNOWN, Caption, CaptionDataset, DatasetError
+from svllreid.data.types import CAPTION_SPLITS, UNKNOWN, Caption, CaptionDataset
+from svllreid.errors import DatasetError
 
 #: Synthetic splits -> caption splits (the held-out identities' query and gallery images are the test).
 _SYNTHETIC_SPLITS = {"train": "train", "query": "test", "gallery": "test"}

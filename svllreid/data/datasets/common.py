@@ -6,7 +6,8 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from svllreid.data.types import DatasetError, Sample
+from svllreid.data.types import Sample
+from svllreid.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from svllreid.data.datasets.common import IMAGE_EXTENSIONS, list_images, raise_if_problems
 from svllreid.data.datasets.registry import register
-from svllreid.data.types import DatasetError, EvalSplit, ReIDDataset, Sample, relabel
+from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel
+from svllreid.errors import DatasetError
 
 SPLITS = ("train", "query", "gallery")
 MANIFEST = "manifest.csv"

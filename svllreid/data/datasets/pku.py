@@ -13,7 +13,8 @@ from pathlib import Path
 
 from svllreid.data.datasets.common import list_images, raise_if_problems, resolve_root
 from svllreid.data.datasets.registry import register
-from svllreid.data.types import DatasetError, EvalSplit, ReIDDataset, Sample, relabel
+from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel
+from svllreid.errors import DatasetError
 
 PATTERN = re.compile(r"^(\d+)_(\d+)_(\d+)\.")
 NUM_CAMERAS = 2

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from svllreid.data.types import CaptionDataset, DatasetError, Kind, ReIDDataset
+from svllreid.data.types import CaptionDataset, Kind, ReIDDataset
+from svllreid.errors import DatasetError
 
 Parser = Callable[..., Any]
 #: What a dataset is for: re-identification (query/gallery) or (image, caption) pairs.

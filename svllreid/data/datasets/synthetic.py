@@ -15,7 +15,8 @@ from pathlib import Path
 from svllreid.data.datasets.market1501 import MARKET_PATTERN, parse_three_folder
 from svllreid.data.datasets.registry import register
 from svllreid.data.synthetic import FORMAT_NAME, FORMAT_VERSION, META_FILE, generate_synthetic, synthetic_matches
-from svllreid.data.types import DatasetError, ReIDDataset
+from svllreid.data.types import ReIDDataset
+from svllreid.errors import DatasetError
 
 log = logging.getLogger(__name__)
 

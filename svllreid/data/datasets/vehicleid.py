@@ -13,7 +13,8 @@ from pathlib import Path
 
 from svllreid.data.datasets.common import raise_if_problems, resolve_root
 from svllreid.data.datasets.registry import register
-from svllreid.data.types import DatasetError, EvalSplit, ReIDDataset, Sample, relabel
+from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel
+from svllreid.errors import DatasetError
 
 TEST_SIZES = {"small": 800, "medium": 1600, "large": 2400}
 SPLIT_DIR = "train_test_split"

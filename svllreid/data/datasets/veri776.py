@@ -14,7 +14,8 @@ from pathlib import Path
 
 from svllreid.data.datasets.common import parse_camera_folder, raise_if_problems, resolve_root
 from svllreid.data.datasets.registry import register
-from svllreid.data.types import DatasetError, EvalSplit, ReIDDataset, Sample, relabel
+from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel
+from svllreid.errors import DatasetError
 
 FOLDERS = ("image_train", "image_query", "image_test")
 PATTERN = re.compile(r"^(-?\d+)_c(\d+)_")
