@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
-# Set up (or refresh) .venv, then lint and run the whole test suite. Extra arguments go to pytest.
+# Set up (or refresh) .venv, then lint, check the import layers and the types, and run the tests.
+#   bash scripts/test.sh          the whole suite (the README's test command, and CI's)
+#   bash scripts/test.sh --fast   the fast tier: everything not marked slow (training, demo, benchmarks)
+# Other arguments go to pytest.
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
+tier=(--durations=15)
+if [ "${1:-}" = "--fast" ]; then
+    shift
+    tier=(-m "not slow" --durations=5)
+fi
 echo "==> ruff"
 ruff check .
 ruff format --check .
 echo "==> import layers (import-linter)"
 lint-imports --no-logo --no-cache
+echo "==> types (mypy)"
+mypy
 echo "==> pytest"
-exec python -m pytest "$@"
+exec python -m pytest "${tier[@]}" "$@"

@@ -133,9 +133,9 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from svllreid.data.check import check_dataset
+    from svllreid.data.check import Mode, check_dataset
 
-    mode = "quick" if args.quick else "full"
+    mode: Mode = "quick" if args.quick else "full"
     report = check_dataset(args.dataset, args.root, mode=mode, workers=args.workers, **_parse_options(args.option))
     print(report.format())
     return 0 if report.ok else 1
@@ -606,6 +606,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"({cfg.stage2.epochs} epochs: image encoder{' + vision self-supervision' if cfg.stage2.vis_ssl else ''})"
     )
     result = train(cfg, progress=not args.no_progress)
+    assert result.evaluation is not None  # set by a training run of both stages on the main process
     print(f"[4/4] results on the test set ({result.evaluation['protocol']} protocol), in %:")
     if result.untrained is not None:
         rows.append(("pretrained only" if cfg.model.pretrained else "untrained (random)", result.untrained))

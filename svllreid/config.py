@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union, cast, get_args, get_origin, get_type_hints
 
 import yaml
 from omegaconf import OmegaConf
@@ -21,6 +21,23 @@ from omegaconf.errors import OmegaConfBaseException
 
 from svllreid.errors import ConfigError
 from svllreid.fileio import atomic_write_text
+
+# The fields with a fixed set of string choices. The type checker sees each as a Literal of its choices;
+# at runtime they are plain ``str`` fields, so OmegaConf reads and merges them as any string (it rejects
+# Literal fields before 2.4 and would replace the messages below with its own), and ``__post_init__``
+# checks the choice (``_choice``), so a built config holds one of them.
+if TYPE_CHECKING:
+    DatasetCheck = Literal["quick", "full", "off"]
+    Interpolation = Literal["bilinear", "bicubic"]
+    SideInfo = Literal["none", "camera", "view", "camera_view"]
+    BatchNormInit = Literal["uniform", "pytorch"]
+    PromptMask = Literal["element", "token", "swap", "mix"]
+    EvalSplitName = Literal["", "train", "val", "test"]
+    Precision = Literal["auto", "fp32", "bf16", "fp16"]
+    BatchSemantics = Literal["global", "per_process"]
+else:
+    DatasetCheck = Interpolation = SideInfo = BatchNormInit = PromptMask = EvalSplitName = Precision = str
+    BatchSemantics = str
 
 
 def _choice(section: str, name: str, value: str, allowed: Sequence[str]) -> None:
@@ -47,7 +64,7 @@ class DataConfig:
     pixel_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     #: Resize filter of the test pipeline (also stage 1's feature cache): "bilinear", torchvision's
     #: default on PIL images and so the reference's, or "bicubic". Training images resize bicubically.
-    test_interpolation: str = "bilinear"
+    test_interpolation: Interpolation = "bilinear"
     padding: int = 10
     flip_prob: float = 0.5
     erasing_prob: float = 0.5
@@ -63,7 +80,7 @@ class DataConfig:
     validation_seed: int = 0
     #: Dataset validation when training starts: "quick" (structure, names, splits), "full"
     #: (also decodes every image) or "off".
-    check: str = "quick"
+    check: DatasetCheck = "quick"
 
     def __post_init__(self) -> None:
         if len(self.image_size) != 2 or min(self.image_size) <= 0:
@@ -95,14 +112,14 @@ class ModelConfig:
     stride: Optional[int] = None  # noqa: UP045
     #: ResNet last-stage stride (1 for ReID).
     last_stride: int = 1
-    sie: str = "none"
+    sie: SideInfo = "none"
     sie_coef: float = 1.0
     #: Width of SVLL's projection heads (4096 -> 256 in the paper).
     ssl_hidden_dim: int = 4096
     ssl_out_dim: int = 256
     #: BatchNorm init of the vision projector: "uniform" = weight and bias from U(0, 1) (the reference),
     #: "pytorch" = weight 1, bias 0 (PyTorch's default, and svllreid's before this option).
-    vis_ssl_bn_init: str = "uniform"
+    vis_ssl_bn_init: BatchNormInit = "uniform"
     #: QuickGELU: None = automatic (on for OpenAI weights), true = force it.
     force_quick_gelu: Optional[bool] = None  # noqa: UP045
 
@@ -132,7 +149,7 @@ class Stage1Config:
     min_lr: float = 1e-6
     lang_ssl: bool = False
     lang_ssl_weight: float = 0.8
-    prompt_mask: str = "element"
+    prompt_mask: PromptMask = "element"
     prompt_mask_prob: float = 0.5
     #: The reference never optimises the language projector; True trains it.
     train_lang_projector: bool = False
@@ -204,7 +221,7 @@ class PretrainConfig:
     min_lr: float = 1e-6
     grad_clip: Optional[float] = None  # noqa: UP045 (OmegaConf needs typing.Optional)
     #: Split for the text-to-image evaluation before and after training ("" = none).
-    eval_split: str = "test"
+    eval_split: EvalSplitName = "test"
     #: Store the final weights (clip.safetensors) in fp16: half the size, for shipping.
     save_fp16: bool = False
 
@@ -242,12 +259,12 @@ class RunConfig:
     name: str = ""
     seed: int = 1234
     device: str = "auto"
-    precision: str = "auto"
+    precision: Precision = "auto"
     #: Under DDP (torchrun): "global" = the configured batch sizes (stage1.batch_size, stage2's P×K) are
     #: the batch of all W processes together, each process taking 1/W of it, and the contrastive losses
     #: gather their negatives from every process (the reference); "per_process" = every process takes
     #: the whole configured batch (W times the global batch at the same learning rate), losses per process.
-    batch_semantics: str = "global"
+    batch_semantics: BatchSemantics = "global"
     log_every: int = 20
     #: Write report.html and its figures at the end of training.
     report: bool = True
@@ -323,7 +340,7 @@ def _check_keys(values: Mapping[str, Any], cls: type, source: str, path: str = "
             where = f"{path}.{key}" if path else key
             if not isinstance(value, Mapping):
                 raise ConfigError(f"config key '{where}' in {source} must be a mapping; got {value!r}")
-            _check_keys(value, sub, source, where)
+            _check_keys(value, cast(type, sub), source, where)  # a field's type: the dataclass itself
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict[str, Any], str]]:

@@ -14,13 +14,15 @@ triplet margin of 0.3 (``benchmarks/loss_precision.py``). So each loss computes 
 from __future__ import annotations
 
 import contextlib
+from typing import Literal
 
 import torch
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+def resolve_precision(name: Precision, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``run.precision=name`` on ``device``; None means plain fp32.
 
     ``auto`` is fp32 on the CPU, and on CUDA bf16 where the device supports it, else fp16.

@@ -37,7 +37,7 @@ def list_images(source: str | Path) -> list[str]:
             f"{path} is not a text list of image paths (it is a binary file; pass its folder instead)"
         ) from err
     images = []
-    missing = []
+    missing: list[str] = []
     for line in lines:
         line = line.strip()
         if not line or line.startswith("#"):

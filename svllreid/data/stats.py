@@ -25,8 +25,8 @@ def dataset_stats(name: str, root: str, **options: Any) -> dict[str, dict[str, i
     (``test_800``, ``test_1600``, ``test_2400``: identities and images of the whole test list).
     Caption datasets report identities, images and captions per split."""
     if get_dataset_entry(name).task == "captions":
-        dataset = load_caption_dataset(name, root, **options)
-        return {split: caption_summary(dataset.split(split)) for split in dataset.splits}
+        captions = load_caption_dataset(name, root, **options)
+        return {split: caption_summary(captions.split(split)) for split in captions.splits}
     if name != "vehicleid":
         return summarize(load_dataset(name, root, **options))
     options.pop("test_size", None)

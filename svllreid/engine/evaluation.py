@@ -116,7 +116,7 @@ def evaluate_checkpoint(
         notes.append(f"the model was trained on {trained.spec.kind} images and is evaluated on {data.kind} images")
     for text in notes:
         log.warning("%s", text)
-    options = eval_options(
+    evaluation_options = eval_options(
         cfg.eval,
         num_workers=num_workers,
         amp_dtype=resolve_precision("auto", trained.device),
@@ -127,7 +127,7 @@ def evaluate_checkpoint(
     )
     images = TestImages(trained.transform, trained.image_size, trained.interpolation)
     evaluation = evaluate_model(
-        trained.model, data, images=images, device=trained.device, options=options, progress=progress
+        trained.model, data, images=images, device=trained.device, options=evaluation_options, progress=progress
     )
     out = Path(out_dir) if out_dir is not None else default_out_dir(trained, data.name, rerank, flip)
     out.mkdir(parents=True, exist_ok=True)

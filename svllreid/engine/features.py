@@ -6,9 +6,9 @@ This is where networks meet :mod:`svllreid.eval`, which only ever sees feature t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from svllreid.eval.ranking import RankingResult, evaluate
 from svllreid.eval.rerank import KReciprocal
 from svllreid.eval.summary import summarize
 from svllreid.precision import autocast
+
+if TYPE_CHECKING:
+    from svllreid.models.image_encoders import ImageFeatures
 
 #: Ranked gallery items kept per query for the report's pictures.
 RANKED_LIST_LENGTH = 10
@@ -69,7 +72,9 @@ def extract_features(
         progress: show a progress bar (images).
     """
     chunks = []
-    with tqdm(total=len(loader.dataset), desc="features", unit="img", disable=not progress, leave=False) as bar:
+    with tqdm(
+        total=len(cast(Sized, loader.dataset)), desc="features", unit="img", disable=not progress, leave=False
+    ) as bar:
         for batch in loader:
             images = batch["image"].to(device, non_blocking=True)
             camids, viewids = batch["camid"].to(device), batch["viewid"].to(device)
@@ -154,12 +159,13 @@ def unique_test_samples(dataset: ReIDDataset) -> tuple[list[Sample], dict[str, i
 def image_encoder(model: torch.nn.Module, side_info: bool = True) -> Encoder:
     """``model.encode_image``; without ``side_info`` every camera and view is passed as unknown (-1),
     so an SIE model adds no embedding (images of cameras it never saw, e.g. another dataset)."""
+    # torch types a module's attributes as ``Tensor | Module``: the casts say these are its methods.
     if side_info:
-        return model.encode_image
+        return cast(Encoder, model.encode_image)
 
     def encode(images: torch.Tensor, camids: torch.Tensor | None, viewids: torch.Tensor | None) -> torch.Tensor:
         unknown = [None if ids is None else torch.full_like(ids, -1) for ids in (camids, viewids)]
-        return model.encode_image(images, *unknown)
+        return cast(Encoder, model.encode_image)(images, *unknown)
 
     return encode
 
@@ -169,7 +175,7 @@ def projection_encoder(model: torch.nn.Module) -> Encoder:
 
     def encode(images: torch.Tensor, camids: torch.Tensor | None, viewids: torch.Tensor | None) -> torch.Tensor:
         unknown = torch.full((images.shape[0],), -1, dtype=torch.long, device=images.device)
-        return model.image_features(images, unknown, unknown).f_proj
+        return cast("Callable[..., ImageFeatures]", model.image_features)(images, unknown, unknown).f_proj
 
     return encode
 
@@ -289,7 +295,8 @@ def extract_file_features(
     files = _ImageFiles(paths, transform, image_size, interpolation)
     loader = DataLoader(files, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     model.eval()
-    chunks, ok_flags = [], []
+    chunks: list[torch.Tensor] = []
+    ok_flags: list[bool] = []
     start = time.perf_counter()
     with tqdm(total=len(paths), desc="features", unit="img", disable=not progress, leave=False) as bar:
         for batch in loader:
@@ -297,7 +304,8 @@ def extract_file_features(
             if bool(ok.any()):
                 images = batch["image"][ok].to(device)
                 unknown = batch["camid"][ok].to(device)  # -1: no side information
-                chunks.append(_encode(model.encode_image, images, unknown, unknown, amp_dtype, flip).cpu())
+                encode = cast(Encoder, model.encode_image)
+                chunks.append(_encode(encode, images, unknown, unknown, amp_dtype, flip).cpu())
             ok_flags.extend(bool(v) for v in ok)
             bar.update(len(ok))
             bar.set_postfix(img_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f}")

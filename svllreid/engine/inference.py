@@ -8,11 +8,11 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
-from svllreid.config import Config, config_from_dict
+from svllreid.config import Config, Interpolation, config_from_dict
 from svllreid.data.factory import build_transforms
 from svllreid.data.loaders import Transform
 from svllreid.engine.checkpoint import Checkpoint, load_model_state, read_checkpoint
@@ -47,7 +47,9 @@ class TrainedModel:
     @property
     def transform(self) -> Transform:
         """The test transform of training (images arrive resized by :attr:`interpolation`), normalised."""
-        return build_transforms(dataclasses.replace(self.config.data, test_interpolation=self.interpolation)).test
+        # replace() runs DataConfig.__post_init__, which checks the choice
+        data = dataclasses.replace(self.config.data, test_interpolation=cast(Interpolation, self.interpolation))
+        return build_transforms(data).test
 
     @property
     def interpolation(self) -> str:

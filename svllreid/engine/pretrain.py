@@ -217,7 +217,9 @@ class PretrainRun:
         sampler = RandomBatchSampler(
             len(data), c.batch_size, self.cfg.run.seed, self.dist.rank, self.dist.world_size, self.global_batch
         )
-        workers = {"num_workers": d.num_workers, "prefetch_factor": 4} if d.num_workers > 0 else {"num_workers": 0}
+        workers: dict[str, Any] = (
+            {"num_workers": d.num_workers, "prefetch_factor": 4} if d.num_workers > 0 else {"num_workers": 0}
+        )
         return DataLoader(
             data,
             batch_sampler=sampler,

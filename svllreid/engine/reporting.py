@@ -10,9 +10,9 @@ import logging
 import platform
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -152,7 +152,8 @@ def write_train_embedding(
     feats = extract_features(projection_encoder(model), loader, device).cpu()
     pids = np.array([s.pid for s in samples])
     ids = np.unique(pids)
-    text = model.encode_text(torch.as_tensor(ids, device=device)).float().cpu()
+    encode_text = cast(Callable[[torch.Tensor], torch.Tensor], model.encode_text)  # a ReIDModel's method
+    text = encode_text(torch.as_tensor(ids, device=device)).float().cpu()
     model.train(was_training)
     return plot_embedding(
         feats,

@@ -12,13 +12,13 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.distributed
 
-from svllreid.config import Config, config_to_dict, save_config
+from svllreid.config import Config, SideInfo, config_to_dict, save_config
 from svllreid.data.factory import build_dataset, build_image_caches, build_transforms, parse_dataset
 from svllreid.data.loaders import ReIDImageDataset, build_test_loader, build_train_loader, set_loader_epoch
 from svllreid.data.samplers import global_batch_error
@@ -86,7 +86,7 @@ def method_name(cfg: Config) -> str:
     return "SVLL-ReID" if (cfg.stage1.lang_ssl or cfg.stage2.vis_ssl) else "CLIP-ReID"
 
 
-def effective_sie(mode: str, dataset: ReIDDataset) -> str:
+def effective_sie(mode: SideInfo, dataset: ReIDDataset) -> SideInfo:
     """The SIE mode to build: camera+view falls back to camera-only without viewpoint labels
     (METHOD.md 5, VeRi without its viewpoint files); other missing side information is an error."""
     if mode == "camera_view" and dataset.num_views == 0 and dataset.num_cameras > 0:
@@ -106,7 +106,7 @@ def build_model(cfg: Config, dataset: ReIDDataset) -> ReIDModel:
         num_classes=dataset.num_train_ids,
         num_cameras=dataset.num_cameras,
         num_views=dataset.num_views,
-        image_size=tuple(cfg.data.image_size),
+        image_size=cast(tuple[int, int], tuple(cfg.data.image_size)),  # [height, width] (checked by DataConfig)
         stride=cfg.model.stride,
         sie=effective_sie(cfg.model.sie, dataset),
         sie_coef=cfg.model.sie_coef,
@@ -166,16 +166,17 @@ class Run:
         self.dist = dist
         self.device = resolve_device(cfg.run.device, dist)
         self.amp_dtype = resolve_precision(cfg.run.precision, self.device)
-        self.dataset = build_dataset(cfg.data) if dist.is_main else None
+        dataset = build_dataset(cfg.data) if dist.is_main else None
         barrier(dist)  # the main process validates (and, for synthetic data, generates) first
-        if self.dataset is None:  # the other processes parse it without repeating the check
-            self.dataset = parse_dataset(cfg.data)
+        if dataset is None:  # the other processes parse it without repeating the check
+            dataset = parse_dataset(cfg.data)
+        self.dataset = dataset
         self.transforms = build_transforms(cfg.data)
         self.caches = build_image_caches(cfg.data, self.dataset)  # by resize filter
         self.model = build_model(cfg, self.dataset).to(self.device)
         self.metrics = MetricsLog(run_dir if dist.is_main else None)
         self.trainer = Trainer(self.device, self.amp_dtype, dist, self.metrics, cfg.run.log_every, progress)
-        self.size = tuple(cfg.data.image_size)
+        self.size = cast(tuple[int, int], tuple(cfg.data.image_size))  # [height, width] (checked by DataConfig)
 
     @property
     def global_batch(self) -> bool:
@@ -339,6 +340,7 @@ class Run:
                 self.run_dir / "embedding.png",
                 self.transforms.test_interpolation,
             )
+            assert result.final_details is not None  # train() evaluates before it writes the report
             files = write_training_report(self.run_dir, facts, result.final_details, result.untrained, embedding)
         except Exception:  # the run itself succeeded; say why its report is missing
             log.exception("could not write the report of %s (checkpoints and eval.json are complete)", self.run_dir)
@@ -356,7 +358,8 @@ def evaluate_random_init(cfg: Config, dataset: ReIDDataset) -> dict[str, Any]:
     device = resolve_device(cfg.run.device, DistInfo())
     model = build_model(random_cfg, dataset).to(device)
     transforms = build_transforms(cfg.data)
-    images = TestImages(transforms.test, tuple(cfg.data.image_size), transforms.test_interpolation)
+    size = cast(tuple[int, int], tuple(cfg.data.image_size))  # [height, width] (checked by DataConfig)
+    images = TestImages(transforms.test, size, transforms.test_interpolation)
     # The options of the final evaluation, but neither re-ranking nor ranked lists: a floor to compare with.
     options = eval_options(
         cfg.eval,
@@ -393,6 +396,7 @@ def prepare_run_dir(cfg: Config, dist: DistInfo, resume: str | None, task: str) 
         found = resume_ckpt.meta.get("task", "reid")
         if found != task:
             raise ValueError(f"{resume_ckpt.path} is a {found} checkpoint; continue it with {RESUME_COMMANDS[found]}")
+        assert resume is not None  # resume_ckpt was read from it
         run_dir = Path(resume).expanduser() if Path(resume).is_dir() else resume_ckpt.path.parent.parent
     else:
         run_dir = new_run_dir(cfg, dist)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ from svllreid.data.samplers import global_batch_error
 from svllreid.engine.distributed import gather_with_grad
 from svllreid.losses import cross_entropy_label_smooth, nt_xent_loss, supcon_loss, triplet_loss
 from svllreid.models.image_encoders import ImageFeatures
-from svllreid.models.prompts import augment_prompts
+from svllreid.models.prompts import PromptAugment, augment_prompts
 from svllreid.models.reid_model import ReIDModel
 from svllreid.models.text_encoder import TextEncoder
 from svllreid.precision import at_least_fp32, without_autocast
@@ -51,7 +52,7 @@ class PromptStageTask(nn.Module):
         features: torch.Tensor,
         labels: torch.Tensor,
         lang_ssl_weight: float = 0.0,
-        prompt_mask: str = "element",
+        prompt_mask: PromptAugment = "element",
         prompt_mask_prob: float = 0.5,
         ssl_temperature: float = 0.1,
         global_batch: bool = True,
@@ -111,6 +112,7 @@ class PromptStageTask(nn.Module):
         prompts = self.model.prompt_learner(distinct)  # [U, 12, D]
         views = [augment_prompts(prompts, self.prompt_mask, self.prompt_mask_prob) for _ in range(2)]
         projector = self.model.lang_projector
+        assert projector is not None  # language self-supervision runs with lang_ssl_weight > 0 (checked in __init__)
         z1, z2 = (projector(self.model.encode_prompts(view)) for view in views)  # [U, out] each
         return nt_xent_loss(z1, z2, temperature=self.ssl_temperature)
 
@@ -238,14 +240,20 @@ class ImageStageTask(nn.Module):
         feats, view1, view2 = self.encode(batch)
         out = self.model.outputs(feats)
         eps = self.label_smoothing
-        id_loss = sum(cross_entropy_label_smooth(logits, pids, eps) for logits in (out.logits, out.logits_proj))
-        tri = sum(triplet_loss(f, pids, self.triplet_margin) for f in (out.f11, out.f12, out.f_proj))
+        # sum() of tensors is typed ``Tensor | Literal[0]`` (the start value, for nothing to sum)
+        id_loss = cast(
+            torch.Tensor, sum(cross_entropy_label_smooth(logits, pids, eps) for logits in (out.logits, out.logits_proj))
+        )
+        tri = cast(
+            torch.Tensor, sum(triplet_loss(f, pids, self.triplet_margin) for f in (out.f11, out.f12, out.f_proj))
+        )
         with without_autocast(out.f_proj):  # a metric loss: logits in fp32 (see svllreid.precision)
             i2t_logits = at_least_fp32(out.f_proj) @ at_least_fp32(self.text_features).T  # [B, N]
         i2t = cross_entropy_label_smooth(i2t_logits, pids, eps)
         losses = {"id": self.id_weight * id_loss, "triplet": self.triplet_weight * tri, "i2t": self.i2t_weight * i2t}
         if view1 is not None:
             projector = self.model.vis_projector
+            assert projector is not None  # views come with vis_ssl_weight > 0 (checked in __init__)
             z1, z2 = projector(view1), projector(view2)  # each view's batch through the head on its own
             labels = pids if self.ssl_exclude_same_id else None
             if self.global_batch:  # negatives from every process (gradients back to each one's own rows)
@@ -274,7 +282,7 @@ class ContrastiveTask(nn.Module):
 
     def __init__(self, clip: nn.Module, rank: int = 0, world_size: int = 1, global_batch: bool = True):
         super().__init__()
-        self.clip = clip
+        self.clip: Any = clip  # an open_clip CLIP (untyped: its methods and logit_scale)
         # CLIP's own text tower on only the positions up to the batch's last end-of-text token: exact
         # (the mask is causal) and about 40% cheaper than all 77 for captions of ~45 tokens.
         self.text = TextEncoder(clip)

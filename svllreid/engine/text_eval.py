@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from svllreid.engine.features import extract_file_features
 from svllreid.eval.ranking import RankingResult
 from svllreid.eval.text_retrieval import retrieval_summary, text_to_image
 from svllreid.precision import autocast
+
+if TYPE_CHECKING:
+    from svllreid.models.reid_model import ReIDModel
 
 Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 
@@ -69,7 +72,7 @@ class ClipSides(nn.Module):
 
     def __init__(self, clip: nn.Module):
         super().__init__()
-        self.clip = clip
+        self.clip: Any = clip  # an open_clip CLIP (untyped: its encode methods)
 
     def encode_image(self, images: torch.Tensor, *_: Any) -> torch.Tensor:
         return self.clip.encode_image(images, normalize=True)
@@ -87,7 +90,7 @@ class ReIDSides(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.model = model
+        self.model = cast("ReIDModel", model)
 
     def encode_image(self, images: torch.Tensor, *_: Any) -> torch.Tensor:
         unknown = torch.full((images.shape[0],), -1, dtype=torch.long, device=images.device)
@@ -112,7 +115,8 @@ def encode_captions(
     chunks = []
     for chunk in tokens.split(batch_size):
         with autocast(device, amp_dtype):
-            chunks.append(sides.encode_tokens(chunk.to(device)).float())
+            encode = cast("Callable[[torch.Tensor], torch.Tensor]", sides.encode_tokens)  # ClipSides or ReIDSides
+            chunks.append(encode(chunk.to(device)).float())
     return torch.cat(chunks)
 
 

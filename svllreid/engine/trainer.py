@@ -12,10 +12,10 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -122,7 +122,7 @@ class Trainer:
             pending: list[tuple[int, list[str], torch.Tensor, int]] = []
             started, images = time.perf_counter(), 0
             epoch_batches = batches(epoch)
-            total = len(epoch_batches) if hasattr(epoch_batches, "__len__") else None
+            total = len(cast(Sized, epoch_batches)) if hasattr(epoch_batches, "__len__") else None
             bar = tqdm(
                 epoch_batches,
                 total=total,

@@ -660,6 +660,9 @@ def evaluate(
     aps, inps, first = np.zeros(ne), np.zeros(ne), np.zeros(ne, np.int64)
     num_matches = plan.num_matches.astype(np.float64)
     mask_buf: Any = None
+    index: Array  # numpy candidates, or torch once moved to the device
+    kind: Array
+    out: tuple[np.ndarray, ...]
     done = 0
     for rows, dist in chunks:
         if mask_buf is None or len(mask_buf) < len(rows):

@@ -43,6 +43,7 @@ def evaluate_reference(
     check_pair(query_camids, gallery_camids, "camids")
     check_pair(query_keys, gallery_keys, "keys")
     qp, gp = labels(query_pids, "query_pids", len(qf)), labels(gallery_pids, "gallery_pids", len(gf))
+    assert qp is not None and gp is not None  # given (not None), so labels returns arrays
     qc, gc = labels(query_camids, "query_camids", len(qf)), labels(gallery_camids, "gallery_camids", len(gf))
     qk, gk = labels(query_keys, "query_keys", len(qf)), labels(gallery_keys, "gallery_keys", len(gf))
     aps, inps, first, evaluated = [], [], [], []

@@ -56,6 +56,7 @@ def nt_xent_loss(
     positive = (rows + n) % (2 * n)  # [2N]: index of the other view
     is_positive = rows[None, :] == positive[:, None]  # [2N, 2N]
     if exclude_same_label:
+        assert labels is not None  # checked above
         view_labels = labels.repeat(2)  # [2N]
         # Same label covers the row itself too (self is never the positive since 2N >= 2).
         excluded = (view_labels[:, None] == view_labels[None, :]) & ~is_positive  # [2N, 2N]

@@ -5,18 +5,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import open_clip
 from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import VisionTransformer
 
-from svllreid.models.heads import ProjectionHead
+from svllreid.models.heads import BatchNormInit, ProjectionHead
 from svllreid.models.image_encoders import ResNetImageEncoder, ViTImageEncoder
 from svllreid.models.pretrained import LoadReport, build_clip
 from svllreid.models.prompts import PromptLearner
 from svllreid.models.reid_model import ReIDModel
-from svllreid.models.sie import SideInfoEmbedding
+from svllreid.models.sie import SideInfoEmbedding, SieMode
 from svllreid.models.text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class ModelSpec:
     num_views: int = 0
     image_size: tuple[int, int] = (256, 128)
     stride: int | None = None
-    sie: str | None = None
+    sie: SieMode | None = None
     sie_coef: float = 1.0
     kind: str = "person"
     last_stride: int = 1
@@ -65,7 +65,7 @@ def create_model(
     num_views: int = 0,
     image_size: tuple[int, int] = (256, 128),
     stride: int | None = None,
-    sie: str | None = None,
+    sie: SieMode | Literal["none"] | None = None,
     sie_coef: float = 1.0,
     pretrained: str | None = None,
     kind: str = "person",
@@ -75,7 +75,7 @@ def create_model(
     ssl_hidden_dim: int = 4096,
     ssl_out_dim: int = 256,
     force_quick_gelu: bool | None = None,
-    vis_ssl_bn_init: str = "uniform",
+    vis_ssl_bn_init: BatchNormInit = "uniform",
 ) -> ReIDModel:
     """Build a CLIP-ReID / SVLL-ReID network on an open_clip architecture.
 
@@ -125,9 +125,10 @@ def create_model(
     return model
 
 
-def model_from_clip(clip: Any, spec: ModelSpec, vis_ssl_bn_init: str = "uniform") -> ReIDModel:
+def model_from_clip(clip: Any, spec: ModelSpec, vis_ssl_bn_init: BatchNormInit = "uniform") -> ReIDModel:
     """Wrap an open_clip CLIP model (already holding its weights) as a ReID model of ``spec``."""
     visual = clip.visual
+    image_encoder: ViTImageEncoder | ResNetImageEncoder
     if isinstance(visual, VisionTransformer):
         patch = visual.conv1.kernel_size[0]
         side = None

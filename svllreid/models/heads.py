@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -28,6 +30,7 @@ class BNNeckClassifier(nn.Module):
 #: How a projection head's BatchNorm layers start: ``uniform`` draws weight and bias from U(0, 1), as the
 #: SVLL-ReID authors' vision projector does; ``pytorch`` keeps PyTorch's weight 1 and bias 0.
 BN_INITS = ("uniform", "pytorch")
+BatchNormInit = Literal["uniform", "pytorch"]
 
 
 class ProjectionHead(nn.Module):
@@ -53,7 +56,7 @@ class ProjectionHead(nn.Module):
         hidden_dim: int = 4096,
         out_dim: int = 256,
         kaiming: bool = False,
-        bn_init: str = "pytorch",
+        bn_init: BatchNormInit = "pytorch",
     ):
         super().__init__()
         if bn_init not in BN_INITS:

@@ -67,7 +67,7 @@ class ViTImageEncoder(nn.Module):
         self.stride = stride
         self.sie = sie
         self.width = visual.conv1.out_channels
-        self.feature_dims = (self.width, self.width, visual.proj.shape[1])
+        self.feature_dims: tuple[int, int, int] = (self.width, self.width, visual.proj.shape[1])
 
     def embed(self, images: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:
         """Tokens entering the transformer: ``[B, 1 + H*W, width]`` (SIE on the class token only)."""
@@ -135,7 +135,7 @@ class ResNetImageEncoder(nn.Module):
         stage4 = visual.layer4[-1].conv3.out_channels
         stage3 = visual.layer3[-1].conv3.out_channels
         self.width = stage4
-        self.feature_dims = (stage3, stage4, pool.c_proj.out_features)
+        self.feature_dims: tuple[int, int, int] = (stage3, stage4, pool.c_proj.out_features)
 
     def forward(
         self, images: torch.Tensor, camids: torch.Tensor | None = None, viewids: torch.Tensor | None = None

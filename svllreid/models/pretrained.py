@@ -28,6 +28,7 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import open_clip
@@ -309,7 +310,8 @@ def build_clip(
 
 def native_image_size(clip: nn.Module) -> tuple[int, int]:
     """The (height, width) a CLIP's image tower was built for (and its weights are stored at)."""
-    size = clip.visual.image_size
+    visual: Any = clip.visual  # an open_clip vision tower (untyped)
+    size = visual.image_size
     return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 

@@ -32,6 +32,11 @@ class PromptLearner(nn.Module):
         kind: ``"person"`` or ``"vehicle"`` (the template's last word).
     """
 
+    # buffers (registered in __init__)
+    token_prefix: torch.Tensor
+    token_suffix: torch.Tensor
+    token_padding: torch.Tensor
+
     def __init__(self, num_classes: int, text_encoder: TextEncoder, tokenizer: Tokenizer, kind: str = "person"):
         super().__init__()
         if kind not in PROMPT_TEMPLATES:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,9 @@ from svllreid.models.heads import BNNeckClassifier, ProjectionHead
 from svllreid.models.image_encoders import ImageFeatures, ResNetImageEncoder, ViTImageEncoder
 from svllreid.models.prompts import PromptLearner
 from svllreid.models.text_encoder import TextEncoder
+
+if TYPE_CHECKING:
+    from svllreid.models.pretrained import LoadReport
 
 
 @dataclass
@@ -35,6 +39,12 @@ class ReIDModel(nn.Module):
     - :meth:`forward`: the stage-2 training outputs (:class:`ReIDOutput`).
     - :meth:`prepare_stage`: which parameters train in stage 1 and stage 2.
     """
+
+    # Set by the factory (svllreid.models.factory): the structure the model was built from (a ModelSpec;
+    # Any, since importing it here, even for the type checker, would make an import cycle), and (by
+    # create_model only) how its CLIP weights were initialised.
+    spec: Any
+    load_report: LoadReport
 
     def __init__(
         self,

@@ -7,6 +7,8 @@ feature of the full 77-position computation (METHOD.md 3.1), several times cheap
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -19,20 +21,23 @@ class TextEncoder(nn.Module):
             ``TextTransformer`` tower.
     """
 
+    attn_mask: torch.Tensor  # a buffer (registered in __init__)
+
     def __init__(self, clip: nn.Module):
         super().__init__()
-        tower = clip.text if hasattr(clip, "text") else clip
+        tower = cast(nn.Module, clip.text) if hasattr(clip, "text") else clip
         pool = getattr(tower, "pool_type", None) or getattr(clip, "text_pool_type", "argmax")
         if pool != "argmax" or getattr(tower, "cls_emb", None) is not None:
             raise ValueError("only CLIP-style text towers (causal, pooled at the end-of-text token) are supported")
         if getattr(tower, "attn_mask", None) is None:
             raise ValueError("the text tower has no causal mask")
-        self.token_embedding = tower.token_embedding
-        self.positional_embedding = tower.positional_embedding
-        self.transformer = tower.transformer
-        self.ln_final = tower.ln_final
-        self.text_projection = tower.text_projection
-        self.register_buffer("attn_mask", tower.attn_mask.clone(), persistent=False)
+        # torch types submodule and parameter attributes as ``Tensor | Module``; these are open_clip's.
+        self.token_embedding = cast(nn.Embedding, tower.token_embedding)
+        self.positional_embedding = cast(torch.Tensor, tower.positional_embedding)
+        self.transformer = cast(nn.Module, tower.transformer)
+        self.ln_final = cast(nn.Module, tower.ln_final)
+        self.text_projection = cast(nn.Linear | torch.Tensor, tower.text_projection)
+        self.register_buffer("attn_mask", cast(torch.Tensor, tower.attn_mask).clone(), persistent=False)
         self.width = self.positional_embedding.shape[1]
         self.context_length = self.positional_embedding.shape[0]
         proj = self.text_projection

@@ -11,7 +11,7 @@ import math
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from matplotlib import colormaps
@@ -20,6 +20,10 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, PercentFormatter
 
 from svllreid.report._io import new_figure, save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import ListedColormap
 
 __all__ = [
     "PROTOCOL_NOTES",
@@ -295,7 +299,7 @@ def plot_metrics_table(
     # Fixed layout in inches, sized from the measured text, so nothing is clipped or overlaps whatever
     # the names and the number of rows.
     figure = new_figure(1.0, 1.0, constrained=False)
-    renderer = figure.canvas.get_renderer()
+    renderer = cast("FigureCanvasAgg", figure.canvas).get_renderer()  # new_figure gives an Agg canvas
 
     def text_width(text: str, size: float, weight: str = "normal") -> float:
         prop = FontProperties(size=size, weight=weight)
@@ -323,7 +327,7 @@ def plot_metrics_table(
         colLabels=header,
         colWidths=[w / table_w for w in col_widths],
         cellLoc="center",
-        bbox=(0, 0, 1, 1),
+        bbox=(0, 0, 1, 1),  # type: ignore[arg-type]  # stub says Bbox only; documented: or [x, y, w, h]
     )
     table.auto_set_font_size(False)
     table.set_fontsize(10)
@@ -466,7 +470,8 @@ def plot_embedding(
     coords, method = _project_2d(unit, seed)
     identities = list(np.unique(all_pids))
     cmap_name = "tab10" if len(identities) <= 10 else "tab20"
-    palette = colormaps[cmap_name].colors
+    cmap = cast("ListedColormap", colormaps[cmap_name])  # tab10 and tab20 are listed colormaps
+    palette = cast("Sequence[tuple[float, float, float]]", cmap.colors)  # of RGB tuples
     index = {pid: i for i, pid in enumerate(identities)}
     colours = [palette[index[pid] % len(palette)] for pid in all_pids]
 

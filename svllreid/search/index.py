@@ -227,7 +227,8 @@ class GalleryIndex:
         interrupted save leaves any previous file intact. Returns the path.
         """
         path = Path(path)
-        arrays: dict[str, np.ndarray] = {
+        # Any: mypy would check **arrays against np.savez's ``allow_pickle: bool`` keyword too.
+        arrays: dict[str, Any] = {
             "format": np.array(FORMAT),
             "version": np.array(VERSION, np.int64),
             "backend": np.array(self.backend),

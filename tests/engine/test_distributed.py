@@ -134,6 +134,7 @@ def assert_same(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor])
         torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exclude_same_id", [False, True])
 def test_gathered_nt_xent_trains_as_one_process_on_the_global_batch(ranks, exclude_same_id):
     model, batch = stage2_setup()
@@ -147,6 +148,7 @@ def test_gathered_nt_xent_trains_as_one_process_on_the_global_batch(ranks, exclu
     assert all(abs(value - terms["vis_ssl"]) > 1e-3 for value in local)
 
 
+@pytest.mark.slow
 def test_stage1_global_batch_trains_as_one_process(ranks):
     """The two slices of a global stage-1 batch are one process's batch; the image-text losses (gathered)
     and the language self-supervision (over the global batch's identities) equal one process's."""
@@ -182,6 +184,7 @@ def test_uneven_global_batches_are_refused_with_the_fix():
         next(stage1_task(model, features, labels, True).batches(1, 7, 0, rank=0, world_size=2))
 
 
+@pytest.mark.slow
 def test_pretraining_gathers_the_global_batch_and_trains_as_one_process(ranks):
     """CLIP's contrastive loss over the gathered features of both processes equals one process's loss on
     the whole batch, and so do the DDP-averaged gradients; per process, each loss sees only its half."""

@@ -93,6 +93,7 @@ def finished(world: Path, tmp_path_factory: pytest.TempPathFactory):
     return pretrain(tiny_config(world, out), progress=False)
 
 
+@pytest.mark.slow
 def test_pretrain_writes_weights_that_open_clip_and_svllreid_load(finished):
     weights = finished.weights
     assert weights is not None and weights.is_file()
@@ -117,6 +118,7 @@ class Interrupted(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_pretrain_resume_is_exact_on_cpu(world: Path, tmp_path: Path, finished, monkeypatch: pytest.MonkeyPatch):
     import svllreid.engine.pretrain as module
 
@@ -149,6 +151,7 @@ def test_pretrain_refuses_an_image_size_the_architecture_was_not_built_for(world
         pretrain(tiny_config(world, tmp_path, "data.image_size=[128,64]"), progress=False)
 
 
+@pytest.mark.slow
 def test_pretrain_and_eval_text_commands(world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     args = [
         "pretrain",

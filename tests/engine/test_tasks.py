@@ -137,6 +137,7 @@ def _batchnorm_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("views_update", [False, True])
 def test_view_passes_leave_the_encoders_running_statistics_alone(views_update):
     """A ResNet step with the two occluded views leaves the encoder's BatchNorm running statistics as a

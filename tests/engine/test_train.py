@@ -87,6 +87,7 @@ def test_cli_end_to_end_beats_the_untrained_network(tmp_path, capsys):
     assert trained["rank1"] > untrained["rank1"]
 
 
+@pytest.mark.slow
 def test_resume_ends_with_the_same_weights(tmp_path, monkeypatch):
     reference = train(load_config(TINY, small(tmp_path, "full")), progress=False)
     expected = weights(reference.run_dir / "checkpoints" / "model.safetensors")
@@ -113,6 +114,7 @@ def test_resume_ends_with_the_same_weights(tmp_path, monkeypatch):
             assert torch.equal(got[key], expected[key]), f"{name}: {key} differs after resume"
 
 
+@pytest.mark.slow
 def test_stages_run_separately_and_checkpoints_are_checked(tmp_path, capsys):
     first = small(tmp_path, "s1")
     assert main(["train", str(TINY), "--stage", "1", *first, "--no-progress"]) == 0

@@ -22,7 +22,7 @@ def clip_pair(arch: str):
     return clip, copy.deepcopy(clip)
 
 
-@pytest.mark.parametrize("arch", ["ViT-B-16", "svll-tiny-vit"])
+@pytest.mark.parametrize("arch", [pytest.param("ViT-B-16", marks=pytest.mark.slow), "svll-tiny-vit"])
 def test_vit_image_features_equal_open_clip(arch):
     clip, reference = clip_pair(arch)
     height, width = clip.visual.image_size  # the architecture's own geometry (64×32 for the tiny ViT)
@@ -66,7 +66,7 @@ def test_resnet_reid_changes_last_stride_and_pool_positions():
     assert feats.f11.shape[1] * 2 == feats.f12.shape[1]  # stage 3 GAP has half the channels
 
 
-@pytest.mark.parametrize("arch", ["ViT-B-16", "svll-tiny-vit"])
+@pytest.mark.parametrize("arch", [pytest.param("ViT-B-16", marks=pytest.mark.slow), "svll-tiny-vit"])
 def test_text_encoder_equals_open_clip_and_truncation_is_exact(arch):
     clip, reference = clip_pair(arch)
     encoder = TextEncoder(clip).eval()

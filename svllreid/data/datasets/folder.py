@@ -162,7 +162,8 @@ def _auto_split(
     for s in samples:
         if s.pid in test_ids:
             groups[s.pid][s.camid].append(s)
-    query, gallery = [], []
+    query: list[Sample] = []
+    gallery: list[Sample] = []
     for pid in sorted(groups):
         by_camera = groups[pid]
         # A query needs a true match: another camera, or (without cameras) another image.

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from svllreid.data.datasets.market1501 import MARKET_PATTERN, parse_three_folder
 from svllreid.data.datasets.registry import register
@@ -34,7 +35,7 @@ def ensure_synthetic(
     Generation goes to a temporary sibling folder that is renamed into place, so concurrent
     callers (several training processes) and interrupted runs never leave a partial dataset.
     """
-    params = {
+    params: dict[str, Any] = {  # keyword arguments of synthetic_matches and generate_synthetic
         "num_ids": ids,
         "num_cameras": cameras,
         "images_per_camera": images_per_camera,
