@@ -44,8 +44,8 @@ def main() -> int:
 
     import torch
 
-    from svllreid.cli import DEMO_RECIPE
     from svllreid.config import load_config
+    from svllreid.engine.demo import DEMO_RECIPE
     from svllreid.engine.run import train
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="svllreid-demo-figures-"))

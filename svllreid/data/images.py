@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from svllreid.errors import DatasetError
 
@@ -51,3 +55,29 @@ def list_images(source: str | Path) -> list[str]:
     if not images:
         raise DatasetError(f"{path} lists no images (one path a line; '#' starts a comment)")
     return images
+
+
+def labels_from_file_names(paths: Sequence[str], pattern: str | None, what: str) -> np.ndarray | None:
+    """Integer labels (``what``: "pid" or "camera") from the file names by a regular expression: its
+    group named ``id``, else its first group, else the whole match. None without a pattern.
+
+    Raises:
+        ValueError: an invalid expression, or a file name in which it finds no integer (named).
+    """
+    if not pattern:
+        return None
+    try:
+        regex = re.compile(pattern)
+    except re.error as err:
+        raise ValueError(f"--{what}-regex {pattern!r} is not a valid regular expression: {err}") from err
+    values = []
+    for path in paths:
+        match = regex.search(Path(path).name)
+        group = None
+        if match:
+            which = "id" if "id" in regex.groupindex else (1 if regex.groups else 0)
+            group = match.group(which)
+        if group is None or not group.lstrip("-").isdigit():
+            raise ValueError(f"--{what}-regex {pattern!r} finds no integer in the file name {Path(path).name!r}")
+        values.append(int(group))
+    return np.array(values, dtype=np.int64)

@@ -42,6 +42,7 @@ __all__ = [
     "FORMAT_VERSION",
     "PRETRAIN_WORLD",
     "SynthSummary",
+    "generate_pretraining_world",
     "generate_synthetic",
     "identity_attributes",
     "synthetic_matches",
@@ -1105,6 +1106,21 @@ def generate_synthetic(
         num_cameras=num_cameras,
         images=counts,
         seconds=time.perf_counter() - start,
+    )
+
+
+def generate_pretraining_world(out: str | Path, workers: int | None = None) -> SynthSummary:
+    """:func:`generate_synthetic` with the sizes and seed of :data:`PRETRAIN_WORLD`: the captioned world
+    the shipped ``svll-synth`` weights were pretrained on."""
+    world = PRETRAIN_WORLD
+    return generate_synthetic(
+        out,
+        num_ids=world["ids"],
+        num_cameras=world["cameras"],
+        images_per_camera=world["images_per_camera"],
+        seed=world["seed"],
+        train_ids=world["train_ids"],
+        workers=workers,
     )
 
 

@@ -273,6 +273,26 @@ class FileFeatures:
     def images_per_s(self) -> float:
         return (len(self.paths) + len(self.unreadable)) / max(self.seconds, 1e-9)
 
+    def check_readable(self, *, skip_unreadable: bool) -> str | None:
+        """Unreadable files stop the work unless ``skip_unreadable`` (and some file was readable); then
+        the message that lists the skipped files is returned, for a warning. None when all were read.
+
+        Raises:
+            ValueError: unreadable files without ``skip_unreadable``, or no readable file at all.
+        """
+        if not self.unreadable:
+            return None
+        total = len(self.paths) + len(self.unreadable)
+        listed = "\n  ".join(self.unreadable[:10]) + (
+            f"\n  ... and {len(self.unreadable) - 10} more" if len(self.unreadable) > 10 else ""
+        )
+        if not skip_unreadable or not self.paths:
+            raise ValueError(
+                f"{len(self.unreadable)} of {total} image(s) could not be read:\n  {listed}\n"
+                + ("remove or fix them, or pass --skip-unreadable" if self.paths else "no image could be read")
+            )
+        return f"skipped {len(self.unreadable)} unreadable image(s):\n  {listed}"
+
 
 @torch.no_grad()
 def extract_file_features(

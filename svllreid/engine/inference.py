@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -71,6 +72,31 @@ class TrainedModel:
             "trained_on": self.trained_on,
             "weights_sha256": self.weights_digest(),
         }
+
+    def check_same_features(self, identity: Mapping[str, Any], made: str) -> None:
+        """Check that this network makes the features described by ``identity`` (what :meth:`identity`
+        stored with an index or a feature file; ``made`` names that file for the message): the same
+        network (:meth:`ModelSpec.structure_differences`) with the same weights (:meth:`weights_digest`).
+
+        Raises:
+            CheckpointError: another network or other weights; the features are not comparable.
+        """
+        saved_spec = identity.get("spec")
+        if saved_spec:
+            differ = self.spec.structure_differences(saved_spec)
+            if differ:
+                raise CheckpointError(
+                    f"{self.checkpoint.path} is another network than the one that made {made} (differs in "
+                    f"{', '.join(sorted(differ))}); its features are not comparable: use that file's own checkpoint "
+                    "or make the file again with this one"
+                )
+        saved_digest = identity.get("weights_sha256")
+        if saved_digest and saved_digest != self.weights_digest():
+            raise CheckpointError(
+                f"{self.checkpoint.path} has other weights than the model that made {made} (same architecture, "
+                "different training); its features are not comparable: use that file's own checkpoint or make "
+                "the file again with this one"
+            )
 
     def weights_digest(self) -> str:
         """SHA-256 of the model tensors (names, shapes, bytes): equal for copies of the same weights."""
@@ -140,3 +166,26 @@ def load_trained_model(path: str | Path, device: str = "auto") -> TrainedModel:
     target = resolve_device(device, DistInfo())
     model.to(target).eval()
     return TrainedModel(model, checkpoint, config, target)
+
+
+def load_index_model(
+    identity: Mapping[str, Any], index_path: str | Path, checkpoint: str | Path | None = None, device: str = "auto"
+) -> TrainedModel:
+    """The network that encodes queries for an index: ``checkpoint``, or else the one the index names,
+    checked to make the index's features (:meth:`TrainedModel.check_same_features`).
+
+    Raises:
+        CheckpointError: the index names no checkpoint and none is given, the named one is gone, or the
+            network or its weights differ from the index's.
+    """
+    named = checkpoint or identity.get("checkpoint")
+    if not named:
+        raise CheckpointError(f"{index_path} does not name the checkpoint it was built with; pass --checkpoint CKPT")
+    if not checkpoint and not Path(str(named)).exists():
+        raise CheckpointError(
+            f"{index_path} was built with {named}, which is not there any more; pass the same model's "
+            "checkpoint with --checkpoint CKPT"
+        )
+    trained = load_trained_model(str(named), device)
+    trained.check_same_features(identity, str(index_path))
+    return trained

@@ -53,18 +53,6 @@ from svllreid.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
-#: Spec fields that must agree between a checkpoint and the model it is loaded into.
-STRUCTURE_FIELDS = (
-    "arch",
-    "num_classes",
-    "num_cameras",
-    "num_views",
-    "image_size",
-    "stride",
-    "sie",
-    "kind",
-    "last_stride",
-)
 SSL_HEAD_PREFIXES = ("lang_projector.", "vis_projector.")
 
 
@@ -130,12 +118,10 @@ def seed_everything(seed: int) -> None:
 
 def check_compatible(checkpoint: Checkpoint, spec: ModelSpec, dataset: ReIDDataset) -> None:
     """A checkpoint must describe the same network structure as this run builds."""
-    saved = checkpoint.meta.get("spec", {})
-    ours = spec.to_dict()
-    differ = [k for k in STRUCTURE_FIELDS if saved.get(k) != ours.get(k)]
+    differ = spec.structure_differences(checkpoint.meta.get("spec", {}))
     if differ:
         trained = checkpoint.meta.get("dataset", {}).get("name", "?")
-        details = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs this run {ours.get(k)!r}" for k in differ)
+        details = ", ".join(f"{k}: checkpoint {saved!r} vs this run {ours!r}" for k, (ours, saved) in differ.items())
         raise CheckpointError(
             f"{checkpoint.path} was made for another network ({details}; trained on {trained}, this run uses "
             f"{dataset.name}). Use a checkpoint of the same architecture and dataset, or start from CLIP weights "

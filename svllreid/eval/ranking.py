@@ -91,6 +91,7 @@ class RankingResult:
             query's own image left out; -1 pads rows with fewer items and the rows of skipped
             queries); else None.
         reranked: whether k-reciprocal re-ranking produced the distances.
+        keyed: whether image keys were given (a gallery image with the query's key was excluded).
 
     When no query has a true match, mAP, mINP and the CMC are 0 and ``num_evaluated`` is 0.
     ``eq=False``: results hold arrays, compare their fields instead.
@@ -107,6 +108,12 @@ class RankingResult:
     query_first_rank: np.ndarray
     ranked: np.ndarray | None = None
     reranked: bool = False
+    keyed: bool = False
+
+    @property
+    def protocol_rule(self) -> str:
+        """What the protocol excluded from the rankings, in words (the one place it is said)."""
+        return protocol_rule(self.protocol, self.keyed)
 
     def rank(self, k: int) -> float:
         """Rank-k accuracy, ``cmc[k-1]``."""
@@ -125,6 +132,7 @@ class RankingResult:
             num_evaluated=int(self.num_evaluated),
             num_skipped=int(self.num_skipped),
             protocol=self.protocol,
+            protocol_rule=self.protocol_rule,
             reranked=self.reranked,
         )
         return out
@@ -137,16 +145,28 @@ class RankingResult:
         )
 
 
+def protocol_rule(protocol: str, keyed: bool) -> str:
+    """The words for what a protocol excludes: with cameras, same-identity-same-camera gallery images;
+    without, the query's own image where image keys say which it is, else nothing."""
+    if protocol == "camera":
+        return "same-identity-same-camera gallery images are junk"
+    if keyed:
+        return "no camera labels: only the query image itself is excluded"
+    return "no camera labels: nothing is excluded"
+
+
 def make_result(
     aps: np.ndarray,
     inps: np.ndarray,
     first_ranks: np.ndarray,
     evaluated: np.ndarray,
+    *,
     num_queries: int,
     max_rank: int,
     protocol: str,
     ranked: np.ndarray | None = None,
     reranked: bool = False,
+    keyed: bool = False,
 ) -> RankingResult:
     """Average per-query AP, INP and 0-based first-match ranks of the ``evaluated`` queries (their
     indices, ascending) into a result."""
@@ -168,7 +188,18 @@ def make_result(
         cmc, mean_ap, mean_inp = np.zeros(max_rank), 0.0, 0.0
     cmc.setflags(write=False)
     return RankingResult(
-        mean_ap, mean_inp, cmc, num_queries, n, num_queries - n, protocol, query_ap, query_first, ranked, reranked
+        mean_ap,
+        mean_inp,
+        cmc,
+        num_queries,
+        n,
+        num_queries - n,
+        protocol,
+        query_ap,
+        query_first,
+        ranked,
+        reranked,
+        keyed,
     )
 
 
@@ -684,7 +715,16 @@ def evaluate(
     # Means in query order, whatever the chunking.
     back = np.argsort(evaluated, kind="stable")
     return make_result(
-        aps[back], inps[back], first[back], evaluated[back], nq, max_rank, protocol, ranked, rerank is not None
+        aps[back],
+        inps[back],
+        first[back],
+        evaluated[back],
+        num_queries=nq,
+        max_rank=max_rank,
+        protocol=protocol,
+        ranked=ranked,
+        reranked=rerank is not None,
+        keyed=qk is not None,
     )
 
 

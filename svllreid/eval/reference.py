@@ -71,11 +71,12 @@ def evaluate_reference(
         np.array(inps, dtype=np.float64),
         np.array(first, dtype=np.int64),
         np.array(evaluated, dtype=np.int64),
-        len(qf),
-        max_rank,
-        "camera" if qc is not None else "no-camera",
-        ranked if topk else None,
-        distances is not None,
+        num_queries=len(qf),
+        max_rank=max_rank,
+        protocol="camera" if qc is not None else "no-camera",
+        ranked=ranked if topk else None,
+        reranked=distances is not None,
+        keyed=qk is not None,
     )
 
 

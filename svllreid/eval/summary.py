@@ -19,6 +19,7 @@ def summarize(dataset_name: str, splits: Sequence[tuple[str, RankingResult]]) ->
     summary: dict[str, Any] = {
         "dataset": dataset_name,
         "protocol": results[0]["protocol"],
+        "protocol_rule": results[0]["protocol_rule"],
         "reranked": results[0]["reranked"],
         "splits": results,
     }

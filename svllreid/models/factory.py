@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,6 +21,23 @@ from svllreid.models.sie import SideInfoEmbedding, SieMode
 from svllreid.models.text_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
+
+
+#: Spec fields that determine a network's tensors: two specs that agree on them build networks whose
+#: weights load into each other. Not among them: the SIE coefficient (a scale, not a tensor) and the
+#: self-supervision heads (training only: a stage-2 run may add them to a stage-1 checkpoint, and they
+#: never touch the test features).
+STRUCTURE_FIELDS = (
+    "arch",
+    "num_classes",
+    "num_cameras",
+    "num_views",
+    "image_size",
+    "stride",
+    "sie",
+    "kind",
+    "last_stride",
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +58,15 @@ class ModelSpec:
     vis_ssl_head: bool = False
     ssl_hidden_dim: int = 4096
     ssl_out_dim: int = 256
+
+    def structure_differences(self, other: ModelSpec | Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """The fields of :data:`STRUCTURE_FIELDS` where ``other`` (a spec or its saved dict) differs from
+        this one, each with (this value, other value). Empty: the same network, whose weights load into
+        each other and whose features are comparable (given the same weights). The one definition of
+        "the same network", used by training, evaluation and search."""
+        theirs = other.to_dict() if isinstance(other, ModelSpec) else dict(other)
+        ours = self.to_dict()
+        return {k: (ours.get(k), theirs.get(k)) for k in STRUCTURE_FIELDS if ours.get(k) != theirs.get(k)}
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

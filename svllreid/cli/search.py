@@ -1,0 +1,185 @@
+"""``svllreid extract``, ``svllreid index build`` and ``svllreid search``: features and gallery search
+on one's own images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from svllreid.cli.common import add_inference_args
+
+
+def _extract(args: argparse.Namespace, trained: Any, paths: list[str]) -> Any:
+    """Features of image files with the progress bar; unreadable files stop the command unless
+    ``--skip-unreadable``."""
+    from svllreid.engine.features import extract_file_features
+    from svllreid.precision import resolve_precision
+
+    feats = extract_file_features(
+        trained.model,
+        paths,
+        transform=trained.transform,
+        image_size=trained.image_size,
+        device=trained.device,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        amp_dtype=resolve_precision("auto", trained.device),
+        flip=args.flip,
+        progress=not args.no_progress,
+        interpolation=trained.interpolation,
+    )
+    skipped = feats.check_readable(skip_unreadable=getattr(args, "skip_unreadable", False))
+    if skipped:
+        print(skipped, file=sys.stderr)
+    print(
+        f"{len(feats.paths)} image(s) → {feats.feats.shape[1]}-d features in {feats.seconds:.1f} s "
+        f"({feats.images_per_s:.1f} images/s on {trained.device})",
+        file=sys.stderr if getattr(args, "json", False) else sys.stdout,  # keep --json output pure
+    )
+    return feats
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from svllreid.data.images import labels_from_file_names, list_images
+    from svllreid.engine.inference import load_trained_model
+    from svllreid.eval.feature_file import write_feature_file
+
+    paths = list_images(args.images)
+    pids = labels_from_file_names(paths, args.pid_regex, "pid")
+    camids = labels_from_file_names(paths, args.camera_regex, "camera")
+    trained = load_trained_model(args.checkpoint, args.device)
+    print(f"model: {trained.describe()}")
+    feats = _extract(args, trained, paths)
+    readable = set(feats.paths)
+    keep = [i for i, p in enumerate(paths) if p in readable]
+    shapes = write_feature_file(
+        args.out,
+        feats=feats.feats.numpy(),
+        paths=feats.paths,
+        model=trained.identity(),
+        pids=None if pids is None else pids[keep],
+        camids=None if camids is None else camids[keep],
+    )
+    print(f"wrote {Path(args.out)} ({', '.join(f'{k} {v}' for k, v in shapes.items())})")
+    return 0
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from svllreid.data.images import list_images
+    from svllreid.engine.inference import load_trained_model
+    from svllreid.search import GalleryIndex
+
+    paths = list_images(args.images)
+    trained = load_trained_model(args.checkpoint, args.device)
+    print(f"model: {trained.describe()}")
+    feats = _extract(args, trained, paths)
+    meta = {**trained.identity(), "flip": args.flip, "images": str(Path(args.images).resolve())}
+    index = GalleryIndex.build(feats.feats.numpy(), feats.paths, meta=meta, backend=args.backend)
+    out = index.save(args.out)
+    print(f"wrote {out}: {len(index)} images, {index.dim}-d features, {args.backend} search")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from svllreid.engine.inference import load_index_model
+    from svllreid.search import GalleryIndex
+
+    index = GalleryIndex.load(args.index)
+    saved = index.meta
+    trained = load_index_model(saved, args.index, args.checkpoint, args.device)
+    args.flip = bool(saved.get("flip", False))  # queries are encoded as the gallery was
+    queries = _extract(args, trained, [str(Path(q).expanduser()) for q in args.query])
+    result = index.search(queries.feats.numpy(), args.topk)
+    listing = []
+    for qi, query in enumerate(queries.paths):
+        hits = [
+            {"rank": r + 1, "score": float(result.scores[qi, r]), "path": index.paths[int(g)]}
+            for r, g in enumerate(result.indices[qi])
+            if g >= 0
+        ]
+        listing.append({"query": query, "results": hits})
+    if args.json:
+        print(json.dumps(listing, indent=2))
+    else:
+        for item in listing:
+            print(f"query {item['query']}: top {len(item['results'])} of {len(index)} (cosine similarity)")
+            for hit in item["results"]:
+                print(f"  {hit['rank']:>3}  {hit['score']:.4f}  {hit['path']}")
+    if args.out:
+        from svllreid.report import RankedList, draw_ranked_lists
+
+        lists = [
+            RankedList(
+                title=f"query {Path(item['query']).name}",
+                query_path=item["query"],
+                query_caption=Path(item["query"]).name,
+                gallery_paths=[h["path"] for h in item["results"]],
+                gallery_captions=[f"{h['score']:.3f} · {Path(h['path']).name}" for h in item["results"]],
+                matches=[None] * len(item["results"]),
+            )
+            for item in listing
+        ]
+        print(f"wrote {draw_ranked_lists(lists, args.out)}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    extract = subparsers.add_parser(
+        "extract",
+        help="features of your own images with a trained model (.npz)",
+        description="Extract L2-normalised features of the images in a folder (recursively) or a list file "
+        "(one path a line) and save them as .npz: 'feats' [N, D], 'paths' [N] and, with --pid-regex / "
+        "--camera-regex, 'pids' / 'camids' for 'svllreid eval-features'.",
+    )
+    extract.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
+    extract.add_argument("--images", required=True, help="folder of images or text file of image paths")
+    extract.add_argument("--out", required=True, help="output .npz file")
+    extract.add_argument("--flip", action="store_true", help="add the features of horizontally flipped images")
+    extract.add_argument("--pid-regex", default=None, help="identity from the file name, e.g. '^(\\d+)_'")
+    extract.add_argument("--camera-regex", default=None, help="camera from the file name, e.g. '_c(\\d+)'")
+    extract.add_argument("--skip-unreadable", action="store_true", help="leave out unreadable images (listed)")
+    add_inference_args(extract)
+    extract.set_defaults(func=cmd_extract)
+
+    index = subparsers.add_parser(
+        "index", help="gallery indexes of your own images", description="Gallery indexes for 'svllreid search'."
+    )
+    index_cmds = index.add_subparsers(dest="index_command", metavar="SUBCOMMAND", required=True)
+    build = index_cmds.add_parser(
+        "build",
+        help="extract the features of a folder of images into a searchable index file",
+        description="Extract the features of every image of a folder (or list file) with a trained model and "
+        "save them, with the paths and the model's description, as one index file. Exact search by default; "
+        "faiss backends (pip install faiss-cpu) for large galleries.",
+    )
+    build.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
+    build.add_argument("--images", required=True, help="folder of gallery images or text file of paths")
+    build.add_argument("--out", required=True, help="index file to write")
+    build.add_argument(
+        "--backend",
+        choices=["exact", "faiss-flat", "faiss-ivf", "faiss-hnsw"],
+        default="exact",
+        help="search structure (default exact; faiss-ivf / faiss-hnsw are approximate)",
+    )
+    build.add_argument("--flip", action="store_true", help="add the features of horizontally flipped images")
+    build.add_argument("--skip-unreadable", action="store_true", help="leave out unreadable images (listed)")
+    add_inference_args(build)
+    build.set_defaults(func=cmd_index_build)
+
+    search = subparsers.add_parser(
+        "search",
+        help="find the gallery images most similar to a query image",
+        description="Rank the images of an index (from 'svllreid index build') by cosine similarity to each "
+        "query image, encoded by the index's model (or --checkpoint of the same network).",
+    )
+    search.add_argument("--index", required=True, help="index file")
+    search.add_argument("--query", required=True, nargs="+", help="query image(s)")
+    search.add_argument("--topk", type=int, default=10, help="results per query (default 10)")
+    search.add_argument("--out", default=None, help="write the ranked lists as a PNG picture")
+    search.add_argument("--checkpoint", default=None, help="model checkpoint (default: the one the index names)")
+    search.add_argument("--json", action="store_true", help="print JSON")
+    add_inference_args(search)
+    search.set_defaults(func=cmd_search)

@@ -1,0 +1,76 @@
+"""Feature files: the ``.npz`` that ``svllreid extract`` writes and ``svllreid eval-features`` reads.
+
+Arrays: ``feats`` float32 ``[N, D]``; ``pids`` int64 ``[N]`` and ``camids`` int64 ``[N]`` when known;
+``paths`` ``[N]`` (strings) and ``model`` (a JSON string describing the network) when written by
+svllreid. No pickled objects: the file loads with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from svllreid.fileio import atomic_write_bytes
+
+__all__ = ["REQUIRED_ARRAYS", "read_feature_file", "read_feature_pair", "write_feature_file"]
+
+#: Arrays every feature file for evaluation must hold.
+REQUIRED_ARRAYS = ("feats", "pids")
+
+
+def read_feature_file(path: str | Path, side: str) -> dict[str, np.ndarray]:
+    """The arrays of a feature file (``side``: "query" or "gallery", for the messages).
+
+    Raises:
+        ValueError: the file cannot be read as an .npz, or lacks ``feats`` / ``pids``.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read {side} features from {path}: {err}") from err
+    missing = [key for key in REQUIRED_ARRAYS if key not in arrays]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the array(s) {', '.join(missing)}; a feature file is an .npz with 'feats' [N, D], "
+            f"'pids' [N] and optionally 'camids' [N] (found: {', '.join(arrays) or 'nothing'})"
+        )
+    return arrays
+
+
+def read_feature_pair(query: str | Path, gallery: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Query and gallery feature files, which must agree on having camera ids."""
+    q, g = read_feature_file(query, "query"), read_feature_file(gallery, "gallery")
+    if ("camids" in q) != ("camids" in g):
+        raise ValueError("'camids' must be in both feature files or in neither")
+    return q, g
+
+
+def write_feature_file(
+    path: str | Path,
+    *,
+    feats: np.ndarray,
+    paths: Sequence[str],
+    model: Mapping[str, Any],
+    pids: np.ndarray | None = None,
+    camids: np.ndarray | None = None,
+) -> dict[str, tuple[int, ...]]:
+    """Write a feature file atomically; returns each array's shape (``model`` left out)."""
+    arrays: dict[str, Any] = {
+        "feats": np.asarray(feats, dtype=np.float32),
+        "paths": np.array(list(paths), dtype=str),
+        "model": np.array(json.dumps(dict(model))),
+    }
+    if pids is not None:
+        arrays["pids"] = np.asarray(pids, dtype=np.int64)
+    if camids is not None:
+        arrays["camids"] = np.asarray(camids, dtype=np.int64)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return {k: tuple(v.shape) for k, v in arrays.items() if k != "model"}
