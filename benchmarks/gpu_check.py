@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 
 import svllreid
-from svllreid.engine.tasks import ImageStageTask, PromptStageTask
+from svllreid.engine.tasks import ImageStageTask, PromptStageTask, Stage2Losses
 from svllreid.models.info import count_flops
 
 #: Dense bf16 tensor-core peaks (TFLOP/s) of known devices, for MFU.
@@ -92,7 +92,9 @@ def run(args: argparse.Namespace) -> list[dict]:
         # Stage 1
         params = model.prepare_stage(1)
         labels = torch.arange(s1_batch, device=device) % classes
-        task1 = PromptStageTask(model, torch.randn(s1_batch, model.text_encoder.output_dim, device=device), labels, 0.8)
+        task1 = PromptStageTask(
+            model, torch.randn(s1_batch, model.text_encoder.output_dim, device=device), labels, lang_ssl_weight=0.8
+        )
         opt1 = torch.optim.Adam(params.values(), lr=1e-6)
         batch1 = {"features": task1.features, "pids": labels}
 
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         params = model.prepare_stage(2)
         b = p * k
         text = torch.randn(classes, model.text_encoder.output_dim, device=device)
-        task2 = ImageStageTask(model, text, vis_ssl_weight=0.8, single_pass=True)
+        task2 = ImageStageTask(model, text, Stage2Losses(vis_ssl_weight=0.8), single_pass=True)
         opt2 = torch.optim.Adam(params.values(), lr=1e-6)
         batch2 = {
             "image": torch.randn(b, 3, *size, device=device),

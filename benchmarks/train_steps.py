@@ -19,7 +19,7 @@ import time
 import torch
 
 import svllreid
-from svllreid.engine.tasks import ImageStageTask, PromptStageTask
+from svllreid.engine.tasks import ImageStageTask, PromptStageTask, Stage2Losses
 
 
 def timed(step, steps: int) -> tuple[float, torch.Tensor]:
@@ -110,8 +110,8 @@ def main() -> None:
         }
         text = torch.randn(32, dim)
         optimizer = torch.optim.Adam(params.values(), lr=0.0)  # lr 0: both variants see the same weights
-        one = ImageStageTask(model, text, vis_ssl_weight=0.8, single_pass=True)
-        three = ImageStageTask(model, text, vis_ssl_weight=0.8, single_pass=False)
+        one = ImageStageTask(model, text, Stage2Losses(vis_ssl_weight=0.8), single_pass=True)
+        three = ImageStageTask(model, text, Stage2Losses(vis_ssl_weight=0.8), single_pass=False)
         t1, loss1 = timed(stage2_step(one, batch2, optimizer), args.steps)
         t3, loss3 = timed(stage2_step(three, batch2, optimizer), args.steps)
         rows.append(

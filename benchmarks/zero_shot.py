@@ -55,7 +55,7 @@ def main() -> int:
     for name, weights in (("random weights", None), (f"pretrained ({args.pretrained})", args.pretrained)):
         started = time.perf_counter()
         loaded = load_sides(arch=args.arch, pretrained=weights, device=args.device)
-        evaluation = loaded.evaluate(captions, dataset.name, args.split, args.batch_size)
+        evaluation = loaded.evaluate(captions, dataset=dataset.name, split=args.split, batch_size=args.batch_size)
         rows[name] = {**evaluation.summary, "seconds": time.perf_counter() - started, "r1_over_chance":
                       evaluation.summary["R@1"] / chance}  # fmt: skip
     pretrained = rows[f"pretrained ({args.pretrained})"]

@@ -22,7 +22,12 @@ def cmd_eval_text(args: argparse.Namespace) -> int:
     loaded = load_sides(args.checkpoint, args.arch, pretrained, args.device)
     dataset = load_caption_dataset(args.dataset, args.root, **parse_options(args.option))
     evaluation = loaded.evaluate(
-        dataset.split(args.split), dataset.name, args.split, args.batch_size, args.workers, not args.no_progress
+        dataset.split(args.split),
+        dataset=dataset.name,
+        split=args.split,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        progress=not args.no_progress,
     )
     summary = evaluation.summary
     if args.out:

@@ -74,10 +74,18 @@ def build_transforms(cfg: DataConfig) -> Transforms:
     """The train, test and self-supervision-view transforms of the configured size and statistics."""
     size, mean, std = list(cfg.image_size), list(cfg.pixel_mean), list(cfg.pixel_std)
     return Transforms(
-        train=build_train_transform(size, mean, std, cfg.padding, cfg.flip_prob, cfg.erasing_prob),
+        train=build_train_transform(
+            size, mean=mean, std=std, padding=cfg.padding, flip_prob=cfg.flip_prob, erasing_prob=cfg.erasing_prob
+        ),
         test=build_test_transform(size, mean, std, cfg.test_interpolation),
         view=build_ssl_view_transform(
-            size, mean, std, cfg.padding, cfg.flip_prob, cfg.ssl_erasing_prob, cfg.ssl_erasing_area
+            size,
+            mean=mean,
+            std=std,
+            padding=cfg.padding,
+            flip_prob=cfg.flip_prob,
+            erasing_prob=cfg.ssl_erasing_prob,
+            erasing_area=cfg.ssl_erasing_area,
         ),
         test_interpolation=cfg.test_interpolation,
     )

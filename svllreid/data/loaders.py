@@ -98,6 +98,7 @@ class ReIDImageDataset(Dataset):
         samples: Sequence[Sample],
         transform: Transform,
         size: Sequence[int],
+        *,
         view_transform: Transform | None = None,
         cache: ImageCache | None = None,
         interpolation: str = "bicubic",
@@ -147,6 +148,7 @@ def _worker_kwargs(num_workers: int) -> dict[str, Any]:
 
 def build_train_loader(
     dataset: ReIDImageDataset,
+    *,
     ids_per_batch: int,
     images_per_id: int,
     seed: int,
@@ -161,8 +163,8 @@ def build_train_loader(
     ``global_batch``: under DDP, P×K is the batch of all processes together (see :class:`PKSampler`)."""
     sampler = PKSampler(
         [s.pid for s in dataset.samples],
-        ids_per_batch,
-        images_per_id,
+        ids_per_batch=ids_per_batch,
+        images_per_id=images_per_id,
         seed=seed,
         rank=rank,
         world_size=world_size,

@@ -46,6 +46,7 @@ class PKSampler(Sampler[list[int]]):
     def __init__(
         self,
         pids: Sequence[int],
+        *,
         ids_per_batch: int,
         images_per_id: int,
         seed: int = 0,
@@ -148,7 +149,14 @@ class RandomBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(
-        self, size: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, global_batch: bool = True
+        self,
+        size: int,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        global_batch: bool = True,
     ):
         if batch_size < 1:
             raise ValueError(f"batch size must be positive; got {batch_size}")

@@ -1012,6 +1012,7 @@ def _params(
 
 def generate_synthetic(
     out: str | Path,
+    *,
     num_ids: int = 100,
     num_cameras: int = 6,
     images_per_camera: int = 4,
@@ -1126,6 +1127,7 @@ def generate_pretraining_world(out: str | Path, workers: int | None = None) -> S
 
 def synthetic_matches(
     out: str | Path,
+    *,
     num_ids: int,
     num_cameras: int,
     images_per_camera: int,

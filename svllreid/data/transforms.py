@@ -66,6 +66,7 @@ def _augmenting(
 
 def build_train_transform(
     size: Sequence[int],
+    *,
     mean: Sequence[float] = VIT_MEAN,
     std: Sequence[float] = VIT_STD,
     padding: int = 10,
@@ -82,6 +83,7 @@ def build_train_transform(
 
 def build_ssl_view_transform(
     size: Sequence[int],
+    *,
     mean: Sequence[float] = VIT_MEAN,
     std: Sequence[float] = VIT_STD,
     padding: int = 10,

@@ -88,6 +88,7 @@ def write_checkpoint(
     path: str | Path,
     model: nn.Module,
     meta: dict[str, Any],
+    *,
     optimizer: torch.optim.Optimizer | None = None,
     with_rng: bool = False,
 ) -> Path:

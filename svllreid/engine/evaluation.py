@@ -12,8 +12,9 @@ from typing import Any
 
 from svllreid.data.factory import build_dataset
 from svllreid.data.types import ReIDDataset
-from svllreid.engine.features import ModelEvaluation, TestImages, eval_options, evaluate_model
+from svllreid.engine.features import ModelEvaluation, TestImages, evaluate_model
 from svllreid.engine.inference import TrainedModel, load_trained_model
+from svllreid.engine.options import eval_options
 from svllreid.fileio import atomic_write_text
 from svllreid.precision import resolve_precision
 

@@ -15,7 +15,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from svllreid.config import EvalConfig
 from svllreid.data.loaders import (
     ImageCache,
     ReIDImageDataset,
@@ -116,32 +115,6 @@ class EvalOptions:
     rerank: KReciprocal | None = None
     topk: int = 0
     side_info: bool = True
-
-
-def eval_options(
-    cfg: EvalConfig,
-    *,
-    num_workers: int,
-    amp_dtype: torch.dtype | None,
-    rerank: bool | None = None,
-    flip: bool | None = None,
-    batch_size: int | None = None,
-    topk: int = RANKED_LIST_LENGTH,
-    side_info: bool = True,
-) -> EvalOptions:
-    """The evaluation options of an ``eval`` config section; ``rerank``, ``flip`` and ``batch_size``
-    override the config's when given (the command line's switches)."""
-    reranked = cfg.rerank if rerank is None else rerank
-    return EvalOptions(
-        batch_size=batch_size or cfg.batch_size,
-        num_workers=num_workers,
-        amp_dtype=amp_dtype,
-        flip=cfg.flip if flip is None else flip,
-        max_rank=cfg.max_rank,
-        rerank=KReciprocal(cfg.rerank_k1, cfg.rerank_k2, cfg.rerank_lambda) if reranked else None,
-        topk=topk,
-        side_info=side_info,
-    )
 
 
 def unique_test_samples(dataset: ReIDDataset) -> tuple[list[Sample], dict[str, int]]:

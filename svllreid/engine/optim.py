@@ -19,6 +19,7 @@ Schedule = Callable[[int], float]
 
 def build_adam(
     params: Mapping[str, nn.Parameter],
+    *,
     lr: float,
     weight_decay: float,
     bias_lr_factor: float = 1.0,
@@ -44,6 +45,7 @@ def build_adam(
 
 def build_adamw(
     params: Mapping[str, nn.Parameter],
+    *,
     lr: float,
     weight_decay: float,
     betas: tuple[float, float] = (0.9, 0.98),
@@ -66,7 +68,7 @@ def build_adamw(
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
 
 
-def cosine_with_warmup(epochs: int, warmup_epochs: int, warmup_lr: float, min_lr: float, base_lr: float) -> Schedule:
+def cosine_with_warmup(epochs: int, *, warmup_epochs: int, warmup_lr: float, min_lr: float, base_lr: float) -> Schedule:
     """Stage 1: linear warm-up from ``warmup_lr`` over ``warmup_epochs``, then cosine to ``min_lr``.
 
     Matches timm's ``CosineLRScheduler(t_initial=epochs, lr_min=min_lr, warmup_t=warmup_epochs,

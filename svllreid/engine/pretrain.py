@@ -76,6 +76,7 @@ class CaptionPairs(Dataset):
         captions: Sequence[Caption],
         tokens: torch.Tensor,
         transform: Transform,
+        *,
         size: Sequence[int],
         cache: ImageCache | None = None,
         interpolation: str = "bicubic",
@@ -101,6 +102,7 @@ class CaptionPairs(Dataset):
 def write_clip_weights(
     path: str | Path,
     clip: nn.Module,
+    *,
     arch: str,
     facts: dict[str, Any],
     preprocess: dict[str, Any],
@@ -172,7 +174,14 @@ class PretrainRun:
         self.tokenizer = open_clip.get_tokenizer(cfg.model.arch)
         self.transforms = build_transforms(d)
         self.metrics = MetricsLog(run_dir if dist.is_main else None)
-        self.trainer = Trainer(self.device, self.amp_dtype, dist, self.metrics, cfg.run.log_every, progress)
+        self.trainer = Trainer(
+            self.device,
+            amp_dtype=self.amp_dtype,
+            dist=dist,
+            metrics=self.metrics,
+            log_every=cfg.run.log_every,
+            progress=progress,
+        )
         self.global_batch = cfg.run.batch_semantics == "global"
 
     def evaluate(self) -> dict[str, Any] | None:
@@ -183,16 +192,16 @@ class PretrainRun:
         return evaluate_text_retrieval(
             ClipSides(self.clip),
             self.dataset.split(split),
-            self.tokenizer,
-            self.transforms.test,
-            self.size,
-            self.device,
-            self.dataset.name,
-            split,
-            self.cfg.eval.batch_size,
-            self.cfg.data.num_workers,
-            self.amp_dtype,
-            self.transforms.test_interpolation,
+            tokenizer=self.tokenizer,
+            transform=self.transforms.test,
+            image_size=self.size,
+            device=self.device,
+            dataset=self.dataset.name,
+            split=split,
+            batch_size=self.cfg.eval.batch_size,
+            num_workers=self.cfg.data.num_workers,
+            amp_dtype=self.amp_dtype,
+            interpolation=self.transforms.test_interpolation,
         ).summary
 
     def meta(self, epoch: int) -> dict[str, Any]:
@@ -213,9 +222,21 @@ class PretrainRun:
         if d.cache_images:
             cache = ImageCache(sorted({p.path for p in pairs}), self.size, self.transforms.train_interpolation)
         tokens = self.tokenizer([p.caption for p in pairs])
-        data = CaptionPairs(pairs, tokens, self.transforms.train, self.size, cache, self.transforms.train_interpolation)
+        data = CaptionPairs(
+            pairs,
+            tokens,
+            self.transforms.train,
+            size=self.size,
+            cache=cache,
+            interpolation=self.transforms.train_interpolation,
+        )
         sampler = RandomBatchSampler(
-            len(data), c.batch_size, self.cfg.run.seed, self.dist.rank, self.dist.world_size, self.global_batch
+            len(data),
+            c.batch_size,
+            seed=self.cfg.run.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            global_batch=self.global_batch,
         )
         workers: dict[str, Any] = (
             {"num_workers": d.num_workers, "prefetch_factor": 4} if d.num_workers > 0 else {"num_workers": 0}
@@ -231,11 +252,13 @@ class PretrainRun:
     def fit(self, start_epoch: int, resume_from: Any = None) -> None:
         c = self.cfg.pretrain
         task = ContrastiveTask(self.clip, self.dist.rank, self.dist.world_size, self.global_batch)
-        optimizer = build_adamw(dict(self.clip.named_parameters()), c.lr, c.weight_decay)
+        optimizer = build_adamw(dict(self.clip.named_parameters()), lr=c.lr, weight_decay=c.weight_decay)
         if resume_from is not None:
             load_optimizer_state(optimizer, resume_from)
             restore_rng(resume_from)
-        schedule = cosine_with_warmup(c.epochs, c.warmup_epochs, c.warmup_lr, c.min_lr, c.lr)
+        schedule = cosine_with_warmup(
+            c.epochs, warmup_epochs=c.warmup_epochs, warmup_lr=c.warmup_lr, min_lr=c.min_lr, base_lr=c.lr
+        )
         plan = StagePlan(STAGE_NAME, c.epochs, schedule, c.grad_clip)
         loader = self.train_loader()
         seed = self.cfg.run.seed
@@ -247,9 +270,9 @@ class PretrainRun:
         def save(epoch: int) -> None:
             if self.dist.is_main:
                 path = self.run_dir / "checkpoints" / "last.safetensors"
-                write_checkpoint(path, self.clip, self.meta(epoch), optimizer, with_rng=True)
+                write_checkpoint(path, self.clip, self.meta(epoch), optimizer=optimizer, with_rng=True)
 
-        self.trainer.fit(task, optimizer, plan, batches, start_epoch, save)
+        self.trainer.fit(task, optimizer, plan, batches, start_epoch=start_epoch, on_epoch_end=save)
 
 
 def pretrain(cfg: Config, resume: str | None = None, progress: bool = True) -> PretrainResult:
@@ -309,7 +332,12 @@ def pretrain(cfg: Config, resume: str | None = None, progress: bool = True) -> P
                 "interpolation": cfg.data.test_interpolation,
             }
             result.weights = write_clip_weights(
-                run_dir / "clip.safetensors", run.clip, cfg.model.arch, facts, preprocess, cfg.pretrain.save_fp16
+                run_dir / "clip.safetensors",
+                run.clip,
+                arch=cfg.model.arch,
+                facts=facts,
+                preprocess=preprocess,
+                fp16=cfg.pretrain.save_fp16,
             )
             # Evaluate the weights as written (fp16-rounded with pretrain.save_fp16), so the figures describe the file.
             written = load_file(str(result.weights))

@@ -132,6 +132,7 @@ def write_test_embedding(evaluation: ModelEvaluation, path: Path) -> Path | None
 def write_train_embedding(
     model: torch.nn.Module,
     train: Sequence[Sample],
+    *,
     transform: Transform,
     image_size: tuple[int, int],
     device: torch.device,
@@ -249,6 +250,7 @@ def write_evaluation_report(result: CheckpointEvaluation) -> dict[str, Path]:
 
 def write_training_report(
     run_dir: Path,
+    *,
     facts: dict[str, str],
     final: ModelEvaluation,
     untrained: dict[str, Any] | None,

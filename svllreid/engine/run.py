@@ -35,12 +35,12 @@ from svllreid.engine.distributed import DistInfo, barrier, init_distributed, res
 from svllreid.engine.features import (
     ModelEvaluation,
     TestImages,
-    eval_options,
     evaluate_model,
     extract_features,
     projection_encoder,
 )
 from svllreid.engine.optim import build_adam, cosine_with_warmup, multistep_with_warmup
+from svllreid.engine.options import eval_options, stage2_losses
 from svllreid.engine.reporting import write_train_embedding, write_training_report
 from svllreid.engine.tasks import ImageStageTask, PromptStageTask
 from svllreid.engine.trainer import MetricsLog, StagePlan, Trainer
@@ -161,7 +161,14 @@ class Run:
         self.caches = build_image_caches(cfg.data, self.dataset)  # by resize filter
         self.model = build_model(cfg, self.dataset).to(self.device)
         self.metrics = MetricsLog(run_dir if dist.is_main else None)
-        self.trainer = Trainer(self.device, self.amp_dtype, dist, self.metrics, cfg.run.log_every, progress)
+        self.trainer = Trainer(
+            self.device,
+            amp_dtype=self.amp_dtype,
+            dist=dist,
+            metrics=self.metrics,
+            log_every=cfg.run.log_every,
+            progress=progress,
+        )
         self.size = cast(tuple[int, int], tuple(cfg.data.image_size))  # [height, width] (checked by DataConfig)
 
     @property
@@ -189,7 +196,9 @@ class Run:
     def save(self, name: str, stage: int, epoch: int, optimizer: torch.optim.Optimizer | None = None) -> None:
         if self.dist.is_main:
             meta = self.meta(stage, epoch)
-            write_checkpoint(self.checkpoint_path(name), self.model, meta, optimizer, with_rng=optimizer is not None)
+            write_checkpoint(
+                self.checkpoint_path(name), self.model, meta, optimizer=optimizer, with_rng=optimizer is not None
+            )
 
     # --- stage 1 -----------------------------------------------------------------------------------
     def cached_image_features(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,24 +221,33 @@ class Run:
             self.model,
             features,
             labels,
-            c.lang_ssl_weight if c.lang_ssl else 0.0,
-            c.prompt_mask,
-            c.prompt_mask_prob,
+            lang_ssl_weight=c.lang_ssl_weight if c.lang_ssl else 0.0,
+            prompt_mask=c.prompt_mask,
+            prompt_mask_prob=c.prompt_mask_prob,
             global_batch=self.global_batch,
         )
-        optimizer = build_adam(trainable, c.lr, c.weight_decay)
+        optimizer = build_adam(trainable, lr=c.lr, weight_decay=c.weight_decay)
         if resume_from is not None:
             load_optimizer_state(optimizer, resume_from)
             restore_rng(resume_from)
-        schedule = cosine_with_warmup(c.epochs, c.warmup_epochs, c.warmup_lr, c.min_lr, c.lr)
+        schedule = cosine_with_warmup(
+            c.epochs, warmup_epochs=c.warmup_epochs, warmup_lr=c.warmup_lr, min_lr=c.min_lr, base_lr=c.lr
+        )
         unused = c.lang_ssl and c.train_lang_projector  # batches with one identity skip the projector
         plan = StagePlan("stage1", c.epochs, schedule, find_unused_parameters=unused)
         seed = self.cfg.run.seed
 
         def batches(epoch: int):
-            return list(task.batches(epoch, c.batch_size, seed, self.dist.rank, self.dist.world_size))
+            return list(task.batches(epoch, c.batch_size, seed, rank=self.dist.rank, world_size=self.dist.world_size))
 
-        self.trainer.fit(task, optimizer, plan, batches, start_epoch, lambda e: self.save("last", 1, e, optimizer))
+        self.trainer.fit(
+            task,
+            optimizer,
+            plan,
+            batches,
+            start_epoch=start_epoch,
+            on_epoch_end=lambda e: self.save("last", 1, e, optimizer),
+        )
         if task.skipped_ssl_batches:
             skipped = task.skipped_ssl_batches
             log.info("stage 1: language SSL skipped in %d batches with fewer than 2 identities", skipped)
@@ -249,21 +267,14 @@ class Run:
         task = ImageStageTask(
             self.model,
             text,
-            c.id_weight,
-            c.triplet_weight,
-            c.i2t_weight,
-            c.label_smoothing,
-            c.triplet_margin,
-            c.vis_ssl_weight if c.vis_ssl else 0.0,
-            c.ssl_exclude_same_id,
-            c.single_pass,
-            c.ssl_temperature,
+            stage2_losses(c),
+            single_pass=c.single_pass,
             views_update_bn_stats=c.views_update_bn_stats,
             global_batch=self.global_batch,
         )
         if c.vis_ssl and c.single_pass and not task.single_pass:
             log.info("stage 2: the encoder has BatchNorm, so the image and its two views use separate passes")
-        optimizer = build_adam(trainable, c.lr, c.weight_decay, c.bias_lr_factor)
+        optimizer = build_adam(trainable, lr=c.lr, weight_decay=c.weight_decay, bias_lr_factor=c.bias_lr_factor)
         if resume_from is not None:
             load_optimizer_state(optimizer, resume_from)
             restore_rng(resume_from)
@@ -272,17 +283,22 @@ class Run:
         view = self.transforms.view if c.vis_ssl else None
         interpolation = self.transforms.train_interpolation
         train_set = ReIDImageDataset(
-            self.dataset.train, self.transforms.train, self.size, view, self.caches.get(interpolation), interpolation
+            self.dataset.train,
+            self.transforms.train,
+            self.size,
+            view_transform=view,
+            cache=self.caches.get(interpolation),
+            interpolation=interpolation,
         )
         seed = self.cfg.run.seed
         loader = build_train_loader(
             train_set,
-            c.ids_per_batch,
-            c.images_per_id,
-            seed,
-            self.cfg.data.num_workers,
-            self.dist.rank,
-            self.dist.world_size,
+            ids_per_batch=c.ids_per_batch,
+            images_per_id=c.images_per_id,
+            seed=seed,
+            num_workers=self.cfg.data.num_workers,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
             pin_memory=self.device.type == "cuda",
             global_batch=self.global_batch,
         )
@@ -291,7 +307,14 @@ class Run:
             set_loader_epoch(loader, epoch, seed, self.dist.rank)
             return loader
 
-        self.trainer.fit(task, optimizer, plan, batches, start_epoch, lambda e: self.save("last", 2, e, optimizer))
+        self.trainer.fit(
+            task,
+            optimizer,
+            plan,
+            batches,
+            start_epoch=start_epoch,
+            on_epoch_end=lambda e: self.save("last", 2, e, optimizer),
+        )
 
     # --- evaluation --------------------------------------------------------------------------------
     def evaluate(self) -> ModelEvaluation:
@@ -320,14 +343,16 @@ class Run:
             embedding = write_train_embedding(
                 self.model,
                 ds.train,
-                self.transforms.test,
-                self.size,
-                self.device,
-                self.run_dir / "embedding.png",
-                self.transforms.test_interpolation,
+                transform=self.transforms.test,
+                image_size=self.size,
+                device=self.device,
+                path=self.run_dir / "embedding.png",
+                interpolation=self.transforms.test_interpolation,
             )
             assert result.final_details is not None  # train() evaluates before it writes the report
-            files = write_training_report(self.run_dir, facts, result.final_details, result.untrained, embedding)
+            files = write_training_report(
+                self.run_dir, facts=facts, final=result.final_details, untrained=result.untrained, embedding=embedding
+            )
         except Exception:  # the run itself succeeded; say why its report is missing
             log.exception("could not write the report of %s (checkpoints and eval.json are complete)", self.run_dir)
             return None
@@ -406,8 +431,82 @@ def new_run_dir(cfg: Config, dist: DistInfo) -> Path:
     return Path(holder[0])
 
 
+@dataclass(frozen=True)
+class StartPoint:
+    """Where training starts: the stages still to run, the first epoch of each, and the checkpoint a
+    resumed run continues from (None for a fresh run)."""
+
+    stages: tuple[int, ...]
+    first_epoch: dict[int, int]
+    resumed: Checkpoint | None = None
+
+    def resumes(self, stage: int) -> Checkpoint | None:
+        """The checkpoint to restore the optimiser and random state of ``stage`` from, if any."""
+        if self.resumed is not None and int(self.resumed.meta["stage"]) == stage:
+            return self.resumed
+        return None
+
+
+def restore(
+    run: Run, result: RunResult, *, stages: tuple[int, ...], resumed: Checkpoint | None, init_from: str | None
+) -> StartPoint:
+    """Load what the run starts from: a resumed run's weights and step, or a stage-1 checkpoint's
+    weights (``init_from``), or else nothing (and the untrained network is evaluated when asked)."""
+    if resumed is not None:
+        check_compatible(resumed, run.model.spec, run.dataset)
+        load_model_state(run.model, resumed)
+        run.trainer.global_step = int(resumed.meta.get("global_step", 0))
+        stage, epoch = int(resumed.meta["stage"]), int(resumed.meta["epoch"])
+        log.info("resuming %s after stage %d epoch %d", run.run_dir, stage, epoch)
+        first = {1: 1, 2: 1, stage: epoch + 1}
+        return StartPoint(tuple(s for s in stages if s >= stage), first, resumed)
+    if init_from:
+        checkpoint = read_checkpoint(init_from)
+        check_compatible(checkpoint, run.model.spec, run.dataset)
+        load_weights_for_stage2(run.model, checkpoint)
+        log.info("initialised from %s", checkpoint.path)
+    elif run.cfg.eval.before_training and run.dist.is_main:
+        result.untrained = run.evaluate().summary  # only the summary: the features would stay in memory
+        log.info("before training: %s", format_summary(result.untrained))
+    return StartPoint(stages, {1: 1, 2: 1})
+
+
+def run_stages(run: Run, start: StartPoint) -> None:
+    """Each remaining stage from its first epoch; a stage that had finished when a resumed run stopped
+    only restores its random state, so that the next stage continues exactly."""
+    for stage in start.stages:
+        resume_from = start.resumes(stage)
+        epochs = run.cfg.stage1.epochs if stage == 1 else run.cfg.stage2.epochs
+        if start.first_epoch[stage] > epochs:
+            if resume_from is not None:
+                restore_rng(resume_from)
+            continue
+        (run.stage1 if stage == 1 else run.stage2)(start.first_epoch[stage], resume_from)
+
+
+def finish(run: Run, result: RunResult, stage2_ran: bool, started: float) -> None:
+    """The final checkpoint, evaluation, eval.json and report (after stage 2), and the closed logs."""
+    cfg, run_dir = run.cfg, run.run_dir
+    if stage2_ran:
+        run.save("model", 2, cfg.stage2.epochs)
+    result.checkpoints = {p.stem: p for p in (run_dir / "checkpoints").glob("*.safetensors")}
+    if run.dist.is_main and stage2_ran:
+        result.final_details = run.evaluate()
+        result.evaluation = result.final_details.summary
+        payload = {"final": result.evaluation}
+        if result.untrained is not None:
+            payload["untrained"] = result.untrained
+        atomic_write_text(run_dir / "eval.json", json.dumps(payload, indent=2))
+        log.info("%s", format_summary(result.evaluation))
+        run.metrics.close()  # the report reads metrics.jsonl
+        if cfg.run.report:
+            result.report = run.write_report(result, time.perf_counter() - started)
+    run.metrics.close()
+
+
 def train(
     cfg: Config,
+    *,
     stages: tuple[int, ...] = (1, 2),
     init_from: str | None = None,
     resume: str | None = None,
@@ -421,55 +520,16 @@ def train(
         resume: a run directory (or checkpoint) to continue exactly where it stopped.
     """
     started = time.perf_counter()
-    probe = resolve_device(cfg.run.device, DistInfo())
-    dist = init_distributed(probe.type)
+    dist = init_distributed(resolve_device(cfg.run.device, DistInfo()).type)
     try:
         check_batch_semantics(cfg, dist)
-        resume_ckpt, run_dir = prepare_run_dir(cfg, dist, resume, "reid")
+        resumed, run_dir = prepare_run_dir(cfg, dist, resume, "reid")
         seed_everything(cfg.run.seed + dist.rank)
         run = Run(cfg, run_dir, dist, progress)
         result = RunResult(run_dir, run.model)
-        start = {1: 1, 2: 1}
-        if resume_ckpt is not None:
-            check_compatible(resume_ckpt, run.model.spec, run.dataset)
-            load_model_state(run.model, resume_ckpt)
-            run.trainer.global_step = int(resume_ckpt.meta.get("global_step", 0))
-            stage, epoch = int(resume_ckpt.meta["stage"]), int(resume_ckpt.meta["epoch"])
-            stages = tuple(s for s in stages if s >= stage)
-            start[stage] = epoch + 1
-            log.info("resuming %s after stage %d epoch %d", run_dir, stage, epoch)
-        elif init_from:
-            ckpt = read_checkpoint(init_from)
-            check_compatible(ckpt, run.model.spec, run.dataset)
-            load_weights_for_stage2(run.model, ckpt)
-            log.info("initialised from %s", ckpt.path)
-        elif cfg.eval.before_training and dist.is_main:
-            result.untrained = run.evaluate().summary  # only the summary: the features would stay in memory
-            log.info("before training: %s", format_summary(result.untrained))
-
-        for stage in stages:
-            resume_from = resume_ckpt if resume_ckpt is not None and int(resume_ckpt.meta["stage"]) == stage else None
-            epochs = cfg.stage1.epochs if stage == 1 else cfg.stage2.epochs
-            if start[stage] > epochs:  # this stage had finished when the run stopped
-                if resume_from is not None:
-                    restore_rng(resume_from)
-                continue
-            (run.stage1 if stage == 1 else run.stage2)(start[stage], resume_from)
-        if 2 in stages:
-            run.save("model", 2, cfg.stage2.epochs)
-        result.checkpoints = {p.stem: p for p in (run_dir / "checkpoints").glob("*.safetensors")}
-        if dist.is_main and (2 in stages):
-            result.final_details = run.evaluate()
-            result.evaluation = result.final_details.summary
-            payload = {"final": result.evaluation}
-            if result.untrained is not None:
-                payload["untrained"] = result.untrained
-            atomic_write_text(run_dir / "eval.json", json.dumps(payload, indent=2))
-            log.info("%s", format_summary(result.evaluation))
-            run.metrics.close()  # the report reads metrics.jsonl
-            if cfg.run.report:
-                result.report = run.write_report(result, time.perf_counter() - started)
-        run.metrics.close()
+        start = restore(run, result, stages=stages, resumed=resumed, init_from=init_from)
+        run_stages(run, start)
+        finish(run, result, 2 in start.stages, started)
         barrier(dist)
         return result
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
@@ -51,6 +52,7 @@ class PromptStageTask(nn.Module):
         model: ReIDModel,
         features: torch.Tensor,
         labels: torch.Tensor,
+        *,
         lang_ssl_weight: float = 0.0,
         prompt_mask: PromptAugment = "element",
         prompt_mask_prob: float = 0.5,
@@ -71,7 +73,7 @@ class PromptStageTask(nn.Module):
         self.global_batch = global_batch
         self.skipped_ssl_batches = 0
 
-    def batches(self, epoch: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> Iterator[dict]:
+    def batches(self, epoch: int, batch_size: int, seed: int, *, rank: int = 0, world_size: int = 1) -> Iterator[dict]:
         """Random batches of cached features; the order depends only on (seed, epoch).
 
         Under DDP all processes take the same number of batches. With :attr:`global_batch`,
@@ -151,6 +153,30 @@ def running_statistics_frozen(module: nn.Module) -> Iterator[None]:
             layer.track_running_stats = True
 
 
+@dataclass(frozen=True)
+class Stage2Losses:
+    """The weights and settings of stage 2's losses (METHOD.md 4.2); the run builds it from the
+    ``stage2`` config section (:func:`svllreid.engine.options.stage2_losses`).
+
+    Attributes:
+        id_weight, triplet_weight, i2t_weight: weights of the ID, triplet and image-to-text terms.
+        label_smoothing: of the ID and image-to-text cross-entropies.
+        triplet_margin: of the batch-hard triplet loss.
+        vis_ssl_weight: λ_V of the vision self-supervision (NT-Xent of two occluded views); 0 disables it.
+        ssl_temperature: its temperature.
+        ssl_exclude_same_id: leave other images of the same identity out of its negatives.
+    """
+
+    id_weight: float = 0.25
+    triplet_weight: float = 1.0
+    i2t_weight: float = 1.0
+    label_smoothing: float = 0.1
+    triplet_margin: float = 0.3
+    vis_ssl_weight: float = 0.0
+    ssl_temperature: float = 0.1
+    ssl_exclude_same_id: bool = False
+
+
 class ImageStageTask(nn.Module):
     """Stage 2: fine-tune the image encoder (METHOD.md 3.3 and 4.2).
 
@@ -161,6 +187,7 @@ class ImageStageTask(nn.Module):
     Args:
         model: the ReID model.
         text_features: ``[N, D]`` text features of all training identities (computed once).
+        losses: the terms' weights and settings (default: :class:`Stage2Losses`' defaults).
         single_pass: encode the image and its two views in one batched pass. That is exact for
             encoders without BatchNorm (ViT); for BatchNorm encoders (ResNets) batch statistics
             would mix the three, so they always use separate passes.
@@ -180,32 +207,20 @@ class ImageStageTask(nn.Module):
         self,
         model: ReIDModel,
         text_features: torch.Tensor,
-        id_weight: float = 0.25,
-        triplet_weight: float = 1.0,
-        i2t_weight: float = 1.0,
-        label_smoothing: float = 0.1,
-        triplet_margin: float = 0.3,
-        vis_ssl_weight: float = 0.0,
-        ssl_exclude_same_id: bool = False,
+        losses: Stage2Losses | None = None,
+        *,
         single_pass: bool = True,
-        ssl_temperature: float = 0.1,
         views_update_bn_stats: bool = False,
         global_batch: bool = True,
     ):
         super().__init__()
-        if vis_ssl_weight > 0 and model.vis_projector is None:
+        losses = losses or Stage2Losses()
+        if losses.vis_ssl_weight > 0 and model.vis_projector is None:
             raise ValueError("vision self-supervision needs a model built with vis_ssl_head=True")
         self.model = model
         self.text_features = text_features  # not a buffer: identical on every process (see PromptStageTask)
-        self.id_weight = id_weight
-        self.triplet_weight = triplet_weight
-        self.i2t_weight = i2t_weight
-        self.label_smoothing = label_smoothing
-        self.triplet_margin = triplet_margin
-        self.vis_ssl_weight = vis_ssl_weight
-        self.ssl_exclude_same_id = ssl_exclude_same_id
+        self.losses = losses
         self.single_pass = single_pass and not has_batchnorm(model.image_encoder)
-        self.ssl_temperature = ssl_temperature
         self.views_update_bn_stats = views_update_bn_stats
         self.global_batch = global_batch
 
@@ -214,7 +229,7 @@ class ImageStageTask(nn.Module):
         (without SIE: unknown ids -1 add no side embedding)."""
         images, camids, viewids = batch["image"], batch.get("camid"), batch.get("viewid")
         encode = self.model.image_features
-        if self.vis_ssl_weight <= 0:
+        if self.losses.vis_ssl_weight <= 0:
             return encode(images, camids, viewids), None, None
         views = batch["views"]  # [B, 2, 3, H, W]
         size = images.shape[0]
@@ -239,30 +254,38 @@ class ImageStageTask(nn.Module):
         pids = batch["pid"]
         feats, view1, view2 = self.encode(batch)
         out = self.model.outputs(feats)
-        eps = self.label_smoothing
+        eps = self.losses.label_smoothing
         # sum() of tensors is typed ``Tensor | Literal[0]`` (the start value, for nothing to sum)
         id_loss = cast(
             torch.Tensor, sum(cross_entropy_label_smooth(logits, pids, eps) for logits in (out.logits, out.logits_proj))
         )
         tri = cast(
-            torch.Tensor, sum(triplet_loss(f, pids, self.triplet_margin) for f in (out.f11, out.f12, out.f_proj))
+            torch.Tensor, sum(triplet_loss(f, pids, self.losses.triplet_margin) for f in (out.f11, out.f12, out.f_proj))
         )
         with without_autocast(out.f_proj):  # a metric loss: logits in fp32 (see svllreid.precision)
             i2t_logits = at_least_fp32(out.f_proj) @ at_least_fp32(self.text_features).T  # [B, N]
         i2t = cross_entropy_label_smooth(i2t_logits, pids, eps)
-        losses = {"id": self.id_weight * id_loss, "triplet": self.triplet_weight * tri, "i2t": self.i2t_weight * i2t}
+        losses = {
+            "id": self.losses.id_weight * id_loss,
+            "triplet": self.losses.triplet_weight * tri,
+            "i2t": self.losses.i2t_weight * i2t,
+        }
         if view1 is not None:
             projector = self.model.vis_projector
             assert projector is not None  # views come with vis_ssl_weight > 0 (checked in __init__)
             z1, z2 = projector(view1), projector(view2)  # each view's batch through the head on its own
-            labels = pids if self.ssl_exclude_same_id else None
+            labels = pids if self.losses.ssl_exclude_same_id else None
             if self.global_batch:  # negatives from every process (gradients back to each one's own rows)
                 z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
                 labels = gather_with_grad(labels) if labels is not None else None
             ssl = nt_xent_loss(
-                z1, z2, temperature=self.ssl_temperature, labels=labels, exclude_same_label=self.ssl_exclude_same_id
+                z1,
+                z2,
+                temperature=self.losses.ssl_temperature,
+                labels=labels,
+                exclude_same_label=self.losses.ssl_exclude_same_id,
             )
-            losses["vis_ssl"] = self.vis_ssl_weight * ssl
+            losses["vis_ssl"] = self.losses.vis_ssl_weight * ssl
         return losses
 
 

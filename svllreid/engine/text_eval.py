@@ -107,6 +107,7 @@ def encode_captions(
     sides: nn.Module,
     tokens: torch.Tensor,
     device: torch.device,
+    *,
     batch_size: int = 256,
     amp_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
@@ -131,6 +132,7 @@ class TextRetrieval:
 def evaluate_text_retrieval(
     sides: nn.Module,
     captions: Sequence[Caption],
+    *,
     tokenizer: Tokenizer,
     transform: Transform,
     image_size: Sequence[int],
@@ -169,7 +171,7 @@ def evaluate_text_retrieval(
             f"{len(files.unreadable)} images of {dataset} ({split}) cannot be read; run 'svllreid data check' "
             f"on it:\n  {shown}"
         )
-    text = encode_captions(sides, tokenizer(targets.captions), device, batch_size, amp_dtype)
+    text = encode_captions(sides, tokenizer(targets.captions), device, batch_size=batch_size, amp_dtype=amp_dtype)
     result = text_to_image(text, files.feats.to(device), targets.caption_ids, targets.image_ids)
     return TextRetrieval(retrieval_summary(result, dataset, split, len(targets.image_paths)), result)
 
@@ -189,6 +191,7 @@ class LoadedSides:
     def evaluate(
         self,
         captions: Sequence[Caption],
+        *,
         dataset: str,
         split: str,
         batch_size: int = 256,
@@ -199,14 +202,14 @@ class LoadedSides:
         return evaluate_text_retrieval(
             self.sides,
             captions,
-            self.tokenizer,
-            self.transform,
-            self.image_size,
-            self.device,
-            dataset,
-            split,
-            batch_size,
-            num_workers,
+            tokenizer=self.tokenizer,
+            transform=self.transform,
+            image_size=self.image_size,
+            device=self.device,
+            dataset=dataset,
+            split=split,
+            batch_size=batch_size,
+            num_workers=num_workers,
             interpolation=self.interpolation,
             progress=progress,
         )

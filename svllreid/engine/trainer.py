@@ -82,6 +82,7 @@ class Trainer:
     def __init__(
         self,
         device: torch.device,
+        *,
         amp_dtype: torch.dtype | None,
         dist: DistInfo,
         metrics: MetricsLog,
@@ -102,6 +103,7 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         plan: StagePlan,
         batches: Callable[[int], Iterable[dict[str, torch.Tensor]]],
+        *,
         start_epoch: int = 1,
         on_epoch_end: Callable[[int], None] | None = None,
     ) -> None:

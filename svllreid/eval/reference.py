@@ -85,6 +85,7 @@ def text_to_image_reference(
     image_feats: ArrayLike,
     caption_ids: ArrayLike,
     image_ids: ArrayLike,
+    *,
     max_rank: int = 10,
 ) -> dict[str, float | np.ndarray]:
     """Text-to-image retrieval written out per caption: cosine similarities in float64, the whole

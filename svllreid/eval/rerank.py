@@ -490,10 +490,10 @@ def _chunks(state: _State, out: torch.Tensor | None = None) -> Iterator[tuple[in
 def iter_rerank_chunks(
     query_feats: ArrayLike,
     gallery_feats: ArrayLike,
+    *,
     k1: int = 20,
     k2: int = 6,
     lambda_value: float = 0.3,
-    *,
     chunk_size: int | None = None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Re-ranked distances in chunks of queries, so that ``[Q, G]`` is never held.
@@ -517,10 +517,10 @@ def iter_rerank_chunks(
 def k_reciprocal_rerank(
     query_feats: ArrayLike,
     gallery_feats: ArrayLike,
+    *,
     k1: int = 20,
     k2: int = 6,
     lambda_value: float = 0.3,
-    *,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
     """k-reciprocal re-ranked query-gallery distances (definition and algorithm in the module docstring).
@@ -569,5 +569,5 @@ class KReciprocal:
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """:func:`iter_rerank_chunks` with these parameters."""
         return iter_rerank_chunks(
-            query_feats, gallery_feats, self.k1, self.k2, self.lambda_value, chunk_size=chunk_size
+            query_feats, gallery_feats, k1=self.k1, k2=self.k2, lambda_value=self.lambda_value, chunk_size=chunk_size
         )

@@ -29,7 +29,7 @@ def _as_numpy(x: Any) -> np.ndarray:
 
 
 def k_reciprocal_rerank_reference(
-    query_feats: Any, gallery_feats: Any, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
+    query_feats: Any, gallery_feats: Any, *, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
 ) -> np.ndarray:
     """Re-ranked distances ``[Q, G]`` (float64), same arguments as :func:`svllreid.eval.rerank.k_reciprocal_rerank`."""
     query = _as_numpy(query_feats)

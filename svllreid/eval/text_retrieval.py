@@ -31,6 +31,7 @@ def text_to_image(
     image_feats: torch.Tensor,
     caption_ids: np.ndarray | torch.Tensor,
     image_ids: np.ndarray | torch.Tensor,
+    *,
     max_rank: int = 10,
     topk: int = 0,
 ) -> RankingResult:

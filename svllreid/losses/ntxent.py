@@ -11,6 +11,7 @@ from svllreid.precision import at_least_fp32, without_autocast
 def nt_xent_loss(
     z1: torch.Tensor,
     z2: torch.Tensor,
+    *,
     temperature: float = 0.1,
     labels: torch.Tensor | None = None,
     exclude_same_label: bool = False,

@@ -12,6 +12,7 @@ def supcon_loss(
     contrasts: torch.Tensor,
     anchor_labels: torch.Tensor,
     contrast_labels: torch.Tensor,
+    *,
     temperature: float = 1.0,
 ) -> torch.Tensor:
     """Supervised contrastive loss of every anchor against all contrasts, on raw dot products.

@@ -88,6 +88,7 @@ class ModelSpec:
 def create_model(
     arch: str,
     num_classes: int,
+    *,
     num_cameras: int = 0,
     num_views: int = 0,
     image_size: tuple[int, int] = (256, 128),
@@ -161,7 +162,11 @@ def model_from_clip(clip: Any, spec: ModelSpec, vis_ssl_bn_init: BatchNormInit =
         side = None
         if spec.sie is not None:
             side = SideInfoEmbedding(
-                spec.sie, visual.conv1.out_channels, spec.num_cameras, spec.num_views, spec.sie_coef
+                spec.sie,
+                visual.conv1.out_channels,
+                num_cameras=spec.num_cameras,
+                num_views=spec.num_views,
+                coef=spec.sie_coef,
             )
         image_encoder = ViTImageEncoder(visual, spec.image_size, spec.stride or patch, side)
     elif isinstance(visual, ModifiedResNet):
@@ -176,17 +181,17 @@ def model_from_clip(clip: Any, spec: ModelSpec, vis_ssl_bn_init: BatchNormInit =
     prompt_learner = PromptLearner(spec.num_classes, text_encoder, open_clip.get_tokenizer(spec.arch), spec.kind)
     lang = vis = None
     if spec.lang_ssl_head:
-        lang = ProjectionHead(text_encoder.output_dim, spec.ssl_hidden_dim, spec.ssl_out_dim)
+        lang = ProjectionHead(text_encoder.output_dim, hidden_dim=spec.ssl_hidden_dim, out_dim=spec.ssl_out_dim)
     if spec.vis_ssl_head:
         # The SSL feature is f12 (ViT class token before the projection; RN50 stage-4 GAP).
         vis = ProjectionHead(
             image_encoder.feature_dims[1],
-            spec.ssl_hidden_dim,
-            spec.ssl_out_dim,
+            hidden_dim=spec.ssl_hidden_dim,
+            out_dim=spec.ssl_out_dim,
             kaiming=True,
             bn_init=vis_ssl_bn_init,
         )
-    model = ReIDModel(image_encoder, text_encoder, prompt_learner, lang, vis)
+    model = ReIDModel(image_encoder, text_encoder, prompt_learner, lang_projector=lang, vis_projector=vis)
     model.spec = spec
     return model
 

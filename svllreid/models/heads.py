@@ -53,6 +53,7 @@ class ProjectionHead(nn.Module):
     def __init__(
         self,
         in_dim: int,
+        *,
         hidden_dim: int = 4096,
         out_dim: int = 256,
         kaiming: bool = False,

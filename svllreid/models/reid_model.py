@@ -51,6 +51,7 @@ class ReIDModel(nn.Module):
         image_encoder: ViTImageEncoder | ResNetImageEncoder,
         text_encoder: TextEncoder,
         prompt_learner: PromptLearner,
+        *,
         lang_projector: ProjectionHead | None = None,
         vis_projector: ProjectionHead | None = None,
     ):

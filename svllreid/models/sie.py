@@ -18,7 +18,7 @@ class SideInfoEmbedding(nn.Module):
     the table needs is unknown (-1) receives no embedding; an id outside the table is an error.
     """
 
-    def __init__(self, mode: SieMode, width: int, num_cameras: int = 0, num_views: int = 0, coef: float = 1.0):
+    def __init__(self, mode: SieMode, width: int, *, num_cameras: int = 0, num_views: int = 0, coef: float = 1.0):
         super().__init__()
         need_cam = mode in ("camera", "camera_view")
         need_view = mode in ("view", "camera_view")

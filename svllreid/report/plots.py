@@ -403,6 +403,7 @@ def plot_embedding(
     image_feats: Any,
     image_pids: Any,
     path: str | Path,
+    *,
     text_feats: Any = None,
     text_pids: Any = None,
     seed: int = 0,

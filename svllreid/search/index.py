@@ -123,6 +123,7 @@ class GalleryIndex:
         self,
         feats: np.ndarray,
         paths: list[str],
+        *,
         meta: dict[str, Any],
         backend: str,
         params: dict[str, int],
@@ -146,6 +147,7 @@ class GalleryIndex:
         cls,
         feats: np.ndarray | torch.Tensor,
         paths: Sequence[str | os.PathLike[str]],
+        *,
         meta: dict[str, Any] | None = None,
         backend: str = "exact",
         nlist: int | None = None,
@@ -176,7 +178,7 @@ class GalleryIndex:
         meta_dict = _as_meta(meta)
         params = _backend_params(backend, n, nlist, nprobe, hnsw_m, ef_search)
         faiss_index = _build_faiss(backend, unit, params) if backend != "exact" else None
-        return cls(unit, path_list, meta_dict, backend, params, faiss_index)
+        return cls(unit, path_list, meta=meta_dict, backend=backend, params=params, faiss_index=faiss_index)
 
     # ------------------------------------------------------------------------------------------------
     # Searching
@@ -290,11 +292,11 @@ class GalleryIndex:
             except ImportError as err:
                 why = "searching it exactly instead (results as good or better)"
                 log.warning("%s holds a %s index, but %s; %s", path, backend, err, why)
-                return cls(feats, paths.tolist(), meta, "exact", {})
+                return cls(feats, paths.tolist(), meta=meta, backend="exact", params={})
             faiss_index = _load_faiss(faiss, backend, feats, params, arrays.get("faiss_index"), bad)
         else:
             faiss_index = None
-        return cls(feats, paths.tolist(), meta, backend, params, faiss_index)
+        return cls(feats, paths.tolist(), meta=meta, backend=backend, params=params, faiss_index=faiss_index)
 
     # ------------------------------------------------------------------------------------------------
 

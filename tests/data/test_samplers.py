@@ -47,20 +47,25 @@ def test_epoch_ends_when_fewer_than_p_identities_remain():
 
 def test_determinism_and_epoch_dependence():
     pids = make_pids(COUNTS)
-    a, b = PKSampler(pids, 4, 4, seed=11), PKSampler(pids, 4, 4, seed=11)
+    a, b = (
+        PKSampler(pids, ids_per_batch=4, images_per_id=4, seed=11),
+        PKSampler(pids, ids_per_batch=4, images_per_id=4, seed=11),
+    )
     assert list(a) == list(b)
     a.set_epoch(1)
     assert list(a) != list(b)
     b.set_epoch(1)
     assert list(a) == list(b)
-    assert list(PKSampler(pids, 4, 4, seed=12)) != list(PKSampler(pids, 4, 4, seed=11))
+    assert list(PKSampler(pids, ids_per_batch=4, images_per_id=4, seed=12)) != list(
+        PKSampler(pids, ids_per_batch=4, images_per_id=4, seed=11)
+    )
 
 
 def test_state_dict_round_trip():
     pids = make_pids(COUNTS)
-    a = PKSampler(pids, 4, 4, seed=5)
+    a = PKSampler(pids, ids_per_batch=4, images_per_id=4, seed=5)
     a.set_epoch(7)
-    b = PKSampler(pids, 4, 4, seed=0)
+    b = PKSampler(pids, ids_per_batch=4, images_per_id=4, seed=0)
     b.load_state_dict(a.state_dict())
     assert list(a) == list(b)
 
@@ -69,7 +74,8 @@ def test_state_dict_round_trip():
 def test_per_process_batches_come_from_disjoint_identities_with_equal_lengths(world_size):
     pids = make_pids(COUNTS)
     samplers = [
-        PKSampler(pids, 4, 4, seed=2, rank=r, world_size=world_size, global_batch=False) for r in range(world_size)
+        PKSampler(pids, ids_per_batch=4, images_per_id=4, seed=2, rank=r, world_size=world_size, global_batch=False)
+        for r in range(world_size)
     ]
     for epoch in (0, 1):
         ids_per_rank = []
@@ -92,8 +98,11 @@ def test_global_batches_are_split_so_the_processes_together_see_one_processs_bat
     """run.batch_semantics=global: each process takes P/W identities × K of every P×K batch, and the
     W shares of a step, in rank order, are exactly the batch a single process draws."""
     pids = make_pids(COUNTS)
-    single = PKSampler(pids, 8, 4, seed=2)
-    shares = [PKSampler(pids, 8, 4, seed=2, rank=r, world_size=world_size) for r in range(world_size)]
+    single = PKSampler(pids, ids_per_batch=8, images_per_id=4, seed=2)
+    shares = [
+        PKSampler(pids, ids_per_batch=8, images_per_id=4, seed=2, rank=r, world_size=world_size)
+        for r in range(world_size)
+    ]
     for epoch in (0, 3):
         for sampler in (single, *shares):
             sampler.set_epoch(epoch)
@@ -109,8 +118,11 @@ def test_global_batches_are_split_so_the_processes_together_see_one_processs_bat
 def test_global_p_must_divide_among_the_processes():
     expected = r"stage2.ids_per_batch=6 is the global batch .* each of the 4 processes takes 1/4 of its identities"
     with pytest.raises(ValueError, match=expected):
-        PKSampler(make_pids(COUNTS), 6, 4, rank=0, world_size=4)
-    assert len(PKSampler(make_pids(COUNTS), 6, 4, rank=0, world_size=4, global_batch=False)) > 0
+        PKSampler(make_pids(COUNTS), ids_per_batch=6, images_per_id=4, rank=0, world_size=4)
+    assert (
+        len(PKSampler(make_pids(COUNTS), ids_per_batch=6, images_per_id=4, rank=0, world_size=4, global_batch=False))
+        > 0
+    )
 
 
 def test_too_few_identities_is_a_clear_error():
@@ -119,4 +131,4 @@ def test_too_few_identities_is_a_clear_error():
     with pytest.raises(ValueError, match=r"needs at least P=4 identities per process.*has 6 identities for 2"):
         PKSampler(list(range(6)), ids_per_batch=4, images_per_id=2, world_size=2, global_batch=False)
     with pytest.raises(ValueError, match=r"rank 2 is outside 0\.\.1"):
-        PKSampler(list(range(10)), 2, 2, rank=2, world_size=2)
+        PKSampler(list(range(10)), ids_per_batch=2, images_per_id=2, rank=2, world_size=2)

@@ -40,7 +40,9 @@ def test_round_trip_model_optimizer_rng(tmp_path, model):
     random.seed(5)
     np.random.seed(6)
     torch.manual_seed(7)
-    path = write_checkpoint(tmp_path / "c.safetensors", model, {"stage": 1, "epoch": 3}, optimizer, with_rng=True)
+    path = write_checkpoint(
+        tmp_path / "c.safetensors", model, {"stage": 1, "epoch": 3}, optimizer=optimizer, with_rng=True
+    )
     expected = (random.random(), np.random.rand(), torch.rand(3))
     ckpt = read_checkpoint(path)
     assert ckpt.meta["stage"] == 1 and ckpt.meta["epoch"] == 3 and ckpt.meta["svllreid_version"]

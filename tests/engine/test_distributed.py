@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import svllreid
 from svllreid.data.samplers import RandomBatchSampler
-from svllreid.engine.tasks import ContrastiveTask, ImageStageTask, PromptStageTask
+from svllreid.engine.tasks import ContrastiveTask, ImageStageTask, PromptStageTask, Stage2Losses
 from svllreid.models.pretrained import build_clip
 
 WORLD = 2
@@ -50,16 +50,10 @@ def stage2_setup() -> tuple[nn.Module, dict[str, torch.Tensor]]:
 
 def stage2_task(model: nn.Module, global_batch: bool, exclude_same_id: bool) -> ImageStageTask:
     text = torch.randn(NUM_IDS, 64, generator=torch.Generator().manual_seed(2))
-    return ImageStageTask(
-        model,
-        text,
-        id_weight=0.0,
-        triplet_weight=0.0,
-        i2t_weight=0.0,
-        vis_ssl_weight=1.0,
-        ssl_exclude_same_id=exclude_same_id,
-        global_batch=global_batch,
+    losses = Stage2Losses(
+        id_weight=0.0, triplet_weight=0.0, i2t_weight=0.0, vis_ssl_weight=1.0, ssl_exclude_same_id=exclude_same_id
     )
+    return ImageStageTask(model, text, losses, global_batch=global_batch)
 
 
 def stage1_setup() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
@@ -72,7 +66,15 @@ def stage1_setup() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
 def stage1_task(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, global_batch: bool) -> PromptStageTask:
     # Masking probability 0 makes both prompt views the prompt itself: the loss is deterministic.
-    return PromptStageTask(model, features, labels, 0.8, "element", 0.0, global_batch=global_batch)
+    return PromptStageTask(
+        model,
+        features,
+        labels,
+        lang_ssl_weight=0.8,
+        prompt_mask="element",
+        prompt_mask_prob=0.0,
+        global_batch=global_batch,
+    )
 
 
 def pretrain_setup() -> tuple[nn.Module, dict[str, torch.Tensor]]:

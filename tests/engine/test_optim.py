@@ -45,4 +45,4 @@ def test_adam_groups_and_bias_factor():
     assert apply_lr(optimizer, 0.1) == pytest.approx(5e-7)
     assert biases["lr"] == pytest.approx(1e-6)
     with pytest.raises(ValueError, match="nothing to optimise"):
-        build_adam({}, 1e-3, 0.0)
+        build_adam({}, lr=1e-3, weight_decay=0.0)

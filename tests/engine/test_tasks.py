@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import svllreid
-from svllreid.engine.tasks import ImageStageTask, PromptStageTask
+from svllreid.engine.tasks import ImageStageTask, PromptStageTask, Stage2Losses
 
 
 def make_batch(size: int = 8, cameras: int = 3) -> dict[str, torch.Tensor]:
@@ -31,7 +31,9 @@ def test_single_pass_equals_three_passes(exclude_same_id):
     batch = make_batch()
     losses, grads = {}, {}
     for single in (True, False):
-        task = ImageStageTask(model, text, vis_ssl_weight=0.8, single_pass=single, ssl_exclude_same_id=exclude_same_id)
+        task = ImageStageTask(
+            model, text, Stage2Losses(vis_ssl_weight=0.8, ssl_exclude_same_id=exclude_same_id), single_pass=single
+        )
         assert task.single_pass is single
         model.zero_grad()
         terms = task(batch)
@@ -46,7 +48,7 @@ def test_single_pass_equals_three_passes(exclude_same_id):
 
 def test_batchnorm_encoders_use_separate_passes():
     model = svllreid.create_model("svll-tiny-rn", 4, image_size=(64, 32), vis_ssl_head=True, ssl_hidden_dim=32)
-    task = ImageStageTask(model, torch.randn(4, 64), vis_ssl_weight=0.8, single_pass=True)
+    task = ImageStageTask(model, torch.randn(4, 64), Stage2Losses(vis_ssl_weight=0.8), single_pass=True)
     assert task.single_pass is False
     terms = task({k: v for k, v in make_batch().items() if k != "camid"} | {"camid": torch.full((8,), -1)})
     assert set(terms) == {"id", "triplet", "i2t", "vis_ssl"}
@@ -56,14 +58,16 @@ def test_stage2_weights_scale_the_terms():
     model = svllreid.create_model("svll-tiny-vit", 4, num_cameras=3, image_size=(64, 32), sie="camera").train()
     batch = make_batch()
     torch.manual_seed(3)
-    one = ImageStageTask(model, torch.randn(4, 64), id_weight=1.0, triplet_weight=1.0, i2t_weight=1.0)
+    one = ImageStageTask(model, torch.randn(4, 64), Stage2Losses(id_weight=1.0, triplet_weight=1.0, i2t_weight=1.0))
     torch.manual_seed(3)
-    weighted = ImageStageTask(model, one.text_features, id_weight=0.25, triplet_weight=2.0, i2t_weight=0.5)
+    weighted = ImageStageTask(
+        model, one.text_features, Stage2Losses(id_weight=0.25, triplet_weight=2.0, i2t_weight=0.5)
+    )
     a, b = one(batch), weighted(batch)
     for name, weight in (("id", 0.25), ("triplet", 2.0), ("i2t", 0.5)):
         torch.testing.assert_close(b[name], weight * a[name])
     with pytest.raises(ValueError, match="vis_ssl_head=True"):
-        ImageStageTask(model, one.text_features, vis_ssl_weight=0.8)
+        ImageStageTask(model, one.text_features, Stage2Losses(vis_ssl_weight=0.8))
 
 
 def test_prompt_task_losses_and_batches():
@@ -149,7 +153,9 @@ def test_view_passes_leave_the_encoders_running_statistics_alone(views_update):
     model.train().prepare_stage(2)
     twin = copy.deepcopy(model)
     batch = {k: v for k, v in make_batch().items() if k != "camid"} | {"camid": torch.full((8,), -1)}
-    with_views = ImageStageTask(model, torch.randn(4, 64), vis_ssl_weight=0.8, views_update_bn_stats=views_update)
+    with_views = ImageStageTask(
+        model, torch.randn(4, 64), Stage2Losses(vis_ssl_weight=0.8), views_update_bn_stats=views_update
+    )
     without_views = ImageStageTask(twin, with_views.text_features)
     terms = with_views(batch)
     # The views' own term still trains the encoder.

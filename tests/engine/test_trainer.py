@@ -33,7 +33,9 @@ def test_a_term_skipped_in_some_steps_is_averaged_over_the_steps_that_had_it(tmp
     has = [True, False, False, True]
     batches = [{"value": torch.tensor([v]), "has": torch.tensor([h])} for v, h in zip(values, has, strict=True)]
     metrics = MetricsLog(tmp_path)
-    trainer = Trainer(torch.device("cpu"), None, DistInfo(), metrics, log_every=4, progress=False)
+    trainer = Trainer(
+        torch.device("cpu"), amp_dtype=None, dist=DistInfo(), metrics=metrics, log_every=4, progress=False
+    )
     plan = StagePlan("stage1", 1, lambda epoch: 1.0)
     trainer.fit(task, optimizer, plan, lambda epoch: batches)
     metrics.close()

@@ -76,8 +76,8 @@ def assert_close(fast: torch.Tensor, ref: np.ndarray) -> None:
 )
 def test_matches_reference(kind: str, k1: int, k2: int, lam: float) -> None:
     qf, gf = features(kind, seed=len(kind) + k1)
-    ref = k_reciprocal_rerank_reference(qf, gf, k1, k2, lam)
-    assert_close(k_reciprocal_rerank(qf, gf, k1, k2, lam), ref)
+    ref = k_reciprocal_rerank_reference(qf, gf, k1=k1, k2=k2, lambda_value=lam)
+    assert_close(k_reciprocal_rerank(qf, gf, k1=k1, k2=k2, lambda_value=lam), ref)
 
 
 def test_duplicates_leave_some_reciprocal_sets_empty() -> None:
@@ -92,7 +92,7 @@ def test_duplicates_leave_some_reciprocal_sets_empty() -> None:
     row_sizes = (state.v.rowptr[1:] - state.v.rowptr[:-1]).numpy()
     assert (row_sizes[copies[:6]] > 0).all() and (row_sizes[copies[6:]] == 0).all()
     for k1, k2 in [(5, 1), (5, 3), (20, 6)]:
-        assert_close(k_reciprocal_rerank(qf, gf, k1, k2), k_reciprocal_rerank_reference(qf, gf, k1, k2))
+        assert_close(k_reciprocal_rerank(qf, gf, k1=k1, k2=k2), k_reciprocal_rerank_reference(qf, gf, k1=k1, k2=k2))
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -114,8 +114,8 @@ def test_torch_path_matches_reference(kind: str, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(rerank, "_use_numpy", lambda device: False)
     qf, gf = features(kind, seed=11)
     for k1, k2, lam in [(20, 6, 0.3), (7, 1, 0.0)]:
-        ref = k_reciprocal_rerank_reference(qf, gf, k1, k2, lam)
-        assert_close(k_reciprocal_rerank(qf, gf, k1, k2, lam, chunk_size=17), ref)
+        ref = k_reciprocal_rerank_reference(qf, gf, k1=k1, k2=k2, lambda_value=lam)
+        assert_close(k_reciprocal_rerank(qf, gf, k1=k1, k2=k2, lambda_value=lam, chunk_size=17), ref)
     assert_close(k_reciprocal_rerank(qf.astype(np.float64), gf, chunk_size=17), k_reciprocal_rerank_reference(qf, gf))
 
 
@@ -124,19 +124,19 @@ def test_internal_batches_and_second_pass(kind: str, monkeypatch: pytest.MonkeyP
     """Tiny internal batches (sparse row chunks, Jaccard terms, distance pairs) and no candidate margin,
     so that every neighbour list takes the second, wider pass."""
     qf, gf = features(kind, seed=3, nq=30, ng=120)
-    ref = k_reciprocal_rerank_reference(qf, gf, 10, 4, 0.2)
+    ref = k_reciprocal_rerank_reference(qf, gf, k1=10, k2=4, lambda_value=0.2)
     monkeypatch.setattr(rerank, "_ROWS", 7)
     monkeypatch.setattr(rerank, "MAX_TRIPLES", 50)
     monkeypatch.setattr(rerank, "_PAIR_BYTES", 8 * qf.shape[1] * 3)
     monkeypatch.setattr(rerank, "_MARGIN", 0)
-    assert_close(k_reciprocal_rerank(qf, gf, 10, 4, 0.2, chunk_size=4), ref)
+    assert_close(k_reciprocal_rerank(qf, gf, k1=10, k2=4, lambda_value=0.2, chunk_size=4), ref)
 
 
 def test_neighbourhoods_larger_than_the_problem() -> None:
     """k1 + 1 and k2 above N = Q + G: the lists are the whole problem, as in the reference's slicing."""
     qf, gf = features("continuous", seed=4, nq=3, ng=9)
     for k1, k2 in [(20, 6), (11, 12), (12, 30), (2, 40)]:
-        assert_close(k_reciprocal_rerank(qf, gf, k1, k2), k_reciprocal_rerank_reference(qf, gf, k1, k2))
+        assert_close(k_reciprocal_rerank(qf, gf, k1=k1, k2=k2), k_reciprocal_rerank_reference(qf, gf, k1=k1, k2=k2))
     one = k_reciprocal_rerank(qf[:1], gf[:1])
     assert_close(one, k_reciprocal_rerank_reference(qf[:1], gf[:1]))
 
@@ -144,7 +144,7 @@ def test_neighbourhoods_larger_than_the_problem() -> None:
 def test_all_images_identical() -> None:
     """Every distance is 0 (row maximum 0): B is 0 and all pairs are equal, no NaN."""
     qf, gf = np.ones((4, 3), np.float32), np.ones((9, 3), np.float32)
-    fast, ref = k_reciprocal_rerank(qf, gf, 3, 2), k_reciprocal_rerank_reference(qf, gf, 3, 2)
+    fast, ref = k_reciprocal_rerank(qf, gf, k1=3, k2=2), k_reciprocal_rerank_reference(qf, gf, k1=3, k2=2)
     assert np.isfinite(ref).all()
     assert_close(fast, ref)
 
@@ -173,9 +173,10 @@ def test_hand_computed_example() -> None:
     vg1 /= vg1.sum()
     t = np.minimum(vq, vg1).sum()
     expected = np.array([[0.7 * (1 - t / (2 - t)) + 0.3 / 9, 0.7 * 1 + 0.3 * 1]])
-    args = (np.array([[0.0]]), np.array([[1.0], [3.0]]), 1, 1, 0.3)
-    np.testing.assert_allclose(k_reciprocal_rerank_reference(*args), expected, rtol=0, atol=1e-12)
-    assert_close(k_reciprocal_rerank(*args), expected)
+    args = (np.array([[0.0]]), np.array([[1.0], [3.0]]))
+    params = {"k1": 1, "k2": 1, "lambda_value": 0.3}
+    np.testing.assert_allclose(k_reciprocal_rerank_reference(*args, **params), expected, rtol=0, atol=1e-12)
+    assert_close(k_reciprocal_rerank(*args, **params), expected)
 
 
 def test_lambda_one_is_the_row_normalised_distance() -> None:
@@ -183,7 +184,7 @@ def test_lambda_one_is_the_row_normalised_distance() -> None:
     feats = np.concatenate([qf, gf]).astype(np.float64)
     d = ((feats[: len(qf), None] - feats[None]) ** 2).sum(-1)
     expected = d[:, len(qf) :] / d.max(1, keepdims=True)
-    assert_close(k_reciprocal_rerank(qf, gf, 20, 6, 1.0), expected)
+    assert_close(k_reciprocal_rerank(qf, gf, k1=20, k2=6, lambda_value=1.0), expected)
 
 
 def test_jaccard_is_one_for_pairs_without_shared_neighbours() -> None:
@@ -191,7 +192,7 @@ def test_jaccard_is_one_for_pairs_without_shared_neighbours() -> None:
     rng = np.random.default_rng(7)
     gf = np.concatenate([rng.standard_normal((30, 4)), 100 + rng.standard_normal((30, 4))]).astype(np.float32)
     qf = gf[[0, 40]] + 0.01
-    dist = k_reciprocal_rerank(qf, gf, 5, 2, 0.0).numpy()
+    dist = k_reciprocal_rerank(qf, gf, k1=5, k2=2, lambda_value=0.0).numpy()
     assert (dist[0, 30:] == 1).all() and (dist[1, :30] == 1).all()
     assert (dist[0, :30] < 1).any() and (dist[1, 30:] < 1).any()
 
@@ -253,10 +254,10 @@ def test_map_matches_reference(seed: int) -> None:
 
 def test_chunks_cover_the_result() -> None:
     qf, gf = features("unit", seed=8, nq=37, ng=150)
-    ref = k_reciprocal_rerank_reference(qf, gf, 12, 3, 0.4)
+    ref = k_reciprocal_rerank_reference(qf, gf, k1=12, k2=3, lambda_value=0.4)
     for chunk in (1, 10, 37, 50, None):
         starts, parts = [], []
-        for start, part in iter_rerank_chunks(qf, gf, 12, 3, 0.4, chunk_size=chunk):
+        for start, part in iter_rerank_chunks(qf, gf, k1=12, k2=3, lambda_value=0.4, chunk_size=chunk):
             assert part.dtype == torch.float32 and part.shape[1] == len(gf)
             starts.append(start)
             parts.append(part.clone())

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from svllreid.engine.tasks import ImageStageTask, PromptStageTask
+from svllreid.engine.tasks import ImageStageTask, PromptStageTask, Stage2Losses
 from svllreid.models import create_model
 from svllreid.models.pretrained import CONFIG_DIR
 
@@ -101,7 +101,7 @@ def test_stage2_trains_every_image_side_parameter(arch, size, options) -> None:
         "camid": torch.arange(len(pids)) % CAMERAS,
         "viewid": torch.arange(len(pids)) % VIEWS,
     }
-    task = ImageStageTask(model, text, vis_ssl_weight=1.0, global_batch=False)
+    task = ImageStageTask(model, text, Stage2Losses(vis_ssl_weight=1.0), global_batch=False)
     losses = task(batch)
     assert {"id", "triplet", "i2t", "vis_ssl"} <= set(losses)
     sum(losses.values()).backward()

@@ -188,7 +188,11 @@ def projections(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
 def test_plot_embedding_pca_for_few_points(tmp_path: Path, projections: list[tuple[int, str]]) -> None:
     rng = np.random.default_rng(0)
     out = plot_embedding(
-        rng.normal(size=(3, 16)), np.array([1, 2, 3]), tmp_path / "e.png", rng.normal(size=(2, 16)), [1, 2]
+        rng.normal(size=(3, 16)),
+        np.array([1, 2, 3]),
+        tmp_path / "e.png",
+        text_feats=rng.normal(size=(2, 16)),
+        text_pids=[1, 2],
     )
     assert projections == [(5, "PCA")]
     width, height = _png_size(out)
@@ -270,7 +274,14 @@ def test_embedding_removes_the_modality_gap_before_projecting(tmp_path: Path, mo
 
     monkeypatch.setattr(plots, "_project_2d", capture)
     for center in (False, True):
-        plots.plot_embedding(images, pids, tmp_path / f"e{center}.png", texts, np.arange(4), center_modalities=center)
+        plots.plot_embedding(
+            images,
+            pids,
+            tmp_path / f"e{center}.png",
+            text_feats=texts,
+            text_pids=np.arange(4),
+            center_modalities=center,
+        )
         feats = seen["features"]
         nearest = np.argmax(feats[24:] @ feats[:24].T, axis=1)
         own = (pids[nearest] == np.arange(4)).mean()

@@ -233,6 +233,7 @@ def read_synthetic_captions(base: Path, dataset: str = "synthetic_captions") -> 
 )
 def synthetic_captions(
     root: str | Path = "",
+    *,
     ids: int = PRETRAIN_WORLD["ids"],
     train_ids: int = PRETRAIN_WORLD["train_ids"],
     cameras: int = PRETRAIN_WORLD["cameras"],
@@ -248,4 +249,8 @@ def synthetic_captions(
     given = Path(root).expanduser() if root else None
     if given is not None and (given / CAPTIONS_FILE).is_file() and (given / META_FILE).is_file():
         return read_synthetic_captions(given)  # any synthetic dataset (e.g. a ReID set's own captions)
-    return read_synthetic_captions(ensure_synthetic(root, ids, cameras, images_per_camera, seed, train_ids))
+    return read_synthetic_captions(
+        ensure_synthetic(
+            root, ids=ids, cameras=cameras, images_per_camera=images_per_camera, seed=seed, train_ids=train_ids
+        )
+    )

@@ -43,6 +43,7 @@ def list_images(folder: Path) -> list[Path]:
 def parse_camera_folder(
     folder: Path,
     pattern: re.Pattern[str],
+    *,
     num_cameras: int,
     problems: list[str],
     views: Callable[[Path], int] | None = None,

@@ -179,6 +179,7 @@ def _auto_split(
 @register("folder", kind="person", description="your own images: identity folders or a CSV manifest")
 def folder(
     root: str | Path,
+    *,
     camera_regex: str = "",
     pid_regex: str = "",
     test_fraction: float = 0.5,

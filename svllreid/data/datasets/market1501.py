@@ -21,12 +21,14 @@ JUNK, DISTRACTOR = -1, 0
 
 
 def parse_three_folder(
-    root: str | Path, name: str, pattern: re.Pattern[str], num_cameras: int, aliases: tuple[str, ...]
+    root: str | Path, *, name: str, pattern: re.Pattern[str], num_cameras: int, aliases: tuple[str, ...]
 ) -> ReIDDataset:
     """Read a dataset in the Market-1501 folder layout."""
     base = resolve_root(root, FOLDERS, name, aliases)
     problems: list[str] = []
-    train, query, gallery = (parse_camera_folder(base / folder, pattern, num_cameras, problems) for folder in FOLDERS)
+    train, query, gallery = (
+        parse_camera_folder(base / folder, pattern, num_cameras=num_cameras, problems=problems) for folder in FOLDERS
+    )
     raise_if_problems(name, base, problems)
     notes = []
     dropped = sum(s.pid in (JUNK, DISTRACTOR) for s in train + query) + sum(s.pid == JUNK for s in gallery)
@@ -46,14 +48,18 @@ def parse_three_folder(
 
 @register("market1501", kind="person", description="Market-1501 (6 cameras)")
 def market1501(root: str | Path) -> ReIDDataset:
-    return parse_three_folder(root, "market1501", MARKET_PATTERN, 6, ("Market-1501-v15.09.15", "Market-1501"))
+    return parse_three_folder(
+        root, name="market1501", pattern=MARKET_PATTERN, num_cameras=6, aliases=("Market-1501-v15.09.15", "Market-1501")
+    )
 
 
 @register("dukemtmc", kind="person", description="DukeMTMC-reID (8 cameras)")
 def dukemtmc(root: str | Path) -> ReIDDataset:
-    return parse_three_folder(root, "dukemtmc", DUKE_PATTERN, 8, ("DukeMTMC-reID",))
+    return parse_three_folder(root, name="dukemtmc", pattern=DUKE_PATTERN, num_cameras=8, aliases=("DukeMTMC-reID",))
 
 
 @register("occluded_duke", kind="person", description="Occluded-Duke (Duke layout, occluded queries)")
 def occluded_duke(root: str | Path) -> ReIDDataset:
-    return parse_three_folder(root, "occluded_duke", DUKE_PATTERN, 8, ("Occluded_Duke", "Occluded-Duke"))
+    return parse_three_folder(
+        root, name="occluded_duke", pattern=DUKE_PATTERN, num_cameras=8, aliases=("Occluded_Duke", "Occluded-Duke")
+    )

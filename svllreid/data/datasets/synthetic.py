@@ -28,7 +28,7 @@ def cache_dir() -> Path:
 
 
 def ensure_synthetic(
-    root: str | Path, ids: int, cameras: int, images_per_camera: int, seed: int, train_ids: int | None = None
+    root: str | Path, *, ids: int, cameras: int, images_per_camera: int, seed: int, train_ids: int | None = None
 ) -> Path:
     """Return a folder holding the synthetic dataset of these parameters, generating it if needed.
 
@@ -90,11 +90,13 @@ def _written_by_older_generator(target: Path, params: dict) -> bool:
 
 @register("synthetic", kind="person", description="drawn people in the Market-1501 layout, generated on demand")
 def synthetic(
-    root: str | Path = "", ids: int = 100, cameras: int = 6, images_per_camera: int = 4, seed: int = 0
+    root: str | Path = "", *, ids: int = 100, cameras: int = 6, images_per_camera: int = 4, seed: int = 0
 ) -> ReIDDataset:
     """Args:
     ids, cameras, images_per_camera, seed: generator parameters (see ``svllreid data synth``).
     root: folder to generate into / read from; empty uses the cache folder.
     """
-    folder = ensure_synthetic(root, int(ids), int(cameras), int(images_per_camera), int(seed))
-    return parse_three_folder(folder, "synthetic", MARKET_PATTERN, int(cameras), ())
+    folder = ensure_synthetic(
+        root, ids=int(ids), cameras=int(cameras), images_per_camera=int(images_per_camera), seed=int(seed)
+    )
+    return parse_three_folder(folder, name="synthetic", pattern=MARKET_PATTERN, num_cameras=int(cameras), aliases=())

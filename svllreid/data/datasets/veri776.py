@@ -59,7 +59,9 @@ def veri776(root: str | Path, view_dir: str = "", drop_unlabelled_views: bool = 
     splits: list[list[Sample]] = []
     for folder, views in zip(FOLDERS, (view_maps[0], view_maps[1], view_maps[1]), strict=True):
         lookup = (lambda p, v=views: v.get(p.name, -1)) if has_views else None
-        splits.append(parse_camera_folder(base / folder, PATTERN, NUM_CAMERAS, problems, lookup))
+        splits.append(
+            parse_camera_folder(base / folder, PATTERN, num_cameras=NUM_CAMERAS, problems=problems, views=lookup)
+        )
     raise_if_problems("veri776", base, problems)
     notes = []
     if has_views:
