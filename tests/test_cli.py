@@ -164,8 +164,8 @@ def test_eval_features(tmp_path, capsys):
 
 
 def test_synth_pretraining_world_uses_its_own_sizes_and_seed(tmp_path, monkeypatch, capsys):
-    import svllreid.data.synthetic as synthetic
-    from svllreid.data.synthetic import PRETRAIN_WORLD, SynthSummary
+    import svllreid.data.synthesis.writer as synthetic  # generate_pretraining_world calls it there
+    from svllreid.data.synthesis import PRETRAIN_WORLD, SynthSummary
 
     calls = {}
 

@@ -19,7 +19,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from svllreid.data.synthetic import generate_pretraining_world, generate_synthetic
+    from svllreid.data.synthesis import generate_pretraining_world, generate_synthetic
 
     if args.pretraining_world:
         summary = generate_pretraining_world(args.out, workers=args.workers)

@@ -11,8 +11,9 @@ import pytest
 from svllreid.data.check import check_dataset
 from svllreid.data.datasets import load_caption_dataset, load_dataset
 from svllreid.data.stats import dataset_stats
-from svllreid.data.synthetic import CAPTIONS_FILE, PRETRAIN_WORLD, _identity, generate_synthetic, identity_attributes
-from svllreid.data.synthetic_captions import describe, visible_parts
+from svllreid.data.synthesis import CAPTIONS_FILE, PRETRAIN_WORLD, generate_synthetic, identity_attributes
+from svllreid.data.synthesis.attributes import identity_of
+from svllreid.data.synthesis.captions import describe, visible_parts
 from svllreid.errors import DatasetError
 from tests.conftest import write_images
 
@@ -46,7 +47,7 @@ def test_captions_say_what_the_drawn_person_shows(synth: Path):
     rows = [r for r in records(synth) if r["pid"] != 0]
     assert rows
     for r in rows:
-        attrs = identity_attributes(_identity(SMALL["seed"], r["pid"]))
+        attrs = identity_attributes(identity_of(SMALL["seed"], r["pid"]))
         text, view = r["caption"].lower(), r["view"]
         assert ("backpack" in text) == (attrs["bag"] == "backpack"), r
         assert ("straps of a backpack" in text) == (attrs["bag"] == "backpack" and view == "front"), r

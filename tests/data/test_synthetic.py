@@ -14,14 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svllreid.data.synthetic import (
-    FORMAT_VERSION,
-    UPPER_COLORS,
-    SynthSummary,
-    _sample_identity,
-    generate_synthetic,
-    synthetic_matches,
-)
+from svllreid.data.synthesis import FORMAT_VERSION, SynthSummary, generate_synthetic, synthetic_matches
+from svllreid.data.synthesis.attributes import UPPER_COLORS, sample_identity
 
 MARKET_NAME = re.compile(r"^(\d{4})_c(\d)s(\d)_(\d{6})_(\d{2})\.jpg$")
 FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
@@ -218,7 +212,7 @@ def test_bad_arguments_name_the_argument(tmp_path, kwargs, name):
 
 def test_colour_alone_does_not_identify_people():
     rng = np.random.default_rng(0)
-    people = [_sample_identity(rng) for _ in range(30)]
+    people = [sample_identity(rng) for _ in range(30)]
     assert {p.upper_color for p in people} <= set(UPPER_COLORS)
     sharing = [(a, b) for a, b in combinations(people, 2) if a.upper_color == b.upper_color]
     assert sharing, "some identities must share an upper-clothing colour"

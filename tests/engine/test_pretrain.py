@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 import svllreid
 from svllreid.cli import main
 from svllreid.config import load_config
-from svllreid.data.synthetic import generate_synthetic
+from svllreid.data.synthesis import generate_synthetic
 from svllreid.engine.pretrain import pretrain
 from svllreid.engine.tasks import ContrastiveTask
 from svllreid.errors import PretrainedError

@@ -22,7 +22,7 @@ from typing import Any
 from svllreid.data.datasets.common import raise_if_problems, resolve_root
 from svllreid.data.datasets.registry import register
 from svllreid.data.datasets.synthetic import ensure_synthetic
-from svllreid.data.synthetic import CAPTIONS_FILE, META_FILE, PRETRAIN_WORLD
+from svllreid.data.synthesis import CAPTIONS_FILE, META_FILE, PRETRAIN_WORLD
 from svllreid.data.types import CAPTION_SPLITS, UNKNOWN, Caption, CaptionDataset
 from svllreid.errors import DatasetError
 

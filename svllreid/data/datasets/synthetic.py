@@ -15,7 +15,7 @@ from typing import Any
 
 from svllreid.data.datasets.market1501 import MARKET_PATTERN, parse_three_folder
 from svllreid.data.datasets.registry import register
-from svllreid.data.synthetic import FORMAT_NAME, FORMAT_VERSION, META_FILE, generate_synthetic, synthetic_matches
+from svllreid.data.synthesis import FORMAT_NAME, FORMAT_VERSION, META_FILE, generate_synthetic, synthetic_matches
 from svllreid.data.types import ReIDDataset
 from svllreid.errors import DatasetError
 
