@@ -39,6 +39,9 @@ Algorithm
     their order-preserving bits, float64 ones by their rank in the chunk), and one ``searchsorted`` of
     the items into the sorted true-match keys and a ``bincount`` give all the ranks at once.
 
+    The plan lives in :mod:`svllreid.eval.ranking_plan`, the kernels of one chunk in
+    :mod:`svllreid.eval.ranking_numpy` and :mod:`svllreid.eval.ranking_torch`.
+
     Beyond the GEMM the work grows with the number of gallery items nearer than each query's hardest
     true match: a small part of the gallery for useful features, all of it for random ones (still
     exact, but slower; ``benchmarks/eval_speed.py`` measures both).
@@ -54,7 +57,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from svllreid.eval import ranking_numpy, ranking_torch
 from svllreid.eval.inputs import Array, ArrayLike, as_feature_pair, check_pair, labels
+from svllreid.eval.ranking_plan import candidates, plan_queries
 
 __all__ = ["RankingResult", "Reranker", "default_chunk_size", "evaluate"]
 
@@ -67,7 +72,6 @@ TORCH_CHUNK_BYTES = 4 * 2**30
 #: Bytes per (query, gallery item) pair of a torch chunk, at worst (every item nearer than the hardest
 #: true match): distances, mask, selected positions, values and keys.
 _TORCH_BYTES_PER_PAIR = 96
-_INT64_MAX = torch.iinfo(torch.int64).max
 
 
 @dataclass(frozen=True, eq=False)
@@ -204,263 +208,6 @@ def make_result(
 
 
 # ----------------------------------------------------------------------------------------------------
-# Host-side plan: each query's candidates (gallery images of its identity, and images with its key)
-# ----------------------------------------------------------------------------------------------------
-
-
-def _group(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """CSR grouping: ``order`` (stable sort), and the sorted unique values with their start and count."""
-    order = np.argsort(values, kind="stable")
-    uniq, start, count = np.unique(values[order], return_index=True, return_counts=True)
-    return order, uniq, start, count
-
-
-def _lookup(uniq: np.ndarray, start: np.ndarray, count: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start and count of each value of ``x`` in a :func:`_group` (count 0 when absent)."""
-    pos = np.minimum(np.searchsorted(uniq, x), len(uniq) - 1)
-    hit = uniq[pos] == x
-    return np.where(hit, start[pos], 0), np.where(hit, count[pos], 0)
-
-
-def _expand(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flatten ranges: for each element, its owner (range number), offset in the range and position."""
-    owner = np.repeat(np.arange(len(counts)), counts)
-    offset = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
-    return owner, offset, starts[owner] + offset
-
-
-@dataclass
-class _Plan:
-    pid_order: np.ndarray  # gallery indices sorted by pid
-    pid_start: np.ndarray  # per query: range of its identity in pid_order
-    pid_count: np.ndarray
-    extra_start: np.ndarray  # per query: range in extra_gallery (same key, other identity)
-    extra_count: np.ndarray
-    extra_gallery: np.ndarray
-    num_matches: np.ndarray  # per query: true matches
-
-
-def _plan(
-    qp: np.ndarray,
-    gp: np.ndarray,
-    qc: np.ndarray | None,
-    gc: np.ndarray | None,
-    qk: np.ndarray | None,
-    gk: np.ndarray | None,
-) -> _Plan:
-    nq = len(qp)
-    pid_order, uniq, start, count = _group(gp)
-    pid_start, pid_count = _lookup(uniq, start, count, qp)
-    num_junk = np.zeros(nq, np.int64)
-    if qc is not None and gc is not None:
-        # (pid, camera) pairs as one code over the ids and cameras of both sides.
-        ids, cams = np.unique(np.concatenate([qp, gp])), np.unique(np.concatenate([qc, gc]))
-        code_q = np.searchsorted(ids, qp) * len(cams) + np.searchsorted(cams, qc)
-        code_g = np.searchsorted(ids, gp) * len(cams) + np.searchsorted(cams, gc)
-        _, uniq_pc, start_pc, count_pc = _group(code_g)
-        num_junk = _lookup(uniq_pc, start_pc, count_pc, code_q)[1]
-    extra_count = np.zeros(nq, np.int64)
-    extra_gallery = np.zeros(0, np.int64)
-    num_keyed = np.zeros(nq, np.int64)  # same identity and key, not already junk
-    if qk is not None and gk is not None:
-        key_order, uniq_k, start_k, count_k = _group(gk)
-        owner, _, pos = _expand(*_lookup(uniq_k, start_k, count_k, qk))
-        gi = key_order[pos]
-        same = gp[gi] == qp[owner]
-        keyed = same & (gc[gi] != qc[owner]) if qc is not None and gc is not None else same
-        num_keyed = np.bincount(owner[keyed], minlength=nq)
-        extra_count = np.bincount(owner[~same], minlength=nq)
-        extra_gallery = gi[~same]  # grouped by query, in query order
-    return _Plan(
-        pid_order=pid_order,
-        pid_start=pid_start,
-        pid_count=pid_count,
-        extra_start=np.cumsum(extra_count) - extra_count,
-        extra_count=extra_count,
-        extra_gallery=extra_gallery,
-        num_matches=pid_count - num_junk - num_keyed,
-    )
-
-
-def _candidates(
-    plan: _Plan,
-    rows: np.ndarray,
-    qc: np.ndarray | None,
-    gc: np.ndarray | None,
-    qk: np.ndarray | None,
-    gk: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Gallery indices ``[c, K]`` of the candidates of queries ``rows`` and their kind (0 pad, 1 true
-    match, 2 removed)."""
-    n_pid, n_extra = plan.pid_count[rows], plan.extra_count[rows]
-    width = int((n_pid + n_extra).max())
-    index = np.zeros((len(rows), width), np.int64)
-    kind = np.zeros((len(rows), width), np.int8)
-    owner, offset, pos = _expand(plan.pid_start[rows], n_pid)
-    gi = plan.pid_order[pos]
-    removed = np.zeros(len(gi), bool)
-    if qc is not None and gc is not None:
-        removed |= gc[gi] == qc[rows[owner]]
-    if qk is not None and gk is not None:
-        removed |= gk[gi] == qk[rows[owner]]
-    index[owner, offset] = gi
-    kind[owner, offset] = np.where(removed, 2, 1)
-    owner, offset, pos = _expand(plan.extra_start[rows], n_extra)
-    index[owner, n_pid[owner] + offset] = plan.extra_gallery[pos]
-    kind[owner, n_pid[owner] + offset] = 2
-    return index, kind
-
-
-# ----------------------------------------------------------------------------------------------------
-# One chunk, CPU (numpy)
-# ----------------------------------------------------------------------------------------------------
-
-
-def _distances_numpy(
-    q_aug: np.ndarray,
-    g_aug: np.ndarray,
-    dist: np.ndarray,
-    expand: np.ndarray | None,
-    dist_distinct: np.ndarray | None,
-) -> np.ndarray:
-    """``[c, G]`` distance block into ``dist`` (numpy).
-
-    Args:
-        q_aug, g_aug: ``[c, D+1]`` queries ``[q, 1]`` and ``[G, D+1]`` gallery ``[-2g, ||g||²]``, so
-            that one GEMM gives ``||g||² - 2 q·g``.
-        expand, dist_distinct: when ``g_aug`` holds the distinct gallery rows only, the index of every
-            gallery item among them, and a ``[c, G']`` buffer (:func:`_distinct_rows`).
-    """
-    if expand is None:
-        return np.matmul(q_aug, g_aug.T, out=dist)
-    return np.take(np.matmul(q_aug, g_aug.T, out=dist_distinct), expand, axis=1, out=dist, mode="clip")
-
-
-def _rank_numpy(
-    dist: np.ndarray, index: np.ndarray, kind: np.ndarray, num_matches: np.ndarray, mask: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """AP, INP and 0-based first-match rank of the queries of a chunk, in numpy.
-
-    numpy, not torch, on CPU: its BLAS, ufuncs and sorts measured 2-3x faster than the torch kernels
-    for these shapes on the 2-core CPU of the targets, and torch's OpenMP kernels slow down by orders of
-    magnitude when another process holds a core.
-
-    Args:
-        dist: ``[c, G]`` distances of the chunk's queries (not modified).
-        index, kind: ``[c, K]`` candidates from :func:`_candidates`; every row has a true match.
-        num_matches: ``[c]`` true matches per query (float64).
-        mask: ``[c, G]`` bool scratch buffer.
-    """
-    c, ng = dist.shape
-    cand_d = np.where(kind > 0, np.take_along_axis(dist, index, 1), np.inf)
-    is_match = kind == 1
-    hardest = np.where(is_match, cand_d, -np.inf).max(1)
-    # The items that can precede a true match, row by row (flat positions are sorted).
-    flat = np.flatnonzero(np.less_equal(dist, hardest[:, None], out=mask))
-    near = dist.reshape(-1)[flat]
-    bounds = np.searchsorted(flat, np.arange(c + 1) * ng)
-    # before[r, k]: gallery items nearer than candidate k.
-    before = np.empty(index.shape, np.int64)
-    for r in range(c):
-        row = near[bounds[r] : bounds[r + 1]]
-        row.sort()
-        before[r] = row.searchsorted(cand_d[r])
-    # A true match is among the near items, at ``pos`` once sorted; another item at the same distance
-    # would follow it there. Such exact ties are ordered by gallery index.
-    pos = bounds[:-1, None] + before
-    tied = is_match & (pos + 1 < bounds[1:, None]) & (near[np.minimum(pos + 1, len(near) - 1)] == cand_d)
-    for r, k in zip(*np.nonzero(tied), strict=True):
-        before[r, k] += np.count_nonzero(dist[r, : index[r, k]] == cand_d[r, k])
-    # Candidates in ranking order (pads, at infinity, last); removed ones before a match are subtracted.
-    order = np.lexsort((index, cand_d))
-    kind = np.take_along_axis(kind, order, 1)
-    is_match, is_removed = kind == 1, (kind == 2).astype(np.int64)
-    rank = np.take_along_axis(before, order, 1) - (np.cumsum(is_removed, 1) - is_removed)
-    nth = np.cumsum(is_match, 1)
-    prec = np.divide(nth, rank + 1.0, out=np.zeros(rank.shape), where=is_match)
-    rows = np.arange(c)
-    first = rank[rows, is_match.argmax(1)]
-    last = rank[rows, kind.shape[1] - 1 - is_match[:, ::-1].argmax(1)]
-    return prec.sum(1) / num_matches, num_matches / (last + 1.0), first
-
-
-# ----------------------------------------------------------------------------------------------------
-# One chunk, torch (CUDA; on CPU only when asked, e.g. by the tests)
-# ----------------------------------------------------------------------------------------------------
-
-
-def _float_keys(v: torch.Tensor) -> torch.Tensor:
-    """int64 in [0, 2^32) ordered like the float32 values ``v`` (equal floats, equal keys)."""
-    v = torch.where(v == 0, 0.0, v)  # -0.0 and +0.0 have different bits but are equal
-    bits = v.view(torch.int32).to(torch.int64)
-    # Non-negative floats order like their bits; negative ones in reverse, below all of those.
-    return torch.where(bits >= 0, bits + 2**31, ~bits)
-
-
-def _distances_torch(
-    q_aug: torch.Tensor,
-    g_aug: torch.Tensor,
-    dist: torch.Tensor,
-    expand: torch.Tensor | None,
-    dist_distinct: torch.Tensor | None,
-) -> torch.Tensor:
-    """:func:`_distances_numpy` in torch."""
-    if expand is None:
-        return torch.mm(q_aug, g_aug.T, out=dist)
-    return torch.index_select(torch.mm(q_aug, g_aug.T, out=dist_distinct), 1, expand, out=dist)
-
-
-def _rank_torch(
-    dist: torch.Tensor, index: torch.Tensor, kind: torch.Tensor, num_matches: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`_rank_numpy` in torch, without a loop over queries; ``mask`` is a bool ``[c, G]`` buffer."""
-    c, width = index.shape
-    ng = dist.shape[1]
-    cand_d = dist.gather(1, index)
-    valid = kind > 0
-    hardest = torch.where(kind == 1, cand_d, -torch.inf).amax(1)
-    torch.le(dist, hardest[:, None], out=mask)
-    flat = mask.view(-1).nonzero().squeeze(1)  # row-major
-    vals = dist.view(-1)[flat]
-    rows = flat // ng
-    cols = flat - rows * ng
-    gbits = max(1, (ng - 1).bit_length())
-    if dist.dtype == torch.float32:
-        item_v, cand_v, vbits = _float_keys(vals), _float_keys(cand_d), 32
-    else:
-        # float64 bits leave no room for the row and the index: use ranks among the chunk's values.
-        uniq, inverse = torch.unique(torch.cat([vals, cand_d[valid]]), return_inverse=True)
-        item_v = inverse[: len(vals)]
-        cand_v = torch.zeros_like(index)
-        cand_v[valid] = inverse[len(vals) :]
-        vbits = max(1, (len(uniq) - 1).bit_length())
-    if (c - 1).bit_length() + vbits + gbits > 63:  # prevented by _max_rows
-        raise AssertionError("chunk too large for int64 ranking keys")
-    # One int64 key per (row, distance, gallery index): the ranking order, ties by gallery index.
-    row_shift = vbits + gbits
-    item_key = (rows << row_shift) | (item_v << gbits) | cols
-    row_ids = torch.arange(c, device=index.device)[:, None]
-    cand_key = torch.where(valid, (row_ids << row_shift) | (cand_v << gbits) | index, _INT64_MAX)
-    cand_key, order = cand_key.sort(1)  # pads last
-    kind = kind.gather(1, order)
-    is_match, is_removed = kind == 1, (kind == 2).to(torch.int64)
-    match_key = cand_key[is_match]  # sorted: by row, then distance, then gallery index
-    # before[j]: selected items with a smaller key than true match j. All the items of earlier rows
-    # have smaller keys: their count is subtracted, and so are the removed candidates before j.
-    slot = torch.searchsorted(match_key, item_key, right=True)
-    before = torch.bincount(slot, minlength=len(match_key) + 1).cumsum(0)[:-1]
-    per_row = torch.bincount(rows, minlength=c)
-    match_row = row_ids.expand(c, width)[is_match]
-    removed_before = (is_removed.cumsum(1) - is_removed)[is_match]
-    rank = before - (per_row.cumsum(0) - per_row)[match_row] - removed_before
-    nth = is_match.cumsum(1)[is_match]  # 1-based, in rank order
-    prec = nth.to(torch.float64) / (rank + 1).to(torch.float64)
-    ap = torch.zeros(c, dtype=torch.float64, device=dist.device).index_add_(0, match_row, prec) / num_matches
-    last = rank[nth == num_matches.to(torch.int64)[match_row]]
-    return ap, num_matches / (last + 1).to(torch.float64), rank[nth == 1]
-
-
-# ----------------------------------------------------------------------------------------------------
 # Ranked lists (top k of each query, removed items left out)
 # ----------------------------------------------------------------------------------------------------
 
@@ -499,31 +246,6 @@ def _topk(dist: Array, index: Array, kind: Array, k: int) -> np.ndarray:
     finite = np.isfinite(values)  # rows with fewer than k kept items
     flat, values = flat[finite], values[finite]
     return _first_k(flat // ng, flat % ng, values, c, k)
-
-
-@contextlib.contextmanager
-def _no_tf32() -> Iterator[None]:
-    """float32 GEMMs in full precision on CUDA (TF32 would round the distances to 10 bits)."""
-    allowed = torch.backends.cuda.matmul.allow_tf32
-    if allowed:
-        torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        if allowed:
-            torch.backends.cuda.matmul.allow_tf32 = True
-
-
-def _max_rows(num_gallery: int) -> int:
-    """Rows per torch chunk that keep ``(row, distance key, gallery index)`` within 63 bits.
-
-    float32 keys take 32 bits; float64 ones at most ``bits(rows) + bits(G) + 1`` (ranks among at most
-    ``rows * 2G`` values), so both fit when ``bits(rows) <= 31 - bits(G)``.
-    """
-    gbits = max(1, (num_gallery - 1).bit_length())
-    if gbits > 31:
-        raise ValueError(f"galleries of more than 2^31 images are not supported (got {num_gallery})")
-    return 1 << (31 - gbits)
 
 
 def _distinct_rows(g: Array) -> tuple[Array, Array | None]:
@@ -591,7 +313,7 @@ def default_chunk_size(
         budget = TORCH_CHUNK_BYTES
         if device.type == "cuda":
             budget = min(budget, torch.cuda.mem_get_info(device)[0] // 4)
-        rows = min(budget // (_TORCH_BYTES_PER_PAIR * num_gallery), _max_rows(num_gallery))
+        rows = min(budget // (_TORCH_BYTES_PER_PAIR * num_gallery), ranking_torch.max_rows(num_gallery))
     rows = min(max(1, rows), max(1, num_queries))
     chunks = -(-num_queries // rows)
     return max(1, -(-num_queries // chunks))
@@ -676,7 +398,7 @@ def evaluate(
     assert qp is not None and gp is not None
     protocol = "camera" if qc is not None else "no-camera"
 
-    plan = _plan(qp, gp, qc, gc, qk, gk)
+    plan = plan_queries(qp, gp, qc, gc, qk=qk, gk=gk)
     evaluated = np.flatnonzero(plan.num_matches > 0)
     ranked = np.full((nq, topk), -1, np.int64) if topk else None
     device, use_numpy = qf.device, _use_numpy(qf.device)
@@ -699,13 +421,15 @@ def evaluate(
         if mask_buf is None or len(mask_buf) < len(rows):
             shape = tuple(dist.shape)
             mask_buf = np.empty(shape, bool) if use_numpy else torch.empty(shape, dtype=torch.bool, device=device)
-        index, kind = _candidates(plan, rows, qc, gc, qk, gk)
+        index, kind = candidates(plan, rows, qc, gc, qk=qk, gk=gk)
         mask = mask_buf[: len(rows)]
         if use_numpy:
-            out = _rank_numpy(dist, index, kind, num_matches[rows], mask)
+            out = ranking_numpy.rank(dist, index, kind, num_matches[rows], mask=mask)
         else:
             index_t, kind_t = torch.as_tensor(index, device=device), torch.as_tensor(kind, device=device)
-            out_t = _rank_torch(dist, index_t, kind_t, torch.as_tensor(num_matches[rows], device=device), mask)
+            out_t = ranking_torch.rank(
+                dist, index_t, kind_t, torch.as_tensor(num_matches[rows], device=device), mask=mask
+            )
             out = tuple(t.cpu().numpy() for t in out_t)
             index, kind = index_t, kind_t
         aps[done : done + len(rows)], inps[done : done + len(rows)], first[done : done + len(rows)] = out
@@ -740,21 +464,24 @@ def _distance_blocks(
     q_aug, g_aug = _augment(qf.numpy() if use_numpy else qf, g_distinct)
     c = min(chunk_size or default_chunk_size(ne, ng, device, qf.dtype), ne)
     if not use_numpy:
-        c = min(c, _max_rows(ng))  # the torch path's int64 keys
+        c = min(c, ranking_torch.max_rows(ng))  # the torch path's int64 keys
     xp: Any = np if use_numpy else torch
     kw: dict[str, Any] = {} if use_numpy else {"device": device}
     dist_buf = xp.empty((c, ng), dtype=g_aug.dtype, **kw)
     distinct_buf = None if expand is None else xp.empty((c, len(g_aug)), dtype=g_aug.dtype, **kw)
-    with _no_tf32() if device.type == "cuda" else contextlib.nullcontext():
+    with ranking_torch.no_tf32() if device.type == "cuda" else contextlib.nullcontext():
         for lo in range(0, ne, c):
             rows = evaluated[lo : lo + c]
             n = len(rows)
             distinct = None if distinct_buf is None else distinct_buf[:n]
             if use_numpy:
-                yield rows, _distances_numpy(q_aug[rows], g_aug, dist_buf[:n], expand, distinct)
+                yield (
+                    rows,
+                    ranking_numpy.distances(q_aug[rows], g_aug, dist_buf[:n], expand=expand, dist_distinct=distinct),
+                )
             else:
                 q_rows = q_aug.index_select(0, torch.as_tensor(rows, device=device))
-                yield rows, _distances_torch(q_rows, g_aug, dist_buf[:n], expand, distinct)
+                yield rows, ranking_torch.distances(q_rows, g_aug, dist_buf[:n], expand=expand, dist_distinct=distinct)
 
 
 def _ranked_blocks(

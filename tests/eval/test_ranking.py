@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import svllreid.eval.ranking as ranking
+import svllreid.eval.ranking_torch as ranking_torch
 from svllreid.eval import KReciprocal, RankingResult, evaluate
 from svllreid.eval.reference import evaluate_reference
 
@@ -185,7 +186,7 @@ def test_float_keys_order_like_floats() -> None:
     special = [0.0, -0.0, 1e-45, -1e-45, 1e-38, -1e-38, np.inf, -np.inf, 3.0, -3.0, 3.0]
     values = np.concatenate([special, rng.standard_normal(200) * 10.0 ** rng.integers(-30, 30, 200)])
     v = torch.tensor(values, dtype=torch.float32)
-    keys = ranking._float_keys(v)
+    keys = ranking_torch.float_keys(v)
     assert keys.dtype == torch.int64 and int(keys.min()) >= 0 and int(keys.max()) < 2**32
     i, j = np.triu_indices(len(values), 1)
     vi, vj, ki, kj = v[i], v[j], keys[i], keys[j]

@@ -133,13 +133,13 @@ def sample_identity(rng: np.random.Generator) -> Identity:
     )
 
 
-def seeded_rng(seed: int, tag: int, pid: int = 0, cam: int = 0, index: int = 0) -> np.random.Generator:
+def seeded_rng(seed: int, tag: int, *, pid: int = 0, cam: int = 0, index: int = 0) -> np.random.Generator:
     # Fixed-length entropy so that different uses can never collide.
     return np.random.default_rng([seed, tag, pid, cam, index])
 
 
 def identity_of(seed: int, pid: int) -> Identity:
-    return sample_identity(seeded_rng(seed, TAG_IDENTITY, pid))
+    return sample_identity(seeded_rng(seed, TAG_IDENTITY, pid=pid))
 
 
 def _color_name(color: Color, palette: Sequence[Color], names: Sequence[str]) -> str:

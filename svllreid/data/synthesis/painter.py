@@ -86,7 +86,7 @@ class Painter:
         else:
             self.draw.rectangle(box, fill=fill)
 
-    def limb(self, p0: Point, p1: Point, w0: float, w1: float, fill: Color, caps: bool = True) -> None:
+    def limb(self, p0: Point, p1: Point, w0: float, w1: float, *, fill: Color, caps: bool = True) -> None:
         """A tapered segment from ``p0`` (width ``w0``) to ``p1`` (width ``w1``) with round ends."""
         dx, dy = p1[0] - p0[0], p1[1] - p0[1]
         n = math.hypot(dx, dy) or 1.0
@@ -199,14 +199,14 @@ def _draw_arm(
     skin = shaded(ident.skin, shade)
     sleeve = shaded(ident.upper_color, shade * sleeve_shade)
     w0, w1, w2 = 0.054 * ident.width, 0.044 * ident.width, 0.036 * ident.width
-    p.limb(shoulder, elbow, w0, w1, sleeve if ident.long_sleeves else skin)
-    p.limb(elbow, wrist, w1, w2, sleeve if ident.long_sleeves else skin)
+    p.limb(shoulder, elbow, w0, w1, fill=sleeve if ident.long_sleeves else skin)
+    p.limb(elbow, wrist, w1, w2, fill=sleeve if ident.long_sleeves else skin)
     if not ident.long_sleeves:  # short sleeve over the upper part of the upper arm
         mid = (shoulder[0] + (elbow[0] - shoulder[0]) * 0.55, shoulder[1] + (elbow[1] - shoulder[1]) * 0.55)
-        p.limb(shoulder, mid, w0 * 1.12, w0 * 1.08, sleeve)
+        p.limb(shoulder, mid, w0 * 1.12, w0 * 1.08, fill=sleeve)
     elif ident.upper_pattern == "hstripes" and ident.upper_color2 != ident.upper_color:
         cuff = (elbow[0] + (wrist[0] - elbow[0]) * 0.8, elbow[1] + (wrist[1] - elbow[1]) * 0.8)
-        p.limb(cuff, wrist, w2 * 1.05, w2 * 1.05, shaded(ident.upper_color2, shade), caps=False)
+        p.limb(cuff, wrist, w2 * 1.05, w2 * 1.05, fill=shaded(ident.upper_color2, shade), caps=False)
     hand = (wrist[0] + (wrist[0] - elbow[0]) * 0.22, wrist[1] + (wrist[1] - elbow[1]) * 0.22)
     p.ellipse(hand, 0.022, 0.026, skin)
 
@@ -217,13 +217,13 @@ def _draw_leg(p: Painter, ident: Identity, hip: Point, knee: Point, ankle: Point
     skin = shaded(ident.skin, shade)
     w0, w1, w2 = 0.082 * ident.width, 0.058 * ident.width, 0.044 * ident.width
     bare = ident.lower_type != "trousers"
-    p.limb(hip, knee, w0, w1, skin if bare else lower)
-    p.limb(knee, ankle, w1, w2, skin if bare else lower)
+    p.limb(hip, knee, w0, w1, fill=skin if bare else lower)
+    p.limb(knee, ankle, w1, w2, fill=skin if bare else lower)
     if ident.lower_type == "shorts":
         end = (hip[0] + (knee[0] - hip[0]) * 0.78, hip[1] + (knee[1] - hip[1]) * 0.78)
-        p.limb(hip, end, w0 * 1.15, w0 * 1.05, lower)
+        p.limb(hip, end, w0 * 1.15, w0 * 1.05, fill=lower)
     elif ident.lower_type == "trousers":  # a slightly darker hem
-        p.limb(ankle, ankle, w2 * 1.1, w2 * 1.1, shaded(lower, 0.85))
+        p.limb(ankle, ankle, w2 * 1.1, w2 * 1.1, fill=shaded(lower, 0.85))
     shoe = shaded(ident.shoe_color, shade)
     if side_view:
         d = side_view
@@ -330,9 +330,9 @@ def _facing_bag(p: Painter, ident: Identity, view: int, bag_x: int) -> None:
             p.rect((-sh * 0.5, 0.34), (sh * 0.5, 0.425), shaded(bag, 0.8), radius=0.015)
         else:
             for s in (-1, 1):
-                p.limb((s * sh * 0.55, 0.158), (s * sh * 0.6, 0.36), 0.018, 0.018, shaded(bag, 0.9))
+                p.limb((s * sh * 0.55, 0.158), (s * sh * 0.6, 0.36), 0.018, 0.018, fill=shaded(bag, 0.9))
     elif ident.bag == "shoulder":
-        p.limb((-bag_x * sh * 0.6, 0.158), (bag_x * hp * 0.9, 0.43), 0.014, 0.014, shaded(bag, 0.9))
+        p.limb((-bag_x * sh * 0.6, 0.158), (bag_x * hp * 0.9, 0.43), 0.014, 0.014, fill=shaded(bag, 0.9))
         p.rect((bag_x * hp * 0.55, 0.41), (bag_x * (hp + 0.07), 0.53), bag, radius=0.01)
 
 
@@ -368,7 +368,7 @@ def _draw_facing(p: Painter, ident: Identity, pose: _Pose) -> None:
 
 
 def _draw_handbag(p: Painter, bag: Color, wrist: Point) -> None:
-    p.limb((wrist[0], wrist[1] + 0.02), (wrist[0], wrist[1] + 0.05), 0.008, 0.008, bag)
+    p.limb((wrist[0], wrist[1] + 0.02), (wrist[0], wrist[1] + 0.05), 0.008, 0.008, fill=bag)
     p.rect((wrist[0] - 0.035, wrist[1] + 0.045), (wrist[0] + 0.035, wrist[1] + 0.11), bag, 0.01)
 
 
@@ -414,9 +414,9 @@ def _profile_bag_straps(p: Painter, ident: Identity, d: int, near_bag: bool) -> 
     itself on the near side)."""
     bag, bd = ident.bag_color, 0.072 * ident.width
     if ident.bag == "backpack":
-        p.limb((d * 0.0, 0.158), (d * 0.045, 0.35), 0.016, 0.016, shaded(bag, 0.9))
+        p.limb((d * 0.0, 0.158), (d * 0.045, 0.35), 0.016, 0.016, fill=shaded(bag, 0.9))
     elif ident.bag == "shoulder":
-        p.limb((-d * bd * 0.4, 0.158), (d * 0.06, 0.4), 0.013, 0.013, shaded(bag, 0.9))
+        p.limb((-d * bd * 0.4, 0.158), (d * 0.06, 0.4), 0.013, 0.013, fill=shaded(bag, 0.9))
         if near_bag:
             p.rect((-d * 0.05, 0.4), (d * 0.055, 0.52), bag, radius=0.01)
 

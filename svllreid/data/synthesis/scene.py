@@ -119,12 +119,12 @@ def camera_of(seed: int, cam: int) -> Camera:
     # Background styles are dealt out per seed so that the first five cameras all differ.
     order = seeded_rng(seed, TAG_CAMERA).permutation(len(BACKGROUND_STYLES))
     style = BACKGROUND_STYLES[int(order[(cam - 1) % len(order)])]
-    return _sample_camera(seeded_rng(seed, TAG_CAMERA, 0, cam), cam, style)
+    return _sample_camera(seeded_rng(seed, TAG_CAMERA, pid=0, cam=cam), cam, style)
 
 
 def cameras_of(seed: int, pid: int, num_cameras: int) -> list[int]:
     """The (sorted, 1-based) cameras that see identity ``pid``: a random subset of size 2..C."""
-    rng = seeded_rng(seed, TAG_CAMSET, pid)
+    rng = seeded_rng(seed, TAG_CAMSET, pid=pid)
     k = int(rng.integers(2, num_cameras + 1))
     return sorted(int(c) + 1 for c in rng.choice(num_cameras, size=k, replace=False))
 
@@ -139,7 +139,7 @@ def _background(seed: int, cam: Camera, width: int, height: int) -> Image.Image:
         return _BACKGROUNDS[key]
     if len(_BACKGROUNDS) >= 64:
         _BACKGROUNDS.clear()
-    rng = seeded_rng(seed, TAG_BACKGROUND, 0, cam.index)
+    rng = seeded_rng(seed, TAG_BACKGROUND, pid=0, cam=cam.index)
     pw = width * 3
     img = Image.new("RGB", (pw, height), cam.wall)
     draw = ImageDraw.Draw(img)
@@ -224,7 +224,7 @@ def _draw_occluder(
 
 
 def render(
-    seed: int, ident: Identity, cam: Camera, rng: np.random.Generator, size: tuple[int, int]
+    seed: int, ident: Identity, cam: Camera, *, rng: np.random.Generator, size: tuple[int, int]
 ) -> tuple[Image.Image, int]:
     """One crop of ``ident`` seen by ``cam``, at ``size`` = (height, width), and its viewpoint."""
     h, w = size

@@ -100,7 +100,7 @@ def _plan(num_ids: int, num_cameras: int, images_per_camera: int, seed: int, num
 
 def _job_identity(seed: int, job: _Job) -> Identity:
     if job.pid == 0:  # a random passer-by
-        return sample_identity(seeded_rng(seed, TAG_DISTRACTOR, 0, job.cam, job.index))
+        return sample_identity(seeded_rng(seed, TAG_DISTRACTOR, pid=0, cam=job.cam, index=job.index))
     return identity_of(seed, job.pid)
 
 
@@ -114,12 +114,12 @@ def _write_jobs(args: tuple[str, int, int, int, list[_Job]]) -> list[dict[str, A
         cam = cameras.get(job.cam) or cameras.setdefault(job.cam, camera_of(seed, job.cam))
         key = (job.pid, job.cam, job.index) if job.pid == 0 else (job.pid, 0, 0)
         ident = identities.get(key) or identities.setdefault(key, _job_identity(seed, job))
-        rng = seeded_rng(seed, TAG_IMAGE, job.pid, job.cam, job.index)
-        img, view = render(seed, ident, cam, rng, (height, width))
+        rng = seeded_rng(seed, TAG_IMAGE, pid=job.pid, cam=job.cam, index=job.index)
+        img, view = render(seed, ident, cam, rng=rng, size=(height, width))
         relative = f"{SPLIT_DIRS[job.split]}/{job.name}"
         img.save(Path(root) / relative, format="JPEG", quality=cam.jpeg_quality, optimize=False)
         # The caption has its own stream, so captions never change the images.
-        caption_rng = seeded_rng(seed, TAG_CAPTION, job.pid, job.cam, job.index)
+        caption_rng = seeded_rng(seed, TAG_CAPTION, pid=job.pid, cam=job.cam, index=job.index)
         caption = describe(identity_attributes(ident), VIEW_NAMES[view], caption_rng)
         records.append(
             {
