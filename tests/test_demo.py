@@ -92,11 +92,15 @@ def test_brief_training_on_real_pedestrians_beats_the_untrained_network(tmp_path
         "model.pretrained=none",
         "model.stride=null",
         "stage2.lr=1e-3",
+        # ID, triplet and image-to-text only: the two occluded views would triple stage 2's passes (a BatchNorm
+        # encoder runs them separately), and the vision self-supervision has tests of its own.
+        "stage2.vis_ssl=false",
         "run.report=false",
         f"run.output_dir={tmp_path}",
         "run.name=pku",
     ]
     result = train(load_config(REPO / "configs" / "pku_tiny.yaml", overrides), progress=False)
     trained, untrained = result.evaluation, result.untrained
+    # Measured: 0.058 untrained and 0.152 trained (2 CPU cores).
     assert trained["mAP"] > untrained["mAP"] + 0.03, (trained["mAP"], untrained["mAP"])
     assert trained["rank1"] > untrained["rank1"]
