@@ -306,3 +306,35 @@ def test_eval_text_of_a_trained_reid_run(trained_run: Path, capsys: pytest.Captu
         text = model.text_encoder
         full = text(text.embed_tokens(tokens), tokens.argmax(dim=1), length=tokens.shape[1])
     torch.testing.assert_close(short, torch.nn.functional.normalize(full, dim=1), atol=1e-5, rtol=1e-5)
+
+
+def test_index_and_search_work_from_another_folder_and_after_a_move(
+    trained_run: Path, gallery: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Built with relative paths in one folder, the index searches from any other folder (no false
+    'checkpoint is gone', no unreadable tiles), and keeps working when it moves with its gallery."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copytree(gallery, project / "photos")
+    shutil.copy(trained_run / "checkpoints" / "model.safetensors", project / "model.safetensors")
+    monkeypatch.chdir(project)
+    argv = ["index", "build", "--checkpoint", "model.safetensors", "--images", "photos", "--out", "g.index"]
+    assert main([*argv, "--no-progress"]) == 0
+    capsys.readouterr()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    query = str(next((project / "photos").glob("*.jpg")))
+    args = ["search", "--index", str(project / "g.index"), "--query", query, "--topk", "3", "--json"]
+    assert main([*args, "--out", "ranked.png", "--no-progress"]) == 0
+    hits = json.loads(capsys.readouterr().out)[0]["results"]
+    assert hits[0]["path"] == query and all(Path(h["path"]).is_file() for h in hits)
+    # Moved together (checkpoint too): everything is found at the new place.
+    moved = tmp_path / "moved"
+    shutil.move(project, moved)
+    query = str(next((moved / "photos").glob("*.jpg")))
+    args = ["search", "--index", str(moved / "g.index"), "--query", query, "--topk", "3", "--json"]
+    assert main([*args, "--no-progress"]) == 0
+    hits = json.loads(capsys.readouterr().out)[0]["results"]
+    assert hits[0]["path"] == query and all(str(moved) in h["path"] for h in hits)
+    assert GalleryIndex.load(moved / "g.index").meta["checkpoint"] == str(moved / "model.safetensors")

@@ -78,7 +78,11 @@ log = logging.getLogger(__name__)
 BACKENDS = ("exact", "faiss-flat", "faiss-ivf", "faiss-hnsw")
 #: Format tag and version of the index file; a file of a newer version is refused.
 FORMAT = "svllreid-gallery-index"
-VERSION = 1
+#: 2: gallery paths are stored relative to the index file's folder (version 1: as given when built).
+VERSION = 2
+#: Metadata entries that name files (the network's checkpoint, the gallery folder): stored absolute and
+#: relative to the index's folder; loading takes the relative one when it exists (moved together).
+LOCATION_KEYS = ("checkpoint", "images")
 #: Working memory of one chunk of queries of the exact search (scores, partition indices, masks).
 SEARCH_CHUNK_BYTES = 256 * 2**20
 #: Bytes per (query, gallery item) pair of a chunk: scores, partition indices and a mask for a top-k
@@ -229,14 +233,22 @@ class GalleryIndex:
         interrupted save leaves any previous file intact. Returns the path.
         """
         path = Path(path)
+        base = Path(_absolute(path)).parent
+        meta = dict(self.meta)
+        for key in LOCATION_KEYS:
+            if isinstance(meta.get(key), str):
+                meta[key] = _absolute(meta[key])
+                meta[f"{key}_from_index"] = os.path.relpath(meta[key], base)
+        # Relative to the index's folder, so that index and gallery keep working when moved together.
+        stored = [os.path.relpath(_absolute(p), base) for p in self.paths]
         # Any: mypy would check **arrays against np.savez's ``allow_pickle: bool`` keyword too.
         arrays: dict[str, Any] = {
             "format": np.array(FORMAT),
             "version": np.array(VERSION, np.int64),
             "backend": np.array(self.backend),
             "feats": self.feats,
-            "paths": np.array(self.paths, dtype=str).reshape(len(self.paths)),
-            "meta_json": np.array(json.dumps(self.meta)),
+            "paths": np.array(stored, dtype=str).reshape(len(stored)),
+            "meta_json": np.array(json.dumps(meta)),
             "params_json": np.array(json.dumps(self.params)),
         }
         if self.backend in _SERIALISED:
@@ -267,7 +279,21 @@ class GalleryIndex:
             raise IndexFileError(f"{path} is a single .npy array, not a svllreid gallery index (.npz)")
         with archive:
             arrays = _read_arrays(archive, path)
-        return cls._from_arrays(arrays, path)
+        index = cls._from_arrays(arrays, path)
+        if int(arrays["version"]) >= 2:
+            index._locate(Path(_absolute(path)).parent)
+        return index
+
+    def _locate(self, base: Path) -> None:
+        """Paths of a version-2 file back to absolute ones: the gallery's from the index's folder; the
+        checkpoint and gallery folder from it too where they are there, else where they were."""
+        self.paths = [os.path.normpath(base / p) for p in self.paths]
+        for key in LOCATION_KEYS:
+            relative = self.meta.pop(f"{key}_from_index", None)
+            if isinstance(relative, str):
+                moved = os.path.normpath(base / relative)
+                if Path(moved).exists() or not Path(str(self.meta.get(key, ""))).exists():
+                    self.meta[key] = moved
 
     @classmethod
     def _from_arrays(cls, arrays: dict[str, np.ndarray], path: Path) -> GalleryIndex:
@@ -642,6 +668,11 @@ def _json(a: np.ndarray, name: str, bad: Callable[[str], IndexFileError]) -> dic
     if not isinstance(value, dict):
         raise bad(f"{name} is not a JSON object")
     return value
+
+
+def _absolute(path: str | os.PathLike[str]) -> str:
+    """``path`` made absolute and normalised, symbolic links kept (the user's own spelling of the place)."""
+    return os.path.normpath(Path(path).absolute())
 
 
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:

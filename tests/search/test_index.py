@@ -218,10 +218,11 @@ def test_save_load_round_trip(tmp_path: Path, backend: str) -> None:
     assert path.is_file() and not path.with_name("gallery.index.npz").exists()
     assert sorted(p.name for p in path.parent.iterdir()) == ["gallery.index"]  # no temporary left
     loaded = GalleryIndex.load(str(path))
+    # Paths come back absolute: stored relative to the index's folder, so the two may move together.
     assert (loaded.backend, loaded.paths, loaded.meta, loaded.params) == (
         index.backend,
-        index.paths,
-        index.meta,
+        [str(Path(p).absolute()) for p in index.paths],
+        {**index.meta, "checkpoint": str(Path(index.meta["checkpoint"]).absolute())},
         index.params,
     )
     np.testing.assert_array_equal(loaded.feats, index.feats)
@@ -284,7 +285,7 @@ def test_load_errors(tmp_path: Path) -> None:
     arrays = good_arrays(tmp_path)
     fails(write_npz(tmp_path / "tag.npz", **{**arrays, "format": np.array("something-else")}), "not a svllreid")
     future = write_npz(tmp_path / "future.npz", **{**arrays, "version": np.array(99)})
-    fails(future, "version 99, newer than this svllreid reads .1.; upgrade svllreid or rebuild it")
+    fails(future, "version 99, newer than this svllreid reads .2.; upgrade svllreid or rebuild it")
     incomplete = {k: v for k, v in arrays.items() if k not in ("feats", "paths")}
     fails(write_npz(tmp_path / "incomplete.npz", **incomplete), "incomplete .missing feats, paths.; rebuild it")
     short = {**arrays, "paths": arrays["paths"][:2]}
