@@ -325,7 +325,7 @@ def test_folder_csv_manifest_with_header(tmp_path):
         "gallery,img/4.jpg,w,c2",
     ]
     (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
-    ds = load_dataset("folder", str(tmp_path))
+    ds = load_dataset("folder", str(tmp_path), identity_names=True, camera_names=True)
     assert ds.protocol == "camera" and ds.num_cameras == 2
     assert summarize(ds) == {
         "train": {"ids": 2, "images": 2, "cameras": 2},
@@ -353,6 +353,42 @@ def test_folder_csv_bad_rows_are_all_listed(tmp_path):
     assert "m.csv:3: empty path or pid" in message
     assert "m.csv:4: split must be train, query or gallery; got 'test'" in message
     assert "m.csv:5: expected 3 fields" in message
+
+
+def test_folder_csv_header_names_any_order_and_a_wrong_header_is_explained(tmp_path):
+    write_images(tmp_path / "img", [f"{i}.jpg" for i in range(8)])
+    rows = ["camid,pid,path"] + [f"{1 + i % 2},{10 + i // 2},img/{i}.jpg" for i in range(8)]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    ds = load_dataset("folder", str(tmp_path / "m.csv"))
+    assert ds.protocol == "camera" and ds.num_cameras == 2
+    assert {s.pid for s in ds.query + ds.gallery} <= {10, 11, 12, 13}  # integer identities keep their value
+    # The camid column is not read as identities when the header leaves out pid.
+    (tmp_path / "bad.csv").write_text("path,camid\nimg/0.jpg,1\n")
+    with pytest.raises(DatasetError, match=r"has the header 'path,camid': missing pid\. A header names"):
+        load_dataset("folder", str(tmp_path / "bad.csv"))
+    # Other names: not 'missing: file' but what is wrong with the header and the fixed order.
+    (tmp_path / "other.csv").write_text("file,id,cam\nimg/0.jpg,1,1\n")
+    with pytest.raises(DatasetError) as err:
+        load_dataset("folder", str(tmp_path / "other.csv"))
+    message = str(err.value)
+    assert "unknown columns ['file', 'id', 'cam']; missing path, pid" in message
+    assert "with no header, the columns are in the order path,pid[,camid][,split]" in message
+
+
+def test_folder_csv_pids_and_cameras_are_integers_unless_declared_names(tmp_path):
+    write_images(tmp_path / "img", [f"{i}.jpg" for i in range(4)])
+    rows = ["path,pid,camid", "img/0.jpg,1,1", "img/1.jpg,abc,2", "img/2.jpg,2,left", "img/3.jpg,2,right"]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DatasetError) as err:
+        load_dataset("folder", str(tmp_path / "m.csv"))
+    message = str(err.value)
+    assert "m.csv:3: pid must be an integer; got 'abc' (identities given by name: -o identity_names=true)" in message
+    assert "m.csv:4: camid must be an integer; got 'left'" in message and "camera_names=true" in message
+    assert "m.csv:5:" in message  # every bad row listed
+    rows = ["path,pid,camid", "img/0.jpg,1,left", "img/1.jpg,1,right", "img/2.jpg,2,left", "img/3.jpg,2,right"]
+    (tmp_path / "named.csv").write_text("\n".join(rows) + "\n")
+    ds = load_dataset("folder", str(tmp_path / "named.csv"), camera_names=True)
+    assert ds.num_cameras == 2 and ds.protocol == "camera"
 
 
 def test_folder_csv_unknown_column(tmp_path):

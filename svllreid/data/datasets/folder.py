@@ -3,8 +3,9 @@
 Three layouts, tried in this order:
 
 1. A CSV manifest (``root`` is a ``.csv`` file, or ``root/manifest.csv`` exists) with columns
-   ``path,pid[,camid][,split]`` (a header row naming them is optional; paths are relative to the
-   CSV file; ``split`` is ``train``, ``query`` or ``gallery``).
+   ``path,pid[,camid][,split]``: a header row names them in any order, or without a header they are
+   in that order; paths are relative to the CSV file; pids and camids are integers (or names, with
+   ``identity_names`` / ``camera_names``); ``split`` is ``train``, ``query`` or ``gallery``.
 2. Split folders: ``root/train/<identity>/*.jpg``, ``root/query/<identity>/*.jpg`` and
    ``root/gallery/<identity>/*.jpg``.
 3. Identity folders only: ``root/<identity>/*.jpg``; identities are split into train and test
@@ -81,25 +82,58 @@ def _rows_from_folder(folder: Path, split: str | None, pid_regex: str, problems:
     return rows
 
 
-def _rows_from_manifest(manifest: Path, problems: list[str]) -> tuple[list[tuple], bool, bool]:
-    """Read the CSV; returns rows and whether it has camera and split columns."""
+def _is_integer(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+def _manifest_columns(manifest: Path, first: list[str]) -> tuple[list[str], bool]:
+    """The manifest's columns and whether its first row is a header.
+
+    A first row that names any known column, or whose second cell is no integer (a data row's pid
+    is one), is a header: its names must be known (any order) and include path and pid. Otherwise the
+    columns are in the fixed order path,pid[,camid][,split].
+    """
+    names = [cell.strip().lower() for cell in first]
+    order = "with no header, the columns are in the order path,pid[,camid][,split]"
+    if any(name in COLUMNS for name in names) or (len(names) >= 2 and not _is_integer(names[1])):
+        unknown = [name for name in names if name not in COLUMNS]
+        missing = [name for name in ("path", "pid") if name not in names]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if unknown or missing or repeated:
+            wrong = "; ".join(
+                part
+                for part in (
+                    f"unknown columns {unknown}" if unknown else "",
+                    f"missing {', '.join(missing)}" if missing else "",
+                    f"repeated {', '.join(repeated)}" if repeated else "",
+                )
+                if part
+            )
+            raise DatasetError(
+                f"folder: manifest {manifest} has the header {','.join(first)!r}: {wrong}. A header names the "
+                f"columns {', '.join(COLUMNS)} in any order (path and pid required); {order}"
+            )
+        return names, True
+    if not 2 <= len(names) <= 4:
+        raise DatasetError(f"folder: manifest {manifest}: {len(names)} fields in its first row; {order}")
+    return list(COLUMNS[: len(names)]), False
+
+
+def _rows_from_manifest(
+    manifest: Path, problems: list[str], *, identity_names: bool, camera_names: bool
+) -> tuple[list[tuple], bool, bool]:
+    """Read the CSV; returns rows and whether it has camera and split columns. Identities and cameras
+    must be integers unless declared to be names (``identity_names``, ``camera_names``)."""
     with manifest.open(newline="") as handle:
         table = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
     if not table:
         raise DatasetError(f"folder: manifest {manifest} is empty; expected rows 'path,pid[,camid][,split]'")
-    first = [cell.strip().lower() for cell in table[0]]
-    if "path" in first and "pid" in first:
-        unknown = [c for c in first if c not in COLUMNS]
-        if unknown:
-            raise DatasetError(f"folder: manifest {manifest} has unknown columns {unknown}; allowed: {COLUMNS}")
-        columns, table = first, table[1:]
-    else:
-        if not 2 <= len(first) <= 4:
-            raise DatasetError(f"folder: manifest {manifest}: rows must be 'path,pid[,camid][,split]'")
-        columns = list(COLUMNS[: len(first)])
+    columns, header = _manifest_columns(manifest, table[0])
+    if header:
+        table = table[1:]
     has_cam, has_split = "camid" in columns, "split" in columns
     rows = []
-    for number, row in enumerate(table, start=2 if columns == first else 1):
+    for number, row in enumerate(table, start=2 if header else 1):
         cells = dict(zip(columns, (c.strip() for c in row), strict=False))
         where = f"{manifest}:{number}"
         if len(row) != len(columns):
@@ -108,8 +142,20 @@ def _rows_from_manifest(manifest: Path, problems: list[str]) -> tuple[list[tuple
         if not cells["path"] or not cells["pid"]:
             problems.append(f"{where}: empty path or pid")
             continue
+        if not identity_names and not _is_integer(cells["pid"]):
+            problems.append(
+                f"{where}: pid must be an integer; got {cells['pid']!r} (identities given by name: "
+                "-o identity_names=true)"
+            )
+            continue
         if has_cam and not cells["camid"]:
             problems.append(f"{where}: empty camid (the manifest has a camid column)")
+            continue
+        if has_cam and not camera_names and not _is_integer(cells["camid"]):
+            problems.append(
+                f"{where}: camid must be an integer; got {cells['camid']!r} (cameras given by name, e.g. "
+                "left/right: -o camera_names=true)"
+            )
             continue
         split = cells.get("split", "").lower() or None
         if has_split and split not in SPLITS:
@@ -185,6 +231,8 @@ def folder(
     test_fraction: float = 0.5,
     split_seed: int = 0,
     kind: str = "person",
+    identity_names: bool = False,
+    camera_names: bool = False,
 ) -> ReIDDataset:
     """Args:
     camera_regex: regular expression that reads the camera from a file name (image folders).
@@ -193,6 +241,10 @@ def folder(
     test_fraction: share of identities held out for testing when no split is given.
     split_seed: seed of that automatic split and of the query picks.
     kind: "person" or "vehicle" (selects the prompt template).
+    identity_names: a manifest's pid column holds names, numbered in sorted order (default: integers,
+        and anything else is an error with its line).
+    camera_names: a manifest's camid column holds names such as left / right, numbered in sorted order
+        (default: integers).
     """
     if kind not in ("person", "vehicle"):
         raise DatasetError(f"folder: kind must be 'person' or 'vehicle'; got {kind!r}")
@@ -208,7 +260,9 @@ def folder(
     manifest = base if base.is_file() else base / MANIFEST
     has_cam = has_split = False
     if manifest.is_file():
-        rows, has_cam, has_split = _rows_from_manifest(manifest, problems)
+        rows, has_cam, has_split = _rows_from_manifest(
+            manifest, problems, identity_names=bool(identity_names), camera_names=bool(camera_names)
+        )
         if camera_regex or pid_regex:
             raise DatasetError("folder: camera_regex and pid_regex apply to image folders; a manifest has columns")
     elif (base / "train").is_dir():
