@@ -12,6 +12,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DatasetError",
+    "DiskFullError",
     "ImageReadError",
     "IndexFileError",
     "PretrainedError",
@@ -66,6 +67,13 @@ class PretrainedError(SvllreidError, ValueError):
 
 class IndexFileError(SvllreidError, ValueError):
     """An index file that cannot be read: missing, not an index, damaged, or of a newer version."""
+
+
+class DiskFullError(SvllreidError, OSError):
+    """No space was left on the disk (or quota) while writing a file; the file's previous version, if
+    any, is intact (writes are atomic)."""
+
+    exit_code = 1
 
 
 class TrainingDiverged(SvllreidError, RuntimeError):

@@ -1,8 +1,17 @@
 """Atomic file writes shared by configs, checkpoints, features, indexes and reports."""
 
+import errno
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+from svllreid.errors import DiskFullError
+
+#: What a full disk (or an exhausted quota) looks like from Python, and from safetensors' Rust writer.
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_FULL_WORDS = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
 
 
 def _read_umask() -> int:
@@ -32,17 +41,41 @@ def publish(tmp: str | Path, path: str | Path) -> Path:
     return Path(tmp).replace(path)
 
 
+def disk_full_error(err: BaseException, path: Path) -> DiskFullError | None:
+    """The clean error for ``err`` when it is a full disk while writing ``path``, else None."""
+    full = (isinstance(err, OSError) and err.errno in _FULL_ERRNOS) or any(w in str(err) for w in _FULL_WORDS)
+    if not full:
+        return None
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free now"
+    except OSError:
+        free = "free space unknown"
+    previous = "its previous version is intact" if path.exists() else "nothing was written there"
+    return DiskFullError(
+        f"the disk holding {path.parent} is full ({free}): could not write {path.name}; {previous} (writes are "
+        "atomic). Free some space, or write to another disk (run.output_dir, --out)"
+    )
+
+
+def _write_atomically(path: Path, write: Callable[[str], object]) -> Path:
+    """``write(tmp)`` into a temporary sibling of ``path``, then rename it over ``path``."""
+    tmp = temporary_sibling(path)
+    try:
+        write(tmp)
+        return publish(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        clean = disk_full_error(err, path)
+        if clean is not None:
+            raise clean from err
+        raise
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename, so a crash never leaves a
     half-written file behind and a reader never sees one. Parent folders are created."""
     path = Path(path)
-    tmp = temporary_sibling(path)
-    try:
-        Path(tmp).write_bytes(data)
-        return publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return _write_atomically(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -56,10 +89,4 @@ def atomic_write_safetensors(path: str | Path, tensors: dict, metadata: dict[str
     from safetensors.torch import save_file
 
     path = Path(path)
-    tmp = temporary_sibling(path)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        return publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return _write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))

@@ -5,10 +5,15 @@ A checkpoint file holds the model's tensors (``model.*``), optionally the optimi
 training position and the package version. It is written to a temporary file that is renamed
 over the target, so a crash at any moment leaves the previous checkpoint intact. Reading never
 unpickles anything: safetensors and JSON only.
+
+The header also holds a SHA-256 digest of everything else (the other header entries and every tensor's
+name, dtype, shape and bytes), checked when the file is read, so that a corrupted file (a disk error, a
+partial copy, bytes changed afterwards) is reported instead of loaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass, field
@@ -27,6 +32,21 @@ from svllreid.version import __version__
 FORMAT = "svllreid-checkpoint"
 FORMAT_VERSION = 1
 META_KEY = "svllreid"
+#: Header entry holding the content digest (:func:`content_digest`).
+DIGEST_KEY = "content_sha256"
+
+
+def content_digest(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a checkpoint's header (without the digest itself) and of every tensor's name, dtype,
+    shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    facts = {k: v for k, v in header.items() if k != DIGEST_KEY}
+    digest.update(json.dumps(facts, sort_keys=True).encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"\0{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -108,14 +128,20 @@ def write_checkpoint(
         tensors.update(rng_tensors)
     # safetensors wants contiguous CPU tensors that share no memory.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    header[DIGEST_KEY] = content_digest(header, tensors)
     return atomic_write_safetensors(path, tensors, {META_KEY: json.dumps(header)})
 
 
-def read_checkpoint(path: str | Path) -> Checkpoint:
+def read_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
     """Read a checkpoint written by :func:`write_checkpoint`.
 
+    Args:
+        verify: check the content digest (files written before checkpoints had one are read as they are);
+            False skips it, for speed when the file is known to be sound.
+
     Raises:
-        CheckpointError: missing file, not a safetensors file, or not an svllreid checkpoint.
+        CheckpointError: missing file, not a safetensors file, not an svllreid checkpoint, or a file
+            whose content no longer matches its digest.
     """
     path = Path(path).expanduser()
     if path.is_dir():
@@ -140,6 +166,12 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
         found = f"{meta.get('format')!r} v{meta.get('format_version')}"
         raise CheckpointError(f"{path}: unsupported checkpoint format {found}; made by a newer svllreid?")
+    if verify and DIGEST_KEY in meta and meta[DIGEST_KEY] != content_digest(meta, tensors):
+        raise CheckpointError(
+            f"{path} is corrupt: its content no longer matches the digest written with it (a disk error, an "
+            "incomplete copy, or bytes changed afterwards). Copy it again, use another checkpoint of the run "
+            "(checkpoints/last.safetensors, stage1.safetensors) or train again"
+        )
     return Checkpoint(path, meta, tensors)
 
 

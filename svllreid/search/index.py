@@ -59,7 +59,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from svllreid.errors import IndexFileError
-from svllreid.fileio import publish, temporary_sibling
+from svllreid.fileio import disk_full_error, publish, temporary_sibling
 
 if TYPE_CHECKING:
     import torch
@@ -682,6 +682,9 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         with open(tmp, "wb") as handle:
             write(handle)
         publish(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        clean = disk_full_error(err, path)
+        if clean is not None:
+            raise clean from err
         raise

@@ -99,3 +99,68 @@ def test_loading_into_another_model_is_an_error(tmp_path, model):
 def test_run_directory_resolves_to_last_checkpoint(tmp_path, model):
     write_checkpoint(tmp_path / "checkpoints" / "last.safetensors", model, {"epoch": 4})
     assert read_checkpoint(tmp_path).meta["epoch"] == 4
+
+
+def test_a_corrupted_checkpoint_is_reported_not_loaded(tmp_path, model, capsys) -> None:
+    """Four bytes of a weight turned into a NaN: the digest written with the file catches it on read;
+    verify=False (the library's fast path) reads it as it is."""
+    path = write_checkpoint(tmp_path / "model.safetensors", model, {"stage": 2, "epoch": 1})
+    assert read_checkpoint(path).meta["content_sha256"]  # sound: read and verified
+    data = bytearray(path.read_bytes())
+    data[-8:-4] = np.array([np.nan], dtype=np.float32).tobytes()  # inside the last tensor's bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"is corrupt: its content no longer matches the digest"):
+        read_checkpoint(path)
+    unverified = read_checkpoint(path, verify=False)
+    assert any(bool(torch.isnan(t).any()) for t in unverified.tensors.values() if t.is_floating_point())
+    # The command line says so too, without a traceback.
+    from PIL import Image
+
+    from svllreid.cli import main
+
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (16, 32)).save(tmp_path / "photos" / "a.jpg")
+    argv = [
+        "extract",
+        "--checkpoint",
+        str(path),
+        "--images",
+        str(tmp_path / "photos"),
+        "--out",
+        str(tmp_path / "f.npz"),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("svllreid: error: ") and "is corrupt" in err and "Traceback" not in err
+
+
+def test_a_full_disk_gets_a_clean_message_and_keeps_the_last_checkpoint(tmp_path, model, monkeypatch) -> None:
+    from safetensors import SafetensorError
+
+    from svllreid.errors import DiskFullError
+    from svllreid.fileio import atomic_write_bytes
+
+    path = write_checkpoint(tmp_path / "last.safetensors", model, {"epoch": 1})
+    before = path.read_bytes()
+
+    def full(*args, **kwargs):  # what safetensors' writer raises on a full disk
+        raise SafetensorError(
+            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+        )
+
+    monkeypatch.setattr("safetensors.torch.save_file", full)
+    with pytest.raises(
+        DiskFullError,
+        match=r"the disk holding .* is full .*could not write last\.safetensors; its previous version is intact",
+    ):
+        write_checkpoint(path, model, {"epoch": 2})
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]
+    # Python's own OSError from a plain write: the same message, for a file that did not exist yet.
+    import errno
+
+    def no_space(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("pathlib.Path.write_bytes", no_space)
+    with pytest.raises(DiskFullError, match="nothing was written there"):
+        atomic_write_bytes(tmp_path / "eval.json", b"{}")
