@@ -46,7 +46,7 @@ def _choice(section: str, name: str, value: str, allowed: Sequence[str]) -> None
 
 
 def _positive(section: str, name: str, value: float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
+    if not value >= 0 or (value == 0 and not allow_zero):  # NaN is neither
         kind = "non-negative" if allow_zero else "positive"
         raise ConfigError(f"{section}.{name} must be {kind}; got {value}")
 
@@ -157,6 +157,9 @@ class Stage1Config:
     def __post_init__(self) -> None:
         _positive("stage1", "epochs", self.epochs, allow_zero=True)
         _positive("stage1", "batch_size", self.batch_size)
+        _positive("stage1", "lr", self.lr)
+        for name in ("weight_decay", "warmup_epochs", "warmup_lr", "min_lr", "lang_ssl_weight"):
+            _positive("stage1", name, getattr(self, name), allow_zero=True)
         _choice("stage1", "prompt_mask", self.prompt_mask, ("element", "token", "swap", "mix"))
         if not 0.0 <= self.prompt_mask_prob <= 1.0:
             raise ConfigError(f"stage1.prompt_mask_prob must be within [0, 1]; got {self.prompt_mask_prob}")
@@ -199,6 +202,15 @@ class Stage2Config:
         _positive("stage2", "ids_per_batch", self.ids_per_batch)
         _positive("stage2", "images_per_id", self.images_per_id)
         _positive("stage2", "ssl_temperature", self.ssl_temperature)
+        for name in ("lr", "bias_lr_factor", "warmup_factor", "gamma"):
+            _positive("stage2", name, getattr(self, name))
+        for name in ("weight_decay", "warmup_epochs", "id_weight", "triplet_weight", "i2t_weight", "triplet_margin"):
+            _positive("stage2", name, getattr(self, name), allow_zero=True)
+        _positive("stage2", "vis_ssl_weight", self.vis_ssl_weight, allow_zero=True)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"stage2.label_smoothing must be within [0, 1); got {self.label_smoothing}")
+        if self.grad_clip is not None:
+            _positive("stage2", "grad_clip", self.grad_clip)
         if list(self.milestones) != sorted(self.milestones):
             raise ConfigError(f"stage2.milestones must be increasing; got {list(self.milestones)}")
 
@@ -229,6 +241,10 @@ class PretrainConfig:
         _positive("pretrain", "epochs", self.epochs, allow_zero=True)
         _positive("pretrain", "batch_size", self.batch_size)
         _positive("pretrain", "lr", self.lr)
+        for name in ("weight_decay", "warmup_epochs", "warmup_lr", "min_lr"):
+            _positive("pretrain", name, getattr(self, name), allow_zero=True)
+        if self.grad_clip is not None:
+            _positive("pretrain", "grad_clip", self.grad_clip)
         _choice("pretrain", "eval_split", self.eval_split, ("", "train", "val", "test"))
 
 

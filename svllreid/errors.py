@@ -15,6 +15,7 @@ __all__ = [
     "DiskFullError",
     "ImageReadError",
     "IndexFileError",
+    "OutputError",
     "PretrainedError",
     "SvllreidError",
     "TrainingDiverged",
@@ -67,6 +68,10 @@ class PretrainedError(SvllreidError, ValueError):
 
 class IndexFileError(SvllreidError, ValueError):
     """An index file that cannot be read: missing, not an index, damaged, or of a newer version."""
+
+
+class OutputError(SvllreidError, OSError):
+    """An output file that cannot be written where asked (checked before the work that fills it)."""
 
 
 class DiskFullError(SvllreidError, OSError):

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from svllreid.errors import DiskFullError
+from svllreid.errors import DiskFullError, OutputError
 
 #: What a full disk (or an exhausted quota) looks like from Python, and from safetensors' Rust writer.
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -39,6 +39,25 @@ def publish(tmp: str | Path, path: str | Path) -> Path:
         os.fsync(handle.fileno())
     Path(tmp).chmod(DEFAULT_MODE)
     return Path(tmp).replace(path)
+
+
+def check_writable(path: str | Path) -> Path:
+    """Check, before any work, that a file can be written at ``path``: not a folder, and its folder
+    exists (or can be made) and is writable. Returns the path.
+
+    Raises:
+        OutputError: what is in the way, and what to do instead.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder; give a file name (e.g. {path / 'out.npz'})")
+    folder = path.parent
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise OutputError(f"cannot write {path}: {existing} is a file, not a folder; choose another path")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path}: {existing} is not writable for this user; choose another path")
+    return path
 
 
 def disk_full_error(err: BaseException, path: Path) -> DiskFullError | None:

@@ -114,3 +114,19 @@ def test_yaml_1_1_words_stay_strings(tmp_path):
     (tmp_path / "c.yaml").write_text("data:\n  check: off\n  cache_images: true\nrun:\n  name: yes\n")
     cfg = load_config(tmp_path / "c.yaml")
     assert (cfg.data.check, cfg.data.cache_images, cfg.run.name) == ("off", True, "yes")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("stage2.lr=-1", "stage2.lr must be positive; got -1"),
+        ("stage1.lr=0", "stage1.lr must be positive; got 0"),
+        ("stage2.weight_decay=-0.1", "stage2.weight_decay must be non-negative"),
+        ("stage2.label_smoothing=1.0", r"stage2.label_smoothing must be within \[0, 1\)"),
+        ("pretrain.min_lr=-1e-6", "pretrain.min_lr must be non-negative"),
+        ("stage2.lr=.nan", "stage2.lr must be positive; got nan"),
+    ],
+)
+def test_rates_and_weights_out_of_range_are_refused(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])

@@ -338,3 +338,22 @@ def test_index_and_search_work_from_another_folder_and_after_a_move(
     hits = json.loads(capsys.readouterr().out)[0]["results"]
     assert hits[0]["path"] == query and all(str(moved) in h["path"] for h in hits)
     assert GalleryIndex.load(moved / "g.index").meta["checkpoint"] == str(moved / "model.safetensors")
+
+
+def test_checks_come_before_the_work(trained_run: Path, gallery: Path, tmp_path: Path, capsys) -> None:
+    """An output that cannot be written, or --topk 0, is refused before any image is encoded."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for argv in (
+        ["extract", "--checkpoint", str(trained_run), "--images", str(gallery), "--out", str(blocker / "f.npz")],
+        ["index", "build", "--checkpoint", str(trained_run), "--images", str(gallery), "--out", str(blocker / "g")],
+    ):
+        assert main([*argv, "--no-progress"]) == 2
+        captured = capsys.readouterr()
+        assert f"{blocker} is a file, not a folder" in captured.err
+        assert "images/s" not in captured.out + captured.err  # nothing was extracted
+    assert main(["extract", "--checkpoint", str(trained_run), "--images", str(gallery), "--out", str(tmp_path)]) == 2
+    assert "it is a folder; give a file name" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["search", "--index", "g.index", "--query", "q.jpg", "--topk", "0"])
+    assert stop.value.code == 2 and "--topk: must be a positive integer; got 0" in capsys.readouterr().err

@@ -23,6 +23,17 @@ def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     return options
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a positive integer, refused when the arguments are parsed (before any work)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {value}")
+    return value
+
+
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="registered dataset name (see 'svllreid data list')")
     parser.add_argument(
@@ -52,7 +63,7 @@ def add_synth_size_args(parser: argparse.ArgumentParser) -> None:
 
 def add_inference_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default 64)")
     parser.add_argument("--workers", type=int, default=0, help="image-loading processes (default 0: in process)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

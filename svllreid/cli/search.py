@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from svllreid.cli.common import add_inference_args
+from svllreid.cli.common import add_inference_args, positive_int
+from svllreid.fileio import check_writable
 
 
 def _extract(args: argparse.Namespace, trained: Any, paths: list[str]) -> Any:
@@ -47,6 +48,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from svllreid.engine.inference import load_trained_model
     from svllreid.eval.feature_file import write_feature_file
 
+    check_writable(args.out)  # before any feature is computed
     paths = list_images(args.images)
     pids = labels_from_file_names(paths, args.pid_regex, "pid")
     camids = labels_from_file_names(paths, args.camera_regex, "camera")
@@ -72,6 +74,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     from svllreid.engine.inference import load_trained_model
     from svllreid.search import GalleryIndex
 
+    check_writable(args.out)  # before any feature is computed
     paths = list_images(args.images)
     trained = load_trained_model(args.checkpoint, args.device)
     print(f"model: {trained.describe()}")
@@ -87,6 +90,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from svllreid.engine.inference import load_index_model
     from svllreid.search import GalleryIndex
 
+    if args.out:
+        check_writable(args.out)  # before the queries are encoded
     index = GalleryIndex.load(args.index)
     saved = index.meta
     trained = load_index_model(saved, args.index, args.checkpoint, args.device)
@@ -177,7 +182,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     search.add_argument("--index", required=True, help="index file")
     search.add_argument("--query", required=True, nargs="+", help="query image(s)")
-    search.add_argument("--topk", type=int, default=10, help="results per query (default 10)")
+    search.add_argument("--topk", type=positive_int, default=10, help="results per query (default 10)")
     search.add_argument("--out", default=None, help="write the ranked lists as a PNG picture")
     search.add_argument("--checkpoint", default=None, help="model checkpoint (default: the one the index names)")
     search.add_argument("--json", action="store_true", help="print JSON")

@@ -36,6 +36,22 @@ def global_batch_error(key: str, size: int, world_size: int, what: str) -> str:
     )
 
 
+def pk_sampling_error(num_ids: int, ids_per_batch: int, world_size: int = 1, global_batch: bool = True) -> str | None:
+    """Why P×K batches of ``ids_per_batch`` identities cannot be drawn from ``num_ids`` (None: they can);
+    the sampler and the run's early check say it the same way."""
+    if global_batch and num_ids < ids_per_batch:
+        return (
+            f"P×K sampling needs at least P={ids_per_batch} identities; the training set has {num_ids}. "
+            "Lower stage2.ids_per_batch."
+        )
+    if not global_batch and num_ids // world_size < ids_per_batch:
+        return (
+            f"P×K sampling needs at least P={ids_per_batch} identities per process; the training set has "
+            f"{num_ids} identities for {world_size} process(es). Lower stage2.ids_per_batch."
+        )
+    return None
+
+
 class PKSampler(Sampler[list[int]]):
     """Yields lists of dataset indices, one P×K batch each (use as a DataLoader ``batch_sampler``).
 
@@ -63,17 +79,9 @@ class PKSampler(Sampler[list[int]]):
         self.index_by_pid: dict[int, list[int]] = defaultdict(list)
         for index, pid in enumerate(pids):
             self.index_by_pid[pid].append(index)
-        num_ids = len(self.index_by_pid)
-        if global_batch and num_ids < ids_per_batch:
-            raise ValueError(
-                f"P×K sampling needs at least P={ids_per_batch} identities; the training set has {num_ids}. "
-                "Lower stage2.ids_per_batch."
-            )
-        if not global_batch and num_ids // world_size < ids_per_batch:
-            raise ValueError(
-                f"P×K sampling needs at least P={ids_per_batch} identities per process; the training set has "
-                f"{num_ids} identities for {world_size} process(es). Lower stage2.ids_per_batch."
-            )
+        problem = pk_sampling_error(len(self.index_by_pid), ids_per_batch, world_size, global_batch)
+        if problem:
+            raise ValueError(problem)
         self.ids_per_batch = ids_per_batch
         self.images_per_id = images_per_id
         self.seed = seed

@@ -21,7 +21,7 @@ import torch.distributed
 from svllreid.config import Config, SideInfo, config_to_dict, save_config
 from svllreid.data.factory import build_dataset, build_image_caches, build_transforms, parse_dataset
 from svllreid.data.loaders import ReIDImageDataset, build_test_loader, build_train_loader, set_loader_epoch
-from svllreid.data.samplers import global_batch_error
+from svllreid.data.samplers import global_batch_error, pk_sampling_error
 from svllreid.data.types import ReIDDataset
 from svllreid.engine.checkpoint import (
     Checkpoint,
@@ -44,7 +44,7 @@ from svllreid.engine.options import eval_options, stage2_losses
 from svllreid.engine.reporting import write_train_embedding, write_training_report
 from svllreid.engine.tasks import ImageStageTask, PromptStageTask
 from svllreid.engine.trainer import MetricsLog, StagePlan, Trainer
-from svllreid.errors import CheckpointError
+from svllreid.errors import CheckpointError, ConfigError
 from svllreid.eval.summary import format_summary
 from svllreid.fileio import atomic_write_text
 from svllreid.models.factory import ModelSpec, create_model
@@ -527,6 +527,11 @@ def train(
         seed_everything(cfg.run.seed + dist.rank)
         run = Run(cfg, run_dir, dist, progress)
         result = RunResult(run_dir, run.model)
+        if 2 in stages:  # before stage 1 runs, not after it
+            world, global_batch = dist.world_size, cfg.run.batch_semantics == "global"
+            problem = pk_sampling_error(run.dataset.num_train_ids, cfg.stage2.ids_per_batch, world, global_batch)
+            if problem:
+                raise ConfigError(problem)
         start = restore(run, result, stages=stages, resumed=resumed, init_from=init_from)
         run_stages(run, start)
         finish(run, result, 2 in start.stages, started)

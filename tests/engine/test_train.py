@@ -16,7 +16,7 @@ from svllreid.config import load_config
 from svllreid.engine import run as run_module
 from svllreid.engine.checkpoint import read_checkpoint
 from svllreid.engine.run import train
-from svllreid.errors import CheckpointError, TrainingDiverged
+from svllreid.errors import CheckpointError, ConfigError, TrainingDiverged
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "synthetic_tiny.yaml"
@@ -202,3 +202,10 @@ def test_ddp_on_cpu_with_two_processes(ddp_runs, semantics):
     assert (run_dir / "eval.json").is_file()
     saved = weights(run_dir / "checkpoints" / "model.safetensors")
     assert torch.equal(saved["prompt_learner.cls_ctx"], rank0["prompt_learner.cls_ctx"])
+
+
+def test_too_few_identities_for_pk_is_refused_before_stage_1(tmp_path) -> None:
+    cfg = load_config(TINY, small(tmp_path, "pk", **{"stage2.ids_per_batch": 40}))
+    with pytest.raises(ConfigError, match="P×K sampling needs at least P=40 identities; the training set has 8"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "runs" / "pk" / "checkpoints" / "stage1.safetensors").exists()  # stage 1 never ran
