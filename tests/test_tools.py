@@ -357,3 +357,21 @@ def test_checks_come_before_the_work(trained_run: Path, gallery: Path, tmp_path:
     with pytest.raises(SystemExit) as stop:
         main(["search", "--index", "g.index", "--query", "q.jpg", "--topk", "0"])
     assert stop.value.code == 2 and "--topk: must be a positive integer; got 0" in capsys.readouterr().err
+
+
+def test_search_takes_several_queries_a_folder_or_a_list_file(trained_run: Path, gallery: Path, tmp_path: Path, capsys):
+    index_path = tmp_path / "g.index"
+    argv = ["index", "build", "--checkpoint", str(trained_run), "--images", str(gallery), "--out", str(index_path)]
+    assert main([*argv, "--no-progress"]) == 0
+    capsys.readouterr()
+    images = sorted(str(p) for p in gallery.glob("*.jpg"))[:3]
+    listing = tmp_path / "ql.txt"
+    listing.write_text("\n".join(images[:2]) + "\n")
+    for queries, expected in (
+        (images[:2], images[:2]),  # the multi-query form
+        ([str(listing)], images[:2]),  # a list file, one path a line
+        ([str(gallery / "more")], sorted(str(p) for p in (gallery / "more").glob("*.jpg"))),  # a folder
+    ):
+        assert main(["search", "--index", str(index_path), "--query", *queries, "--json", "--no-progress"]) == 0
+        results = json.loads(capsys.readouterr().out)
+        assert [r["query"] for r in results] == expected

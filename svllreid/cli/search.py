@@ -87,6 +87,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from svllreid.data.images import expand_image_arguments
     from svllreid.engine.inference import load_index_model
     from svllreid.search import GalleryIndex
 
@@ -96,7 +97,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     saved = index.meta
     trained = load_index_model(saved, args.index, args.checkpoint, args.device)
     args.flip = bool(saved.get("flip", False))  # queries are encoded as the gallery was
-    queries = _extract(args, trained, [str(Path(q).expanduser()) for q in args.query])
+    queries = _extract(args, trained, expand_image_arguments(args.query))
     result = index.search(queries.feats.numpy(), args.topk)
     listing = []
     for qi, query in enumerate(queries.paths):
@@ -181,7 +182,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "query image, encoded by the index's model (or --checkpoint of the same network).",
     )
     search.add_argument("--index", required=True, help="index file")
-    search.add_argument("--query", required=True, nargs="+", help="query image(s)")
+    search.add_argument(
+        "--query",
+        required=True,
+        nargs="+",
+        help="query images: one or more image files, folders of images, or text files of image paths",
+    )
     search.add_argument("--topk", type=positive_int, default=10, help="results per query (default 10)")
     search.add_argument("--out", default=None, help="write the ranked lists as a PNG picture")
     search.add_argument("--checkpoint", default=None, help="model checkpoint (default: the one the index names)")

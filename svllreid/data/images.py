@@ -57,6 +57,19 @@ def list_images(source: str | Path) -> list[str]:
     return images
 
 
+def expand_image_arguments(sources: Sequence[str | Path]) -> list[str]:
+    """Image paths from command-line arguments: each an image file, a folder of images (searched
+    recursively, sorted) or a text file listing one image path a line (as :func:`list_images`)."""
+    images: list[str] = []
+    for source in sources:
+        path = Path(source).expanduser()
+        if path.is_dir() or (path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES):
+            images.extend(list_images(path))
+        else:
+            images.append(str(path))  # an image (a missing or unreadable one is reported when it is read)
+    return images
+
+
 def labels_from_file_names(paths: Sequence[str], pattern: str | None, what: str) -> np.ndarray | None:
     """Integer labels (``what``: "pid" or "camera") from the file names by a regular expression: its
     group named ``id``, else its first group, else the whole match. None without a pattern.
