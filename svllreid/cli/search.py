@@ -55,15 +55,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
     trained = load_trained_model(args.checkpoint, args.device)
     print(f"model: {trained.describe()}")
     feats = _extract(args, trained, paths)
-    readable = set(feats.paths)
-    keep = [i for i, p in enumerate(paths) if p in readable]
     shapes = write_feature_file(
         args.out,
         feats=feats.feats.numpy(),
         paths=feats.paths,
         model=trained.identity(),
-        pids=None if pids is None else pids[keep],
-        camids=None if camids is None else camids[keep],
+        pids=feats.readable_labels(paths, pids),
+        camids=feats.readable_labels(paths, camids),
     )
     print(f"wrote {Path(args.out)} ({', '.join(f'{k} {v}' for k, v in shapes.items())})")
     return 0
@@ -79,7 +77,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     trained = load_trained_model(args.checkpoint, args.device)
     print(f"model: {trained.describe()}")
     feats = _extract(args, trained, paths)
-    meta = {**trained.identity(), "flip": args.flip, "images": str(Path(args.images).resolve())}
+    meta = trained.index_meta(flip=args.flip, images=args.images)
     index = GalleryIndex.build(feats.feats.numpy(), feats.paths, meta=meta, backend=args.backend)
     out = index.save(args.out)
     print(f"wrote {out}: {len(index)} images, {index.dim}-d features, {args.backend} search")
@@ -88,7 +86,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from svllreid.data.images import expand_image_arguments
-    from svllreid.engine.inference import load_index_model
+    from svllreid.engine.inference import load_index_model, query_flip
     from svllreid.search import GalleryIndex
 
     if args.out:
@@ -96,7 +94,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     index = GalleryIndex.load(args.index)
     saved = index.meta
     trained = load_index_model(saved, args.index, args.checkpoint, args.device)
-    args.flip = bool(saved.get("flip", False))  # queries are encoded as the gallery was
+    args.flip = query_flip(saved)
     queries = _extract(args, trained, expand_image_arguments(args.query))
     result = index.search(queries.feats.numpy(), args.topk)
     listing = []

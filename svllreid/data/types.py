@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
+from svllreid.errors import DatasetError  # noqa: F401 (still importable from here)
+
 #: Camera or view id of a sample whose camera / viewpoint is not known.
 UNKNOWN = -1
 

@@ -246,6 +246,14 @@ class FileFeatures:
     def images_per_s(self) -> float:
         return (len(self.paths) + len(self.unreadable)) / max(self.seconds, 1e-9)
 
+    def readable_labels(self, paths: Sequence[str], labels: np.ndarray | None) -> np.ndarray | None:
+        """The entries of ``labels`` (one per path of ``paths``, the files asked for) of the files that
+        were read, in the order of :attr:`paths`."""
+        if labels is None:
+            return None
+        row = {path: i for i, path in enumerate(paths)}
+        return labels[[row[path] for path in self.paths]]
+
     def check_readable(self, *, skip_unreadable: bool) -> str | None:
         """Unreadable files stop the work unless ``skip_unreadable`` (and some file was readable); then
         the message that lists the skipped files is returned, for a warning. None when all were read.

@@ -73,29 +73,36 @@ class TrainedModel:
             "weights_sha256": self.weights_digest(),
         }
 
-    def check_same_features(self, identity: Mapping[str, Any], made: str) -> None:
-        """Check that this network makes the features described by ``identity`` (what :meth:`identity`
-        stored with an index or a feature file; ``made`` names that file for the message): the same
-        network (:meth:`ModelSpec.structure_differences`) with the same weights (:meth:`weights_digest`).
+    def index_meta(self, *, flip: bool, images: str | Path) -> dict[str, Any]:
+        """What an index of this network's features of the gallery ``images`` stores about how they were
+        made: :meth:`identity`, the flip setting (queries are then encoded the same way) and the folder."""
+        return {**self.identity(), "flip": bool(flip), "images": str(Path(images).resolve())}
+
+    def check_same_features(self, identity: Mapping[str, Any], index: str, *, checkpoint: str | None = None) -> None:
+        """Check that this network makes the features of an index (``identity``: what :meth:`identity`
+        stored with it; ``index`` and ``checkpoint`` name the two for the message, the latter as the user
+        gave it): the same network with the same heads (:meth:`ModelSpec.structure_differences`) and the
+        same weights (:meth:`weights_digest`).
 
         Raises:
             CheckpointError: another network or other weights; the features are not comparable.
         """
+        shown = checkpoint or str(self.checkpoint.path)
         saved_spec = identity.get("spec")
         if saved_spec:
-            differ = self.spec.structure_differences(saved_spec)
+            differ = self.spec.structure_differences(saved_spec, every_field=True)
             if differ:
                 raise CheckpointError(
-                    f"{self.checkpoint.path} is another network than the one that made {made} (differs in "
-                    f"{', '.join(sorted(differ))}); its features are not comparable: use that file's own checkpoint "
-                    "or make the file again with this one"
+                    f"{shown} is another network than the one that built {index} (differs in "
+                    f"{', '.join(sorted(differ))}); its features are not comparable: search with the index's own "
+                    "checkpoint or rebuild the index"
                 )
         saved_digest = identity.get("weights_sha256")
         if saved_digest and saved_digest != self.weights_digest():
             raise CheckpointError(
-                f"{self.checkpoint.path} has other weights than the model that made {made} (same architecture, "
-                "different training); its features are not comparable: use that file's own checkpoint or make "
-                "the file again with this one"
+                f"{shown} has other weights than the model that built {index} (same architecture, different "
+                "training); its features are not comparable: search with the index's own checkpoint or rebuild "
+                "the index"
             )
 
     def weights_digest(self) -> str:
@@ -187,5 +194,10 @@ def load_index_model(
             "checkpoint with --checkpoint CKPT"
         )
     trained = load_trained_model(str(named), device)
-    trained.check_same_features(identity, str(index_path))
+    trained.check_same_features(identity, str(index_path), checkpoint=str(named))
     return trained
+
+
+def query_flip(index_meta: Mapping[str, Any]) -> bool:
+    """Whether queries for an index are encoded with flipped images too: as its gallery was."""
+    return bool(index_meta.get("flip", False))

@@ -52,7 +52,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -342,7 +342,7 @@ def evaluate(
     query_camids: ArrayLike | None = None,
     gallery_camids: ArrayLike | None = None,
     *,
-    rerank: Reranker | None = None,
+    rerank: Reranker | Literal[False] | None = None,
     max_rank: int = 50,
     query_keys: ArrayLike | None = None,
     gallery_keys: ArrayLike | None = None,
@@ -362,7 +362,7 @@ def evaluate(
         query_pids, gallery_pids: identities (integers; no value is special).
         query_camids, gallery_camids: cameras; both or neither. Given: the camera protocol.
         rerank: rank by the distances of a re-ranker instead of Euclidean ones, e.g.
-            ``KReciprocal(k1=20, k2=6, lambda_value=0.3)`` (:mod:`svllreid.eval.rerank`).
+            ``KReciprocal(k1=20, k2=6, lambda_value=0.3)`` (:mod:`svllreid.eval.rerank`); None or False: not.
         max_rank: length of the CMC; entries past the gallery size repeat the last value (1 when
             some query is evaluated).
         query_keys, gallery_keys: image keys (integers, equal = same image, e.g. indices into one
@@ -383,6 +383,8 @@ def evaluate(
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
     if isinstance(topk, bool) or not isinstance(topk, int | np.integer) or topk < 0:
         raise ValueError(f"topk must be a non-negative integer, got {topk!r}")
+    if rerank is False:  # "no re-ranking", as callers wrote it before re-rankers were objects
+        rerank = None
     if rerank is not None and not callable(getattr(rerank, "blocks", None)):
         raise TypeError(
             f"rerank must be a re-ranker such as svllreid.eval.rerank.KReciprocal(k1, k2, lambda_value) "

@@ -59,14 +59,18 @@ class ModelSpec:
     ssl_hidden_dim: int = 4096
     ssl_out_dim: int = 256
 
-    def structure_differences(self, other: ModelSpec | Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-        """The fields of :data:`STRUCTURE_FIELDS` where ``other`` (a spec or its saved dict) differs from
-        this one, each with (this value, other value). Empty: the same network, whose weights load into
-        each other and whose features are comparable (given the same weights). The one definition of
-        "the same network", used by training, evaluation and search."""
+    def structure_differences(
+        self, other: ModelSpec | Mapping[str, Any], *, every_field: bool = False
+    ) -> dict[str, tuple[Any, Any]]:
+        """The fields where ``other`` (a spec or its saved dict) differs from this one, each with (this
+        value, other value): those of :data:`STRUCTURE_FIELDS` (empty: the same network, whose weights
+        load into each other), or with ``every_field`` all of them (empty: the same network with the same
+        heads, as feature files and indexes require along with the same weights). The one definition of
+        "the same network", used by training and search."""
         theirs = other.to_dict() if isinstance(other, ModelSpec) else dict(other)
         ours = self.to_dict()
-        return {k: (ours.get(k), theirs.get(k)) for k in STRUCTURE_FIELDS if ours.get(k) != theirs.get(k)}
+        fields = sorted(set(ours) | set(theirs)) if every_field else STRUCTURE_FIELDS
+        return {k: (ours.get(k), theirs.get(k)) for k in fields if ours.get(k) != theirs.get(k)}
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

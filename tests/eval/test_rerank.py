@@ -364,3 +364,5 @@ def test_evaluate_takes_a_reranker_not_a_flag() -> None:
         KReciprocal(lambda_value=1.5)
     result = evaluate(feats, feats, pids, pids, rerank=KReciprocal(k1=2, k2=1))
     assert result.reranked and result.mAP == 1.0
+    plain = evaluate(feats, feats, pids, pids, rerank=False)  # "no re-ranking", as before re-rankers were objects
+    assert not plain.reranked and plain.mAP == 1.0
