@@ -197,3 +197,27 @@ def test_every_svllreid_error_is_one_kind_with_a_clean_exit(capsys) -> None:
     assert main(["config", "show", "no-such-config.yaml"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("svllreid: error: ") and "Traceback" not in err
+
+
+def test_eval_features_explains_files_that_are_no_feature_files(tmp_path, capsys) -> None:
+    import numpy as np
+
+    (tmp_path / "random.npz").write_bytes(np.random.default_rng(0).bytes(500))
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    for name, expected in (
+        ("random.npz", "(not an .npz archive, or a damaged one); a feature file is what 'svllreid extract' writes"),
+        ("one.npy", "is a single .npy array, not a feature file"),
+    ):
+        path = str(tmp_path / name)
+        assert main(["eval-features", "--query", path, "--gallery", path]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "allow_pickle" not in err
+
+
+def test_data_check_keeps_the_whole_layout_message(tmp_path, capsys) -> None:
+    """The same words as data stats: what is missing and where it looked, not just a path."""
+    (tmp_path / "query").mkdir()
+    (tmp_path / "bounding_box_train").mkdir()
+    assert main(["data", "check", "--dataset", "market1501", "--root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert f"expected layout not found under {tmp_path}" in out and f"missing: {tmp_path / 'bounding_box_test'}" in out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,21 @@ def read_feature_file(path: str | Path, side: str) -> dict[str, np.ndarray]:
         ValueError: the file cannot be read as an .npz, or lacks ``feats`` / ``pids``.
     """
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        # Not numpy's words for an unknown file: they suggest allow_pickle, which is never the fix here.
+        reason = "not an .npz archive, or a damaged one" if "pickle" in str(err) else str(err)
+        raise ValueError(
+            f"cannot read {side} features from {path} ({reason}); a feature file is what 'svllreid extract' "
+            "writes, or numpy.savez with 'feats' [N, D], 'pids' [N] and optionally 'camids' [N]"
+        ) from err
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is a single .npy array, not a feature file (an .npz with 'feats', 'pids')")
+    try:
+        with data:
             arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read {side} features from {path}: {err}") from err
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"cannot read {side} features from {path} (a damaged .npz archive: {err})") from err
     missing = [key for key in REQUIRED_ARRAYS if key not in arrays]
     if missing:
         raise ValueError(

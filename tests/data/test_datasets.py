@@ -407,3 +407,16 @@ def test_dataset_kind_in_registry():
     assert get_dataset_entry("veri776").kind == "vehicle"
     assert get_dataset_entry("market1501").kind == "person"
     assert set(get_dataset_entry("vehicleid").options) == {"test_size", "trials"}
+
+
+def test_folder_identity_folders_may_nest_and_read_every_image_kind(tmp_path):
+    """Sub-folders of an identity's folder are its images (as extract searches recursively), and .tif
+    files count as everywhere else in svllreid."""
+    from PIL import Image
+
+    for pid in ("7", "9"):
+        write_images(tmp_path / pid, ["a.jpg", "day2/b.jpg"])
+        Image.new("RGB", (8, 16)).save(tmp_path / pid / "day2" / "c.tif")
+    ds = load_dataset("folder", str(tmp_path))
+    images = ds.train + ds.query + ds.gallery
+    assert len(images) == 6 and any(s.path.endswith("c.tif") for s in images)

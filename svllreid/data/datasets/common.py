@@ -6,10 +6,12 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from svllreid.data.images import IMAGE_SUFFIXES
 from svllreid.data.types import Sample
 from svllreid.errors import DatasetError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+#: File name endings read as images by every parser, as by ``svllreid extract`` (case-insensitive).
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 
 
 def resolve_root(root: str | Path, required: Sequence[str], dataset: str, aliases: Sequence[str] = ()) -> Path:
@@ -35,9 +37,10 @@ def resolve_root(root: str | Path, required: Sequence[str], dataset: str, aliase
     raise DatasetError(f"{dataset}: expected layout not found under {root}{where}; missing:", missing)
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """Image files directly inside ``folder`` (or, ``recursive``, anywhere below it), sorted by path."""
+    files = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in files if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def parse_camera_folder(

@@ -8,7 +8,8 @@ Three layouts, tried in this order:
    ``identity_names`` / ``camera_names``); ``split`` is ``train``, ``query`` or ``gallery``.
 2. Split folders: ``root/train/<identity>/*.jpg``, ``root/query/<identity>/*.jpg`` and
    ``root/gallery/<identity>/*.jpg``.
-3. Identity folders only: ``root/<identity>/*.jpg``; identities are split into train and test
+3. Identity folders only: ``root/<identity>/*.jpg`` (sub-folders of an identity's folder count as that
+   identity's images); identities are split into train and test
    (``test_fraction``, seeded), and each test identity gives one query image per camera (one per
    identity without cameras) while its other images form the gallery.
 
@@ -75,7 +76,7 @@ def _rows_from_folder(folder: Path, split: str | None, pid_regex: str, problems:
         )
     rows = []
     for entry in sorted(p for p in folder.iterdir() if p.is_dir()):
-        images = list_images(entry)
+        images = list_images(entry, recursive=True)  # sub-folders of an identity's folder are its images too
         if not images:
             problems.append(f"{entry}: identity folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         rows.extend((str(path), entry.name, None, split) for path in images)
