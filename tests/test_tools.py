@@ -262,7 +262,7 @@ def test_side_information_only_on_the_training_cameras(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("regex", "message"),
-    [("(", "is not a valid regular expression"), (r"^zz(\d+)", "finds no integer in the file name")],
+    [("(", "is not a valid regular expression"), (r"^zz(\d+)", "does not match the file name")],
 )
 def test_extract_label_regex_errors(trained_run: Path, gallery: Path, regex: str, message: str, capsys) -> None:
     argv = ["extract", "--checkpoint", str(trained_run), "--images", str(gallery), "--out", "x.npz"]
@@ -375,3 +375,31 @@ def test_search_takes_several_queries_a_folder_or_a_list_file(trained_run: Path,
         assert main(["search", "--index", str(index_path), "--query", *queries, "--json", "--no-progress"]) == 0
         results = json.loads(capsys.readouterr().out)
         assert [r["query"] for r in results] == expected
+
+
+def test_extract_labels_identity_folders_and_named_cameras(trained_run: Path, tmp_path: Path, capsys) -> None:
+    """The README's identity-folder layout gives identities, camera names such as left/right become ids,
+    and the mapping is written into the feature file, so eval-features runs on it without Python."""
+    test = sorted((trained_run.parents[1] / "synthetic" / "bounding_box_test").glob("*.jpg"))[:12]
+    photos = tmp_path / "animals"
+    for i, image in enumerate(test):
+        folder = photos / ("nyala-60" if i < 6 else "nyala-274")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, folder / f"{i:03d}_{'left' if i % 2 else 'right'}.jpg")
+    out = tmp_path / "f.npz"
+    argv = ["extract", "--checkpoint", str(trained_run), "--images", str(photos), "--out", str(out)]
+    assert main([*argv, "--identity-folders", "--camera-regex", r"_(left|right)\.", "--no-progress"]) == 0
+    capsys.readouterr()
+    with np.load(out) as data:
+        pids, camids, paths = data["pids"], data["camids"], data["paths"]
+        names = json.loads(str(data["label_names"]))
+    assert names == {"pid": {"0": "nyala-274", "1": "nyala-60"}, "camera": {"0": "left", "1": "right"}}
+    for path, pid, cam in zip(paths, pids, camids, strict=True):
+        assert names["pid"][str(pid)] == Path(path).parent.name
+        assert names["camera"][str(cam)] == Path(path).stem.split("_")[1]
+    assert main(["eval-features", "--query", str(out), "--gallery", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["protocol"] == "camera"
+    # An image directly in the folder has no identity folder: said so, before any encoding.
+    shutil.copy(test[0], photos / "loose.jpg")
+    assert main([*argv, "--identity-folders", "--no-progress"]) == 2
+    assert "lies directly in" in capsys.readouterr().err

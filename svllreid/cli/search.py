@@ -44,24 +44,28 @@ def _extract(args: argparse.Namespace, trained: Any, paths: list[str]) -> Any:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from svllreid.data.images import labels_from_file_names, list_images
+    from svllreid.data.images import file_labels, list_images
     from svllreid.engine.inference import load_trained_model
     from svllreid.eval.feature_file import write_feature_file
 
     check_writable(args.out)  # before any feature is computed
+    if args.identity_folders and args.pid_regex:
+        raise ValueError("--identity-folders and --pid-regex are two ways to give identities; choose one")
     paths = list_images(args.images)
-    pids = labels_from_file_names(paths, args.pid_regex, "pid")
-    camids = labels_from_file_names(paths, args.camera_regex, "camera")
+    pids = file_labels(paths, what="pid", pattern=args.pid_regex, root=args.images, folders=args.identity_folders)
+    camids = file_labels(paths, what="camera", pattern=args.camera_regex)
     trained = load_trained_model(args.checkpoint, args.device)
     print(f"model: {trained.describe()}")
     feats = _extract(args, trained, paths)
+    names = {what: labels.names for what, labels in (("pid", pids), ("camera", camids)) if labels and labels.names}
     shapes = write_feature_file(
         args.out,
         feats=feats.feats.numpy(),
         paths=feats.paths,
         model=trained.identity(),
-        pids=feats.readable_labels(paths, pids),
-        camids=feats.readable_labels(paths, camids),
+        pids=feats.readable_labels(paths, pids.ids if pids else None),
+        camids=feats.readable_labels(paths, camids.ids if camids else None),
+        label_names=names,
     )
     print(f"wrote {Path(args.out)} ({', '.join(f'{k} {v}' for k, v in shapes.items())})")
     return 0
@@ -142,8 +146,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     extract.add_argument("--images", required=True, help="folder of images or text file of image paths")
     extract.add_argument("--out", required=True, help="output .npz file")
     extract.add_argument("--flip", action="store_true", help="add the features of horizontally flipped images")
-    extract.add_argument("--pid-regex", default=None, help="identity from the file name, e.g. '^(\\d+)_'")
-    extract.add_argument("--camera-regex", default=None, help="camera from the file name, e.g. '_c(\\d+)'")
+    extract.add_argument(
+        "--identity-folders",
+        action="store_true",
+        help="identity from the image's folder: --images DIR holds DIR/<identity>/*.jpg",
+    )
+    extract.add_argument(
+        "--pid-regex", default=None, help="identity from the file name, e.g. '^(\\d+)_' (group 'pid', else the first)"
+    )
+    extract.add_argument(
+        "--camera-regex",
+        default=None,
+        help="camera from the file name, e.g. '_c(\\d+)' or '_(left|right)' (group 'cam', else the first)",
+    )
     extract.add_argument("--skip-unreadable", action="store_true", help="leave out unreadable images (listed)")
     add_inference_args(extract)
     extract.set_defaults(func=cmd_extract)

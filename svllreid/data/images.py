@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from svllreid.data.labels import identity_numbers, number_labels, regex_group
 from svllreid.errors import DatasetError
 
 #: File name endings read as images (case-insensitive).
@@ -70,27 +72,62 @@ def expand_image_arguments(sources: Sequence[str | Path]) -> list[str]:
     return images
 
 
-def labels_from_file_names(paths: Sequence[str], pattern: str | None, what: str) -> np.ndarray | None:
-    """Integer labels (``what``: "pid" or "camera") from the file names by a regular expression: its
-    group named ``id``, else its first group, else the whole match. None without a pattern.
+@dataclass(frozen=True)
+class FileLabels:
+    """Integer labels of image files and, where the files gave names, each id's name."""
+
+    ids: np.ndarray
+    names: dict[int, str] | None = None
+
+
+def file_labels(
+    paths: Sequence[str],
+    *,
+    what: str,
+    pattern: str | None = None,
+    root: str | Path | None = None,
+    folders: bool = False,
+) -> FileLabels | None:
+    """Labels (``what``: "pid" or "camera") of image files, by the dataset layer's rules: from the name
+    of each image's top folder under ``root`` (``folders``: the identity-folder layout), or from the file
+    name by a regular expression (the group named ``pid`` / ``cam`` or ``id``, else the first group, else
+    the whole match). Identities that are integers keep their value, cameras are numbered in order, and
+    other names are numbered in sorted order (:mod:`svllreid.data.labels`), their names kept.
+    None without a rule.
 
     Raises:
-        ValueError: an invalid expression, or a file name in which it finds no integer (named).
+        ValueError: an invalid expression, a file name it does not match, or a file outside ``root``.
     """
-    if not pattern:
+    if folders:
+        base = Path(root or ".").expanduser().resolve()
+        texts = []
+        for path in paths:
+            try:
+                parts = Path(path).expanduser().resolve().relative_to(base).parts
+            except ValueError:
+                raise ValueError(f"{path} is not inside {base}; identity folders are read below --images") from None
+            if len(parts) < 2:
+                raise ValueError(
+                    f"{path} lies directly in {base}: with --identity-folders every image sits in the folder of "
+                    "its identity (--images DIR with DIR/<identity>/*.jpg)"
+                )
+            texts.append(parts[0])
+    elif pattern:
+        try:
+            regex = re.compile(pattern)
+        except re.error as err:
+            raise ValueError(f"--{what}-regex {pattern!r} is not a valid regular expression: {err}") from err
+        texts = []
+        group = "pid" if what == "pid" else "cam"
+        for path in paths:
+            match = regex.search(Path(path).name)
+            if match is None:
+                raise ValueError(f"--{what}-regex {pattern!r} does not match the file name {Path(path).name!r}")
+            texts.append(regex_group(regex, match, group, "id"))
+    else:
         return None
-    try:
-        regex = re.compile(pattern)
-    except re.error as err:
-        raise ValueError(f"--{what}-regex {pattern!r} is not a valid regular expression: {err}") from err
-    values = []
-    for path in paths:
-        match = regex.search(Path(path).name)
-        group = None
-        if match:
-            which = "id" if "id" in regex.groupindex else (1 if regex.groups else 0)
-            group = match.group(which)
-        if group is None or not group.lstrip("-").isdigit():
-            raise ValueError(f"--{what}-regex {pattern!r} finds no integer in the file name {Path(path).name!r}")
-        values.append(int(group))
-    return np.array(values, dtype=np.int64)
+    numbers = identity_numbers(texts) if what == "pid" else number_labels(texts)
+    ids = np.array([numbers[text] for text in texts], dtype=np.int64)
+    named = any(not text.lstrip("-").isdigit() for text in numbers) or what != "pid"
+    names = {number: text for text, number in numbers.items()} if named else None
+    return FileLabels(ids, names)

@@ -2,7 +2,8 @@
 
 Arrays: ``feats`` float32 ``[N, D]``; ``pids`` int64 ``[N]`` and ``camids`` int64 ``[N]`` when known;
 ``paths`` ``[N]`` (strings) and ``model`` (a JSON string describing the network) when written by
-svllreid. No pickled objects: the file loads with ``allow_pickle=False``.
+svllreid; ``label_names`` (JSON: ``{"pid"|"camera": {id: name}}``) where labels were read from names.
+No pickled objects: the file loads with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
@@ -71,8 +72,14 @@ def write_feature_file(
     model: Mapping[str, Any],
     pids: np.ndarray | None = None,
     camids: np.ndarray | None = None,
+    label_names: Mapping[str, Mapping[int, str]] | None = None,
 ) -> dict[str, tuple[int, ...]]:
-    """Write a feature file atomically; returns each array's shape (``model`` left out)."""
+    """Write a feature file atomically; returns each array's shape (``model`` and ``label_names`` left out).
+
+    Args:
+        label_names: for labels read from names (``"pid"``, ``"camera"``), each id's name; stored as the
+            JSON entry ``label_names``.
+    """
     arrays: dict[str, Any] = {
         "feats": np.asarray(feats, dtype=np.float32),
         "paths": np.array(list(paths), dtype=str),
@@ -82,7 +89,11 @@ def write_feature_file(
         arrays["pids"] = np.asarray(pids, dtype=np.int64)
     if camids is not None:
         arrays["camids"] = np.asarray(camids, dtype=np.int64)
+    if label_names:
+        arrays["label_names"] = np.array(
+            json.dumps({what: {str(k): v for k, v in names.items()} for what, names in label_names.items()})
+        )
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     atomic_write_bytes(Path(path), buffer.getvalue())
-    return {k: tuple(v.shape) for k, v in arrays.items() if k != "model"}
+    return {k: tuple(v.shape) for k, v in arrays.items() if k not in ("model", "label_names")}

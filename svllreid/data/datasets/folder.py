@@ -30,6 +30,7 @@ from pathlib import Path
 
 from svllreid.data.datasets.common import IMAGE_EXTENSIONS, list_images, raise_if_problems
 from svllreid.data.datasets.registry import register
+from svllreid.data.labels import identity_numbers, number_labels, regex_group
 from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel
 from svllreid.errors import DatasetError
 
@@ -43,11 +44,6 @@ def _compile(option: str, pattern: str) -> re.Pattern[str]:
         return re.compile(pattern)
     except re.error as err:
         raise DatasetError(f"folder: {option} {pattern!r} is not a valid regular expression: {err}") from err
-
-
-def _group(regex: re.Pattern[str], match: re.Match[str], name: str) -> str:
-    """The group called ``name``, else the first group, else the whole match."""
-    return match.group(name if name in regex.groupindex else (1 if regex.groups else 0))
 
 
 def _rows_from_folder(folder: Path, split: str | None, pid_regex: str, problems: list[str]) -> list[tuple]:
@@ -64,7 +60,7 @@ def _rows_from_folder(folder: Path, split: str | None, pid_regex: str, problems:
             if match is None:
                 problems.append(f"{path}: pid_regex {pid_regex!r} does not match the file name")
             else:
-                rows.append((str(path), _group(regex, match, "pid"), None, split))
+                rows.append((str(path), regex_group(regex, match, "pid"), None, split))
         if not rows and not problems:
             problems.append(f"{folder}: no images directly inside (pid_regex reads identities from file names)")
         return rows
@@ -176,22 +172,8 @@ def _cameras_from_names(rows: list[tuple], pattern: str, problems: list[str]) ->
         if match is None:
             problems.append(f"{path}: camera_regex {pattern!r} does not match the file name")
         else:
-            out.append((path, name, _group(regex, match, "cam"), split))
+            out.append((path, name, regex_group(regex, match, "cam"), split))
     return out
-
-
-def _ordinal(labels: set[str]) -> dict[str, int]:
-    """Number labels in sorted order (numerically when they are all integers)."""
-    numeric = all(label.lstrip("-").isdigit() for label in labels)
-    ordered = sorted(labels, key=int) if numeric else sorted(labels)
-    return {label: i for i, label in enumerate(ordered)}
-
-
-def _identity_numbers(names: set[str]) -> dict[str, int]:
-    """Integer identity names keep their value; other names are numbered in sorted order."""
-    if all(name.isdigit() for name in names):
-        return {name: int(name) for name in names}
-    return _ordinal(names)
 
 
 def _auto_split(
@@ -282,8 +264,8 @@ def folder(
     if not rows:
         raise DatasetError(f"folder: no images found under {base}")
 
-    pid_of = _identity_numbers({r[1] for r in rows})
-    cam_of = _ordinal({r[2] for r in rows}) if has_cam else {}
+    pid_of = identity_numbers({r[1] for r in rows})
+    cam_of = number_labels({r[2] for r in rows}) if has_cam else {}
     samples_by_split: dict[str | None, list[Sample]] = defaultdict(list)
     for path, name, cam, split in rows:
         samples_by_split[split].append(Sample(path, pid_of[name], cam_of[cam] if has_cam else -1, -1))
