@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import logging
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +23,51 @@ from svllreid.errors import ImageReadError
 log = logging.getLogger(__name__)
 
 Transform = Callable[[Any], torch.Tensor]
+
+
+#: Decode a JPEG at the smallest DCT scale (1/2, 1/4, 1/8) that still leaves at least twice the input
+#: size, then resize as usual: a 1500×1200 photo for a 64×64 input decodes at 1/8, several times faster.
+#: Images smaller than four times the input (every benchmark's crops) decode in full, so their pixels are
+#: exactly those of a full decode. ``benchmarks/large_photos.py`` measures both settings.
+REDUCED_DECODING = True
+
+#: Resized copies of large photos (at least four times the input in both sides, the ones that cost a
+#: decode) are kept in ``$SVLLREID_CACHE/resized`` (default ``~/.cache/svllreid``), keyed by the file's
+#: path, size on disk and modification time, the input size, the filter and the decoding mode, so later
+#: runs and epochs skip the decoding; the pixels are those computed the first time, exactly.
+#: ``SVLLREID_RESIZE_CACHE=0`` turns it off.
+RESIZE_CACHE = os.environ.get("SVLLREID_RESIZE_CACHE", "1") != "0"
+
+
+def _resize_cache_file(path: str, size: tuple[int, int], interpolation: str) -> Path | None:
+    try:
+        file = Path(path).absolute()
+        stat = file.stat()
+    except OSError:
+        return None
+    key = f"{file}|{stat.st_size}|{stat.st_mtime_ns}|{size}|{interpolation}|{REDUCED_DECODING}"
+    root = Path(os.environ.get("SVLLREID_CACHE", "~/.cache/svllreid")).expanduser() / "resized"
+    return root / f"{size[0]}x{size[1]}" / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
+
+
+def _cached_pixels(file: Path) -> np.ndarray | None:
+    try:
+        pixels = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None  # absent, or damaged by an earlier crash: decode again
+    return pixels if pixels.dtype == np.uint8 and pixels.ndim == 3 else None
+
+
+def _store_pixels(file: Path, pixels: np.ndarray) -> None:
+    """Write a cache entry through a temporary file and a rename (a reader never sees half a file), without
+    the fsync of :func:`svllreid.fileio.atomic_write_bytes`: a lost entry is only decoded again."""
+    buffer = io.BytesIO()
+    np.save(buffer, pixels)
+    with contextlib.suppress(OSError):  # a read-only or full cache only costs speed
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(buffer.getvalue())
+        tmp.replace(file)
 
 
 #: Resampling filters for the resize to the network's input size (PIL's, antialiased when shrinking).
@@ -37,17 +87,28 @@ def read_resized(path: str, size: Sequence[int], interpolation: str = "bicubic")
     """
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}")
+    height, width = size
+    cache_file = None
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only
+            if RESIZE_CACHE and image.size[0] >= 4 * width and image.size[1] >= 4 * height:
+                cache_file = _resize_cache_file(path, (height, width), interpolation)
+                cached = _cached_pixels(cache_file) if cache_file is not None else None
+                if cached is not None and cached.shape == (height, width, 3):
+                    return torch.from_numpy(cached).permute(2, 0, 1)
+            if REDUCED_DECODING and image.format == "JPEG":
+                image.draft("RGB", (2 * width, 2 * height))  # a no-op unless the photo is 4× the input or more
             rgb = image.convert("RGB")
     except FileNotFoundError as err:
         raise ImageReadError(path, "file not found") from err
     except Exception as err:  # PIL raises many types for corrupt data
         raise ImageReadError(path, f"{type(err).__name__}: {err}") from err
-    height, width = size
     if rgb.size != (width, height):
         rgb = rgb.resize((width, height), INTERPOLATIONS[interpolation])
-    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
+    pixels = np.asarray(rgb).copy()
+    if cache_file is not None:
+        _store_pixels(cache_file, pixels)
+    return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
 class ImageCache:

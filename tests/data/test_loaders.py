@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -148,3 +151,36 @@ def test_train_loader_with_workers_is_reproducible_per_epoch(samples):
     a, b = run(3), run(3)
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert not all(torch.equal(x, y) for x, y in zip(a, run(4), strict=False))
+
+
+def _photo(path, size=(200, 400), seed=0):
+    rng = np.random.default_rng(seed)
+    low = rng.integers(0, 256, (8, 4, 3), dtype=np.uint8)
+    Image.fromarray(low).resize(size, Image.Resampling.BILINEAR).save(path, quality=90)
+    return path
+
+
+def test_large_photos_decode_reduced_and_are_cached_on_disk(tmp_path, monkeypatch):
+    """A photo at least 4× the input decodes at a reduced JPEG scale (close to a full decode), and its
+    resized copy is kept on disk: a second read gives the same pixels; changing the file misses the cache."""
+    import svllreid.data.loaders as loaders
+
+    monkeypatch.setenv("SVLLREID_CACHE", str(tmp_path / "cache"))
+    photo = _photo(tmp_path / "photo.jpg")
+    first = read_resized(str(photo), (64, 32), "bilinear")
+    cached = list((tmp_path / "cache" / "resized" / "64x32").glob("*.npy"))
+    assert len(cached) == 1
+    assert torch.equal(read_resized(str(photo), (64, 32), "bilinear"), first)
+    monkeypatch.setattr(loaders, "REDUCED_DECODING", False)
+    monkeypatch.setattr(loaders, "RESIZE_CACHE", False)
+    full = read_resized(str(photo), (64, 32), "bilinear")
+    assert (first.float() - full.float()).abs().mean() < 3.0  # of 255: the same picture
+    monkeypatch.setattr(loaders, "REDUCED_DECODING", True)
+    monkeypatch.setattr(loaders, "RESIZE_CACHE", True)
+    _photo(photo, seed=1)  # another picture under the same name
+    os.utime(photo, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert not torch.equal(read_resized(str(photo), (64, 32), "bilinear"), first)
+    # Crops smaller than four times the input are neither reduced nor cached.
+    crop = _photo(tmp_path / "crop.jpg", size=(64, 128))
+    read_resized(str(crop), (64, 32), "bilinear")
+    assert len(list((tmp_path / "cache" / "resized" / "64x32").glob("*.npy"))) == 2
