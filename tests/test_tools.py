@@ -394,6 +394,27 @@ def test_extract_labels_identity_folders_and_named_cameras(trained_run: Path, tm
         pids, camids, paths = data["pids"], data["camids"], data["paths"]
         names = json.loads(str(data["label_names"]))
     assert names == {"pid": {"0": "nyala-274", "1": "nyala-60"}, "camera": {"0": "left", "1": "right"}}
+    # Query and gallery extracted apart number their names apart; eval-features aligns them by name.
+    query_dir = tmp_path / "query" / "nyala-60"
+    query_dir.mkdir(parents=True)
+    shutil.copy(next((photos / "nyala-60").glob("*_left.jpg")), query_dir / "q_left.jpg")
+    query_out = tmp_path / "q.npz"
+    qargv = ["extract", "--checkpoint", str(trained_run), "--images", str(tmp_path / "query"), "--out", str(query_out)]
+    assert main([*qargv, "--identity-folders", "--camera-regex", r"_(left|right)\.", "--no-progress"]) == 0
+    capsys.readouterr()
+    with np.load(query_out) as data:
+        assert json.loads(str(data["label_names"]))["pid"] == {"0": "nyala-60"}  # 0 here, 1 in the gallery file
+    from svllreid.eval.feature_file import read_feature_pair
+
+    q, g = read_feature_pair(query_out, out)
+    same = {
+        int(pid) for pid, path in zip(g["pids"], g["paths"], strict=True) if Path(str(path)).parent.name == "nyala-60"
+    }
+    assert {int(q["pids"][0])} == same  # one numbering for both files
+    left = {int(c) for c, path in zip(g["camids"], g["paths"], strict=True) if str(path).endswith("_left.jpg")}
+    assert {int(q["camids"][0])} == left
+    assert main(["eval-features", "--query", str(query_out), "--gallery", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_skipped"] == 0
     for path, pid, cam in zip(paths, pids, camids, strict=True):
         assert names["pid"][str(pid)] == Path(path).parent.name
         assert names["camera"][str(cam)] == Path(path).stem.split("_")[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from svllreid.data.labels import identity_numbers, number_labels, regex_group
+from svllreid.data.labels import identity_numbers, regex_group
 from svllreid.errors import DatasetError
 
 #: File name endings read as images (case-insensitive).
@@ -91,9 +91,9 @@ def file_labels(
     """Labels (``what``: "pid" or "camera") of image files, by the dataset layer's rules: from the name
     of each image's top folder under ``root`` (``folders``: the identity-folder layout), or from the file
     name by a regular expression (the group named ``pid`` / ``cam`` or ``id``, else the first group, else
-    the whole match). Identities that are integers keep their value, cameras are numbered in order, and
-    other names are numbered in sorted order (:mod:`svllreid.data.labels`), their names kept.
-    None without a rule.
+    the whole match). Integer labels keep their value; names are numbered in sorted order
+    (:func:`svllreid.data.labels.identity_numbers`) and kept, so that files extracted apart can be
+    aligned by name (:func:`svllreid.eval.feature_file.read_feature_pair`). None without a rule.
 
     Raises:
         ValueError: an invalid expression, a file name it does not match, or a file outside ``root``.
@@ -126,8 +126,8 @@ def file_labels(
             texts.append(regex_group(regex, match, group, "id"))
     else:
         return None
-    numbers = identity_numbers(texts) if what == "pid" else number_labels(texts)
+    numbers = identity_numbers(texts)
     ids = np.array([numbers[text] for text in texts], dtype=np.int64)
-    named = any(not text.lstrip("-").isdigit() for text in numbers) or what != "pid"
+    named = not all(text.isdigit() for text in numbers)
     names = {number: text for text, number in numbers.items()} if named else None
     return FileLabels(ids, names)

@@ -56,11 +56,39 @@ def read_feature_file(path: str | Path, side: str) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _label_names(arrays: dict[str, np.ndarray]) -> dict[str, dict[int, str]]:
+    if "label_names" not in arrays:
+        return {}
+    try:
+        names = json.loads(str(arrays["label_names"]))
+        return {what: {int(k): str(v) for k, v in table.items()} for what, table in names.items()}
+    except (ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"the feature file's label_names entry is not a valid JSON mapping: {err}") from err
+
+
+def _align(q: dict[str, np.ndarray], g: dict[str, np.ndarray], key: str, what: str) -> None:
+    """Labels read from names are numbered per file; give both files one numbering by name."""
+    q_names, g_names = _label_names(q).get(what), _label_names(g).get(what)
+    if q_names is None and g_names is None:
+        return
+    if q_names is None or g_names is None:
+        raise ValueError(
+            f"one feature file has {what} names and the other integer {what}s; extract both with the same label options"
+        )
+    joint = {name: i for i, name in enumerate(sorted(set(q_names.values()) | set(g_names.values())))}
+    for arrays, names in ((q, q_names), (g, g_names)):
+        arrays[key] = np.array([joint[names[int(i)]] for i in arrays[key]], dtype=np.int64)
+
+
 def read_feature_pair(query: str | Path, gallery: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Query and gallery feature files, which must agree on having camera ids."""
+    """Query and gallery feature files, which must agree on having camera ids. Labels read from names
+    (``label_names``) are renumbered by name across the two files, as they were numbered per file."""
     q, g = read_feature_file(query, "query"), read_feature_file(gallery, "gallery")
     if ("camids" in q) != ("camids" in g):
         raise ValueError("'camids' must be in both feature files or in neither")
+    _align(q, g, "pids", "pid")
+    if "camids" in q:
+        _align(q, g, "camids", "camera")
     return q, g
 
 
