@@ -71,6 +71,22 @@ def read_image_error(path: str, decode: bool) -> str | None:
     return None
 
 
+#: Images smaller than this on a side hold almost nothing to re-identify; a check warns about them.
+TINY_SIDE = 16
+
+
+def _inspect(path: str, decode: bool) -> tuple[str | None, tuple[int, int] | None]:
+    """:func:`read_image_error` and, for a readable image, its (width, height)."""
+    reason = read_image_error(path, decode)
+    if reason is not None:
+        return reason, None
+    try:
+        with Image.open(path) as image:
+            return None, image.size
+    except Exception:  # read a moment ago; a file changing under the check is reported when it is used
+        return None, None
+
+
 def _structure_findings(dataset: ReIDDataset, report: CheckReport) -> None:
     if not dataset.train:
         report.errors.append("the training split is empty")
@@ -120,11 +136,19 @@ def _image_findings(paths: list[str], mode: Mode, report: CheckReport, workers: 
         present = random.Random(0).sample(present, QUICK_HEADER_SAMPLE)
     workers = workers or min(16, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        reasons = list(pool.map(lambda p: read_image_error(p, decode=mode == "full"), present, chunksize=64))
+        found = list(pool.map(lambda p: _inspect(p, decode=mode == "full"), present, chunksize=64))
     report.checked_images = len(present)
-    bad = [f"{p}: {r}" for p, r in zip(present, reasons, strict=True) if r is not None]
+    bad = [f"{p}: {reason}" for p, (reason, _) in zip(present, found, strict=True) if reason is not None]
     if bad:
         report.errors.append(f"{len(bad)} images are unreadable or corrupt:\n    " + "\n    ".join(bad))
+    small = [(size, p) for p, (_, size) in zip(present, found, strict=True) if size and min(size) < TINY_SIDE]
+    tiny = [f"{p} ({size[0]}×{size[1]})" for size, p in sorted(small, key=lambda item: (min(item[0]), item[1]))]
+    if tiny:
+        shown = "\n    ".join(tiny[:10]) + (f"\n    ... and {len(tiny) - 10} more" if len(tiny) > 10 else "")
+        report.warnings.append(
+            f"{len(tiny)} images are smaller than {TINY_SIDE} pixels on a side, with almost nothing to "
+            f"re-identify (a crop gone wrong?):\n    {shown}"
+        )
 
 
 def check_loaded_dataset(dataset: ReIDDataset, mode: Mode = "full", workers: int | None = None) -> CheckReport:

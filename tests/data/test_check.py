@@ -94,3 +94,14 @@ def test_single_image_training_identity_is_a_warning(duke_root):
     report = check_dataset("dukemtmc", str(duke_root))
     assert report.ok
     assert "1 training identities have a single image" in report.format()
+
+
+def test_tiny_images_get_a_warning(market_root):
+    """A 1×1 image reads fine but holds nothing to re-identify: a warning names it, the check still passes."""
+    from PIL import Image
+
+    tiny = market_root / "bounding_box_train" / "0002_c1s1_000099_00.jpg"
+    Image.new("RGB", (1, 1)).save(tiny)
+    report = check_dataset("market1501", str(market_root))
+    assert report.ok
+    assert any("smaller than 16 pixels on a side" in w and f"{tiny} (1×1)" in w for w in report.warnings)
