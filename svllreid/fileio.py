@@ -33,10 +33,18 @@ def temporary_sibling(path: Path) -> str:
     return tmp
 
 
-def publish(tmp: str | Path, path: str | Path) -> Path:
-    """Flush ``tmp`` to disk, give it the usual permissions and rename it to ``path`` (atomic)."""
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
+def cache_dir() -> Path:
+    """Where svllreid caches what it can make again (generated data, resized photos): ``$SVLLREID_CACHE``
+    or ``~/.cache/svllreid``."""
+    return Path(os.environ.get("SVLLREID_CACHE", "~/.cache/svllreid")).expanduser()
+
+
+def publish(tmp: str | Path, path: str | Path, *, durable: bool = True) -> Path:
+    """Flush ``tmp`` to disk (unless not ``durable``), give it the usual permissions and rename it to
+    ``path`` (atomic)."""
+    if durable:
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
     Path(tmp).chmod(DEFAULT_MODE)
     return Path(tmp).replace(path)
 
@@ -76,12 +84,18 @@ def disk_full_error(err: BaseException, path: Path) -> DiskFullError | None:
     )
 
 
-def _write_atomically(path: Path, write: Callable[[str], object]) -> Path:
-    """``write(tmp)`` into a temporary sibling of ``path``, then rename it over ``path``."""
+def atomic_write(path: str | Path, write: Callable[[str], object], *, durable: bool = True) -> Path:
+    """``write(tmp)`` into a temporary sibling of ``path``, then rename it over ``path``: a crash never
+    leaves a half-written file and a reader never sees one. A full disk raises :class:`DiskFullError`.
+
+    Args:
+        durable: flush to disk before the rename; False for caches, where a lost file is only made again.
+    """
+    path = Path(path)
     tmp = temporary_sibling(path)
     try:
         write(tmp)
-        return publish(tmp, path)
+        return publish(tmp, path, durable=durable)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         clean = disk_full_error(err, path)
@@ -94,7 +108,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename, so a crash never leaves a
     half-written file behind and a reader never sees one. Parent folders are created."""
     path = Path(path)
-    return _write_atomically(path, lambda tmp: Path(tmp).write_bytes(data))
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -108,4 +122,4 @@ def atomic_write_safetensors(path: str | Path, tensors: dict, metadata: dict[str
     from safetensors.torch import save_file
 
     path = Path(path)
-    return _write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))

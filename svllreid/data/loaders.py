@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from svllreid.data.samplers import PKSampler, RandomBatchSampler
 from svllreid.data.types import Sample
 from svllreid.errors import ImageReadError
+from svllreid.fileio import atomic_write, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def _resize_cache_file(path: str, size: tuple[int, int], interpolation: str) -> 
     except OSError:
         return None
     key = f"{file}|{stat.st_size}|{stat.st_mtime_ns}|{size}|{interpolation}|{REDUCED_DECODING}"
-    root = Path(os.environ.get("SVLLREID_CACHE", "~/.cache/svllreid")).expanduser() / "resized"
+    root = cache_dir() / "resized"
     return root / f"{size[0]}x{size[1]}" / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
 
 
@@ -59,15 +60,12 @@ def _cached_pixels(file: Path) -> np.ndarray | None:
 
 
 def _store_pixels(file: Path, pixels: np.ndarray) -> None:
-    """Write a cache entry through a temporary file and a rename (a reader never sees half a file), without
-    the fsync of :func:`svllreid.fileio.atomic_write_bytes`: a lost entry is only decoded again."""
+    """Write a cache entry atomically (a reader never sees half a file) but without the flush to disk:
+    a lost entry is only decoded again."""
     buffer = io.BytesIO()
     np.save(buffer, pixels)
     with contextlib.suppress(OSError):  # a read-only or full cache only costs speed
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(buffer.getvalue())
-        tmp.replace(file)
+        atomic_write(file, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()), durable=False)
 
 
 #: Resampling filters for the resize to the network's input size (PIL's, antialiased when shrinking).

@@ -54,12 +54,12 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from svllreid.errors import IndexFileError
-from svllreid.fileio import disk_full_error, publish, temporary_sibling
+from svllreid.fileio import atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -253,8 +253,12 @@ class GalleryIndex:
         }
         if self.backend in _SERIALISED:
             arrays["faiss_index"] = _import_faiss().serialize_index(self._faiss)
-        # A file handle: np.savez would append ".npz" to a name without it.
-        _atomic_write(path, lambda handle: np.savez(handle, **arrays))
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as handle:  # a file handle: np.savez would append ".npz" to a name without it
+                np.savez(handle, **arrays)
+
+        atomic_write(path, write)
         return path
 
     @classmethod
@@ -673,18 +677,3 @@ def _json(a: np.ndarray, name: str, bad: Callable[[str], IndexFileError]) -> dic
 def _absolute(path: str | os.PathLike[str]) -> str:
     """``path`` made absolute and normalised, symbolic links kept (the user's own spelling of the place)."""
     return os.path.normpath(Path(path).absolute())
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through ``write(handle)`` into a temporary file beside ``path``, then rename it to ``path``."""
-    tmp = temporary_sibling(path)
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-        publish(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        clean = disk_full_error(err, path)
-        if clean is not None:
-            raise clean from err
-        raise

@@ -18,13 +18,9 @@ from svllreid.data.datasets.registry import register
 from svllreid.data.synthesis import FORMAT_NAME, FORMAT_VERSION, META_FILE, generate_synthetic, synthetic_matches
 from svllreid.data.types import ReIDDataset
 from svllreid.errors import DatasetError
+from svllreid.fileio import cache_dir
 
 log = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    """Where generated data is cached: ``$SVLLREID_CACHE`` or ``~/.cache/svllreid``."""
-    return Path(os.environ.get("SVLLREID_CACHE", "~/.cache/svllreid")).expanduser()
 
 
 def ensure_synthetic(
