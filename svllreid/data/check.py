@@ -56,35 +56,24 @@ def _ids_text(ids: list[int], limit: int = 10) -> str:
     return shown + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
 
 
-def read_image_error(path: str, decode: bool) -> str | None:
-    """None if ``path`` opens (and with ``decode``, fully decodes) as an image, else the reason."""
+#: Images smaller than this on a side hold almost nothing to re-identify; a check warns about them.
+TINY_SIDE = 16
+
+
+def inspect_image(path: str, decode: bool) -> tuple[str | None, tuple[int, int] | None]:
+    """Open ``path`` once (with ``decode``, decode it fully): ``(None, (width, height))`` for an image,
+    else ``(the reason, None)``."""
     try:
         with Image.open(path) as image:
             if decode:
                 image.load()
             elif image.size[0] <= 0 or image.size[1] <= 0:
-                return "empty image"
-    except FileNotFoundError:
-        return "file not found"
-    except Exception as err:  # PIL raises many types for corrupt data; every one is a finding
-        return f"cannot be read as an image ({type(err).__name__}: {err})"
-    return None
-
-
-#: Images smaller than this on a side hold almost nothing to re-identify; a check warns about them.
-TINY_SIDE = 16
-
-
-def _inspect(path: str, decode: bool) -> tuple[str | None, tuple[int, int] | None]:
-    """:func:`read_image_error` and, for a readable image, its (width, height)."""
-    reason = read_image_error(path, decode)
-    if reason is not None:
-        return reason, None
-    try:
-        with Image.open(path) as image:
+                return "empty image", None
             return None, image.size
-    except Exception:  # read a moment ago; a file changing under the check is reported when it is used
-        return None, None
+    except FileNotFoundError:
+        return "file not found", None
+    except Exception as err:  # PIL raises many types for corrupt data; every one is a finding
+        return f"cannot be read as an image ({type(err).__name__}: {err})", None
 
 
 def _structure_findings(dataset: ReIDDataset, report: CheckReport) -> None:
@@ -136,7 +125,7 @@ def _image_findings(paths: list[str], mode: Mode, report: CheckReport, workers: 
         present = random.Random(0).sample(present, QUICK_HEADER_SAMPLE)
     workers = workers or min(16, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        found = list(pool.map(lambda p: _inspect(p, decode=mode == "full"), present, chunksize=64))
+        found = list(pool.map(lambda p: inspect_image(p, decode=mode == "full"), present, chunksize=64))
     report.checked_images = len(present)
     bad = [f"{p}: {reason}" for p, (reason, _) in zip(present, found, strict=True) if reason is not None]
     if bad:
