@@ -98,11 +98,8 @@ def stage2_rate(photos: Path, out: Path, name: str, image_size: tuple[int, int])
         "run.log_every=5",
     ]
     result = train(load_config(None, overrides), progress=False)
-    rates = [
-        json.loads(line)["images_per_s"]
-        for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
-        if json.loads(line).get("stage") == "stage2" and "images_per_s" in json.loads(line)
-    ]
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["images_per_s"] for r in records if r.get("stage") == "stage2" and "images_per_s" in r]
     return statistics.fmean(rates)
 
 

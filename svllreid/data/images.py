@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from svllreid.data.labels import identity_numbers, regex_group
+from svllreid.data.labels import identity_numbers, integer_names, regex_group
 from svllreid.errors import DatasetError
 
 #: File name endings read as images (case-insensitive).
@@ -128,6 +128,5 @@ def file_labels(
         return None
     numbers = identity_numbers(texts)
     ids = np.array([numbers[text] for text in texts], dtype=np.int64)
-    named = not all(text.isdigit() for text in numbers)
-    names = {number: text for text, number in numbers.items()} if named else None
+    names = None if integer_names(numbers) else {number: text for text, number in numbers.items()}
     return FileLabels(ids, names)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["identity_numbers", "number_labels", "regex_group"]
+__all__ = ["identity_numbers", "integer_names", "is_integer", "number_labels", "regex_group"]
 
 
 def regex_group(regex: re.Pattern[str], match: re.Match[str], *names: str) -> str:
@@ -17,10 +17,20 @@ def regex_group(regex: re.Pattern[str], match: re.Match[str], *names: str) -> st
     return match.group(1 if regex.groups else 0)
 
 
+def is_integer(text: str) -> bool:
+    """Whether a label is written as an integer (a sign allowed)."""
+    return text.lstrip("-").isdigit()
+
+
+def integer_names(names: Iterable[str]) -> bool:
+    """Whether identity names are all non-negative integers, which :func:`identity_numbers` keeps."""
+    return all(name.isdigit() for name in names)
+
+
 def number_labels(labels: Iterable[str]) -> dict[str, int]:
     """Number labels 0, 1, ... in sorted order (numerically when they are all integers): cameras."""
     unique = set(labels)
-    numeric = all(label.lstrip("-").isdigit() for label in unique)
+    numeric = all(is_integer(label) for label in unique)
     ordered = sorted(unique, key=int) if numeric else sorted(unique)
     return {label: i for i, label in enumerate(ordered)}
 
@@ -28,6 +38,6 @@ def number_labels(labels: Iterable[str]) -> dict[str, int]:
 def identity_numbers(names: Iterable[str]) -> dict[str, int]:
     """Identities: integer names keep their value; other names are numbered in sorted order."""
     unique = set(names)
-    if all(name.isdigit() for name in unique):
+    if integer_names(unique):
         return {name: int(name) for name in unique}
     return number_labels(unique)

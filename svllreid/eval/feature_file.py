@@ -66,9 +66,15 @@ def _label_names(arrays: dict[str, np.ndarray]) -> dict[str, dict[int, str]]:
         raise ValueError(f"the feature file's label_names entry is not a valid JSON mapping: {err}") from err
 
 
-def _align(q: dict[str, np.ndarray], g: dict[str, np.ndarray], key: str, what: str) -> None:
+def _align(
+    files: tuple[dict[str, np.ndarray], dict[str, np.ndarray]],
+    names: tuple[dict[str, dict[int, str]], dict[str, dict[int, str]]],
+    key: str,
+    what: str,
+) -> None:
     """Labels read from names are numbered per file; give both files one numbering by name."""
-    q_names, g_names = _label_names(q).get(what), _label_names(g).get(what)
+    q, g = files
+    q_names, g_names = names[0].get(what), names[1].get(what)
     if q_names is None and g_names is None:
         return
     if q_names is None or g_names is None:
@@ -76,8 +82,8 @@ def _align(q: dict[str, np.ndarray], g: dict[str, np.ndarray], key: str, what: s
             f"one feature file has {what} names and the other integer {what}s; extract both with the same label options"
         )
     joint = {name: i for i, name in enumerate(sorted(set(q_names.values()) | set(g_names.values())))}
-    for arrays, names in ((q, q_names), (g, g_names)):
-        arrays[key] = np.array([joint[names[int(i)]] for i in arrays[key]], dtype=np.int64)
+    for arrays, own in ((q, q_names), (g, g_names)):
+        arrays[key] = np.array([joint[own[int(i)]] for i in arrays[key]], dtype=np.int64)
 
 
 def read_feature_pair(query: str | Path, gallery: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -86,9 +92,10 @@ def read_feature_pair(query: str | Path, gallery: str | Path) -> tuple[dict[str,
     q, g = read_feature_file(query, "query"), read_feature_file(gallery, "gallery")
     if ("camids" in q) != ("camids" in g):
         raise ValueError("'camids' must be in both feature files or in neither")
-    _align(q, g, "pids", "pid")
+    names = _label_names(q), _label_names(g)
+    _align((q, g), names, "pids", "pid")
     if "camids" in q:
-        _align(q, g, "camids", "camera")
+        _align((q, g), names, "camids", "camera")
     return q, g
 
 

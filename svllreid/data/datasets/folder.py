@@ -30,7 +30,7 @@ from pathlib import Path
 
 from svllreid.data.datasets.common import IMAGE_EXTENSIONS, list_images, raise_if_problems
 from svllreid.data.datasets.registry import register
-from svllreid.data.labels import identity_numbers, number_labels, regex_group
+from svllreid.data.labels import identity_numbers, is_integer, number_labels, regex_group
 from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel
 from svllreid.errors import DatasetError
 
@@ -79,10 +79,6 @@ def _rows_from_folder(folder: Path, split: str | None, pid_regex: str, problems:
     return rows
 
 
-def _is_integer(text: str) -> bool:
-    return text.lstrip("-").isdigit()
-
-
 def _manifest_columns(manifest: Path, first: list[str]) -> tuple[list[str], bool]:
     """The manifest's columns and whether its first row is a header.
 
@@ -92,7 +88,7 @@ def _manifest_columns(manifest: Path, first: list[str]) -> tuple[list[str], bool
     """
     names = [cell.strip().lower() for cell in first]
     order = "with no header, the columns are in the order path,pid[,camid][,split]"
-    if any(name in COLUMNS for name in names) or (len(names) >= 2 and not _is_integer(names[1])):
+    if any(name in COLUMNS for name in names) or (len(names) >= 2 and not is_integer(names[1])):
         unknown = [name for name in names if name not in COLUMNS]
         missing = [name for name in ("path", "pid") if name not in names]
         repeated = sorted({name for name in names if names.count(name) > 1})
@@ -139,7 +135,7 @@ def _rows_from_manifest(
         if not cells["path"] or not cells["pid"]:
             problems.append(f"{where}: empty path or pid")
             continue
-        if not identity_names and not _is_integer(cells["pid"]):
+        if not identity_names and not is_integer(cells["pid"]):
             problems.append(
                 f"{where}: pid must be an integer; got {cells['pid']!r} (identities given by name: "
                 "-o identity_names=true)"
@@ -148,7 +144,7 @@ def _rows_from_manifest(
         if has_cam and not cells["camid"]:
             problems.append(f"{where}: empty camid (the manifest has a camid column)")
             continue
-        if has_cam and not camera_names and not _is_integer(cells["camid"]):
+        if has_cam and not camera_names and not is_integer(cells["camid"]):
             problems.append(
                 f"{where}: camid must be an integer; got {cells['camid']!r} (cameras given by name, e.g. "
                 "left/right: -o camera_names=true)"
