@@ -34,10 +34,12 @@ class ConfigError(SvllreidError, ValueError):
 
 
 class DatasetError(SvllreidError, ValueError):
-    """A dataset cannot be read. ``problems`` lists every individual problem found."""
+    """A dataset cannot be read. ``problems`` lists every individual problem found; ``counted``: the
+    message only counts them ("N problem(s) under ROOT:"), else it is context the problems need."""
 
-    def __init__(self, message: str, problems: list[str] | None = None):
+    def __init__(self, message: str, problems: list[str] | None = None, *, counted: bool = False):
         self.problems = list(problems or [])
+        self.counted = counted
         details = ""
         if self.problems:
             shown = self.problems[:20]

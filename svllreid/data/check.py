@@ -184,11 +184,11 @@ def check_dataset(name: str, root: str, mode: Mode = "full", workers: int | None
         dataset = load_caption_dataset(name, root, **options) if captions else load_dataset(name, root, **options)
     except DatasetError as err:
         report = CheckReport(name, str(root))
-        # A count heading ("N problem(s) under ROOT:") is not repeated; any other message is the context
-        # the problems need (e.g. "expected layout not found under ROOT; missing:"), so it is kept.
+        # A message that only counts the problems is not repeated; any other is the context the problems
+        # need (e.g. "expected layout not found under ROOT; missing:"), so it is kept.
         if not err.problems:
             report.errors.append(err.message)
-        elif "problem(s)" in err.message:
+        elif err.counted:
             report.errors.extend(err.problems)
         elif len(err.problems) == 1:
             report.errors.append(f"{err.message} {err.problems[0]}")

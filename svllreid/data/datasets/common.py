@@ -78,4 +78,4 @@ def drop_ids(samples: Iterable[Sample], ids: set[int]) -> list[Sample]:
 
 def raise_if_problems(dataset: str, root: Path, problems: list[str]) -> None:
     if problems:
-        raise DatasetError(f"{dataset}: {len(problems)} problem(s) under {root}:", problems)
+        raise DatasetError(f"{dataset}: {len(problems)} problem(s) under {root}:", problems, counted=True)
