@@ -35,3 +35,19 @@ def test_loss_precision_benchmark_measures_the_autocast_errors():
     for row in report["rows"]:
         assert row["distance"] > 1e-2  # a bf16 distance matmul is visibly off at norm 20 ...
         assert row["loss_svllreid"] < 1e-5  # ... svllreid's loss under the same autocast is not
+
+
+@pytest.mark.slow
+def test_search_startup_benchmark_times_each_command_as_a_new_process():
+    cmd = [sys.executable, str(REPO / "benchmarks" / "search_startup.py"), "--gallery", "6", "--repeats", "1"]
+    result = subprocess.run([*cmd, "--json"], capture_output=True, text=True, check=True, timeout=300)
+    rows = json.loads(result.stdout)["rows"]
+    assert list(rows) == [
+        'python -c "import torch"',
+        "svllreid --version",
+        "search, before (full rebuild)",
+        "search, after (compiled)",
+    ]
+    for row in rows.values():
+        assert len(row["runs_s"]) == 1 and row["median_s"] > 0
+    assert rows['python -c "import torch"']["vs_import_torch"] == 1.0

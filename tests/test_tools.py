@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +194,31 @@ def test_index_build_and_search(trained_run: Path, gallery: Path, tmp_path: Path
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     assert Image.open(png).width > 5 * 64
+
+
+def test_search_starts_from_the_compiled_encoder_without_open_clip(
+    trained_run: Path, gallery: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After 'index build', a search process imports neither open_clip nor torchvision (seconds of
+    start-up) and ranks exactly as the full rebuild of the network does."""
+    monkeypatch.setenv("SVLLREID_CACHE", str(tmp_path / "cache"))
+    index_path = tmp_path / "g.index"
+    argv = ["index", "build", "--checkpoint", str(trained_run), "--images", str(gallery), "--out", str(index_path)]
+    assert main([*argv, "--no-progress"]) == 0
+    assert len(list((tmp_path / "cache" / "query-encoders").glob("*.pt"))) == 1
+    query = [str(p) for p in sorted(gallery.rglob("*.jpg"))[:3]]
+    search = [sys.executable, "-X", "importtime", "-m", "svllreid", "search", "--index", str(index_path), "--json"]
+    search += ["--no-progress", "--topk", "24", "--query", *query]
+    fast = subprocess.run(search, capture_output=True, text=True, check=True, timeout=300)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in fast.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" in imported and "svllreid.engine.query_encoder" in imported
+    assert not {"open_clip", "torchvision", "timm"} & imported
+    full = subprocess.run([*search, "--no-compiled"], capture_output=True, text=True, check=True, timeout=300)
+    assert "open_clip" in full.stderr  # the rebuild does import it
+    for compiled, rebuilt in zip(json.loads(fast.stdout), json.loads(full.stdout), strict=True):
+        assert [h["path"] for h in compiled["results"]] == [h["path"] for h in rebuilt["results"]]
+        scores = [(a["score"], b["score"]) for a, b in zip(compiled["results"], rebuilt["results"], strict=True)]
+        assert max(abs(a - b) for a, b in scores) < 1e-5
 
 
 def test_search_refuses_another_network(trained_run: Path, other_run: Path, gallery: Path, tmp_path: Path, capsys):

@@ -85,6 +85,9 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     index = GalleryIndex.build(feats.feats.numpy(), feats.paths, meta=meta, backend=args.backend)
     out = index.save(args.out)
     print(f"wrote {out}: {len(index)} images, {index.dim}-d features, {args.backend} search")
+    compiled = trained.cache_query_encoder()  # so that searches start without importing open_clip
+    if compiled is not None:
+        print(f"query encoder for fast searches: {compiled}")
     return 0
 
 
@@ -97,7 +100,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         check_writable(args.out)  # before the queries are encoded
     index = GalleryIndex.load(args.index)
     saved = index.meta
-    trained = load_index_model(saved, args.index, args.checkpoint, args.device)
+    trained = load_index_model(saved, args.index, args.checkpoint, args.device, compiled=not args.no_compiled)
     args.flip = query_flip(saved)
     queries = _extract(args, trained, expand_image_arguments(args.query))
     result = index.search(queries.feats.numpy(), args.topk)
@@ -205,5 +208,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--out", default=None, help="write the ranked lists as a PNG picture")
     search.add_argument("--checkpoint", default=None, help="model checkpoint (default: the one the index names)")
     search.add_argument("--json", action="store_true", help="print JSON")
+    search.add_argument(
+        "--no-compiled",
+        action="store_true",
+        help="rebuild the network instead of loading its cached compiled image path (same features; slower "
+        "start-up; SVLLREID_ENCODER_CACHE=0 turns the cache off everywhere)",
+    )
     add_inference_args(search)
     search.set_defaults(func=cmd_search)

@@ -34,6 +34,8 @@ FORMAT_VERSION = 1
 META_KEY = "svllreid"
 #: Header entry holding the content digest (:func:`content_digest`).
 DIGEST_KEY = "content_sha256"
+#: Checkpoints of a run directory, best first: the final weights, then the latest epoch.
+RUN_CHECKPOINTS = ("model", "last")
 
 
 def content_digest(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str:
@@ -173,6 +175,44 @@ def read_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
             "(checkpoints/last.safetensors, stage1.safetensors) or train again"
         )
     return Checkpoint(path, meta, tensors)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the best checkpoint of a run directory (``model`` before ``last``)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        for name in RUN_CHECKPOINTS:
+            if (folder / f"{name}.safetensors").is_file():
+                return folder / f"{name}.safetensors"
+        raise CheckpointError(
+            f"no checkpoint in {path} (looked for {', '.join(n + '.safetensors' for n in RUN_CHECKPOINTS)} in "
+            f"{folder}); pass a run directory of 'svllreid train' or one of its .safetensors files"
+        )
+    return path
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any] | None:
+    """The JSON header of an svllreid checkpoint file, reading no tensor (milliseconds for any size);
+    None for a file that is missing, unreadable or not an svllreid checkpoint. Not verified: what needs
+    the tensors reads them with :func:`read_checkpoint`."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        meta = json.loads(header[META_KEY])
+    except Exception:
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a model's tensors (names, shapes, dtypes, bytes): equal for copies of the same weights,
+    wherever they were loaded (an eager model, its TorchScript copy)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_model_state(model: nn.Module, checkpoint: Checkpoint) -> None:

@@ -30,6 +30,11 @@ class ReIDOutput:
     logits_proj: torch.Tensor
 
 
+def retrieval_feature(feats: ImageFeatures) -> torch.Tensor:
+    """The test feature of METHOD.md: f12 and f_proj concatenated (before the BNNecks), L2-normalised."""
+    return F.normalize(torch.cat([feats.f12, feats.f_proj], dim=1), dim=1)
+
+
 class ReIDModel(nn.Module):
     """Use :func:`svllreid.create_model` to build one.
 
@@ -93,8 +98,7 @@ class ReIDModel(nn.Module):
         self, images: torch.Tensor, camids: torch.Tensor | None = None, viewids: torch.Tensor | None = None
     ) -> torch.Tensor:
         """L2-normalised ``[B, feature_dim]`` test features (f12 ++ f_proj, before the BNNecks)."""
-        feats = self.image_features(images, camids, viewids)
-        return F.normalize(torch.cat([feats.f12, feats.f_proj], dim=1), dim=1)
+        return retrieval_feature(self.image_features(images, camids, viewids))
 
     def encode_prompts(self, prompts: torch.Tensor) -> torch.Tensor:
         """Text features of prompt embeddings ``[B, L, D]`` built by :attr:`prompt_learner` (or
