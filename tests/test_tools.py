@@ -221,6 +221,38 @@ def test_search_starts_from_the_compiled_encoder_without_open_clip(
         assert max(abs(a - b) for a, b in scores) < 1e-5
 
 
+def test_index_with_identity_folders_names_the_results(trained_run: Path, tmp_path: Path, capsys) -> None:
+    """'index build --identity-folders --camera-regex' keeps each image's identity and camera names, and
+    search shows them (JSON, text and the picture's captions) instead of bare file names."""
+    test = sorted((trained_run.parents[1] / "synthetic" / "bounding_box_test").glob("*.jpg"))[:16]
+    photos = tmp_path / "animals"
+    for image in test:
+        folder = photos / f"nyala-{image.name[:4]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, folder / image.name)
+    index_path = tmp_path / "named.index"
+    argv = ["index", "build", "--checkpoint", str(trained_run), "--images", str(photos), "--out", str(index_path)]
+    assert main([*argv, "--identity-folders", "--camera-regex", r"_c(\d)", "--no-progress"]) == 0
+    index = GalleryIndex.load(index_path)
+    by_path = dict(zip(index.paths, index.meta["labels"]["identity"], strict=True))
+    assert all(by_path[path] == Path(path).parent.name for path in index.paths)
+    capsys.readouterr()
+    query = str(photos / f"nyala-{test[3].name[:4]}" / test[3].name)  # one of the indexed images
+    png = tmp_path / "named.png"
+    argv = ["search", "--index", str(index_path), "--query", query, "--topk", "3", "--json", "--out", str(png)]
+    assert main([*argv, "--no-progress"]) == 0
+    found = json.loads(capsys.readouterr().out)[0]
+    hits = found["results"]
+    assert hits[0]["identity"] == f"nyala-{test[3].name[:4]}" and hits[0]["camera"] == test[3].name[6]
+    assert found["identity"] == hits[0]["identity"]  # the query is a gallery image: its labels are known
+    assert main(["search", "--index", str(index_path), "--query", query, "--topk", "1", "--no-progress"]) == 0
+    assert f"identity nyala-{test[3].name[:4]}" in capsys.readouterr().out
+    from svllreid.cli.search import _caption
+
+    assert _caption(hits[0]) == f"{hits[0]['score']:.3f} · id {hits[0]['identity']} · cam {hits[0]['camera']}"
+    assert Image.open(png).width > 3 * 64
+
+
 def test_search_refuses_another_network(trained_run: Path, other_run: Path, gallery: Path, tmp_path: Path, capsys):
     index_path = tmp_path / "g.index"
     argv = ["index", "build", "--checkpoint", str(trained_run), "--images", str(gallery), "--out", str(index_path)]

@@ -43,17 +43,34 @@ def _extract(args: argparse.Namespace, trained: Any, paths: list[str]) -> Any:
     return feats
 
 
+def _labels(args: argparse.Namespace, paths: list[str]) -> tuple[Any, Any]:
+    """The identity and camera labels of ``paths`` by ``--identity-folders`` / ``--pid-regex`` and
+    ``--camera-regex`` (:func:`svllreid.data.images.file_labels`); None for each not asked for."""
+    from svllreid.data.images import file_labels
+
+    if args.identity_folders and args.pid_regex:
+        raise ValueError("--identity-folders and --pid-regex are two ways to give identities; choose one")
+    pids = file_labels(paths, what="pid", pattern=args.pid_regex, root=args.images, folders=args.identity_folders)
+    return pids, file_labels(paths, what="camera", pattern=args.camera_regex)
+
+
+def _label_names(feats: Any, paths: list[str], labels: Any) -> list[str] | None:
+    """Each readable file's label as its user knows it (a folder name, a camera name or the number)."""
+    if labels is None:
+        return None
+    ids = feats.readable_labels(paths, labels.ids)
+    names = labels.names or {}
+    return [names.get(int(i), str(int(i))) for i in ids]
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
-    from svllreid.data.images import file_labels, list_images
+    from svllreid.data.images import list_images
     from svllreid.engine.inference import load_trained_model
     from svllreid.eval.feature_file import write_feature_file
 
     check_writable(args.out)  # before any feature is computed
-    if args.identity_folders and args.pid_regex:
-        raise ValueError("--identity-folders and --pid-regex are two ways to give identities; choose one")
     paths = list_images(args.images)
-    pids = file_labels(paths, what="pid", pattern=args.pid_regex, root=args.images, folders=args.identity_folders)
-    camids = file_labels(paths, what="camera", pattern=args.camera_regex)
+    pids, camids = _labels(args, paths)
     trained = load_trained_model(args.checkpoint, args.device)
     print(f"model: {trained.describe()}")
     feats = _extract(args, trained, paths)
@@ -78,10 +95,14 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
     check_writable(args.out)  # before any feature is computed
     paths = list_images(args.images)
+    pids, camids = _labels(args, paths)
     trained = load_trained_model(args.checkpoint, args.device)
     print(f"model: {trained.describe()}")
     feats = _extract(args, trained, paths)
     meta = trained.index_meta(flip=args.flip, images=args.images)
+    labels = {what: _label_names(feats, paths, given) for what, given in (("identity", pids), ("camera", camids))}
+    if any(labels.values()):
+        meta["labels"] = {what: names for what, names in labels.items() if names}  # per image, in index order
     index = GalleryIndex.build(feats.feats.numpy(), feats.paths, meta=meta, backend=args.backend)
     out = index.save(args.out)
     print(f"wrote {out}: {len(index)} images, {index.dim}-d features, {args.backend} search")
@@ -89,6 +110,30 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     if compiled is not None:
         print(f"query encoder for fast searches: {compiled}")
     return 0
+
+
+def _index_labels(meta: dict[str, Any], size: int) -> dict[str, list[str]]:
+    """The per-image identity / camera names an index was built with (``index build --identity-folders``,
+    ``--pid-regex``, ``--camera-regex``); those of another length (a damaged file) are left out."""
+    labels = meta.get("labels") or {}
+    return {w: [str(n) for n in names] for w, names in labels.items() if isinstance(names, list) and len(names) == size}
+
+
+def _query_labels(query: str, rows: dict[str, int], labels: dict[str, list[str]]) -> dict[str, str]:
+    """The labels of a query that is itself one of the index's images (``rows``: absolute path → row)."""
+    row = rows.get(str(Path(query).absolute()))
+    return {} if row is None else {what: names[row] for what, names in labels.items()}
+
+
+def _caption(item: dict[str, Any], *, score: bool = True) -> str:
+    """Under a thumbnail: the score (of a result) and the identity and camera where the index knows
+    them, else the file name."""
+    shown = [f"{item['score']:.3f}"] if score else []
+    if "identity" in item:
+        shown += [f"id {item['identity']}"] + ([f"cam {item['camera']}"] if "camera" in item else [])
+    else:
+        shown.append(Path(item.get("path", item.get("query", ""))).name)
+    return " · ".join(shown)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -104,21 +149,29 @@ def cmd_search(args: argparse.Namespace) -> int:
     args.flip = query_flip(saved)
     queries = _extract(args, trained, expand_image_arguments(args.query))
     result = index.search(queries.feats.numpy(), args.topk)
+    labels = _index_labels(saved, len(index))
+    rows = {str(Path(path).absolute()): i for i, path in enumerate(index.paths)} if labels else {}
     listing = []
     for qi, query in enumerate(queries.paths):
         hits = [
-            {"rank": r + 1, "score": float(result.scores[qi, r]), "path": index.paths[int(g)]}
+            {
+                "rank": r + 1,
+                "score": float(result.scores[qi, r]),
+                "path": index.paths[int(g)],
+                **{what: names[int(g)] for what, names in labels.items()},
+            }
             for r, g in enumerate(result.indices[qi])
             if g >= 0
         ]
-        listing.append({"query": query, "results": hits})
+        listing.append({"query": query, **_query_labels(query, rows, labels), "results": hits})
     if args.json:
         print(json.dumps(listing, indent=2))
     else:
         for item in listing:
             print(f"query {item['query']}: top {len(item['results'])} of {len(index)} (cosine similarity)")
             for hit in item["results"]:
-                print(f"  {hit['rank']:>3}  {hit['score']:.4f}  {hit['path']}")
+                known = "".join(f"  {what} {hit[what]}" for what in labels)
+                print(f"  {hit['rank']:>3}  {hit['score']:.4f}  {hit['path']}{known}")
     if args.out:
         from svllreid.report import RankedList, draw_ranked_lists
 
@@ -126,15 +179,32 @@ def cmd_search(args: argparse.Namespace) -> int:
             RankedList(
                 title=f"query {Path(item['query']).name}",
                 query_path=item["query"],
-                query_caption=Path(item["query"]).name,
+                query_caption=_caption(item, score=False),
                 gallery_paths=[h["path"] for h in item["results"]],
-                gallery_captions=[f"{h['score']:.3f} · {Path(h['path']).name}" for h in item["results"]],
-                matches=[None] * len(item["results"]),
+                gallery_captions=[_caption(h) for h in item["results"]],
+                # Green / red borders where the query's identity is known (it is one of the gallery's images).
+                matches=[h["identity"] == item["identity"] if "identity" in item else None for h in item["results"]],
             )
             for item in listing
         ]
         print(f"wrote {draw_ranked_lists(lists, args.out)}", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _add_label_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--identity-folders",
+        action="store_true",
+        help="identity from the image's folder: --images DIR holds DIR/<identity>/*.jpg",
+    )
+    parser.add_argument(
+        "--pid-regex", default=None, help="identity from the file name, e.g. '^(\\d+)_' (group 'pid', else the first)"
+    )
+    parser.add_argument(
+        "--camera-regex",
+        default=None,
+        help="camera from the file name, e.g. '_c(\\d+)' or '_(left|right)' (group 'cam', else the first)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -149,19 +219,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     extract.add_argument("--images", required=True, help="folder of images or text file of image paths")
     extract.add_argument("--out", required=True, help="output .npz file")
     extract.add_argument("--flip", action="store_true", help="add the features of horizontally flipped images")
-    extract.add_argument(
-        "--identity-folders",
-        action="store_true",
-        help="identity from the image's folder: --images DIR holds DIR/<identity>/*.jpg",
-    )
-    extract.add_argument(
-        "--pid-regex", default=None, help="identity from the file name, e.g. '^(\\d+)_' (group 'pid', else the first)"
-    )
-    extract.add_argument(
-        "--camera-regex",
-        default=None,
-        help="camera from the file name, e.g. '_c(\\d+)' or '_(left|right)' (group 'cam', else the first)",
-    )
+    _add_label_args(extract)
     extract.add_argument("--skip-unreadable", action="store_true", help="leave out unreadable images (listed)")
     add_inference_args(extract)
     extract.set_defaults(func=cmd_extract)
@@ -187,6 +245,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="search structure (default exact; faiss-ivf / faiss-hnsw are approximate)",
     )
     build.add_argument("--flip", action="store_true", help="add the features of horizontally flipped images")
+    _add_label_args(build)
     build.add_argument("--skip-unreadable", action="store_true", help="leave out unreadable images (listed)")
     add_inference_args(build)
     build.set_defaults(func=cmd_index_build)

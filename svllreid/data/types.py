@@ -5,6 +5,7 @@ Everything here is pure Python so that dataset parsers can be used and tested wi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -56,6 +57,10 @@ class ReIDDataset:
         num_cameras: size of the camera-id space (0 when there are no cameras).
         num_views: size of the viewpoint-id space (0 when there are no viewpoint labels).
         notes: facts a user should know (images without a view label, auto-made splits, ...).
+        train_names: the dataset's own name of each training identity, by relabelled pid (a folder's
+            name, Market's number); :meth:`identity_name` reads it.
+        test_names: the dataset's own name of a query/gallery pid where it differs from the number
+            (identity folders named ``nyala-60``).
     """
 
     name: str
@@ -67,6 +72,15 @@ class ReIDDataset:
     num_cameras: int
     num_views: int = 0
     notes: list[str] = field(default_factory=list)
+    train_names: list[str] = field(default_factory=list)
+    test_names: dict[int, str] = field(default_factory=dict)
+
+    def identity_name(self, pid: int, *, train: bool = False) -> str:
+        """How the user knows an identity: of a training sample (relabelled ``pid``) or of a query/gallery
+        sample; the number itself where the dataset has no other name."""
+        if train:
+            return self.train_names[pid] if 0 <= pid < len(self.train_names) else str(pid)
+        return self.test_names.get(pid, str(pid))
 
     @property
     def query(self) -> list[Sample]:
@@ -89,6 +103,13 @@ def relabel(samples: list[Sample]) -> list[Sample]:
     """Map identities to 0..N-1 in order of their sorted original ids."""
     mapping = {pid: i for i, pid in enumerate(sorted({s.pid for s in samples}))}
     return [s._replace(pid=mapping[s.pid]) for s in samples]
+
+
+def relabelled_names(samples: list[Sample], names: Mapping[int, str] | None = None) -> list[str]:
+    """The names of the identities that :func:`relabel` numbers 0..N-1, in that order: ``names[pid]``,
+    else the original number (for :attr:`ReIDDataset.train_names`)."""
+    names = names or {}
+    return [names.get(pid, str(pid)) for pid in sorted({s.pid for s in samples})]
 
 
 def split_summary(samples: list[Sample]) -> dict[str, int]:

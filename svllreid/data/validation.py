@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
-from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel
+from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel, relabelled_names
 
 __all__ = ["carve_validation"]
 
@@ -46,7 +46,8 @@ def carve_validation(dataset: ReIDDataset, num_ids: int, seed: int = 0) -> ReIDD
             else:
                 seen_cameras.add(key)
                 query.append(sample)
-    train = relabel([s for s in dataset.train if s.pid not in held])
+    kept = [s for s in dataset.train if s.pid not in held]
+    train_names = {pid: dataset.identity_name(pid, train=True) for pid in by_pid}
     note = (
         f"validation: {num_ids} of {total} training identities held out (seed {seed}) as query {len(query)} / "
         f"gallery {len(gallery)} images; the test splits are not used"
@@ -55,10 +56,12 @@ def carve_validation(dataset: ReIDDataset, num_ids: int, seed: int = 0) -> ReIDD
         dataset.name,
         dataset.root,
         dataset.kind,
-        train,
+        relabel(kept),
         [EvalSplit("validation", query, gallery)],
         dataset.protocol,
         dataset.num_cameras,
         dataset.num_views,
         [*dataset.notes, note],
+        train_names=relabelled_names(kept, train_names),
+        test_names={pid: train_names[pid] for pid in held},  # the held-out samples keep their training pid
     )

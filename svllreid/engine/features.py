@@ -162,12 +162,18 @@ class ModelEvaluation:
         splits: each evaluation split with its :class:`RankingResult` (ranked lists when asked).
         samples: every test image once; ``feats`` rows follow it.
         feats: float32 ``[N, D]`` test features on the evaluation device.
+        identity_names: the dataset's own names of test pids where they differ from the numbers
+            (:attr:`svllreid.data.types.ReIDDataset.test_names`), for the pictures.
     """
 
     summary: dict[str, Any]
     splits: list[tuple[EvalSplit, RankingResult]]
     samples: list[Sample]
     feats: torch.Tensor = field(repr=False)
+    identity_names: dict[int, str] = field(default_factory=dict)
+
+    def identity_name(self, pid: int) -> str:
+        return self.identity_names.get(pid, str(pid))
 
 
 def evaluate_model(
@@ -210,7 +216,7 @@ def evaluate_model(
         )
         splits.append((split, result))
     summary = summarize(dataset.name, [(split.name, result) for split, result in splits])
-    return ModelEvaluation(summary, splits, samples, feats)
+    return ModelEvaluation(summary, splits, samples, feats, identity_names=dict(dataset.test_names))
 
 
 class _ImageFiles(Dataset):

@@ -10,7 +10,7 @@ import logging
 import platform
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -42,9 +42,9 @@ EMBED_IDS = 8
 EMBED_IMAGES_PER_ID = 12
 
 
-def _caption(sample: Sample) -> str:
+def _caption(sample: Sample, names: Mapping[int, str]) -> str:
     cam = f" · cam {sample.camid + 1}" if sample.camid >= 0 else ""
-    return f"id {sample.pid}{cam}"
+    return f"id {names.get(sample.pid, sample.pid)}{cam}"
 
 
 def select_queries(result: RankingResult) -> list[tuple[str, int]]:
@@ -57,8 +57,12 @@ def select_queries(result: RankingResult) -> list[tuple[str, int]]:
     return [(label, int(q)) for label, q in picks]
 
 
-def ranked_lists(split: EvalSplit, result: RankingResult) -> list[tuple[str, RankedList]]:
-    """Ranked lists (top k with true matches marked) of the best, median and worst queries of a split."""
+def ranked_lists(
+    split: EvalSplit, result: RankingResult, names: Mapping[int, str] | None = None
+) -> list[tuple[str, RankedList]]:
+    """Ranked lists (top k with true matches marked) of the best, median and worst queries of a split;
+    captions name identities by ``names`` (the dataset's own names of test pids) where given."""
+    names = names or {}
     if result.ranked is None:
         raise ValueError("the result has no ranked lists; evaluate with topk > 0")
     out = []
@@ -73,9 +77,9 @@ def ranked_lists(split: EvalSplit, result: RankingResult) -> list[tuple[str, Ran
                 RankedList(
                     title=title,
                     query_path=query.path,
-                    query_caption=_caption(query),
+                    query_caption=_caption(query, names),
                     gallery_paths=[s.path for s in items],
-                    gallery_captions=[_caption(s) for s in items],
+                    gallery_captions=[_caption(s, names) for s in items],
                     matches=[s.pid == query.pid for s in items],
                 ),
             )
@@ -83,9 +87,12 @@ def ranked_lists(split: EvalSplit, result: RankingResult) -> list[tuple[str, Ran
     return out
 
 
-def write_ranked_pictures(split: EvalSplit, result: RankingResult, out_dir: Path) -> list[Path]:
+def write_ranked_pictures(
+    split: EvalSplit, result: RankingResult, out_dir: Path, names: Mapping[int, str] | None = None
+) -> list[Path]:
     """``ranked_best.png``, ``ranked_median.png`` and ``ranked_worst.png`` of a split."""
-    return [draw_ranked_lists([lst], out_dir / f"ranked_{label}.png") for label, lst in ranked_lists(split, result)]
+    lists = ranked_lists(split, result, names)
+    return [draw_ranked_lists([lst], out_dir / f"ranked_{label}.png") for label, lst in lists]
 
 
 def metrics_row(name: str, summary: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +132,8 @@ def write_test_embedding(evaluation: ModelEvaluation, path: Path) -> Path | None
         return None
     feats = evaluation.feats[torch.as_tensor(rows, device=evaluation.feats.device)].cpu()
     pids = np.array([evaluation.samples[r].pid for r in rows])
-    return plot_embedding(feats, pids, path, title="t-SNE of test image features")
+    names = {int(pid): evaluation.identity_name(int(pid)) for pid in np.unique(pids)}
+    return plot_embedding(feats, pids, path, title="t-SNE of test image features", identity_names=names)
 
 
 @torch.no_grad()
@@ -138,10 +146,12 @@ def write_train_embedding(
     device: torch.device,
     path: Path,
     interpolation: str = "bilinear",
+    names: Sequence[str] = (),
 ) -> Path | None:
     """t-SNE of image features (CLIP's projected space, f_proj) of a few training identities together
     with the text features of their learned prompts: the picture of how stage 1 and stage 2 align them.
-    ``transform`` and ``interpolation`` are the test pipeline's."""
+    ``transform`` and ``interpolation`` are the test pipeline's; ``names`` are the dataset's own names of
+    the (relabelled) training pids, for the legend."""
     rows = _pick_identities(train, EMBED_IDS, EMBED_IMAGES_PER_ID)
     if len(rows) < 3:
         return None
@@ -163,6 +173,7 @@ def write_train_embedding(
         text_feats=text,
         text_pids=ids,
         title="t-SNE of training identities: images and learned prompts",
+        identity_names={int(pid): names[pid] for pid in ids if 0 <= pid < len(names)},
     )
 
 
@@ -201,8 +212,10 @@ def _result_sections(
     return [section], files
 
 
-def _ranked_section(split: EvalSplit, result: RankingResult, out_dir: Path) -> tuple[Section, dict[str, Path]]:
-    pictures = write_ranked_pictures(split, result, out_dir)
+def _ranked_section(
+    split: EvalSplit, result: RankingResult, out_dir: Path, names: Mapping[int, str]
+) -> tuple[Section, dict[str, Path]]:
+    pictures = write_ranked_pictures(split, result, out_dir, names)
     k = result.ranked.shape[1] if result.ranked is not None else 0
     removed = (
         "Junk (same identity, same camera) and the query's own image are not ranked."
@@ -236,7 +249,7 @@ def write_evaluation_report(result: CheckpointEvaluation) -> dict[str, Path]:
     sections.insert(0, Section("Evaluation", text="\n\n".join(result.notes), facts=_facts(facts)))
     split, first = ev.splits[0]
     if first.ranked is not None and first.num_evaluated:
-        section, ranked_files = _ranked_section(split, first, out)
+        section, ranked_files = _ranked_section(split, first, out, ev.identity_names)
         sections.append(section)
         files.update(ranked_files)
     embedding = write_test_embedding(ev, out / "embedding.png")
@@ -278,7 +291,7 @@ def write_training_report(
         )
     split, first = final.splits[0]
     if first.ranked is not None and first.num_evaluated:
-        section, ranked_files = _ranked_section(split, first, run_dir)
+        section, ranked_files = _ranked_section(split, first, run_dir, final.identity_names)
         sections.append(section)
         files.update(ranked_files)
     if embedding is not None:

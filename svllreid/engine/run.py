@@ -348,6 +348,7 @@ class Run:
                 device=self.device,
                 path=self.run_dir / "embedding.png",
                 interpolation=self.transforms.test_interpolation,
+                names=ds.train_names,
             )
             assert result.final_details is not None  # train() evaluates before it writes the report
             files = write_training_report(

@@ -409,6 +409,7 @@ def plot_embedding(
     seed: int = 0,
     title: str | None = None,
     center_modalities: bool = True,
+    identity_names: Mapping[int, str] | None = None,
 ) -> Path:
     """Draw L2-normalised image (and text) features in 2-D, coloured by identity.
 
@@ -428,6 +429,8 @@ def plot_embedding(
         text_pids: ``[M]`` identity labels of ``text_feats``; required with them.
         seed: t-SNE random state.
         title: figure title (default: names the projection).
+        identity_names: the legend's name of an identity label (the dataset's own, e.g. a folder name
+            where the labels are relabelled numbers); the label itself where absent.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -512,9 +515,10 @@ def plot_embedding(
             )
         )
     # Legends go outside the axes (constrained layout makes room), so they never hide points.
+    names = {int(k): v for k, v in (identity_names or {}).items()}
     if len(identities) <= 10:
         ids = [
-            Line2D([], [], ls="none", marker="s", ms=7, color=palette[index[pid]], label=f"id {pid}")
+            Line2D([], [], ls="none", marker="s", ms=7, color=palette[index[pid]], label=f"id {names.get(pid, pid)}")
             for pid in identities
         ]
         figure.legend(handles=ids, title="identity", loc="outside right upper", fontsize="small")

@@ -203,18 +203,43 @@ def _validate(lists: Sequence[RankedList], thumb_size: tuple[int, int]) -> None:
             )
 
 
-def draw_ranked_lists(lists: Sequence[RankedList], path: str | Path, thumb_size: tuple[int, int] = (128, 64)) -> Path:
+#: Thumbnail height, and the narrowest and widest thumbnail, when the box follows the images' shape.
+THUMB_H = 128
+THUMB_W_RANGE = (48, 256)
+
+
+def thumbnail_box(paths: Sequence[str | Path], height: int = THUMB_H) -> tuple[int, int]:
+    """A thumbnail box ``(height, width)`` of the images' median aspect ratio (read from their headers),
+    so that person crops get tall boxes (128×64) and wide animal or vehicle photos wide ones, instead of
+    shrinking into a box of another shape; the width is clipped to :data:`THUMB_W_RANGE`. 128×64 when no
+    image can be read."""
+    ratios = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:  # the header only
+                ratios.append(image.width / image.height)
+        except Exception:  # an unreadable image is drawn as a placeholder anyway
+            continue
+    if not ratios:
+        return height, height // 2
+    ratios.sort()
+    width = round(height * ratios[len(ratios) // 2])
+    return height, min(max(width, THUMB_W_RANGE[0]), THUMB_W_RANGE[1])
+
+
+def draw_ranked_lists(lists: Sequence[RankedList], path: str | Path, thumb_size: tuple[int, int] | None = None) -> Path:
     """Draw ranked lists as one PNG, one row per list.
 
     Each row shows, left to right: the title, the query (blue border, caption under it), then the gallery
     images in rank order with 4-px borders (green: same identity, red: another, grey: unknown), the rank
     number and caption under each. Thumbnails keep their aspect ratio inside ``thumb_size`` on white; an
     unreadable image becomes a grey "unreadable" placeholder. The picture is as wide as the longest row.
+    Without ``thumb_size`` the box takes the images' median shape (:func:`thumbnail_box`).
 
     Args:
         lists: the rows.
         path: where to write the PNG (parent folders created; written atomically).
-        thumb_size: thumbnail box ``(height, width)`` in pixels, without the border.
+        thumb_size: thumbnail box ``(height, width)`` in pixels, without the border (default: from the images).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -222,6 +247,9 @@ def draw_ranked_lists(lists: Sequence[RankedList], path: str | Path, thumb_size:
     Raises:
         ValueError: no lists, a bad ``thumb_size``, or a list whose paths, captions and matches differ in length.
     """
+    if thumb_size is None:
+        _validate(lists, (1, 1))
+        thumb_size = thumbnail_box([p for item in lists for p in (item.query_path, *item.gallery_paths)])
     _validate(lists, thumb_size)
     layout = _Layout(int(thumb_size[0]), int(thumb_size[1]))
     canvas = Image.new("RGB", layout.size(len(lists), max(len(item.gallery_paths) for item in lists)), "white")

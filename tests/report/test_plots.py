@@ -286,3 +286,19 @@ def test_embedding_removes_the_modality_gap_before_projecting(tmp_path: Path, mo
         nearest = np.argmax(feats[24:] @ feats[:24].T, axis=1)
         own = (pids[nearest] == np.arange(4)).mean()
         assert own == 1.0 if center else own < 1.0
+
+
+def test_the_embedding_legend_names_identities_as_the_dataset_does(tmp_path: Path, monkeypatch) -> None:
+    """Relabelled training ids (0, 1, 2) appear in the legend under the names the user gave them."""
+    labels: list[str] = []
+    original = plots.Line2D
+
+    def recording(*args, **kwargs):
+        labels.append(kwargs.get("label", ""))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(plots, "Line2D", recording)
+    rng = np.random.default_rng(0)
+    names = {0: "nyala-60", 1: "nyala-75"}  # 2 has no name: its number is shown
+    plot_embedding(rng.normal(size=(9, 8)), np.repeat([0, 1, 2], 3), tmp_path / "e.png", identity_names=names)
+    assert [label for label in labels if label.startswith("id ")] == ["id nyala-60", "id nyala-75", "id 2"]

@@ -99,3 +99,21 @@ def test_validation(tmp_path: Path, lists: list[RankedList]) -> None:
     with pytest.raises(ValueError, match="thumb_size"):
         draw_ranked_lists(lists, tmp_path / "r.png", thumb_size=(0, 64))
     assert not (tmp_path / "r.png").exists()
+
+
+def test_the_thumbnail_box_follows_the_images_shape(tmp_path: Path) -> None:
+    """Wide animal photos get wide tiles, person crops the tall 128×64 ones (the aspect kept either way)."""
+    wide = [_image(tmp_path / f"w{i}.jpg", (90, 120, 60), size=(1525, 1247)) for i in range(4)]
+    tall = [_image(tmp_path / f"t{i}.jpg", (90, 120, 60), size=(64, 128)) for i in range(4)]
+    assert ranked.thumbnail_box(wide) == (128, round(128 * 1525 / 1247))
+    assert ranked.thumbnail_box(tall) == (128, 64)
+    assert ranked.thumbnail_box([_image(tmp_path / "pano.jpg", (1, 2, 3), size=(4000, 500))]) == (128, 256)
+    assert ranked.thumbnail_box([str(tmp_path / "missing.jpg")]) == (128, 64)
+    item = RankedList("wide", wide[0], "q", wide[1:], ["a", "b", "c"], [None] * 3)
+    out = draw_ranked_lists([item], tmp_path / "wide.png")
+    layout = ranked._Layout(*ranked.thumbnail_box(wide))
+    picture = Image.open(out).convert("RGB")
+    assert picture.size == layout.size(1, 3)
+    # The photo fills its tile: no white band above or below it (it would have one in a tall tile).
+    assert _inner_pixel(picture, layout, 0, 1, layout.thumb_w // 2, 2) == (90, 120, 60)
+    assert _inner_pixel(picture, layout, 0, 1, layout.thumb_w // 2, layout.thumb_h - 3) == (90, 120, 60)

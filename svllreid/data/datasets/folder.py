@@ -31,7 +31,7 @@ from pathlib import Path
 from svllreid.data.datasets.common import IMAGE_EXTENSIONS, list_images, raise_if_problems
 from svllreid.data.datasets.registry import register
 from svllreid.data.labels import identity_numbers, is_integer, number_labels, regex_group
-from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel
+from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel, relabelled_names
 from svllreid.errors import DatasetError
 
 SPLITS = ("train", "query", "gallery")
@@ -276,6 +276,7 @@ def folder(
         )
     if not has_cam:
         notes.append("no camera labels: each query's own image is excluded from its gallery and nothing else")
+    name_of = {number: name for name, number in pid_of.items()}  # the folder or manifest names
     return ReIDDataset(
         name="folder",
         root=str(base.resolve()),
@@ -285,4 +286,6 @@ def folder(
         protocol="camera" if has_cam else "no-camera",
         num_cameras=len(cam_of),
         notes=notes,
+        train_names=relabelled_names(train, name_of),
+        test_names={s.pid: name_of[s.pid] for s in query + gallery if name_of[s.pid] != str(s.pid)},
     )

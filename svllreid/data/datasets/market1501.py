@@ -12,7 +12,7 @@ from pathlib import Path
 
 from svllreid.data.datasets.common import drop_ids, parse_camera_folder, raise_if_problems, resolve_root
 from svllreid.data.datasets.registry import register
-from svllreid.data.types import EvalSplit, ReIDDataset, relabel
+from svllreid.data.types import EvalSplit, ReIDDataset, relabel, relabelled_names
 
 FOLDERS = ("bounding_box_train", "query", "bounding_box_test")
 MARKET_PATTERN = re.compile(r"^(-?\d+)_c(\d)s\d+_\d+_\d+")
@@ -39,6 +39,7 @@ def parse_three_folder(
         root=str(base),
         kind="person",
         train=relabel(drop_ids(train, {JUNK, DISTRACTOR})),
+        train_names=relabelled_names(drop_ids(train, {JUNK, DISTRACTOR})),
         splits=[EvalSplit("default", drop_ids(query, {JUNK, DISTRACTOR}), drop_ids(gallery, {JUNK}))],
         protocol="camera",
         num_cameras=num_cameras,

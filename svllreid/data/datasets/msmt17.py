@@ -11,7 +11,7 @@ from pathlib import Path
 
 from svllreid.data.datasets.common import raise_if_problems, resolve_root
 from svllreid.data.datasets.registry import register
-from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel
+from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel, relabelled_names
 
 NUM_CAMERAS = 15
 LISTS = ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt")
@@ -54,6 +54,7 @@ def msmt17(root: str | Path) -> ReIDDataset:
         root=str(base),
         kind="person",
         train=relabel(train_files[0] + train_files[1]),
+        train_names=relabelled_names(train_files[0] + train_files[1]),
         splits=[EvalSplit("default", query, gallery)],
         protocol="camera",
         num_cameras=NUM_CAMERAS,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from svllreid.data.datasets.common import list_images, raise_if_problems, resolve_root
 from svllreid.data.datasets.registry import register
-from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel
+from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel, relabelled_names
 from svllreid.errors import DatasetError
 
 PATTERN = re.compile(r"^(\d+)_(\d+)_(\d+)\.")
@@ -62,6 +62,7 @@ def pku(root: str | Path) -> ReIDDataset:
         root=str(base),
         kind="person",
         train=relabel([s for s in samples if s.pid in train_ids]),
+        train_names=relabelled_names([s for s in samples if s.pid in train_ids]),
         splits=[EvalSplit("camera 01 -> 02", cam1, cam2), EvalSplit("camera 02 -> 01", cam2, cam1)],
         protocol="camera",
         num_cameras=NUM_CAMERAS,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from svllreid.data.datasets.common import raise_if_problems, resolve_root
 from svllreid.data.datasets.registry import register
-from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel
+from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel, relabelled_names
 from svllreid.errors import DatasetError
 
 TEST_SIZES = {"small": 800, "medium": 1600, "large": 2400}
@@ -89,6 +89,7 @@ def vehicleid(root: str | Path, test_size: int | str = 800, trials: int = 10) ->
         root=str(base),
         kind="vehicle",
         train=relabel(train),
+        train_names=relabelled_names(train),
         splits=vehicleid_trials(test, int(trials)),
         protocol="no-camera",
         num_cameras=0,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from svllreid.data.datasets.common import parse_camera_folder, raise_if_problems, resolve_root
 from svllreid.data.datasets.registry import register
-from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel
+from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel, relabelled_names
 from svllreid.errors import DatasetError
 
 FOLDERS = ("image_train", "image_query", "image_test")
@@ -79,6 +79,7 @@ def veri776(root: str | Path, view_dir: str = "", drop_unlabelled_views: bool = 
         root=str(base),
         kind="vehicle",
         train=relabel(train),
+        train_names=relabelled_names(train),
         splits=[EvalSplit("default", query, gallery)],
         protocol="camera",
         num_cameras=NUM_CAMERAS,
