@@ -13,8 +13,10 @@ __all__ = [
     "ConfigError",
     "DatasetError",
     "DiskFullError",
+    "ExportError",
     "ImageReadError",
     "IndexFileError",
+    "MissingExtraError",
     "OutputError",
     "PretrainedError",
     "SvllreidError",
@@ -79,6 +81,16 @@ class OutputError(SvllreidError, OSError):
 class DiskFullError(SvllreidError, OSError):
     """No space was left on the disk (or quota) while writing a file; the file's previous version, if
     any, is intact (writes are atomic)."""
+
+    exit_code = 1
+
+
+class MissingExtraError(SvllreidError, ImportError):
+    """A feature needs an optional dependency that is not installed; the message names the extra."""
+
+
+class ExportError(SvllreidError, RuntimeError):
+    """A network could not be exported, or its export does not give the network's features."""
 
     exit_code = 1
 

@@ -37,6 +37,7 @@ from torch import nn
 from svllreid.data.loaders import Transform
 from svllreid.data.pixels import NormalizePixels
 from svllreid.engine.checkpoint import DIGEST_KEY, read_checkpoint_meta, state_digest
+from svllreid.engine.image_path import ImagePath
 from svllreid.fileio import atomic_write, cache_dir
 
 log = logging.getLogger(__name__)
@@ -46,27 +47,6 @@ VERSION = 1
 #: Largest difference between the traced and the eager features accepted when compiling.
 TRACE_TOLERANCE = 1e-5
 _META_FILE = "svllreid.json"
-
-
-#: The sub-network that makes the test feature (its tensors keep their names in the traced module).
-IMAGE_PATH = "image_encoder"
-
-
-class _ImagePath(nn.Module):
-    """What is traced: the network's ``encode_image`` with every camera and view unknown (-1), as
-    ``extract`` and ``search`` encode a user's images; it holds the image encoder only (the text
-    encoder, prompts and heads do not take part)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        from svllreid.models.reid_model import retrieval_feature  # loaded already where a network is traced
-
-        self.image_encoder = getattr(model, IMAGE_PATH)
-        self.feature = retrieval_feature
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        unknown = torch.full((images.shape[0],), -1, dtype=torch.long, device=images.device)
-        return self.feature(self.image_encoder(images, unknown, unknown))
 
 
 class _ScriptedImagePath(nn.Module):
@@ -161,7 +141,7 @@ def compile_query_encoder(
     features of a batch of another size than the traced one differ from the eager ones by more than
     :data:`TRACE_TOLERANCE` (the network has shape-dependent Python code), or tracing fails."""
     height, width = int(image_size[0]), int(image_size[1])
-    wrapper = _ImagePath(model).eval()
+    wrapper = ImagePath(model).eval()
     generator = torch.Generator().manual_seed(0)
     example, check = (torch.randn(n, 3, height, width, generator=generator) for n in (2, 3))
     try:

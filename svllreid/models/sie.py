@@ -37,6 +37,11 @@ class SideInfoEmbedding(nn.Module):
     def _check(self, ids: torch.Tensor | None, limit: int, what: str) -> torch.Tensor:
         if ids is None:
             raise ValueError(f"SIE mode {self.mode!r} needs {what} ids; pass them to the image encoder")
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            # An exported or traced graph takes ids as data: a Python branch on their values would either
+            # stop torch.export or be frozen into the trace. Out-of-range ids then fail in the runtime's
+            # gather instead of here.
+            return ids
         if ids.device.type == "cpu":
             bad = (ids < -1) | (ids >= limit)
             if bool(bad.any()):

@@ -1,0 +1,60 @@
+"""``svllreid export``: a trained network's image path as an ONNX or TorchScript file for deployment."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from svllreid.cli.common import positive_int
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from svllreid.engine.export import check_export_options, export_image_path
+    from svllreid.engine.inference import load_trained_model
+    from svllreid.fileio import check_writable
+
+    check_export_options(args.format, opset=args.opset)  # before the network is loaded
+    check_writable(args.out)
+    trained = load_trained_model(args.checkpoint, "cpu")  # exported from the CPU: the file runs anywhere
+    print(f"model: {trained.describe()}")
+    report = export_image_path(
+        trained, args.out, fmt=args.format, fp16=args.fp16, opset=args.opset, side_info=args.side_info
+    )
+    facts = report.facts
+    pre = facts["preprocessing"]
+    print(
+        f"wrote {report.path}: {report.format} ({report.exporter}, {facts['precision']}), inputs "
+        f"{', '.join(report.inputs)} (dynamic batch) -> features [B, {report.feature_dim}], L2-normalised"
+    )
+    print(f"  side information: {facts['side_info']}")
+    print(
+        f"  preprocessing: resize to {pre['image_size'][0]}x{pre['image_size'][1]} ({pre['resize']}), "
+        f"(pixel / 255 - mean) / std with mean {pre['mean']}, std {pre['std']}"
+    )
+    print(f"  checked with {report.checked_with}: max abs difference {report.max_abs_diff:.2e} from the network")
+    if args.json:
+        print(json.dumps({"path": str(report.path), "max_abs_diff": report.max_abs_diff, **facts}, indent=2))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    export = subparsers.add_parser(
+        "export",
+        help="write a trained network's image path as ONNX or TorchScript (dynamic batch, metadata)",
+        description="Export the test-time image path of a trained checkpoint: images [B, 3, H, W] (resized, "
+        "scaled to [0, 1] and normalised as the file's metadata states) in, L2-normalised features [B, D] out. "
+        "The written file is run once and compared with the network. ONNX needs pip install 'svllreid[onnx]'.",
+    )
+    export.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
+    export.add_argument("--format", required=True, choices=["onnx", "torchscript"], help="file format")
+    export.add_argument("--out", required=True, help="file to write (.onnx, or .pt for TorchScript)")
+    export.add_argument("--fp16", action="store_true", help="half precision (for GPUs)")
+    export.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default: the exporter's)")
+    export.add_argument(
+        "--side-info",
+        action="store_true",
+        help="a second input side_info [B, 2] (camera, view; -1 unknown) for networks with SIE "
+        "(default: cameras and views fixed as unknown)",
+    )
+    export.add_argument("--json", action="store_true", help="also print the file's metadata as JSON")
+    export.set_defaults(func=cmd_export)
