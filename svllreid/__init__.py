@@ -16,6 +16,7 @@ _LAZY = {
     "KReciprocal": "svllreid.eval.rerank",
     "load_trained_model": "svllreid.engine.inference",
     "GalleryIndex": "svllreid.search",
+    "FeatureExtractor": "svllreid.engine.extractor",
 }
 
 __all__ = ["__version__", *_LAZY]

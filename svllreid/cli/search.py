@@ -13,6 +13,19 @@ from svllreid.cli.common import add_inference_args, positive_int
 from svllreid.fileio import check_writable
 
 
+def _load_model(args: argparse.Namespace) -> Any:
+    """The network of ``--checkpoint`` (torch) or ``--model FILE.onnx`` (onnxruntime, CPU)."""
+    if args.model:
+        from svllreid.engine.onnx_backend import load_onnx_model
+
+        if args.device not in ("auto", "cpu"):
+            raise ValueError("--model FILE.onnx runs on onnxruntime's CPU provider; leave out --device")
+        return load_onnx_model(args.model)
+    from svllreid.engine.inference import load_trained_model
+
+    return load_trained_model(args.checkpoint, args.device)
+
+
 def _extract(args: argparse.Namespace, trained: Any, paths: list[str]) -> Any:
     """Features of image files with the progress bar; unreadable files stop the command unless
     ``--skip-unreadable``."""
@@ -65,13 +78,12 @@ def _label_names(feats: Any, paths: list[str], labels: Any) -> list[str] | None:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from svllreid.data.images import list_images
-    from svllreid.engine.inference import load_trained_model
     from svllreid.eval.feature_file import write_feature_file
 
     check_writable(args.out)  # before any feature is computed
     paths = list_images(args.images)
     pids, camids = _labels(args, paths)
-    trained = load_trained_model(args.checkpoint, args.device)
+    trained = _load_model(args)
     print(f"model: {trained.describe()}")
     feats = _extract(args, trained, paths)
     names = {what: labels.names for what, labels in (("pid", pids), ("camera", camids)) if labels and labels.names}
@@ -90,13 +102,12 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 def cmd_index_build(args: argparse.Namespace) -> int:
     from svllreid.data.images import list_images
-    from svllreid.engine.inference import load_trained_model
     from svllreid.search import GalleryIndex
 
     check_writable(args.out)  # before any feature is computed
     paths = list_images(args.images)
     pids, camids = _labels(args, paths)
-    trained = load_trained_model(args.checkpoint, args.device)
+    trained = _load_model(args)
     print(f"model: {trained.describe()}")
     feats = _extract(args, trained, paths)
     meta = trained.index_meta(flip=args.flip, images=args.images)
@@ -106,7 +117,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     index = GalleryIndex.build(feats.feats.numpy(), feats.paths, meta=meta, backend=args.backend)
     out = index.save(args.out)
     print(f"wrote {out}: {len(index)} images, {index.dim}-d features, {args.backend} search")
-    compiled = trained.cache_query_encoder()  # so that searches start without importing open_clip
+    compiled = trained.cache_query_encoder() if not args.model else None  # searches then skip open_clip
     if compiled is not None:
         print(f"query encoder for fast searches: {compiled}")
     return 0
@@ -145,7 +156,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         check_writable(args.out)  # before the queries are encoded
     index = GalleryIndex.load(args.index)
     saved = index.meta
-    trained = load_index_model(saved, args.index, args.checkpoint, args.device, compiled=not args.no_compiled)
+    if args.model:  # an exported file, checked to be the index's network whichever runtime built it
+        trained = _load_model(args)
+        trained.check_same_features(saved, str(args.index))
+    else:
+        trained = load_index_model(saved, args.index, args.checkpoint, args.device, compiled=not args.no_compiled)
     args.flip = query_flip(saved)
     queries = _extract(args, trained, expand_image_arguments(args.query))
     result = index.search(queries.feats.numpy(), args.topk)
@@ -191,6 +206,19 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_model_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    which = parser.add_mutually_exclusive_group(required=required)
+    which.add_argument(
+        "--checkpoint",
+        help="checkpoint file or run directory" + ("" if required else " (default: the one the index names)"),
+    )
+    which.add_argument(
+        "--model",
+        metavar="FILE.onnx",
+        help="an ONNX file from 'svllreid export', run by onnxruntime on the CPU (pip install 'svllreid[onnx]')",
+    )
+
+
 def _add_label_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--identity-folders",
@@ -215,7 +243,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(one path a line) and save them as .npz: 'feats' [N, D], 'paths' [N] and, with --pid-regex / "
         "--camera-regex, 'pids' / 'camids' for 'svllreid eval-features'.",
     )
-    extract.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
+    _add_model_args(extract)
     extract.add_argument("--images", required=True, help="folder of images or text file of image paths")
     extract.add_argument("--out", required=True, help="output .npz file")
     extract.add_argument("--flip", action="store_true", help="add the features of horizontally flipped images")
@@ -235,7 +263,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "save them, with the paths and the model's description, as one index file. Exact search by default; "
         "faiss backends (pip install faiss-cpu) for large galleries.",
     )
-    build.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
+    _add_model_args(build)
     build.add_argument("--images", required=True, help="folder of gallery images or text file of paths")
     build.add_argument("--out", required=True, help="index file to write")
     build.add_argument(
@@ -265,7 +293,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     search.add_argument("--topk", type=positive_int, default=10, help="results per query (default 10)")
     search.add_argument("--out", default=None, help="write the ranked lists as a PNG picture")
-    search.add_argument("--checkpoint", default=None, help="model checkpoint (default: the one the index names)")
+    _add_model_args(search, required=False)
     search.add_argument("--json", action="store_true", help="print JSON")
     search.add_argument(
         "--no-compiled",

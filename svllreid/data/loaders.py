@@ -101,12 +101,20 @@ def read_resized(path: str, size: Sequence[int], interpolation: str = "bicubic")
         raise ImageReadError(path, "file not found") from err
     except Exception as err:  # PIL raises many types for corrupt data
         raise ImageReadError(path, f"{type(err).__name__}: {err}") from err
-    if rgb.size != (width, height):
-        rgb = rgb.resize((width, height), INTERPOLATIONS[interpolation])
-    pixels = np.asarray(rgb).copy()
+    pixels = resized_pixels(rgb, (height, width), interpolation)
     if cache_file is not None:
         _store_pixels(cache_file, pixels)
     return torch.from_numpy(pixels).permute(2, 0, 1)
+
+
+def resized_pixels(image: Image.Image, size: Sequence[int], interpolation: str = "bicubic") -> np.ndarray:
+    """An image in memory as :func:`read_resized` makes a file's: RGB, resized to ``size`` = (height,
+    width) by ``interpolation``; uint8 ``[H, W, 3]``."""
+    height, width = int(size[0]), int(size[1])
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    if rgb.size != (width, height):
+        rgb = rgb.resize((width, height), INTERPOLATIONS[interpolation])
+    return np.asarray(rgb).copy()
 
 
 class ImageCache:

@@ -1,0 +1,166 @@
+"""An exported ONNX image path (``svllreid export --format onnx``) run by onnxruntime, with what
+``extract``, ``index build``, ``search`` and :class:`svllreid.FeatureExtractor` read of a model: the
+input size, the resize filter, the pixel statistics and the network's identity, all from the file's
+metadata. Importing this module imports neither open_clip nor torchvision; onnxruntime is imported
+when a file is loaded (``pip install 'svllreid[onnx]'``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from svllreid.data.loaders import Transform
+from svllreid.data.pixels import NormalizePixels
+from svllreid.errors import CheckpointError, MissingExtraError
+
+ONNX_EXTRA = "pip install 'svllreid[onnx]' (onnx, onnxscript and onnxruntime)"
+METADATA_KEY = "svllreid"  # as svllreid.engine.export writes it
+FORMAT = "svllreid-image-path"
+
+
+class _SessionImagePath(nn.Module):
+    """An onnxruntime session with the ``encode_image`` signature of a ReID model."""
+
+    def __init__(self, session: Any, *, side_info: bool, float16: bool):
+        super().__init__()
+        self.session, self.side_info, self.float16 = session, side_info, float16
+
+    def encode_image(
+        self, images: torch.Tensor, camids: torch.Tensor | None = None, viewids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        pixels = images.detach().cpu().numpy().astype(np.float16 if self.float16 else np.float32)
+        feed = {"images": pixels}
+        if self.side_info:
+            unknown = np.full(len(pixels), -1, dtype=np.int64)
+            cams = unknown if camids is None else camids.cpu().numpy().astype(np.int64)
+            views = unknown if viewids is None else viewids.cpu().numpy().astype(np.int64)
+            feed["side_info"] = np.stack([cams, views], axis=1)
+        return torch.from_numpy(np.asarray(self.session.run(None, feed)[0], dtype=np.float32))
+
+
+@dataclass
+class OnnxModel:
+    """An exported image path on onnxruntime's CPU provider; ``network`` is the network's identity (as
+    :meth:`svllreid.engine.inference.TrainedModel.identity` gave it when the file was exported)."""
+
+    path: Path
+    model: nn.Module
+    image_size: tuple[int, int]
+    interpolation: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    network: dict[str, Any]
+    feature_dim: int
+    facts: dict[str, Any] = field(repr=False)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def transform(self) -> Transform:
+        return NormalizePixels(self.mean, self.std)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return dict(self.network.get("spec", {}))
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies the network (stored with feature files and indexes), as a checkpoint's
+        :meth:`~svllreid.engine.inference.TrainedModel.identity` does, so that the two are comparable."""
+        return {**self.network, "model_file": str(self.path.resolve())}
+
+    def index_meta(self, *, flip: bool, images: str | Path) -> dict[str, Any]:
+        """What an index built with this file stores (see ``TrainedModel.index_meta``)."""
+        return {**self.identity(), "flip": bool(flip), "images": str(Path(images).resolve())}
+
+    def describe(self) -> str:
+        spec = self.spec
+        size = f"{self.image_size[0]}×{self.image_size[1]}"
+        return (
+            f"{spec.get('arch', '?')} {size} trained on {self.network.get('trained_on', '?')}, exported "
+            f"({self.facts.get('exporter', '?')}, {self.facts.get('precision', '?')}) to {self.path}, on onnxruntime"
+        )
+
+    def check_same_features(
+        self, index_identity: Mapping[str, Any], index: str, *, checkpoint: str | None = None
+    ) -> None:
+        """Check that this file makes an index's features: the same network (spec) and the same weights
+        (digest) as the model that built ``index``, whichever runtime that was.
+
+        Raises:
+            CheckpointError: another network or other weights.
+        """
+        saved_spec, saved_digest = index_identity.get("spec"), index_identity.get("weights_sha256")
+        if saved_spec and saved_spec != self.spec:
+            differ = sorted(k for k in {**saved_spec, **self.spec} if saved_spec.get(k) != self.spec.get(k))
+            raise CheckpointError(
+                f"{self.path} is another network than the one that built {index} (differs in {', '.join(differ)}); "
+                "its features are not comparable: search with the index's own model or rebuild the index"
+            )
+        if saved_digest and saved_digest != self.network.get("weights_sha256"):
+            raise CheckpointError(
+                f"{self.path} has other weights than the model that built {index} (same architecture, different "
+                "training); its features are not comparable: search with the index's own model or rebuild the index"
+            )
+
+
+def load_onnx_model(path: str | Path, *, threads: int | None = None) -> OnnxModel:
+    """An ONNX file written by ``svllreid export``, ready to encode images on the CPU.
+
+    Args:
+        threads: onnxruntime's intra-op threads (default: torch's, so that one setting governs both).
+
+    Raises:
+        MissingExtraError: onnxruntime is not installed.
+        ValueError: the file is missing, not ONNX, or not an svllreid export.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise MissingExtraError(f"running ONNX files needs onnxruntime: {ONNX_EXTRA}") from err
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist; write it with 'svllreid export --format onnx'")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    # First without graph optimisations, which onnxruntime's CPU provider cannot apply to float16 graphs
+    # (a crash, see svllreid.engine.export): enough to read the metadata and run an fp16 file.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable ONNX file ({type(err).__name__}: {err})") from err
+    text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    if not text:
+        raise ValueError(f"{path} holds no svllreid metadata: it was not written by 'svllreid export'")
+    facts = json.loads(text)
+    if facts.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an svllreid image-path export (format {facts.get('format')!r})")
+    if facts.get("precision") != "fp16":
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    pre = facts["preprocessing"]
+    names = [arg.name for arg in session.get_inputs()]
+    return OnnxModel(
+        path=path,
+        model=_SessionImagePath(session, side_info="side_info" in names, float16=facts.get("precision") == "fp16"),
+        image_size=(int(pre["image_size"][0]), int(pre["image_size"][1])),
+        interpolation=str(pre["interpolation"]),
+        mean=tuple(float(v) for v in pre["mean"]),
+        std=tuple(float(v) for v in pre["std"]),
+        network=dict(facts.get("identity", {})),
+        feature_dim=int(session.get_outputs()[0].shape[1]),
+        facts=facts,
+    )
+
+
+def is_onnx_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a model argument names an ONNX file (by its suffix) rather than a checkpoint."""
+    return Path(path).suffix.lower() == ".onnx"
