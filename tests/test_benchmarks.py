@@ -51,3 +51,26 @@ def test_search_startup_benchmark_times_each_command_as_a_new_process():
     for row in rows.values():
         assert len(row["runs_s"]) == 1 and row["median_s"] > 0
     assert rows['python -c "import torch"']["vs_import_torch"] == 1.0
+
+
+@pytest.mark.slow
+def test_export_speed_benchmark_times_torch_and_onnxruntime():
+    cmd = [sys.executable, str(REPO / "benchmarks" / "export_speed.py"), "--networks", "tiny-rn"]
+    cmd += ["--batches", "1", "3", "--repeats", "1", "--json"]
+    report = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300).stdout)
+    assert report["precision"] == "fp32" and report["threads"] >= 1
+    assert [r["batch"] for r in report["rows"]] == [1, 3]
+    for row in report["rows"]:
+        assert row["torch_ms"] > 0 and row["onnxruntime_ms"] > 0 and row["max_abs_diff"] <= 1e-5
+
+
+@pytest.mark.slow
+def test_boxmot_preprocessing_benchmark_reproduces_the_evaluation_in_its_first_row():
+    cmd = [sys.executable, str(REPO / "benchmarks" / "boxmot_preprocessing.py"), "--json"]
+    cmd += ["--stage1-epochs", "1", "--stage2-epochs", "1"]
+    report = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300).stdout)
+    rows = report["rows"]
+    assert len(rows) == 7 and rows[0]["difference"] == 0.0
+    # The first row is svllreid's own pipeline: the training run's evaluation, recomputed.
+    assert rows[0]["mAP"] == pytest.approx(report["training_run_mAP"], abs=0.01)
+    assert all(0.0 < r["mAP"] <= 100.0 for r in rows)

@@ -13,6 +13,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from svllreid.engine.inference import load_trained_model
     from svllreid.fileio import check_writable
 
+    if args.format == "boxmot":
+        return _export_boxmot(args)
     check_export_options(args.format, opset=args.opset)  # before the network is loaded
     check_writable(args.out)
     trained = load_trained_model(args.checkpoint, "cpu")  # exported from the CPU: the file runs anywhere
@@ -37,6 +39,34 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_boxmot(args: argparse.Namespace) -> int:
+    from svllreid.engine.boxmot import export_boxmot
+    from svllreid.engine.export import check_export_options
+    from svllreid.engine.inference import load_trained_model
+
+    if args.fp16 or args.opset or args.side_info:
+        raise ValueError("--format boxmot takes no --fp16, --opset or --side-info: BoxMOT feeds fp32 crops, one input")
+    trained = load_trained_model(args.checkpoint, "cpu")
+    print(f"model: {trained.describe()}")
+    from svllreid.engine.boxmot import pt_incompatibility
+
+    if pt_incompatibility(trained):
+        check_export_options("onnx")
+    written = export_boxmot(trained, args.out)
+    if written.kind == "pt":
+        print(
+            f"wrote {written.path}: {written.tensors} tensors under CLIP-ReID's names for BoxMOT's CLIP builder "
+            "(it takes the features after the BNNecks and ImageNet statistics; docs/DEPLOY.md gives the cost)"
+        )
+    else:
+        print(
+            f"wrote {written.path}: ONNX for BoxMOT's ONNX backend (its CLIP builder cannot hold this network: "
+            f"{written.why_onnx}); the graph takes BoxMOT's 256x128 ImageNet-normalised crops"
+        )
+    print(f"  use it with BoxMOT as --reid-model {written.path} (keep the file name: BoxMOT reads it)")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     export = subparsers.add_parser(
         "export",
@@ -46,8 +76,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "The written file is run once and compared with the network. ONNX needs pip install 'svllreid[onnx]'.",
     )
     export.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
-    export.add_argument("--format", required=True, choices=["onnx", "torchscript"], help="file format")
-    export.add_argument("--out", required=True, help="file to write (.onnx, or .pt for TorchScript)")
+    export.add_argument(
+        "--format",
+        required=True,
+        choices=["onnx", "torchscript", "boxmot"],
+        help="file format (boxmot: what the BoxMOT tracker loads, a .pt state dict or an ONNX file)",
+    )
+    export.add_argument(
+        "--out",
+        required=True,
+        help="file to write (.onnx, .pt); for boxmot a folder, where the file gets the name BoxMOT reads",
+    )
     export.add_argument("--fp16", action="store_true", help="half precision (for GPUs)")
     export.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default: the exporter's)")
     export.add_argument(

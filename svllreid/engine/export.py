@@ -110,10 +110,10 @@ def _quiet() -> Iterator[None]:
 
 
 def _examples(
-    trained: TrainedModel, batch: int, dtype: torch.dtype, side_info: bool, seed: int
+    trained: TrainedModel, size: tuple[int, int], batch: int, dtype: torch.dtype, side_info: bool, seed: int
 ) -> tuple[torch.Tensor, ...]:
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, 3, *trained.image_size, generator=generator).to(dtype)
+    images = torch.randn(batch, 3, *size, generator=generator).to(dtype)
     if not side_info:
         return (images,)
     spec = trained.spec
@@ -222,27 +222,58 @@ def export_image_path(
     check_export_options(fmt, opset=opset)
     if side_info and not trained.spec.sie:
         raise ValueError("side_info: this network has no SIE, so cameras and views change nothing; export without it")
+    module = ImagePath(trained.model, side_info=side_info).eval().cpu()
+    return _write(trained, module, out, fmt=fmt, fp16=fp16, opset=opset, side_info=side_info)
+
+
+def export_module_onnx(
+    trained: TrainedModel, module: torch.nn.Module, out: str | Path, *, input_size: tuple[int, int], boxmot: bool
+) -> ExportReport:
+    """Export a module around ``trained``'s image path (such as BoxMOT's input adapter) to ONNX: one
+    ``images`` input of ``input_size``, checked as :func:`export_image_path` checks its files. With
+    ``boxmot`` the metadata states BoxMOT's preprocessing, which the module expects."""
+    check_export_options("onnx")
+    return _write(trained, module, out, fmt="onnx", input_size=input_size, boxmot=boxmot)
+
+
+def _write(
+    trained: TrainedModel,
+    module: torch.nn.Module,
+    out: str | Path,
+    *,
+    fmt: str,
+    fp16: bool = False,
+    opset: int | None = None,
+    side_info: bool = False,
+    input_size: tuple[int, int] | None = None,
+    boxmot: bool = False,
+) -> ExportReport:
     out = check_writable(out)
     start = time.perf_counter()
     precision = "fp16" if fp16 else "fp32"
     dtype = torch.float16 if fp16 else torch.float32
-    module = ImagePath(trained.model, side_info=side_info).eval().cpu()
     if fp16:
         module = copy.deepcopy(module).half()
-    example = _examples(trained, 2, dtype, side_info, seed=0)
-    check = _examples(trained, 3, dtype, side_info, seed=1)  # another batch size than the traced one
+    size = input_size or trained.image_size
+    example = _examples(trained, size, 2, dtype, side_info, seed=0)
+    check = _examples(trained, size, 3, dtype, side_info, seed=1)  # another batch size than the traced one
     with torch.no_grad():
         expected = module(*check).float().numpy()
+
+    def facts_of(exporter: str) -> dict[str, Any]:
+        facts = export_facts(trained, side_info=side_info, precision=precision, exporter=exporter)
+        return {**facts, **BOXMOT_FACTS} if boxmot else facts
+
     if fmt == "onnx":
         proto, exporter = _onnx_model(module, example, opset)
-        facts = export_facts(trained, side_info=side_info, precision=precision, exporter=exporter)
+        facts = facts_of(exporter)
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(facts)
         data = proto.SerializeToString()
         got, checked_with = _run_onnx(data, check), "onnxruntime (CPU)"
     else:
         exporter = "torch.jit.trace"
-        facts = export_facts(trained, side_info=side_info, precision=precision, exporter=exporter)
+        facts = facts_of(exporter)
         with _quiet(), torch.no_grad():
             script = torch.jit.trace(module, example, check_trace=False)
             buffer = io.BytesIO()
@@ -260,6 +291,23 @@ def export_image_path(
     return ExportReport(
         out, fmt, exporter, inputs, int(expected.shape[1]), gap, checked_with, time.perf_counter() - start, facts
     )
+
+
+#: What a BoxMOT-ready ONNX file (svllreid.engine.boxmot) says of its input: BoxMOT's own crops.
+BOXMOT_FACTS = {
+    "inputs": {"images": "[B, 3, 256, 128] float32, RGB, as BoxMOT prepares its crops"},
+    "preprocessing": {
+        "image_size": [256, 128],
+        "interpolation": "bilinear",
+        "resize": "bilinear (OpenCV INTER_LINEAR, as BoxMOT does), to exactly 256 x 128",
+        "scale": "pixel / 255",
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "formula": "(pixel / 255 - ImageNet mean) / ImageNet std: BoxMOT's normalisation; the graph converts "
+        "it to the network's own and resizes to the network's input",
+    },
+    "boxmot": True,
+}
 
 
 def read_export_facts(path: str | Path) -> dict[str, Any]:

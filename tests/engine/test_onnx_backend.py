@@ -4,6 +4,7 @@ built by either runtime is searchable by the other, and every input kind a track
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import svllreid
 from svllreid.cli import main
 from svllreid.engine.export import export_image_path
 from svllreid.engine.onnx_backend import load_onnx_model
-from svllreid.errors import CheckpointError
+from svllreid.errors import CheckpointError, MissingExtraError
 from tests.engine.test_export import networks  # noqa: F401 (the fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning")]
@@ -128,3 +129,13 @@ def test_feature_extractor_names_what_it_cannot_take(networks, exported) -> None
         svllreid.FeatureExtractor(str(exported["rn"]), batch_size=0)
     with pytest.raises(ValueError, match="does not exist"):
         svllreid.FeatureExtractor("missing.onnx")
+
+
+def test_without_onnxruntime_the_message_names_the_extra(exported, monkeypatch, capsys, tmp_path) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    with pytest.raises(MissingExtraError, match=r"pip install 'svllreid\[onnx\]'"):
+        load_onnx_model(exported["rn"])
+    argv = ["extract", "--model", str(exported["rn"]), "--images", str(tmp_path), "--out", str(tmp_path / "f.npz")]
+    (tmp_path / "a.png").write_bytes(b"")
+    assert main(argv) == 2
+    assert "svllreid[onnx]" in capsys.readouterr().err
