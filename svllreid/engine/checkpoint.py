@@ -34,6 +34,8 @@ FORMAT_VERSION = 1
 META_KEY = "svllreid"
 #: Header entry holding the content digest (:func:`content_digest`).
 DIGEST_KEY = "content_sha256"
+#: The ``task`` a language-image pretraining checkpoint records (a CLIP, not a ReID model).
+PRETRAIN_TASK = "pretrain"
 #: Checkpoints of a run directory, best first: the final weights, then the latest epoch.
 RUN_CHECKPOINTS = ("model", "last")
 

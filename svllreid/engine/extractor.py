@@ -114,7 +114,8 @@ class FeatureExtractor:
         def flush() -> None:
             pixels = torch.stack([self.transform(p) for p in batch]).to(device)
             unknown = torch.full((len(batch),), -1, dtype=torch.long, device=device)
-            chunks.append(encode_batch(encode, pixels, unknown, unknown, self.amp_dtype, self.flip).cpu())
+            feats = encode_batch(encode, pixels, unknown, unknown, amp_dtype=self.amp_dtype, flip=self.flip)
+            chunks.append(feats.cpu())
             batch.clear()
 
         for pixels in self._inputs(images, bgr):

@@ -43,6 +43,7 @@ def encode_batch(
     images: torch.Tensor,
     camids: torch.Tensor | None,
     viewids: torch.Tensor | None,
+    *,
     amp_dtype: torch.dtype | None,
     flip: bool,
 ) -> torch.Tensor:
@@ -77,7 +78,7 @@ def extract_features(
         for batch in loader:
             images = batch["image"].to(device, non_blocking=True)
             camids, viewids = batch["camid"].to(device), batch["viewid"].to(device)
-            chunks.append(encode_batch(encode, images, camids, viewids, amp_dtype, flip))
+            chunks.append(encode_batch(encode, images, camids, viewids, amp_dtype=amp_dtype, flip=flip))
             bar.update(len(images))
     return torch.cat(chunks) if chunks else torch.empty(0, device=device)
 
@@ -312,7 +313,7 @@ def extract_file_features(
                 images = batch["image"][ok].to(device)
                 unknown = batch["camid"][ok].to(device)  # -1: no side information
                 encode = cast(Encoder, model.encode_image)
-                chunks.append(encode_batch(encode, images, unknown, unknown, amp_dtype, flip).cpu())
+                chunks.append(encode_batch(encode, images, unknown, unknown, amp_dtype=amp_dtype, flip=flip).cpu())
             ok_flags.extend(bool(v) for v in ok)
             bar.update(len(ok))
             bar.set_postfix(img_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.1f}")

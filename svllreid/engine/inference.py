@@ -17,6 +17,7 @@ from svllreid.config import Config, Interpolation, config_from_dict
 from svllreid.data.loaders import Transform
 from svllreid.engine.checkpoint import (
     DIGEST_KEY,
+    PRETRAIN_TASK,
     Checkpoint,
     load_model_state,
     read_checkpoint,
@@ -177,6 +178,11 @@ def load_trained_model(path: str | Path, device: str = "auto") -> TrainedModel:
 
     checkpoint = read_checkpoint(resolve_checkpoint(path))
     meta = checkpoint.meta
+    if meta.get("task") == PRETRAIN_TASK:
+        raise CheckpointError(
+            f"{checkpoint.path} is a language-image pretraining checkpoint (a CLIP), not a trained ReID model; "
+            f"start a ReID run from it (svllreid train CONFIG model.pretrained={checkpoint.path}) and use that run"
+        )
     if "spec" not in meta or "config" not in meta:
         raise CheckpointError(f"{checkpoint.path} lacks the model description (spec/config); rewrite it with svllreid")
     spec = ModelSpec.from_dict(meta["spec"])

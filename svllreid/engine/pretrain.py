@@ -37,6 +37,7 @@ from svllreid.data.loaders import ImageCache, Transform, read_resized, set_loade
 from svllreid.data.samplers import RandomBatchSampler
 from svllreid.data.types import Caption, CaptionDataset
 from svllreid.engine.checkpoint import (
+    PRETRAIN_TASK,
     load_model_state,
     load_optimizer_state,
     restore_rng,
@@ -57,7 +58,7 @@ log = logging.getLogger(__name__)
 
 #: safetensors metadata of :func:`write_clip_weights` files.
 CLIP_WEIGHTS_FORMAT = "svllreid-clip-weights"
-STAGE_NAME = "pretrain"
+STAGE_NAME = PRETRAIN_TASK
 
 
 class CaptionPairs(Dataset):

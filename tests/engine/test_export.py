@@ -14,6 +14,7 @@ import torch
 
 from svllreid.cli import main
 from svllreid.engine import export as export_module
+from svllreid.engine.checkpoint import write_checkpoint
 from svllreid.engine.export import export_image_path, read_export_facts
 from svllreid.engine.inference import TrainedModel, load_trained_model
 from svllreid.errors import ExportError, MissingExtraError
@@ -138,6 +139,10 @@ def test_bad_requests_get_clear_messages(networks, tmp_path, monkeypatch, capsys
     not_a_model.write_bytes(b"not a checkpoint")
     assert main(["export", "--checkpoint", str(not_a_model), "--format", "torchscript", "--out", "x.pt"]) == 2
     assert "not a readable safetensors checkpoint" in capsys.readouterr().err
+    pretraining = tmp_path / "clip.safetensors"  # what 'svllreid pretrain' writes: a CLIP, no ReID heads
+    write_checkpoint(pretraining, torch.nn.Linear(2, 2), {"task": "pretrain", "config": {}, "stage": 0})
+    assert main(["export", "--checkpoint", str(pretraining), "--format", "onnx", "--out", "x.onnx"]) == 2
+    assert "pretraining checkpoint (a CLIP), not a trained ReID model" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not written by 'svllreid export'"):
         torch.jit.save(torch.jit.script(torch.nn.Identity()), str(tmp_path / "plain.pt"))
         read_export_facts(tmp_path / "plain.pt")
