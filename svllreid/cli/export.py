@@ -9,13 +9,14 @@ from svllreid.cli.common import positive_int
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from svllreid.engine.export import check_export_options, export_image_path
+    from svllreid.engine.export import check_export_options, check_suffix, export_image_path
     from svllreid.engine.inference import load_trained_model
     from svllreid.fileio import check_writable
 
     if args.format == "boxmot":
         return _export_boxmot(args)
     check_export_options(args.format, opset=args.opset)  # before the network is loaded
+    check_suffix(args.out, args.format)
     check_writable(args.out)
     trained = load_trained_model(args.checkpoint, "cpu")  # exported from the CPU: the file runs anywhere
     print(f"model: {trained.describe()}")
@@ -40,7 +41,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_boxmot(args: argparse.Namespace) -> int:
-    from svllreid.engine.boxmot import export_boxmot
+    from svllreid.engine.boxmot import export_boxmot, pt_incompatibility, uses_imagenet_statistics
     from svllreid.engine.export import check_export_options
     from svllreid.engine.inference import load_trained_model
 
@@ -48,20 +49,25 @@ def _export_boxmot(args: argparse.Namespace) -> int:
         raise ValueError("--format boxmot takes no --fp16, --opset or --side-info: BoxMOT feeds fp32 crops, one input")
     trained = load_trained_model(args.checkpoint, "cpu")
     print(f"model: {trained.describe()}")
-    from svllreid.engine.boxmot import pt_incompatibility
-
-    if pt_incompatibility(trained):
+    if args.boxmot_route == "onnx" or pt_incompatibility(trained):
         check_export_options("onnx")
-    written = export_boxmot(trained, args.out)
+    written = export_boxmot(trained, args.out, route=args.boxmot_route)
     if written.kind == "pt":
         print(
             f"wrote {written.path}: {written.tensors} tensors under CLIP-ReID's names for BoxMOT's CLIP builder "
-            "(it takes the features after the BNNecks and ImageNet statistics; docs/DEPLOY.md gives the cost)"
+            "(it takes the features after the BNNecks and feeds ImageNet statistics)"
         )
+        if not uses_imagenet_statistics(trained):
+            data = trained.config.data
+            print(
+                f"  warning: this network was trained with mean {data.pixel_mean} and std {data.pixel_std}, not "
+                "ImageNet's, which BoxMOT feeds it: that cost 5.3 mAP points on the PKU subset (docs/DEPLOY.md). "
+                "--boxmot-route onnx writes a file that keeps the network's own features"
+            )
     else:
         print(
-            f"wrote {written.path}: ONNX for BoxMOT's ONNX backend (its CLIP builder cannot hold this network: "
-            f"{written.why_onnx}); the graph takes BoxMOT's 256x128 ImageNet-normalised crops"
+            f"wrote {written.path}: ONNX for BoxMOT's ONNX backend ({written.why_onnx}); the graph takes BoxMOT's "
+            "256x128 ImageNet-normalised crops and gives the network's own features"
         )
     print(f"  use it with BoxMOT as --reid-model {written.path} (keep the file name: BoxMOT reads it)")
     return 0
@@ -94,6 +100,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="a second input side_info [B, 2] (camera, view; -1 unknown) for networks with SIE "
         "(default: cameras and views fixed as unknown)",
+    )
+    export.add_argument(
+        "--boxmot-route",
+        choices=["auto", "pt", "onnx"],
+        default="auto",
+        help="for --format boxmot: auto (a .pt state dict where BoxMOT's CLIP builder can hold the network, "
+        "else ONNX), pt, or onnx (keeps the network's own preprocessing and features)",
     )
     export.add_argument("--json", action="store_true", help="also print the file's metadata as JSON")
     export.set_defaults(func=cmd_export)

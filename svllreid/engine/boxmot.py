@@ -9,8 +9,9 @@ What BoxMOT does with a ReID file (read in its repository, ``boxmot/appearance``
   the BNNecks (``TEST.NECK_FEAT`` "after").
 - It loads a ``torch.load`` dict (``state_dict`` inside, or the dict itself) and silently drops every key
   whose name or shape does not match. The number of identities comes from the file name's second
-  ``_`` field (``clip_market1501.pt``: 751; anything unknown: 1, and the classifiers are dropped, which the
-  features do not use).
+  ``_`` field looked up by dataset (``clip_market1501_svllreid.pt``: "market1501", 751; its own
+  ``clip_market1501.pt`` gives "market1501.pt", an unknown key, so 1). With another number the
+  classifiers are dropped, which the features do not use.
 - Every backend feeds crops resized to 256×128 with OpenCV's bilinear filter (no antialiasing), RGB,
   ``(pixel / 255 - ImageNet mean) / ImageNet std``, and L2-normalises what comes out. An ONNX file gets
   only its first input.
@@ -34,7 +35,7 @@ from torch import nn
 
 from svllreid.engine.image_path import ImagePath
 from svllreid.engine.inference import TrainedModel
-from svllreid.fileio import atomic_write
+from svllreid.fileio import atomic_write, check_writable
 
 #: BoxMOT's crop size (H, W) and normalisation.
 BOXMOT_INPUT = (256, 128)
@@ -43,8 +44,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Identities BoxMOT reads from the file name's second "_" field (its NR_CLASSES_DICT), by dataset.
 BOXMOT_DATASETS = {"market1501": "market1501", "dukemtmc": "duke", "veri776": "veri", "vehicleid": "vehicleid"}
 #: A model type BoxMOT knows, other than clip, for the name of an ONNX file: BoxMOT builds that (small)
-#: torch network before it opens the ONNX file, and the file's name must not contain "clip" (newer
-#: BoxMOT versions switch to CLIP's 0.5 statistics for such names; the ONNX graph expects ImageNet's).
+#: torch network before it opens the ONNX file. The name leaves out "clip": the issue that asked for
+#: this export reports BoxMOT versions that use CLIP's 0.5 statistics for such names, while the versions
+#: read here use ImageNet's for every name; without "clip" both give ImageNet's, which the graph expects.
 ONNX_NAME_TYPE = "osnet_x0_25"
 
 #: Our parameter names -> CLIP-ReID's (its build_transformer: image_encoder = CLIP's visual tower,
@@ -136,7 +138,7 @@ def boxmot_file_name(trained: TrainedModel, kind: str) -> str:
     """A file name BoxMOT reads the right way (see the module docstring)."""
     dataset = BOXMOT_DATASETS.get(trained.trained_on, "svllreid")
     if kind == "pt":
-        return f"clip_{dataset}.pt"
+        return f"clip_{dataset}_svllreid.pt"  # BoxMOT reads the identities from the second "_" field
     return f"{ONNX_NAME_TYPE}_{dataset}-{trained.spec.arch.lower()}.onnx"
 
 
@@ -146,7 +148,7 @@ def check_boxmot_name(path: Path, kind: str) -> None:
     if kind == "pt" and (path.suffix != ".pt" or "clip" not in name):
         raise ValueError(
             f"BoxMOT picks its CLIP builder by 'clip' in a .pt file's name; {path.name} would not load. Name it "
-            "like clip_market1501.pt (or pass a folder and svllreid names it)"
+            "like clip_market1501_svllreid.pt (or pass a folder and svllreid names it)"
         )
     if kind == "onnx" and (path.suffix != ".onnx" or "clip" in name or ONNX_NAME_TYPE not in name):
         raise ValueError(
@@ -156,20 +158,35 @@ def check_boxmot_name(path: Path, kind: str) -> None:
         )
 
 
-def export_boxmot(trained: TrainedModel, out: str | Path) -> BoxmotExport:
-    """Write ``trained`` for BoxMOT: a ``.pt`` state dict where its CLIP builder can hold the network,
-    else an ONNX file taking BoxMOT's input. ``out`` is a file, or a folder in which
+#: ``route`` of :func:`export_boxmot`.
+ROUTES = ("auto", "pt", "onnx")
+
+
+def export_boxmot(trained: TrainedModel, out: str | Path, *, route: str = "auto") -> BoxmotExport:
+    """Write ``trained`` for BoxMOT and return what was written. ``out`` is a file, or a folder in which
     :func:`boxmot_file_name` names it.
 
+    Args:
+        route: ``auto``: a ``.pt`` state dict where BoxMOT's CLIP builder can hold the network, else an
+            ONNX file taking BoxMOT's input; ``pt`` or ``onnx`` to choose. The ``.pt`` route feeds the
+            network BoxMOT's ImageNet statistics and takes the features after the BNNecks (docs/DEPLOY.md
+            measures the cost); the ONNX route keeps the network's own features.
+
     Raises:
-        ValueError: a file name BoxMOT would misread.
+        ValueError: an unknown route, ``pt`` for a network the builder cannot hold, or a file name BoxMOT
+            would misread.
     """
+    if route not in ROUTES:
+        raise ValueError(f"unknown BoxMOT route {route!r}; choose one of {', '.join(ROUTES)}")
     why_onnx = pt_incompatibility(trained)
-    kind = "onnx" if why_onnx else "pt"
+    if route == "pt" and why_onnx:
+        raise ValueError(f"BoxMOT's CLIP builder cannot hold this network: {why_onnx}; use the ONNX route")
+    kind = "onnx" if why_onnx or route == "onnx" else "pt"
     out = Path(out)
     if out.is_dir() or not out.suffix:
         out = out / boxmot_file_name(trained, kind)
     check_boxmot_name(out, kind)
+    check_writable(out)
     if kind == "pt":
         tensors = boxmot_state_dict(trained)
         payload = {"state_dict": tensors, "model_name": "clip", "num_classes": trained.spec.num_classes}
@@ -180,4 +197,11 @@ def export_boxmot(trained: TrainedModel, out: str | Path) -> BoxmotExport:
     from svllreid.engine.export import export_module_onnx
 
     export_module_onnx(trained, BoxmotInput(trained).eval(), out, input_size=BOXMOT_INPUT, boxmot=True)
-    return BoxmotExport(out, kind, why_onnx, 0)
+    return BoxmotExport(out, kind, why_onnx or "asked for", 0)
+
+
+def uses_imagenet_statistics(trained: TrainedModel) -> bool:
+    """Whether the network was trained with ImageNet's statistics (what BoxMOT's .pt route feeds it)."""
+    data = trained.config.data
+    ours, imagenet = [*data.pixel_mean, *data.pixel_std], [*IMAGENET_MEAN, *IMAGENET_STD]
+    return len(ours) == len(imagenet) and all(abs(a - b) < 1e-6 for a, b in zip(ours, imagenet, strict=True))

@@ -9,7 +9,10 @@
 
 Every kind becomes what ``svllreid extract`` makes of a file (RGB, resized to the network's input by its
 test filter, normalised as it was trained), so the features equal extract's: ``[N, D]`` float32 numpy,
-L2-normalised, in batches of ``batch_size``. Cameras are unknown, as in extract.
+L2-normalised, in batches of ``batch_size``. Cameras are unknown, as in extract. One exception: a JPEG
+file of at least four times the input size is decoded by extract (and here, given as a path) at a
+reduced scale (``svllreid.data.loaders.REDUCED_DECODING``), which an image already in memory cannot be,
+so such a photo given decoded differs slightly.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ class FeatureExtractor:
             raise ValueError(f"batch_size must be at least 1; got {batch_size}")
         self.encoder: Any
         if is_onnx_file(model):
+            if device not in ("auto", "cpu"):
+                raise ValueError(f"an ONNX file runs on onnxruntime's CPU provider here; device={device!r} is not used")
             self.encoder = load_onnx_model(model)
             self.amp_dtype = None
         else:
@@ -100,6 +105,8 @@ class FeatureExtractor:
             return (self._pixels(Image.fromarray(img[order].permute(1, 2, 0).numpy()), False) for img in images)
         if isinstance(images, np.ndarray) and images.ndim == 4:  # a batch of HWC arrays
             return (self._pixels(img, bgr) for img in images)
+        if isinstance(images, np.ndarray | Image.Image | str | Path):
+            raise TypeError(f"pass a list of images (or a batch), not one {type(images).__name__}: extractor([image])")
         return (self._pixels(img, bgr) for img in images)
 
     @torch.no_grad()

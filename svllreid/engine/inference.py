@@ -126,13 +126,16 @@ class TrainedModel:
         return state_digest(self.model.state_dict())
 
     def cache_query_encoder(self) -> Path | None:
-        """Compile :meth:`query_encoder` into the cache, unless it is there already; the file, or None
-        (not compiled, or the cache is off or cannot be written: searches then only start slower)."""
+        """Compile :meth:`query_encoder` into the cache, unless a sound entry for this network is there
+        already (one that :func:`load_query_encoder` would use; a damaged or foreign one is replaced); the
+        file, or None (not compiled, or the cache is off or cannot be written: searches then only start
+        slower)."""
         digest = self.checkpoint.meta.get(DIGEST_KEY)
         if not digest or not encoder_cache_enabled():
             return None
-        if cache_file(str(digest)).is_file():
-            return cache_file(str(digest))
+        existing = cache_file(str(digest))
+        if existing.is_file() and load_query_encoder(self.checkpoint.path, self.identity()) is not None:
+            return existing
         encoder = self.query_encoder()
         return store_query_encoder(encoder, str(digest)) if encoder is not None else None
 
@@ -176,7 +179,10 @@ def load_trained_model(path: str | Path, device: str = "auto") -> TrainedModel:
     """
     from svllreid.models.factory import ModelSpec, create_model  # open_clip
 
-    checkpoint = read_checkpoint(resolve_checkpoint(path))
+    resolved = resolve_checkpoint(path)
+    if resolved.suffix.lower() == ".onnx":
+        raise CheckpointError(f"{resolved} is an ONNX export, not a checkpoint: pass it as --model {resolved}")
+    checkpoint = read_checkpoint(resolved)
     meta = checkpoint.meta
     if meta.get("task") == PRETRAIN_TASK:
         raise CheckpointError(

@@ -30,9 +30,12 @@ FORMAT = "svllreid-image-path"
 class _SessionImagePath(nn.Module):
     """An onnxruntime session with the ``encode_image`` signature of a ReID model."""
 
-    def __init__(self, session: Any, *, side_info: bool, float16: bool):
+    def __init__(self, session: Any, *, side_info: bool, float16: bool, spec: Mapping[str, Any] | None = None):
         super().__init__()
         self.session, self.side_info, self.float16 = session, side_info, float16
+        spec, mode = spec or {}, str((spec or {}).get("sie") or "")
+        # The ids the network's SIE reads, and how many of each it has.
+        self.limits = {what: int(spec.get(f"num_{what}s", 0)) for what in ("camera", "view") if what in mode.split("_")}
 
     def encode_image(
         self, images: torch.Tensor, camids: torch.Tensor | None = None, viewids: torch.Tensor | None = None
@@ -43,11 +46,21 @@ class _SessionImagePath(nn.Module):
             unknown = np.full(len(pixels), -1, dtype=np.int64)
             cams = unknown if camids is None else camids.cpu().numpy().astype(np.int64)
             views = unknown if viewids is None else viewids.cpu().numpy().astype(np.int64)
+            for what, ids in (("camera", cams), ("view", views)):
+                if what not in self.limits:
+                    continue  # the network's SIE does not read this id
+                # The graph cannot check its ids (a branch on values would not export): they are checked here.
+                bad = (ids < -1) | (ids >= self.limits[what])
+                if bad.any():
+                    raise ValueError(
+                        f"{what} id {int(ids[bad][0])} is outside the network's {self.limits[what]} {what}s "
+                        "(0..N-1, or -1 for unknown)"
+                    )
             feed["side_info"] = np.stack([cams, views], axis=1)
         return torch.from_numpy(np.asarray(self.session.run(None, feed)[0], dtype=np.float32))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class OnnxModel:
     """An exported image path on onnxruntime's CPU provider; ``network`` is the network's identity (as
     :meth:`svllreid.engine.inference.TrainedModel.identity` gave it when the file was exported)."""
@@ -126,6 +139,11 @@ def load_onnx_model(path: str | Path, *, threads: int | None = None) -> OnnxMode
     except ImportError as err:
         raise MissingExtraError(f"running ONNX files needs onnxruntime: {ONNX_EXTRA}") from err
     path = Path(path).expanduser()
+    if not is_onnx_file(path):
+        raise ValueError(
+            f"{path} is not an .onnx file: --model takes an ONNX export of 'svllreid export --format onnx' "
+            "(a checkpoint or run directory goes to --checkpoint; TorchScript files run with torch.jit.load)"
+        )
     if not path.is_file():
         raise ValueError(f"{path} does not exist; write it with 'svllreid export --format onnx'")
     options = ort.SessionOptions()
@@ -150,7 +168,12 @@ def load_onnx_model(path: str | Path, *, threads: int | None = None) -> OnnxMode
     names = [arg.name for arg in session.get_inputs()]
     return OnnxModel(
         path=path,
-        model=_SessionImagePath(session, side_info="side_info" in names, float16=facts.get("precision") == "fp16"),
+        model=_SessionImagePath(
+            session,
+            side_info="side_info" in names,
+            float16=facts.get("precision") == "fp16",
+            spec=facts.get("identity", {}).get("spec", {}),
+        ),
         image_size=(int(pre["image_size"][0]), int(pre["image_size"][1])),
         interpolation=str(pre["interpolation"]),
         mean=tuple(float(v) for v in pre["mean"]),

@@ -2,15 +2,17 @@
 that ``svllreid search`` encodes its queries without importing open_clip or torchvision.
 
 Rebuilding the network of a checkpoint needs open_clip, which imports torchvision and timm: seconds of
-start-up for a search that then encodes one image in milliseconds. ``index build`` (and the first
-search with a checkpoint) therefore trace the network, with every camera and view unknown, into a
-TorchScript module and save it under ``$SVLLREID_CACHE/query-encoders``, keyed by the checkpoint's
-content digest (:data:`svllreid.engine.checkpoint.DIGEST_KEY`) and the torch version. A later search
-reads the checkpoint's header only, loads that module with torch alone, and checks that its tensors
-hash to the index's ``weights_sha256`` (:func:`svllreid.engine.checkpoint.state_digest`) before using
-it. Anything else (no entry, another torch, another network, a damaged file, a GPU) falls back to the
-full rebuild, which gives the same features to float rounding (the traced graph runs the same
-operations; measured differences are below 1e-7).
+start-up for a search that then encodes one image in milliseconds. ``index build`` on the CPU (and the
+first CPU search with a checkpoint) therefore trace the network, with every camera and view unknown, into
+a TorchScript module and save it under ``$SVLLREID_CACHE/query-encoders``, keyed by the checkpoint's
+content digest (:data:`svllreid.engine.checkpoint.DIGEST_KEY`), the torch version and svllreid's. A later
+search reads the checkpoint's header only and loads that module with torch alone. It uses the module
+only if the network identity recorded when it was compiled (spec and weights digest, from the verified
+checkpoint) equals the index's, and its tensors still hash to the digest recorded with them
+(:func:`svllreid.engine.checkpoint.state_digest`: a damaged file is caught). Anything else (no entry,
+another torch or svllreid, another network, a damaged file, a GPU) falls back to the full rebuild, which
+then compiles the entry again; the two give the same features to float rounding (the traced graph runs
+the same operations; measured differences are below 1e-7, and compiling refuses more than 1e-6).
 
 ``SVLLREID_ENCODER_CACHE=0`` turns the cache off. TorchScript is deprecated upstream in favour of
 ``torch.export``, whose loader imports torch's compiler stack (about two seconds, what this module
@@ -39,13 +41,14 @@ from svllreid.data.pixels import NormalizePixels
 from svllreid.engine.checkpoint import DIGEST_KEY, read_checkpoint_meta, state_digest
 from svllreid.engine.image_path import ImagePath
 from svllreid.fileio import atomic_write, cache_dir
+from svllreid.version import __version__
 
 log = logging.getLogger(__name__)
 
 FORMAT = "svllreid-query-encoder"
 VERSION = 1
 #: Largest difference between the traced and the eager features accepted when compiling.
-TRACE_TOLERANCE = 1e-5
+TRACE_TOLERANCE = 1e-6
 _META_FILE = "svllreid.json"
 
 
@@ -66,7 +69,7 @@ class _ScriptedImagePath(nn.Module):
             return self.script(images)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class QueryEncoder:
     """The image path of a checkpoint on the CPU and how images reach it: what ``search`` needs of a
     trained model (the attributes of :class:`svllreid.engine.inference.TrainedModel` it reads).
@@ -99,6 +102,7 @@ class QueryEncoder:
             "format": FORMAT,
             "version": VERSION,
             "torch": torch.__version__,
+            "svllreid": __version__,
             "image_size": list(self.image_size),
             "interpolation": self.interpolation,
             "mean": list(self.mean),
@@ -116,7 +120,9 @@ def encoder_cache_enabled() -> bool:
 
 def cache_file(content_sha256: str) -> Path:
     """Where the compiled encoder of the checkpoint with this content digest is kept."""
-    return cache_dir() / "query-encoders" / f"{content_sha256[:32]}-torch{torch.__version__}.pt"
+    # svllreid's version too: a trace freezes the image path's code, which a new version may change.
+    name = f"{content_sha256[:32]}-torch{torch.__version__}-svllreid{__version__}.pt"
+    return cache_dir() / "query-encoders" / name
 
 
 @contextmanager
@@ -156,7 +162,7 @@ def compile_query_encoder(
         return None
     image_state = wrapper.state_dict()
     return QueryEncoder(
-        _ScriptedImagePath(script),
+        model=_ScriptedImagePath(script),
         image_size=(height, width),
         interpolation=interpolation,
         mean=tuple(float(v) for v in mean),
@@ -207,6 +213,7 @@ def load_query_encoder(checkpoint: str | Path, identity: Mapping[str, Any]) -> Q
         facts.get("format") != FORMAT
         or facts.get("version") != VERSION
         or facts.get("torch") != torch.__version__
+        or facts.get("svllreid") != __version__
         or saved.get("spec") != identity.get("spec")
         or saved.get("weights_sha256") != identity.get("weights_sha256")
     ):
@@ -219,7 +226,7 @@ def load_query_encoder(checkpoint: str | Path, identity: Mapping[str, Any]) -> Q
         return None
     log.debug("loaded the query encoder %s in %.3f s", file, time.perf_counter() - start)
     return QueryEncoder(
-        _ScriptedImagePath(script),
+        model=_ScriptedImagePath(script),
         image_size=(int(facts["image_size"][0]), int(facts["image_size"][1])),
         interpolation=str(facts["interpolation"]),
         mean=tuple(float(v) for v in facts["mean"]),

@@ -39,8 +39,9 @@ class SideInfoEmbedding(nn.Module):
             raise ValueError(f"SIE mode {self.mode!r} needs {what} ids; pass them to the image encoder")
         if torch.compiler.is_compiling() or torch.jit.is_tracing():
             # An exported or traced graph takes ids as data: a Python branch on their values would either
-            # stop torch.export or be frozen into the trace. Out-of-range ids then fail in the runtime's
-            # gather instead of here.
+            # stop torch.export or be frozen into the trace. Such a graph does not check its ids (one at or
+            # above the table size fails in the runtime's gather, others pass): whoever feeds it checks them,
+            # as svllreid.engine.onnx_backend does.
             return ids
         if ids.device.type == "cpu":
             bad = (ids < -1) | (ids >= limit)

@@ -21,6 +21,7 @@ from svllreid.engine.boxmot import (
     boxmot_state_dict,
     export_boxmot,
     pt_incompatibility,
+    uses_imagenet_statistics,
 )
 from svllreid.engine.checkpoint import Checkpoint
 from svllreid.engine.inference import TrainedModel
@@ -93,12 +94,16 @@ def test_the_state_dict_has_clipreid_names_and_shapes(vit_b16, tmp_path) -> None
     assert torch.equal(tensors["bottleneck_proj.running_var"], model["neck_proj.bn.running_var"])
     assert torch.equal(tensors["image_encoder.proj"], model["image_encoder.visual.proj"])
     written = export_boxmot(vit_b16, tmp_path)
-    assert written.kind == "pt" and written.path.name == "clip_market1501.pt"  # BoxMOT: CLIP, 751 identities
+    # BoxMOT: "clip" picks its CLIP builder, the second "_" field its 751 identities.
+    assert written.kind == "pt" and written.path.name == "clip_market1501_svllreid.pt"
     payload = torch.load(written.path, weights_only=True)
     assert payload["model_name"] == "clip" and payload["num_classes"] == 751
     assert set(payload["state_dict"]) == set(tensors)
     with pytest.raises(ValueError, match=r"'clip' in a \.pt file's name"):
         export_boxmot(vit_b16, tmp_path / "market.pt")
+    with pytest.raises(ValueError, match="unknown BoxMOT route 'tflite'"):
+        export_boxmot(vit_b16, tmp_path, route="tflite")
+    assert not uses_imagenet_statistics(vit_b16)  # CLIP's 0.5: the .pt route's ImageNet input costs mAP
 
 
 def test_networks_boxmot_cannot_build_are_named_with_the_reason(vit_b16) -> None:
@@ -107,6 +112,8 @@ def test_networks_boxmot_cannot_build_are_named_with_the_reason(vit_b16) -> None
     assert pt_incompatibility(stride12) == "the patch stride is 12, not 16"
     with pytest.raises(ValueError, match="cannot hold this network: the patch stride is 12"):
         boxmot_state_dict(stride12)
+    with pytest.raises(ValueError, match="use the ONNX route"):
+        export_boxmot(stride12, Path("out"), route="pt")
     rn = unsaved("svll-tiny-rn", num_classes=4, image_size=(64, 32))
     assert "svll-tiny-rn, not ViT-B-16" in pt_incompatibility(rn) and "64×32, not 256×128" in pt_incompatibility(rn)
 

@@ -128,6 +128,10 @@ def test_bad_requests_get_clear_messages(networks, tmp_path, monkeypatch, capsys
         export_image_path(networks["rn"], tmp_path / "x.onnx", fmt="onnx", side_info=True)
     with pytest.raises(ValueError, match="--opset applies to ONNX"):
         export_image_path(networks["rn"], tmp_path / "x.pt", fmt="torchscript", opset=17)
+    with pytest.raises(ValueError, match=r"an ONNX export is named \*\.onnx"):
+        export_image_path(networks["rn"], tmp_path / "x.pt", fmt="onnx")
+    with pytest.raises(ValueError, match="a TorchScript export is named"):
+        export_image_path(networks["rn"], tmp_path / "x.onnx", fmt="torchscript")
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
     with pytest.raises(MissingExtraError, match=r"svllreid\[onnx\]"):
         export_image_path(networks["rn"], tmp_path / "x.onnx", fmt="onnx")

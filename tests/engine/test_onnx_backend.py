@@ -129,6 +129,29 @@ def test_feature_extractor_names_what_it_cannot_take(networks, exported) -> None
         svllreid.FeatureExtractor(str(exported["rn"]), batch_size=0)
     with pytest.raises(ValueError, match="does not exist"):
         svllreid.FeatureExtractor("missing.onnx")
+    with pytest.raises(ValueError, match="CPU provider"):
+        svllreid.FeatureExtractor(str(exported["rn"]), device="cuda")
+    with pytest.raises(TypeError, match="pass a list of images"):
+        extractor(np.zeros((64, 32, 3), np.uint8))
+
+
+def test_files_of_the_wrong_kind_name_the_right_option(networks, exported, photos, tmp_path, capsys) -> None:  # noqa: F811
+    ckpt = str(networks["rn"].checkpoint.path)
+    base = ["extract", "--images", str(photos), "--out", str(tmp_path / "f.npz")]
+    assert main([*base, "--model", ckpt]) == 2
+    assert "goes to --checkpoint" in capsys.readouterr().err
+    assert main([*base, "--checkpoint", str(exported["rn"])]) == 2
+    assert f"pass it as --model {exported['rn']}" in capsys.readouterr().err
+
+
+def test_side_info_ids_outside_the_network_are_refused(networks, tmp_path) -> None:  # noqa: F811
+    path = export_image_path(networks["vit-sie"], tmp_path / "sie.onnx", fmt="onnx", side_info=True).path
+    model = load_onnx_model(path)  # 3 cameras, camera SIE
+    images = torch.zeros(2, 3, 64, 32)
+    assert model.model.encode_image(images, torch.tensor([2, -1])).shape == (2, 192)
+    for bad in ([3, 0], [0, -2]):
+        with pytest.raises(ValueError, match=f"camera id {bad[0] if bad[0] == 3 else -2} is outside"):
+            model.model.encode_image(images, torch.tensor(bad))
 
 
 def test_without_onnxruntime_the_message_names_the_extra(exported, monkeypatch, capsys, tmp_path) -> None:

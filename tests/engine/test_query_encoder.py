@@ -102,6 +102,8 @@ def test_a_damaged_or_disabled_cache_entry_is_not_used(checkpoints, monkeypatch)
     assert load_query_encoder(path, trained.identity()) is None
     stored.write_bytes(b"not a TorchScript archive")
     assert load_query_encoder(path, trained.identity()) is None
+    assert trained.cache_query_encoder() == stored  # the damaged entry is compiled again ...
+    assert load_query_encoder(path, trained.identity()) is not None  # ... and used from then on
 
 
 def test_the_cache_is_off_with_the_environment_variable(checkpoints, monkeypatch, own_cache) -> None:
