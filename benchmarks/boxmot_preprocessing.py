@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 Resize = Callable[[Image.Image, tuple[int, int]], torch.Tensor]
 
@@ -81,6 +80,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from svllreid.config import load_config
+    from svllreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
     from svllreid.engine.boxmot import BOXMOT_INPUT, BoxmotInput
     from svllreid.engine.inference import load_trained_model
     from svllreid.engine.run import train
@@ -103,6 +103,7 @@ def main() -> None:
         dataset = load_dataset("pku", args.root)
     model, size = trained.model, trained.image_size
     own = (tuple(trained.config.data.pixel_mean), tuple(trained.config.data.pixel_std))
+    imagenet = (IMAGENET_MEAN, IMAGENET_STD)
     test_filter = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}[trained.interpolation]
     svllreid_resize = pil_resize(test_filter)
     before, after = encoder(model, after_bn=False), encoder(model, after_bn=True)
@@ -110,15 +111,15 @@ def main() -> None:
         "svllreid (PIL bilinear antialiased, own statistics, before BNNeck)": (before, size, svllreid_resize, own),
         "bicubic instead of bilinear": (before, size, pil_resize(Image.Resampling.BICUBIC), own),
         "bilinear without antialiasing (OpenCV's, BoxMOT)": (before, size, opencv_like_resize, own),
-        "ImageNet statistics instead of the network's": (before, size, svllreid_resize, IMAGENET),
+        "ImageNet statistics instead of the network's": (before, size, svllreid_resize, imagenet),
         "features after the BNNecks (BoxMOT's CLIP builder)": (after, size, svllreid_resize, own),
-        "BoxMOT's .pt route: OpenCV resize, ImageNet, after BNNeck": (after, size, opencv_like_resize, IMAGENET),
+        "BoxMOT's .pt route: OpenCV resize, ImageNet, after BNNeck": (after, size, opencv_like_resize, imagenet),
         # What the --format boxmot ONNX graph computes from BoxMOT's 256x128 ImageNet-normalised crops.
         "--format boxmot ONNX: BoxMOT's crops, the graph's adapter": (
             BoxmotInput(trained).eval(),
             BOXMOT_INPUT,
             opencv_like_resize,
-            IMAGENET,
+            imagenet,
         ),
     }
     samples = {s.path: s for split in dataset.splits for s in split.query + split.gallery}

@@ -41,16 +41,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_boxmot(args: argparse.Namespace) -> int:
-    from svllreid.engine.boxmot import export_boxmot, pt_incompatibility, uses_imagenet_statistics
-    from svllreid.engine.export import check_export_options
+    from svllreid.engine.boxmot import export_boxmot, uses_imagenet_statistics
     from svllreid.engine.inference import load_trained_model
 
     if args.fp16 or args.opset or args.side_info:
         raise ValueError("--format boxmot takes no --fp16, --opset or --side-info: BoxMOT feeds fp32 crops, one input")
     trained = load_trained_model(args.checkpoint, "cpu")
     print(f"model: {trained.describe()}")
-    if args.boxmot_route == "onnx" or pt_incompatibility(trained):
-        check_export_options("onnx")
     written = export_boxmot(trained, args.out, route=args.boxmot_route)
     if written.kind == "pt":
         print(

@@ -18,9 +18,7 @@ def _load_model(args: argparse.Namespace) -> Any:
     if args.model:
         from svllreid.engine.onnx_backend import load_onnx_model
 
-        if args.device not in ("auto", "cpu"):
-            raise ValueError("--model FILE.onnx runs on onnxruntime's CPU provider; leave out --device")
-        return load_onnx_model(args.model)
+        return load_onnx_model(args.model, device=args.device)
     from svllreid.engine.inference import load_trained_model
 
     return load_trained_model(args.checkpoint, args.device)

@@ -33,14 +33,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from svllreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from svllreid.engine.image_path import ImagePath
 from svllreid.engine.inference import TrainedModel
 from svllreid.fileio import atomic_write, check_writable
 
-#: BoxMOT's crop size (H, W) and normalisation.
+#: BoxMOT's crop size (H, W); it normalises with ImageNet's statistics (IMAGENET_MEAN / IMAGENET_STD).
 BOXMOT_INPUT = (256, 128)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+#: What a BoxMOT-ready ONNX file says of its input (over :func:`svllreid.engine.export.export_facts`).
+BOXMOT_FACTS = {
+    "inputs": {"images": "[B, 3, 256, 128] float32, RGB, as BoxMOT prepares its crops"},
+    "preprocessing": {
+        "image_size": list(BOXMOT_INPUT),
+        "interpolation": "bilinear",
+        "resize": "bilinear (OpenCV INTER_LINEAR, as BoxMOT does), to exactly 256 x 128",
+        "scale": "pixel / 255",
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "formula": "(pixel / 255 - ImageNet mean) / ImageNet std: BoxMOT's normalisation; the graph converts "
+        "it to the network's own and resizes to the network's input",
+    },
+    "boxmot": True,
+}
 #: Identities BoxMOT reads from the file name's second "_" field (its NR_CLASSES_DICT), by dataset.
 BOXMOT_DATASETS = {"market1501": "market1501", "dukemtmc": "duke", "veri776": "veri", "vehicleid": "vehicleid"}
 #: A model type BoxMOT knows, other than clip, for the name of an ONNX file: BoxMOT builds that (small)
@@ -196,7 +210,7 @@ def export_boxmot(trained: TrainedModel, out: str | Path, *, route: str = "auto"
         return BoxmotExport(out, kind, None, len(tensors))
     from svllreid.engine.export import export_module_onnx
 
-    export_module_onnx(trained, BoxmotInput(trained).eval(), out, input_size=BOXMOT_INPUT, boxmot=True)
+    export_module_onnx(trained, BoxmotInput(trained).eval(), out, input_size=BOXMOT_INPUT, facts=BOXMOT_FACTS)
     return BoxmotExport(out, kind, why_onnx or "asked for", 0)
 
 

@@ -20,9 +20,7 @@ import json
 import logging
 import tempfile
 import time
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from svllreid.engine.image_path import ImagePath
+from svllreid.engine.image_path import ImagePath, quiet_tracing
 from svllreid.engine.inference import TrainedModel
+from svllreid.engine.onnx_backend import FORMAT, METADATA_KEY, ONNX_EXTRA, cpu_session, parse_export_facts
 from svllreid.errors import ExportError, MissingExtraError
 from svllreid.fileio import atomic_write, check_writable
 from svllreid.version import __version__
@@ -39,14 +38,10 @@ from svllreid.version import __version__
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript")
-#: Metadata key (ONNX ``metadata_props``) and extra file name (TorchScript) of the JSON facts.
-METADATA_KEY = "svllreid"
-FORMAT = "svllreid-image-path"
 VERSION = 1
 #: Largest difference from the (fp32) network's L2-normalised features that a written file may show. A
 #: feature of ViT-B/16 has 1,280 elements of about 0.03: an fp16 file that is wrong cannot stay within 5e-3.
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-3}
-ONNX_EXTRA = "pip install 'svllreid[onnx]' (onnx, onnxscript and onnxruntime)"
 
 
 @dataclass(kw_only=True)
@@ -95,21 +90,6 @@ def export_facts(trained: TrainedModel, *, side_info: bool, precision: str, expo
     }
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """The exporters' progress lines, deprecation notices and optimiser notes are not the user's
-    concern: the written file is checked against the network instead."""
-    optimiser = logging.getLogger("onnxscript")
-    level = optimiser.level
-    optimiser.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        optimiser.setLevel(level)
-
-
 def _examples(
     trained: TrainedModel, size: tuple[int, int], batch: int, dtype: torch.dtype, side_info: bool, seed: int
 ) -> tuple[torch.Tensor, ...]:
@@ -128,7 +108,7 @@ def _onnx_model(module: torch.nn.Module, example: tuple[torch.Tensor, ...], opse
     names = ["images", "side_info"][: len(example)]
     try:
         batch = torch.export.Dim("batch", min=1)
-        with _quiet():
+        with quiet_tracing():
             program = torch.onnx.export(
                 module,
                 example,
@@ -145,7 +125,7 @@ def _onnx_model(module: torch.nn.Module, example: tuple[torch.Tensor, ...], opse
     except Exception as err:  # any failure of the new exporter: try the older one
         log.info("torch.export-based ONNX export failed (%s); using the TorchScript-based exporter", err)
     axes = {name: {0: "batch"} for name in [*names, "features"]}
-    with _quiet(), tempfile.TemporaryDirectory() as folder:
+    with quiet_tracing(), tempfile.TemporaryDirectory() as folder:
         file = Path(folder) / "model.onnx"
         torch.onnx.export(
             module,
@@ -164,16 +144,7 @@ def _onnx_model(module: torch.nn.Module, example: tuple[torch.Tensor, ...], opse
 
 
 def _run_onnx(data: bytes, inputs: tuple[torch.Tensor, ...]) -> np.ndarray:
-    try:
-        import onnxruntime as ort
-    except ImportError as err:
-        raise MissingExtraError(f"checking the ONNX file needs onnxruntime: {ONNX_EXTRA}") from err
-    options = ort.SessionOptions()
-    if inputs[0].dtype == torch.float16:
-        # onnxruntime 1.32's CPU graph optimisations crash (segmentation fault) on this float16 graph;
-        # without them the CPU provider runs it, which is all the check needs.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    session = cpu_session(data, float16=inputs[0].dtype == torch.float16)
     feed = {arg.name: tensor.numpy() for arg, tensor in zip(session.get_inputs(), inputs, strict=True)}
     return np.asarray(session.run(None, feed)[0])
 
@@ -228,13 +199,18 @@ def export_image_path(
 
 
 def export_module_onnx(
-    trained: TrainedModel, module: torch.nn.Module, out: str | Path, *, input_size: tuple[int, int], boxmot: bool
+    trained: TrainedModel,
+    module: torch.nn.Module,
+    out: str | Path,
+    *,
+    input_size: tuple[int, int],
+    facts: Mapping[str, Any],
 ) -> ExportReport:
     """Export a module around ``trained``'s image path (such as BoxMOT's input adapter) to ONNX: one
-    ``images`` input of ``input_size``, checked as :func:`export_image_path` checks its files. With
-    ``boxmot`` the metadata states BoxMOT's preprocessing, which the module expects."""
+    ``images`` input of ``input_size``, checked as :func:`export_image_path` checks its files. ``facts``
+    replace entries of the metadata (:func:`export_facts`): the inputs and preprocessing the module expects."""
     check_export_options("onnx")
-    return _write(trained, module, out, fmt="onnx", input_size=input_size, boxmot=boxmot)
+    return _write(trained, module, out, fmt="onnx", input_size=input_size, facts=facts)
 
 
 def _write(
@@ -247,7 +223,7 @@ def _write(
     opset: int | None = None,
     side_info: bool = False,
     input_size: tuple[int, int] | None = None,
-    boxmot: bool = False,
+    facts: Mapping[str, Any] | None = None,
 ) -> ExportReport:
     out = check_writable(out)
     check_suffix(out, fmt)
@@ -264,23 +240,22 @@ def _write(
     example = _examples(trained, size, 2, dtype, side_info, seed=0)
 
     def facts_of(exporter: str) -> dict[str, Any]:
-        facts = export_facts(trained, side_info=side_info, precision=precision, exporter=exporter)
-        return {**facts, **BOXMOT_FACTS} if boxmot else facts
+        return {**export_facts(trained, side_info=side_info, precision=precision, exporter=exporter), **(facts or {})}
 
     if fmt == "onnx":
         proto, exporter = _onnx_model(module, example, opset)
-        facts = facts_of(exporter)
+        written = facts_of(exporter)
         entry = proto.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, json.dumps(facts)
+        entry.key, entry.value = METADATA_KEY, json.dumps(written)
         data = proto.SerializeToString()
         got, checked_with = _run_onnx(data, check), "onnxruntime (CPU)"
     else:
         exporter = "torch.jit.trace"
-        facts = facts_of(exporter)
-        with _quiet(), torch.no_grad():
+        written = facts_of(exporter)
+        with quiet_tracing(), torch.no_grad():
             script = torch.jit.trace(module, example, check_trace=False)
             buffer = io.BytesIO()
-            torch.jit.save(script, buffer, _extra_files={f"{METADATA_KEY}.json": json.dumps(facts)})
+            torch.jit.save(script, buffer, _extra_files={f"{METADATA_KEY}.json": json.dumps(written)})
             data = buffer.getvalue()
             got, checked_with = script(*check).float().numpy(), "torch (the traced module)"
     gap = float(np.abs(got.astype(np.float32) - expected).max())
@@ -300,7 +275,7 @@ def _write(
         max_abs_diff=gap,
         checked_with=checked_with,
         seconds=time.perf_counter() - start,
-        facts=facts,
+        facts=written,
     )
 
 
@@ -318,23 +293,6 @@ def check_suffix(path: str | Path, fmt: str) -> None:
             f"*{' or *'.join(SUFFIXES[fmt])}; the runtime is chosen "
             f"by the suffix, so name it e.g. {Path(path).with_suffix(SUFFIXES[fmt][0]).name}"
         )
-
-
-#: What a BoxMOT-ready ONNX file (svllreid.engine.boxmot) says of its input: BoxMOT's own crops.
-BOXMOT_FACTS = {
-    "inputs": {"images": "[B, 3, 256, 128] float32, RGB, as BoxMOT prepares its crops"},
-    "preprocessing": {
-        "image_size": [256, 128],
-        "interpolation": "bilinear",
-        "resize": "bilinear (OpenCV INTER_LINEAR, as BoxMOT does), to exactly 256 x 128",
-        "scale": "pixel / 255",
-        "mean": [0.485, 0.456, 0.406],
-        "std": [0.229, 0.224, 0.225],
-        "formula": "(pixel / 255 - ImageNet mean) / ImageNet std: BoxMOT's normalisation; the graph converts "
-        "it to the network's own and resizes to the network's input",
-    },
-    "boxmot": True,
-}
 
 
 def read_export_facts(path: str | Path) -> dict[str, Any]:
@@ -361,14 +319,9 @@ def read_export_facts(path: str | Path) -> dict[str, Any]:
     else:
         extra = {f"{METADATA_KEY}.json": ""}
         try:
-            with _quiet():
+            with quiet_tracing():
                 torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
         except Exception as err:
             raise ValueError(f"{path} is not a readable TorchScript file ({type(err).__name__}: {err})") from err
         text = extra[f"{METADATA_KEY}.json"] or None
-    if not text:
-        raise ValueError(f"{path} holds no svllreid metadata: it was not written by 'svllreid export'")
-    facts = json.loads(text)
-    if facts.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an svllreid image-path export (format {facts.get('format')!r})")
-    return dict(facts)
+    return parse_export_facts(text, path)

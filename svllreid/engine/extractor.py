@@ -49,9 +49,7 @@ class FeatureExtractor:
             raise ValueError(f"batch_size must be at least 1; got {batch_size}")
         self.encoder: Any
         if is_onnx_file(model):
-            if device not in ("auto", "cpu"):
-                raise ValueError(f"an ONNX file runs on onnxruntime's CPU provider here; device={device!r} is not used")
-            self.encoder = load_onnx_model(model)
+            self.encoder = load_onnx_model(model, device=device)
             self.amp_dtype = None
         else:
             from svllreid.engine.inference import load_trained_model  # open_clip: only for checkpoints

@@ -9,8 +9,19 @@ heads take no part. Cameras and views are unknown (-1) unless ``side_info`` asks
 
 from __future__ import annotations
 
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 from torch import nn
+
+from svllreid.data.loaders import Transform
+from svllreid.data.pixels import NormalizePixels
 
 #: The sub-network that makes the test feature (its tensors keep their names in a traced module).
 IMAGE_ENCODER = "image_encoder"
@@ -34,3 +45,47 @@ class ImagePath(nn.Module):
         else:
             camids, viewids = side_info[:, 0], side_info[:, 1]
         return self.feature(self.image_encoder(images, camids, viewids))
+
+
+@contextmanager
+def quiet_tracing() -> Iterator[None]:
+    """Tracing, exporting and loading TorchScript or ONNX print deprecation notices, progress lines and
+    optimiser notes that are not the user's concern (each written file is checked against the network
+    instead): silence them."""
+    optimiser = logging.getLogger("onnxscript")
+    level = optimiser.level
+    optimiser.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        optimiser.setLevel(level)
+
+
+@dataclass(kw_only=True)
+class LoadedImagePath:
+    """An image path loaded without its network's code (a cached TorchScript module, an ONNX file) and
+    how images reach it: what ``extract`` and ``search`` read of a model.
+
+    Attributes:
+        model: has ``encode_image(images, camids, viewids)``.
+        network: the network's identity (:meth:`svllreid.engine.inference.TrainedModel.identity`).
+    """
+
+    model: nn.Module
+    image_size: tuple[int, int]
+    interpolation: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    network: dict[str, Any]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def transform(self) -> Transform:
+        """The test pipeline's normalisation (images arrive resized by :attr:`interpolation`)."""
+        return NormalizePixels(self.mean, self.std)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return dict(self.network.get("spec", {}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,23 +103,15 @@ class TrainedModel:
         Raises:
             CheckpointError: another network or other weights; the features are not comparable.
         """
-        shown = checkpoint or str(self.checkpoint.path)
         saved_spec = identity.get("spec")
-        if saved_spec:
-            differ = self.spec.structure_differences(saved_spec, every_field=True)
-            if differ:
-                raise CheckpointError(
-                    f"{shown} is another network than the one that built {index} (differs in "
-                    f"{', '.join(sorted(differ))}); its features are not comparable: search with the index's own "
-                    "checkpoint or rebuild the index"
-                )
-        saved_digest = identity.get("weights_sha256")
-        if saved_digest and saved_digest != self.weights_digest():
-            raise CheckpointError(
-                f"{shown} has other weights than the model that built {index} (same architecture, different "
-                "training); its features are not comparable: search with the index's own checkpoint or rebuild "
-                "the index"
-            )
+        require_same_features(
+            identity,
+            index,
+            shown=checkpoint or str(self.checkpoint.path),
+            differences=self.spec.structure_differences(saved_spec, every_field=True) if saved_spec else (),
+            weights_sha256=self.weights_digest,
+            kind="checkpoint",
+        )
 
     def weights_digest(self) -> str:
         """SHA-256 of the model tensors (names, shapes, bytes): equal for copies of the same weights."""
@@ -159,6 +151,37 @@ class TrainedModel:
             f"{s.arch} {s.image_size[0]}×{s.image_size[1]} trained on {self.trained_on} "
             f"(stage {self.checkpoint.meta.get('stage', '?')}, epoch {self.checkpoint.meta.get('epoch', '?')}) "
             f"from {self.checkpoint.path}"
+        )
+
+
+def require_same_features(
+    index_identity: Mapping[str, Any],
+    index: str,
+    *,
+    shown: str,
+    differences: Iterable[str],
+    weights_sha256: Callable[[], str],
+    kind: str,
+) -> None:
+    """The one rule, whichever runtime encodes the queries, for whether a network (``shown``, a
+    ``kind``: "checkpoint" or "model") makes the features of an index: no spec field ``differences``
+    from the network that built ``index``, and the same weights digest (``weights_sha256`` is called
+    only if the index records one).
+
+    Raises:
+        CheckpointError: another network or other weights; the features are not comparable.
+    """
+    differ = sorted(differences)
+    if differ:
+        raise CheckpointError(
+            f"{shown} is another network than the one that built {index} (differs in {', '.join(differ)}); its "
+            f"features are not comparable: search with the index's own {kind} or rebuild the index"
+        )
+    saved_digest = index_identity.get("weights_sha256")
+    if saved_digest and saved_digest != weights_sha256():
+        raise CheckpointError(
+            f"{shown} has other weights than the model that built {index} (same architecture, different "
+            f"training); its features are not comparable: search with the index's own {kind} or rebuild the index"
         )
 
 
@@ -237,8 +260,7 @@ def load_index_model(
             f"{index_path} was built with {named}, which is not there any more; pass the same model's "
             "checkpoint with --checkpoint CKPT"
         )
-    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-    if compiled and on_cpu:
+    if compiled and resolve_device(device, DistInfo()).type == "cpu":
         with suppress(CheckpointError):  # a run folder without checkpoints: the full path explains it
             cached = load_query_encoder(resolve_checkpoint(str(named)), identity)
             if cached is not None:

@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from svllreid.data.loaders import Transform
-from svllreid.data.pixels import NormalizePixels
-from svllreid.errors import CheckpointError, MissingExtraError
+from svllreid.engine.image_path import LoadedImagePath
+from svllreid.engine.inference import require_same_features
+from svllreid.errors import MissingExtraError
 
 ONNX_EXTRA = "pip install 'svllreid[onnx]' (onnx, onnxscript and onnxruntime)"
-METADATA_KEY = "svllreid"  # as svllreid.engine.export writes it
+#: Metadata key (ONNX ``metadata_props``; TorchScript ``<key>.json``) and format tag of an export's facts.
+METADATA_KEY = "svllreid"
 FORMAT = "svllreid-image-path"
 
 
@@ -61,28 +62,13 @@ class _SessionImagePath(nn.Module):
 
 
 @dataclass(kw_only=True)
-class OnnxModel:
+class OnnxModel(LoadedImagePath):
     """An exported image path on onnxruntime's CPU provider; ``network`` is the network's identity (as
     :meth:`svllreid.engine.inference.TrainedModel.identity` gave it when the file was exported)."""
 
     path: Path
-    model: nn.Module
-    image_size: tuple[int, int]
-    interpolation: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    network: dict[str, Any]
     feature_dim: int
     facts: dict[str, Any] = field(repr=False)
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def transform(self) -> Transform:
-        return NormalizePixels(self.mean, self.std)
-
-    @property
-    def spec(self) -> dict[str, Any]:
-        return dict(self.network.get("spec", {}))
 
     def identity(self) -> dict[str, Any]:
         """What identifies the network (stored with feature files and indexes), as a checkpoint's
@@ -110,34 +96,65 @@ class OnnxModel:
         Raises:
             CheckpointError: another network or other weights.
         """
-        saved_spec, saved_digest = index_identity.get("spec"), index_identity.get("weights_sha256")
-        if saved_spec and saved_spec != self.spec:
-            differ = sorted(k for k in {**saved_spec, **self.spec} if saved_spec.get(k) != self.spec.get(k))
-            raise CheckpointError(
-                f"{self.path} is another network than the one that built {index} (differs in {', '.join(differ)}); "
-                "its features are not comparable: search with the index's own model or rebuild the index"
-            )
-        if saved_digest and saved_digest != self.network.get("weights_sha256"):
-            raise CheckpointError(
-                f"{self.path} has other weights than the model that built {index} (same architecture, different "
-                "training); its features are not comparable: search with the index's own model or rebuild the index"
-            )
+        saved, ours = index_identity.get("spec") or {}, self.spec
+        require_same_features(
+            index_identity,
+            index,
+            shown=str(self.path),
+            differences=(k for k in {**saved, **ours} if saved and saved.get(k) != ours.get(k)),
+            weights_sha256=lambda: str(self.network.get("weights_sha256")),
+            kind="model",
+        )
 
 
-def load_onnx_model(path: str | Path, *, threads: int | None = None) -> OnnxModel:
-    """An ONNX file written by ``svllreid export``, ready to encode images on the CPU.
+def cpu_session(source: str | bytes, *, float16: bool, threads: int | None = None) -> Any:
+    """An onnxruntime session on the CPU provider, for a file path or serialised model.
 
-    Args:
-        threads: onnxruntime's intra-op threads (default: torch's, so that one setting governs both).
+    onnxruntime 1.32's CPU graph optimisations crash (segmentation fault) on svllreid's float16 graphs;
+    without them the CPU provider runs them, so ``float16`` turns them off.
 
     Raises:
         MissingExtraError: onnxruntime is not installed.
-        ValueError: the file is missing, not ONNX, or not an svllreid export.
     """
     try:
         import onnxruntime as ort
     except ImportError as err:
         raise MissingExtraError(f"running ONNX files needs onnxruntime: {ONNX_EXTRA}") from err
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    if float16:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def parse_export_facts(text: str | None, path: str | Path) -> dict[str, Any]:
+    """The facts ``svllreid export`` stored in a file (its ``svllreid`` metadata, ``text``).
+
+    Raises:
+        ValueError: no metadata, or not an svllreid image-path export.
+    """
+    if not text:
+        raise ValueError(f"{path} holds no svllreid metadata: it was not written by 'svllreid export'")
+    facts = json.loads(text)
+    if not isinstance(facts, dict) or facts.get("format") != FORMAT:
+        found = facts.get("format") if isinstance(facts, dict) else None
+        raise ValueError(f"{path} is not an svllreid image-path export (format {found!r})")
+    return facts
+
+
+def load_onnx_model(path: str | Path, *, device: str = "auto", threads: int | None = None) -> OnnxModel:
+    """An ONNX file written by ``svllreid export``, ready to encode images on the CPU.
+
+    Args:
+        device: ``auto`` or ``cpu`` (onnxruntime's CPU provider runs the file; anything else is refused).
+        threads: onnxruntime's intra-op threads (default: torch's, so that one setting governs both).
+
+    Raises:
+        MissingExtraError: onnxruntime is not installed.
+        ValueError: another device, or the file is missing, not ONNX, or not an svllreid export.
+    """
+    if device not in ("auto", "cpu"):
+        raise ValueError(f"an ONNX file runs on onnxruntime's CPU provider here; device {device!r} is not used")
     path = Path(path).expanduser()
     if not is_onnx_file(path):
         raise ValueError(
@@ -146,24 +163,16 @@ def load_onnx_model(path: str | Path, *, threads: int | None = None) -> OnnxMode
         )
     if not path.is_file():
         raise ValueError(f"{path} does not exist; write it with 'svllreid export --format onnx'")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    # First without graph optimisations, which onnxruntime's CPU provider cannot apply to float16 graphs
-    # (a crash, see svllreid.engine.export): enough to read the metadata and run an fp16 file.
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    # First without graph optimisations (see cpu_session): enough to read the metadata and run an fp16 file.
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:
+        session = cpu_session(str(path), float16=True, threads=threads)
+    except MissingExtraError:
+        raise
+    except Exception as err:  # onnxruntime's own errors for a file it cannot read
         raise ValueError(f"{path} is not a readable ONNX file ({type(err).__name__}: {err})") from err
-    text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    if not text:
-        raise ValueError(f"{path} holds no svllreid metadata: it was not written by 'svllreid export'")
-    facts = json.loads(text)
-    if facts.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an svllreid image-path export (format {facts.get('format')!r})")
+    facts = parse_export_facts(session.get_modelmeta().custom_metadata_map.get(METADATA_KEY), path)
     if facts.get("precision") != "fp16":
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = cpu_session(str(path), float16=False, threads=threads)
     pre = facts["preprocessing"]
     names = [arg.name for arg in session.get_inputs()]
     return OnnxModel(

@@ -27,21 +27,18 @@ import json
 import logging
 import os
 import time
-import warnings
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from svllreid.data.loaders import Transform
-from svllreid.data.pixels import NormalizePixels
 from svllreid.engine.checkpoint import DIGEST_KEY, read_checkpoint_meta
-from svllreid.engine.image_path import ImagePath
+from svllreid.engine.image_path import ImagePath, LoadedImagePath, quiet_tracing
 from svllreid.fileio import atomic_write, cache_dir
 from svllreid.version import __version__
 
@@ -72,31 +69,18 @@ class _ScriptedImagePath(nn.Module):
 
 
 @dataclass(kw_only=True)
-class QueryEncoder:
-    """The image path of a checkpoint on the CPU and how images reach it: what ``search`` needs of a
-    trained model (the attributes of :class:`svllreid.engine.inference.TrainedModel` it reads).
+class QueryEncoder(LoadedImagePath):
+    """The image path of a checkpoint on the CPU, traced with cameras and views unknown: what ``search``
+    needs of a trained model. ``network`` is the whole network's identity, which an index's features are
+    checked against.
 
     Attributes:
-        model: has ``encode_image(images, camids, viewids)``; cameras and views are unknown.
-        identity: the whole network's (:meth:`svllreid.engine.inference.TrainedModel.identity`), which an
-            index's features are checked against.
         tensors, tensors_crc32: the names of the traced module's tensors and their checksum
             (:func:`tensors_crc32`), checked when the file is loaded.
     """
 
-    model: nn.Module
-    image_size: tuple[int, int]
-    interpolation: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    identity: dict[str, Any]
     tensors: list[str]
     tensors_crc32: int
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def transform(self) -> Transform:
-        return NormalizePixels(self.mean, self.std)
 
     def facts(self) -> dict[str, Any]:
         """The file's metadata: format, torch version, preprocessing and identity."""
@@ -109,7 +93,7 @@ class QueryEncoder:
             "interpolation": self.interpolation,
             "mean": list(self.mean),
             "std": list(self.std),
-            "identity": self.identity,
+            "identity": self.network,
             "tensors": self.tensors,
             "tensors_crc32": self.tensors_crc32,
         }
@@ -136,15 +120,6 @@ def cache_file(content_sha256: str) -> Path:
     return cache_dir() / "query-encoders" / name
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """TorchScript's deprecation notices and the tracer's notes on Python values are not the user's
-    concern: the trace is checked against the eager network instead."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
 def compile_query_encoder(
     model: nn.Module,
     *,
@@ -162,7 +137,7 @@ def compile_query_encoder(
     generator = torch.Generator().manual_seed(0)
     example, check = (torch.randn(n, 3, height, width, generator=generator) for n in (2, 3))
     try:
-        with _quiet(), torch.no_grad():
+        with quiet_tracing(), torch.no_grad():
             script = torch.jit.trace(wrapper, example, check_trace=False)
             gap = float((script(check) - wrapper(check)).abs().max())
     except Exception as err:
@@ -178,7 +153,7 @@ def compile_query_encoder(
         interpolation=interpolation,
         mean=tuple(float(v) for v in mean),
         std=tuple(float(v) for v in std),
-        identity=dict(identity),
+        network=dict(identity),
         tensors=sorted(image_state),
         tensors_crc32=tensors_crc32(image_state),
     )
@@ -190,7 +165,7 @@ def store_query_encoder(encoder: QueryEncoder, content_sha256: str) -> Path | No
     if not encoder_cache_enabled() or not isinstance(encoder.model, _ScriptedImagePath):
         return None
     buffer = io.BytesIO()
-    with _quiet():
+    with quiet_tracing():
         torch.jit.save(encoder.model.script, buffer, _extra_files={_META_FILE: json.dumps(encoder.facts())})
     file = cache_file(content_sha256)
     with suppress(OSError):
@@ -200,8 +175,9 @@ def store_query_encoder(encoder: QueryEncoder, content_sha256: str) -> Path | No
 
 def load_query_encoder(checkpoint: str | Path, identity: Mapping[str, Any]) -> QueryEncoder | None:
     """The cached compiled encoder of ``checkpoint`` (a ``.safetensors`` file), if there is one for this
-    torch and its tensors hash to ``identity["weights_sha256"]`` with the same ``spec``; else None (the
-    caller rebuilds the network, which also explains any problem with the checkpoint)."""
+    torch and svllreid, compiled from a network with ``identity``'s ``spec`` and ``weights_sha256``, whose
+    tensors still match their checksum; else None (the caller rebuilds the network, which also explains
+    any problem with the checkpoint)."""
     if not encoder_cache_enabled():
         return None
     meta = read_checkpoint_meta(checkpoint)
@@ -213,7 +189,7 @@ def load_query_encoder(checkpoint: str | Path, identity: Mapping[str, Any]) -> Q
     start = time.perf_counter()
     extra = {_META_FILE: ""}
     try:
-        with _quiet():
+        with quiet_tracing():
             script = torch.jit.load(str(file), map_location="cpu", _extra_files=extra)
         facts = json.loads(extra[_META_FILE])
     except Exception as err:
@@ -233,7 +209,7 @@ def load_query_encoder(checkpoint: str | Path, identity: Mapping[str, Any]) -> Q
     names = list(facts.get("tensors", []))
     intact = bool(names) and set(names) <= set(state)
     if not intact or tensors_crc32({k: state[k] for k in names}) != facts.get("tensors_crc32"):
-        log.info("ignoring the query encoder %s: its tensors do not match their digest", file)
+        log.info("ignoring the query encoder %s: its tensors do not match their checksum", file)
         return None
     log.debug("loaded the query encoder %s in %.3f s", file, time.perf_counter() - start)
     return QueryEncoder(
@@ -242,7 +218,7 @@ def load_query_encoder(checkpoint: str | Path, identity: Mapping[str, Any]) -> Q
         interpolation=str(facts["interpolation"]),
         mean=tuple(float(v) for v in facts["mean"]),
         std=tuple(float(v) for v in facts["std"]),
-        identity={**saved, "checkpoint": str(checkpoint)},
+        network={**saved, "checkpoint": str(checkpoint)},
         tensors=names,
         tensors_crc32=int(facts["tensors_crc32"]),
     )
