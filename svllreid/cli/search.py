@@ -153,6 +153,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.out:
         check_writable(args.out)  # before the queries are encoded
     index = GalleryIndex.load(args.index)
+    if args.text:
+        return _search_text(args, index)
     saved = index.meta
     if args.model:  # an exported file, checked to be the index's network whichever runtime built it
         trained = _load_model(args)
@@ -161,11 +163,37 @@ def cmd_search(args: argparse.Namespace) -> int:
         trained = load_index_model(saved, args.index, args.checkpoint, args.device, compiled=not args.no_compiled)
     args.flip = query_flip(saved)
     queries = _extract(args, trained, expand_image_arguments(args.query))
-    result = index.search(queries.feats.numpy(), args.topk)
+    return _report(args, index, queries.paths, index.search(queries.feats.numpy(), args.topk), text=False)
+
+
+def _search_text(args: argparse.Namespace, index: Any) -> int:
+    """``search --text``: descriptions through the index's checkpoint's text encoder, against f_proj."""
+    from svllreid.engine.inference import TrainedModel, load_index_model
+    from svllreid.engine.text_query import DescriptionEncoder
+
+    if args.model:
+        raise ValueError(
+            "an ONNX file holds only the image path; text search needs the checkpoint's text encoder: "
+            "pass --checkpoint CKPT, or nothing to use the checkpoint the index names"
+        )
+    index.text_dim  # noqa: B018 - an index that cannot answer text queries is refused before the model loads
+    trained = load_index_model(index.meta, args.index, args.checkpoint, args.device, compiled=False)
+    assert isinstance(trained, TrainedModel)  # compiled=False: the network itself, with its text encoder
+    encoded = DescriptionEncoder(trained).encode(args.text)
+    for text in encoded.truncated:
+        print(
+            f"note: the description {text[:60]!r}... reaches the 77-token limit; the rest is not used", file=sys.stderr
+        )
+    return _report(args, index, list(args.text), index.search_text(encoded.feats.numpy(), args.topk), text=True)
+
+
+def _report(args: argparse.Namespace, index: Any, queries: list[str], result: Any, *, text: bool) -> int:
+    """Print (or ``--json``) the ranked lists of ``queries`` and draw them with ``--out``."""
+    saved = index.meta
     labels = _index_labels(saved, len(index))
-    rows = {str(Path(path).absolute()): i for i, path in enumerate(index.paths)} if labels else {}
-    listing = []
-    for qi, query in enumerate(queries.paths):
+    rows = {str(Path(path).absolute()): i for i, path in enumerate(index.paths)} if labels and not text else {}
+    listing: list[dict[str, Any]] = []
+    for qi, query in enumerate(queries):
         hits = [
             {
                 "rank": r + 1,
@@ -176,23 +204,27 @@ def cmd_search(args: argparse.Namespace) -> int:
             for r, g in enumerate(result.indices[qi])
             if g >= 0
         ]
-        listing.append({"query": query, **_query_labels(query, rows, labels), "results": hits})
+        known = {} if text else _query_labels(query, rows, labels)
+        listing.append({"query": query, "kind": "text" if text else "image", **known, "results": hits})
     if args.json:
         print(json.dumps(listing, indent=2))
     else:
         for item in listing:
-            print(f"query {item['query']}: top {len(item['results'])} of {len(index)} (cosine similarity)")
+            shown = repr(item["query"]) if text else item["query"]
+            measure = "cosine similarity of f_proj to the text" if text else "cosine similarity"
+            print(f"query {shown}: top {len(item['results'])} of {len(index)} ({measure})")
             for hit in item["results"]:
-                known = "".join(f"  {what} {hit[what]}" for what in labels)
-                print(f"  {hit['rank']:>3}  {hit['score']:.4f}  {hit['path']}{known}")
+                named = "".join(f"  {what} {hit[what]}" for what in labels)
+                print(f"  {hit['rank']:>3}  {hit['score']:.4f}  {hit['path']}{named}")
     if args.out:
         from svllreid.report import RankedList, draw_ranked_lists
 
         lists = [
             RankedList(
-                title=f"query {Path(item['query']).name}",
-                query_path=item["query"],
-                query_caption=_caption(item, score=False),
+                title="text query" if text else f"query {Path(item['query']).name}",
+                query_path="" if text else item["query"],
+                query_caption="description" if text else _caption(item, score=False),
+                query_text=item["query"] if text else None,
                 gallery_paths=[h["path"] for h in item["results"]],
                 gallery_captions=[_caption(h) for h in item["results"]],
                 # Green / red borders where the query's identity is known (it is one of the gallery's images).
@@ -278,16 +310,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     search = subparsers.add_parser(
         "search",
-        help="find the gallery images most similar to a query image",
+        help="find the gallery images most similar to a query image or a description",
         description="Rank the images of an index (from 'svllreid index build') by cosine similarity to each "
-        "query image, encoded by the index's model (or --checkpoint of the same network).",
+        "query image, encoded by the index's model (or --checkpoint of the same network), or to each "
+        "description (--text), encoded by the same checkpoint's text encoder.",
     )
     search.add_argument("--index", required=True, help="index file")
-    search.add_argument(
+    asked = search.add_mutually_exclusive_group(required=True)
+    asked.add_argument(
         "--query",
-        required=True,
         nargs="+",
         help="query images: one or more image files, folders of images, or text files of image paths",
+    )
+    asked.add_argument(
+        "--text",
+        nargs="+",
+        metavar="DESCRIPTION",
+        help="search by description instead, e.g. --text 'a person with a red top and a backpack': encoded by the "
+        "checkpoint's text encoder and ranked against the gallery's f_proj (quote each description; up to 77 tokens)",
     )
     search.add_argument("--topk", type=positive_int, default=10, help="results per query (default 10)")
     search.add_argument("--out", default=None, help="write the ranked lists as a PNG picture")

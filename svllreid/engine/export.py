@@ -87,6 +87,8 @@ def export_facts(trained: TrainedModel, *, side_info: bool, precision: str, expo
             "formula": "(pixel / 255 - mean) / std, per channel; normalise once, here",
         },
         "identity": trained.identity(),
+        # The last text_dim columns of the output are f_proj, comparable with the checkpoint's text features.
+        "text_dim": trained.text_dim,
     }
 
 

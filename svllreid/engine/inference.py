@@ -91,8 +91,19 @@ class TrainedModel:
 
     def index_meta(self, *, flip: bool, images: str | Path) -> dict[str, Any]:
         """What an index of this network's features of the gallery ``images`` stores about how they were
-        made: :meth:`identity`, the flip setting (queries are then encoded the same way) and the folder."""
-        return {**self.identity(), "flip": bool(flip), "images": str(Path(images).resolve())}
+        made: :meth:`identity`, the flip setting (queries are then encoded the same way), the folder, and
+        the width of f_proj, the features' last columns, for text queries (:meth:`GalleryIndex.search_text`)."""
+        return {
+            **self.identity(),
+            "flip": bool(flip),
+            "images": str(Path(images).resolve()),
+            "text_dim": self.text_dim,
+        }
+
+    @property
+    def text_dim(self) -> int:
+        """The width of f_proj and of the text encoder's features."""
+        return int(self.model.text_encoder.output_dim)
 
     def check_same_features(self, identity: Mapping[str, Any], index: str, *, checkpoint: str | None = None) -> None:
         """Check that this network makes the features of an index (``identity``: what :meth:`identity`

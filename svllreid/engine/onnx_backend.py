@@ -76,8 +76,12 @@ class OnnxModel(LoadedImagePath):
         return {**self.network, "model_file": str(self.path.resolve())}
 
     def index_meta(self, *, flip: bool, images: str | Path) -> dict[str, Any]:
-        """What an index built with this file stores (see ``TrainedModel.index_meta``)."""
-        return {**self.identity(), "flip": bool(flip), "images": str(Path(images).resolve())}
+        """What an index built with this file stores (see ``TrainedModel.index_meta``; files exported
+        before svllreid recorded f_proj's width give indexes without it, which text search refuses)."""
+        meta = {**self.identity(), "flip": bool(flip), "images": str(Path(images).resolve())}
+        if isinstance(self.facts.get("text_dim"), int):
+            meta["text_dim"] = self.facts["text_dim"]
+        return meta
 
     def describe(self) -> str:
         spec = self.spec

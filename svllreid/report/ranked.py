@@ -51,6 +51,8 @@ class RankedList:
         gallery_paths: the top-k gallery images, best first.
         gallery_captions: text under each gallery image.
         matches: per gallery image: True (same identity, green border), False (red) or None (unknown, grey).
+        query_text: a description searched for instead of a query image: drawn in the query's box
+            (``query_path`` is then not read).
     """
 
     title: str
@@ -59,6 +61,7 @@ class RankedList:
     gallery_paths: list[str]
     gallery_captions: list[str]
     matches: list[bool | None]
+    query_text: str | None = None
 
 
 @cache
@@ -133,6 +136,26 @@ def _thumbnail(path: str | Path, height: int, width: int) -> Image.Image:
     return canvas
 
 
+def _text_tile(text: str, height: int, width: int) -> Image.Image:
+    """A description in a ``height × width`` box, word-wrapped in the largest font that fits it whole
+    without breaking a word (down to 7 px; then it may break words or end in "…")."""
+    canvas = Image.new("RGB", (width, height), (245, 247, 252))
+    draw = ImageDraw.Draw(canvas)
+    size = CAPTION_FONT + 2
+    while True:
+        font = _font(size)
+        max_lines = max(1, (height - 6) // _line_height(size))
+        lines = _wrap(text, font, width - 8, max_lines)
+        if size <= 7 or " ".join(lines).split() == text.split():  # all there, no word broken
+            break
+        size -= 1
+    y = (height - len(lines) * _line_height(size)) / 2
+    for line in lines:
+        draw.text((4, y), line, fill=(20, 20, 20), font=font)
+        y += _line_height(size)
+    return canvas
+
+
 def _wrap(text: str, font: Font, width: float, max_lines: int) -> list[str]:
     """Greedy word wrap to ``width`` pixels; over-long words are broken; overflow ends in "…"."""
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -174,12 +197,16 @@ def _draw_cell(
     label: str,
     caption: str,
     colour: RGB,
+    text: str | None = None,
 ) -> None:
-    """A bordered thumbnail with a label line ("query" or the rank) and the caption under it."""
+    """A bordered thumbnail (or ``text``, a description) with a label line ("query" or the rank) and
+    the caption under it."""
     draw = ImageDraw.Draw(canvas)
     x, y = layout.box_origin(row, column)
     draw.rectangle((x, y, x + layout.box_w - 1, y + layout.box_h - 1), fill=colour)
-    canvas.paste(_thumbnail(path, layout.thumb_h, layout.thumb_w), (x + BORDER, y + BORDER))
+    h, w = layout.thumb_h, layout.thumb_w
+    tile = _text_tile(text, h, w) if text is not None else _thumbnail(path, h, w)
+    canvas.paste(tile, (x + BORDER, y + BORDER))
     centre = layout.cell_x(column) + layout.cell_w / 2
     text_y = y + layout.box_h + TEXT_GAP
     _draw_centred(draw, centre, text_y, label, _font(LABEL_FONT), (0, 0, 0))
@@ -249,7 +276,7 @@ def draw_ranked_lists(lists: Sequence[RankedList], path: str | Path, thumb_size:
     """
     if thumb_size is None:
         _validate(lists, (1, 1))
-        thumb_size = thumbnail_box([p for item in lists for p in (item.query_path, *item.gallery_paths)])
+        thumb_size = thumbnail_box([p for item in lists for p in (item.query_path, *item.gallery_paths) if p])
     _validate(lists, thumb_size)
     layout = _Layout(int(thumb_size[0]), int(thumb_size[1]))
     canvas = Image.new("RGB", layout.size(len(lists), max(len(item.gallery_paths) for item in lists)), "white")
@@ -266,7 +293,7 @@ def draw_ranked_lists(lists: Sequence[RankedList], path: str | Path, thumb_size:
         title_y = top + (layout.box_h - len(title_lines) * _line_height(TITLE_FONT)) / 2
         for i, line in enumerate(title_lines):
             draw.text((MARGIN, title_y + i * _line_height(TITLE_FONT)), line, fill=(0, 0, 0), font=title_font)
-        _draw_cell(canvas, layout, row, 0, item.query_path, "query", item.query_caption, QUERY_COLOUR)
+        _draw_cell(canvas, layout, row, 0, item.query_path, "query", item.query_caption, QUERY_COLOUR, item.query_text)
         for rank, (gallery_path, caption, match) in enumerate(
             zip(item.gallery_paths, item.gallery_captions, item.matches, strict=True), start=1
         ):

@@ -217,6 +217,58 @@ class GalleryIndex:
             scores, indices = _faiss_search(self._faiss, self.backend, self.params, q, k)
         return SearchResult(scores, indices)
 
+    def search_text(self, text_feats: np.ndarray | torch.Tensor, topk: int = 10) -> SearchResult:
+        """The ``min(topk, N)`` gallery items whose projected feature f_proj is most similar to each text
+        feature (from the index's own network's text encoder: :mod:`svllreid.engine.text_query`).
+
+        An svllreid feature is f12 and f_proj concatenated; the index records f_proj's width
+        (``meta["text_dim"]``), its last columns, which are L2-normalised on their own here (the
+        rescaling of the whole feature cancels out). The search is exact whatever the backend: the
+        faiss structure indexes the whole feature.
+
+        Raises:
+            IndexFileError: the index does not record where f_proj lies (built by an older svllreid or
+                from an older ONNX export): rebuild it.
+            ValueError: bad text features (shape, width, non-finite, all-zero) or ``topk``.
+        """
+        text_dim = self.text_dim
+        if isinstance(topk, bool) or not isinstance(topk, int | np.integer) or topk < 1:
+            raise ValueError(f"topk must be a positive integer, got {topk!r}")
+        q = _as_matrix(text_feats, "text features", allow_vector=True, allow_empty=True)
+        if q.shape[1] != text_dim:
+            raise ValueError(
+                f"text features have {q.shape[1]} dims but the index's f_proj has {text_dim}; "
+                "were they encoded by another model?"
+            )
+        q = _unit_rows(q, "text features")
+        k = min(int(topk), len(self))
+        if not len(q):
+            return SearchResult(np.empty((0, k), np.float32), np.empty((0, k), np.int64))
+        gallery, duplicates = self._text_gallery
+        return SearchResult(*_exact_search(gallery, q, k, duplicates))
+
+    @property
+    def text_dim(self) -> int:
+        """The width of f_proj, the last columns of the features, that text queries are compared with.
+
+        Raises:
+            IndexFileError: the index does not record it (see :meth:`search_text`).
+        """
+        value = self.meta.get("text_dim")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= self.dim:
+            raise IndexFileError(
+                "this index does not record which of its feature columns are f_proj, the part that text "
+                "queries are compared with (it was built by an older svllreid, or from an ONNX file exported "
+                "by one); rebuild it with `svllreid index build --checkpoint CKPT --images DIR --out INDEX`"
+            )
+        return value
+
+    @functools.cached_property
+    def _text_gallery(self) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        """The gallery's f_proj parts, unit rows, with their repeated rows (computed at the first text search)."""
+        feats = _unit_rows(np.ascontiguousarray(self.feats[:, self.dim - self.text_dim :]), "gallery f_proj")
+        return feats, _duplicate_rows(feats)
+
     @functools.cached_property
     def _duplicates(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Repeated gallery rows (found at the first exact search; see :func:`_duplicate_rows`)."""
