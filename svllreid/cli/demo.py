@@ -35,8 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser(
         "demo",
         help="the built-in default job: SVLL-ReID end to end on synthetic data in a few minutes",
-        description="Generate (or reuse) the synthetic dataset, build a tiny randomly initialised CLIP ViT, "
-        "evaluate it untrained, train stage 1 and stage 2 of SVLL-ReID, evaluate again and write the run's "
+        description="Generate (or reuse) the synthetic dataset, build a tiny CLIP ViT from svllreid's shipped "
+        "'svll-synth' weights (language-image pretraining on other synthetic people), evaluate it with random "
+        "weights and as pretrained, train stage 1 and stage 2 of SVLL-ReID, evaluate again and write the run's "
         "report.html. --dataset/--root run the same recipe on real images; --config and --pretrained turn it "
         "into a real run; KEY=VALUE overrides any setting.",
     )
