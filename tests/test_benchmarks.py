@@ -74,3 +74,23 @@ def test_boxmot_preprocessing_benchmark_reproduces_the_evaluation_in_its_first_r
     # The first row is svllreid's own pipeline: the training run's evaluation, recomputed.
     assert rows[0]["mAP"] == pytest.approx(report["training_run_mAP"], abs=0.01)
     assert all(0.0 < r["mAP"] <= 100.0 for r in rows)
+
+
+@pytest.mark.slow
+def test_text_retention_benchmark_evaluates_the_three_points(tmp_path: Path):
+    from svllreid.data.synthesis import generate_synthetic
+
+    world = tmp_path / "world"
+    generate_synthetic(world, num_ids=10, num_cameras=2, images_per_camera=2, seed=51, workers=1, train_ids=4)
+    cmd = [sys.executable, str(REPO / "benchmarks" / "text_retention.py"), "--json", "--root", str(world)]
+    cmd += ["--out", str(tmp_path / "runs"), "stage1.epochs=1", "stage2.epochs=1", "stage2.milestones=[1]"]
+    cmd += ["stage2.warmup_epochs=0", "data.options.ids=20", "data.options.images_per_camera=2"]
+    report = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300).stdout)
+    rows = report["rows"]
+    assert list(rows) == ["after pretraining (svll-synth)", "after CLIP-ReID", "after SVLL-ReID"]
+    assert report["captions"] == 6 * 2 * 2
+    for name, row in rows.items():
+        assert 0.0 < row["R@1"] <= row["R@5"] <= row["R@10"] <= 1.0 and 0.0 < row["mAP"] <= 1.0
+        assert (row["reid_mAP"] is None) == name.startswith("after pretraining")
+    # Two different trainings: the self-supervision branches change what the network learns.
+    assert rows["after CLIP-ReID"]["mAP"] != rows["after SVLL-ReID"]["mAP"]
