@@ -21,6 +21,10 @@ Backends
     runs with ``torch.get_num_threads()`` OpenMP threads where torch is loaded (its default otherwise),
     so that one setting governs both libraries.
 
+Text queries
+    :meth:`GalleryIndex.search_text` compares text features (a checkpoint's text encoder) with the last
+    ``meta["text_dim"]`` columns of the features, f_proj, normalised on their own; always exactly.
+
 Results
     Scores are cosine similarities (higher = closer), float32, descending; a query gets
     ``min(topk, N)`` columns, never padding for a small gallery. Equal scores keep gallery order: the
