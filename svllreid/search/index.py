@@ -203,16 +203,13 @@ class GalleryIndex:
         Raises:
             ValueError: bad queries (shape, width, non-finite, all-zero) or ``topk``.
         """
-        if isinstance(topk, bool) or not isinstance(topk, int | np.integer) or topk < 1:
-            raise ValueError(f"topk must be a positive integer, got {topk!r}")
-        q = _as_matrix(queries, "query features", allow_vector=True, allow_empty=True)
-        if q.shape[1] != self.dim:
-            raise ValueError(
-                f"query features have {q.shape[1]} dims but the index holds {self.dim}-dim features; "
-                "was it built with another model?"
-            )
-        q = _unit_rows(q, "query features")
-        k = min(int(topk), len(self))
+        q, k = self._unit_queries(
+            queries,
+            topk,
+            "query features",
+            self.dim,
+            "the index holds {dim}-dim features; was it built with another model?",
+        )
         if not len(q):
             return SearchResult(np.empty((0, k), np.float32), np.empty((0, k), np.int64))
         if self._faiss is None:
@@ -235,21 +232,33 @@ class GalleryIndex:
                 from an older ONNX export): rebuild it.
             ValueError: bad text features (shape, width, non-finite, all-zero) or ``topk``.
         """
-        text_dim = self.text_dim
-        if isinstance(topk, bool) or not isinstance(topk, int | np.integer) or topk < 1:
-            raise ValueError(f"topk must be a positive integer, got {topk!r}")
-        q = _as_matrix(text_feats, "text features", allow_vector=True, allow_empty=True)
-        if q.shape[1] != text_dim:
-            raise ValueError(
-                f"text features have {q.shape[1]} dims but the index's f_proj has {text_dim}; "
-                "were they encoded by another model?"
-            )
-        q = _unit_rows(q, "text features")
-        k = min(int(topk), len(self))
+        q, k = self._unit_queries(
+            text_feats,
+            topk,
+            "text features",
+            self.text_dim,
+            "the index's f_proj has {dim}; were they encoded by another model?",
+        )
         if not len(q):
             return SearchResult(np.empty((0, k), np.float32), np.empty((0, k), np.int64))
         gallery, duplicates = self._text_gallery
         return SearchResult(*_exact_search(gallery, q, k, duplicates))
+
+    def _unit_queries(
+        self, queries: ArrayLike, topk: int, name: str, dim: int, mismatch: str
+    ) -> tuple[np.ndarray, int]:
+        """Checked ``[Q, dim]`` queries as unit float32 rows, and the number of items each gets.
+
+        Raises:
+            ValueError: bad queries or ``topk``; a width other than ``dim`` says "{name} have W dims but"
+                and ``mismatch`` (with ``{dim}`` filled in).
+        """
+        if isinstance(topk, bool) or not isinstance(topk, int | np.integer) or topk < 1:
+            raise ValueError(f"topk must be a positive integer, got {topk!r}")
+        q = _as_matrix(queries, name, allow_vector=True, allow_empty=True)
+        if q.shape[1] != dim:
+            raise ValueError(f"{name} have {q.shape[1]} dims but {mismatch.format(dim=dim)}")
+        return _unit_rows(q, name), min(int(topk), len(self))
 
     @property
     def text_dim(self) -> int:
