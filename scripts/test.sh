@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Set up (or refresh) .venv, then lint, check the import layers and the types, and run the tests.
+# Set up (or refresh) .venv and the browser tests' Chromium, then lint, check the import layers and the
+# types, and run the tests.
 #   bash scripts/test.sh          the whole suite (the README's test command, and CI's)
 #   bash scripts/test.sh --fast   the fast tier: everything not marked slow (training, demo, benchmarks)
 # Other arguments go to pytest.
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
+source scripts/_browser.sh
 tier=(--durations=15)
 if [ "${1:-}" = "--fast" ]; then
     shift

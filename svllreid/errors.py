@@ -21,6 +21,7 @@ __all__ = [
     "PretrainedError",
     "SvllreidError",
     "TrainingDiverged",
+    "UploadError",
 ]
 
 
@@ -87,6 +88,15 @@ class DiskFullError(SvllreidError, OSError):
 
 class MissingExtraError(SvllreidError, ImportError):
     """A feature needs an optional dependency that is not installed; the message names the extra."""
+
+
+class UploadError(SvllreidError, ValueError):
+    """An uploaded query (``svllreid serve``) is not what the server takes: not an image of an accepted
+    format, too large, or a malformed request. ``status`` is the HTTP status it answers with (4xx)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
 
 
 class ExportError(SvllreidError, RuntimeError):

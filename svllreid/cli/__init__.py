@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from svllreid.cli import configs, data, demo, evaluate, export, model, search, train
+from svllreid.cli import configs, data, demo, evaluate, export, model, search, serve, train
 from svllreid.errors import SvllreidError
 from svllreid.version import __version__
 
@@ -30,11 +30,13 @@ examples:
   svllreid extract --checkpoint runs/market-svll --images my_photos/ --out feats.npz
   svllreid index build --checkpoint runs/market-svll --images gallery/ --out gallery.index
   svllreid search --index gallery.index --query person.jpg --topk 10 --out ranked.png
+  svllreid search --index gallery.index --text "a woman in a red coat with a black backpack"
+  svllreid serve --index gallery.index --port 8000
   svllreid export --checkpoint runs/market-svll --format onnx --out market-svll.onnx
 """
 
 #: The command groups in the order ``--help`` lists them.
-COMMAND_GROUPS = (demo, configs, train, evaluate, search, export, model, data)
+COMMAND_GROUPS = (demo, configs, train, evaluate, search, serve, export, model, data)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -121,13 +121,6 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _index_labels(meta: dict[str, Any], size: int) -> dict[str, list[str]]:
-    """The per-image identity / camera names an index was built with (``index build --identity-folders``,
-    ``--pid-regex``, ``--camera-regex``); those of another length (a damaged file) are left out."""
-    labels = meta.get("labels") or {}
-    return {w: [str(n) for n in names] for w, names in labels.items() if isinstance(names, list) and len(names) == size}
-
-
 def _query_labels(query: str, rows: dict[str, int], labels: dict[str, list[str]]) -> dict[str, str]:
     """The labels of a query that is itself one of the index's images (``rows``: absolute path → row)."""
     row = rows.get(str(Path(query).absolute()))
@@ -189,8 +182,7 @@ def _search_text(args: argparse.Namespace, index: Any) -> int:
 
 def _report(args: argparse.Namespace, index: Any, queries: list[str], result: Any, *, text: bool) -> int:
     """Print (or ``--json``) the ranked lists of ``queries`` and draw them with ``--out``."""
-    saved = index.meta
-    labels = _index_labels(saved, len(index))
+    labels = index.labels
     rows = {str(Path(path).absolute()): i for i, path in enumerate(index.paths)} if labels and not text else {}
     listing: list[dict[str, Any]] = []
     for qi, query in enumerate(queries):

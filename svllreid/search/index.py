@@ -403,6 +403,20 @@ class GalleryIndex:
         """Feature width D."""
         return int(self.feats.shape[1])
 
+    @property
+    def labels(self) -> dict[str, list[str]]:
+        """Each image's identity / camera names, as ``index build --identity-folders``, ``--pid-regex``
+        and ``--camera-regex`` stored them (``meta["labels"]``: kind → one name per image, in index
+        order); a kind whose list has another length (a damaged file) is left out."""
+        saved = self.meta.get("labels") or {}
+        if not isinstance(saved, dict):
+            return {}
+        return {
+            str(kind): [str(name) for name in names]
+            for kind, names in saved.items()
+            if isinstance(names, list) and len(names) == len(self)
+        }
+
     def __repr__(self) -> str:
         params = "".join(f", {key}={value}" for key, value in self.params.items())
         return f"GalleryIndex(backend={self.backend!r}, items={len(self)}, dim={self.dim}{params})"

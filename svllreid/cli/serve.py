@@ -1,0 +1,69 @@
+"""``svllreid serve``: the search page and its JSON API over an index, on localhost by default."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+
+from svllreid.cli.common import positive_int
+from svllreid.errors import MissingExtraError
+
+SERVE_EXTRA = "pip install 'svllreid[serve]'"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from svllreid.serve.app import create_app
+    except ImportError as err:
+        raise MissingExtraError(f"svllreid serve needs FastAPI, uvicorn and python-multipart: {SERVE_EXTRA}") from err
+    from svllreid.engine.search_service import SearchService
+
+    service = SearchService.open(args.index, args.checkpoint, args.device)
+    app = create_app(service, max_upload_bytes=int(args.max_upload_mb * 2**20), max_batch=args.max_batch)
+    facts = service.describe()
+    print(f"model: {facts['model']['description']}")
+    texts = "image and text queries" if facts["queries"]["text"] else "image queries (this index takes no text)"
+    print(f"index: {args.index}: {len(service.index)} images, {texts}")
+    if not _is_loopback(args.host):
+        print(
+            f"warning: listening on {args.host}: anyone who can reach this machine can search the gallery and see "
+            "its images (there is no login); use the default --host 127.0.0.1 to keep it to this machine",
+            file=sys.stderr,
+        )
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"serving on http://{shown}:{args.port}/  (Ctrl+C stops)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="a web page and JSON API to search an index by photo or description",
+        description="Load an index and its model once and serve a search page: drop or choose a photo, or "
+        "type a description, and browse the ranked gallery; click a result to search with it. The JSON API: "
+        "POST /api/search, GET /api/image/ROW, GET /api/thumbnail/ROW, GET /api/model, GET /healthz. "
+        f"Needs the serve extra: {SERVE_EXTRA}.",
+    )
+    serve.add_argument("--index", required=True, help="index file from 'svllreid index build'")
+    serve.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the index's own)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    serve.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body in MiB (default 10)")
+    serve.add_argument(
+        "--max-batch", type=positive_int, default=32, help="most queries encoded in one call (default 32)"
+    )
+    serve.set_defaults(func=cmd_serve)

@@ -1,0 +1,269 @@
+"""The web app of ``svllreid serve``: one page and a JSON API over a :class:`SearchService`.
+
+    GET  /                     the search page (static HTML and JavaScript, no build step)
+    POST /api/search           a query: form fields ``image`` (a file) | ``text`` | ``gallery`` (a row), ``topk``;
+                               or JSON ``{"text": ..., "topk": ...}`` / ``{"gallery": row}``
+    GET  /api/image/{row}      gallery image ``row`` as stored (only images the index lists)
+    GET  /api/thumbnail/{row}  the same as a JPEG of at most 256 pixels a side
+    GET  /api/model            what the model and the index are, and which queries they take
+    GET  /healthz              liveness, with the counts of queries and batches
+
+Every error is JSON ``{"error": message}`` with a 4xx status for bad requests; a failure of the server
+itself is a 500 with a short message, the details going to the server's log only. Request bodies are
+limited in size before they are read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import mimetypes
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from svllreid.engine.search_service import Answer, Query, SearchService
+from svllreid.errors import MissingExtraError, UploadError
+from svllreid.serve.batching import QueryBatcher
+
+try:
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+    from starlette.concurrency import run_in_threadpool
+    from starlette.datastructures import UploadFile
+    from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
+except ImportError as err:  # pragma: no cover - the message is tested through the command line
+    raise MissingExtraError(
+        f"svllreid serve needs FastAPI, uvicorn and python-multipart: pip install 'svllreid[serve]' ({err})"
+    ) from err
+
+log = logging.getLogger(__name__)
+
+#: Largest request body by default (an upload and its form fields).
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+#: What ``POST /api/search`` reads; anything else is refused by name.
+SEARCH_FIELDS = ("image", "text", "gallery", "topk")
+#: Image types a file upload may declare (browsers send ``application/octet-stream`` for unknown files;
+#: the bytes are checked by decoding either way).
+UPLOAD_TYPES = ("image/", "application/octet-stream")
+DEFAULT_TOPK = 12
+
+ASGIApp = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Any]
+
+
+class _BodyTooLarge(Exception):
+    """Raised into the app when a request body grows past the limit while it is read."""
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a body over ``max_bytes``: at once when Content-Length says so, else as
+    soon as the bytes read pass it (a chunked upload declares no length)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            response = _error(_too_large(self.max_bytes), 413)
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge()
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _too_large(limit: int) -> str:
+    return f"the request is larger than the server's limit of {limit / 2**20:g} MiB; send a smaller image"
+
+
+def _error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+@functools.cache
+def search_page() -> str:
+    """The page, from the package's data."""
+    return resources.files("svllreid.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_batch: int = 32) -> FastAPI:
+    """The app over ``service``; its queries run on one :class:`QueryBatcher` worker, started here and
+    stopped when the app shuts down."""
+    batcher: QueryBatcher[Query, Answer] = QueryBatcher(service.answer, max_batch=max_batch)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        yield
+        batcher.close()
+
+    # No /docs: FastAPI's page loads its scripts from a CDN, which an offline server cannot reach.
+    app = FastAPI(title="svllreid", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.batcher = batcher
+    app.state.service = service
+    app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
+
+    @app.exception_handler(UploadError)
+    async def bad_upload(request: Request, err: UploadError) -> JSONResponse:
+        return _error(str(err), err.status)
+
+    @app.exception_handler(_BodyTooLarge)
+    async def too_large(request: Request, err: _BodyTooLarge) -> JSONResponse:
+        return _error(_too_large(max_upload_bytes), 413)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        message = err.detail if isinstance(err.detail, str) else "bad request"
+        if err.status_code == 404:
+            message = f"no such page or API: {request.url.path}; the API is under /api (see GET /api/model)"
+        return _error(message, err.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(f"invalid request: {where}: {first.get('msg', 'not valid')}", 400)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, err: Exception) -> JSONResponse:
+        log.error("request %s %s failed", request.method, request.url.path, exc_info=err)
+        return _error("the server could not answer this request; its log has the details", 500)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(search_page())
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        stats = batcher.stats
+        return {
+            "status": "ok",
+            "images": len(service.index),
+            "queries": stats.queries,
+            "encoder_calls": stats.calls,
+            "largest_batch": stats.largest,
+        }
+
+    @app.get("/api/model")
+    async def model() -> dict[str, Any]:
+        return service.describe()
+
+    @app.get("/api/image/{row}")
+    async def image(row: str) -> FileResponse:
+        path = service.image_file(_row(row))
+        media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return FileResponse(path, media_type=media, headers={"Cache-Control": "max-age=3600"})
+
+    thumbnails = functools.lru_cache(maxsize=4096)(service.thumbnail)
+
+    @app.get("/api/thumbnail/{row}")
+    async def thumbnail(row: str) -> Response:
+        data = await run_in_threadpool(thumbnails, _row(row))
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    @app.post("/api/search")
+    async def search(request: Request) -> Any:
+        start = time.perf_counter()
+        try:
+            query = await _read_query(request, service)
+        except ClientDisconnect:  # the client went away mid-upload: nobody to answer
+            log.info("a client disconnected before its query was read")
+            return Response(status_code=400)
+        answer = await asyncio.wrap_future(batcher.submit(query))
+        return {
+            "query": answer.query,
+            "results": answer.results,
+            "gallery_size": len(service.index),
+            "took_ms": round(1000 * (time.perf_counter() - start), 2),
+        }
+
+    return app
+
+
+def _row(text: str) -> int:
+    """A gallery row from the URL: decimal digits only (a path or anything else is no row)."""
+    if not text.isascii() or not text.isdigit() or len(text) > 12:
+        raise UploadError(f"no gallery image {text!r}: images are numbered 0, 1, 2, ... as the index lists them", 404)
+    return int(text)
+
+
+async def _read_query(request: Request, service: SearchService) -> Query:
+    """The one query of a ``POST /api/search``, checked (the image decoded off the event loop).
+
+    Raises:
+        UploadError: another content type, an unknown or missing field, two kinds of query at once,
+            a file that is not an image, or a bad ``topk``.
+    """
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    fields: dict[str, Any]
+    if kind == "application/json":
+        try:
+            fields = json.loads(await request.body())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise UploadError(f"the body is not valid JSON ({err})") from None
+        if not isinstance(fields, dict):
+            raise UploadError('the JSON body must be an object, e.g. {"text": "a man in a blue coat", "topk": 10}')
+        if "image" in fields:
+            raise UploadError("send an image as a multipart/form-data upload (field 'image'), not in JSON", 415)
+    elif kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        form = await request.form(max_files=1, max_fields=len(SEARCH_FIELDS), max_part_size=64 * 1024)
+        fields = {key: form.getlist(key)[-1] for key in form}
+    else:
+        raise UploadError(
+            f"POST /api/search takes a form (multipart/form-data with an 'image' file, or a 'text' field) or "
+            f'JSON {{"text": ...}}; got {kind or "no content type"}',
+            415,
+        )
+    unknown = sorted(set(fields) - set(SEARCH_FIELDS))
+    if unknown:
+        raise UploadError(f"unknown field {unknown[0]!r}; the fields are {', '.join(SEARCH_FIELDS)}")
+    asked = [key for key in ("image", "text", "gallery") if fields.get(key) not in (None, "")]
+    if len(asked) != 1:
+        raise UploadError(
+            "give exactly one of 'image' (a file), 'text' (a description) or 'gallery' (an image's row); "
+            + (f"got {' and '.join(asked)}" if asked else "got none")
+        )
+    topk = _integer(fields.get("topk", DEFAULT_TOPK), "topk")
+    if asked[0] == "text":
+        if not isinstance(fields["text"], str):
+            raise UploadError("'text' must be a string: the description")
+        return service.text_query(fields["text"], topk)
+    if asked[0] == "gallery":
+        return service.gallery_query(_integer(fields["gallery"], "gallery", status=404), topk)
+    upload = fields["image"]
+    if not isinstance(upload, UploadFile):
+        raise UploadError("'image' must be a file upload (multipart/form-data), not a text field")
+    declared = (upload.content_type or "").lower()
+    if not declared.startswith(UPLOAD_TYPES):
+        raise UploadError(f"the upload is {declared or 'of no declared type'}, not an image; choose a photo", 415)
+    data = await upload.read()
+    return await run_in_threadpool(service.image_query, data, topk, filename=upload.filename or "")
+
+
+def _integer(value: Any, name: str, *, status: int = 400) -> int:
+    if isinstance(value, bool):
+        raise UploadError(f"{name!r} must be a whole number; got {value!r}", status)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    raise UploadError(f"{name!r} must be a whole number; got {value!r}", status)

@@ -1,0 +1,100 @@
+"""A served gallery: a ReID network whose CLIP is the shipped svll-synth, an index of 58 captioned synthetic
+people with identity and camera labels, and the app over it (in process, and as a real server)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+
+import svllreid
+from svllreid.cli import main
+from svllreid.config import config_to_dict, load_config
+from svllreid.data.datasets import load_caption_dataset
+from svllreid.data.synthesis import generate_synthetic
+from svllreid.engine.checkpoint import write_checkpoint
+
+pytest.importorskip("fastapi", reason="svllreid serve needs the serve extra: pip install 'svllreid[serve]'")
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    folder = tmp_path_factory.mktemp("served")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SVLLREID_CACHE", str(folder / "cache"))
+    root = folder / "world"
+    generate_synthetic(root, num_ids=14, num_cameras=3, images_per_camera=2, seed=41, workers=1, train_ids=2)
+    captions = load_caption_dataset("synthetic_captions", str(root)).split("test")
+    torch.manual_seed(0)
+    model = svllreid.create_model("svll-tiny-vit", num_classes=4, image_size=(64, 32), pretrained="svll-synth")
+    config = load_config(None, ["data.image_size=[64,32]", "model.arch=svll-tiny-vit", "model.pretrained=svll-synth"])
+    meta = {"spec": model.spec.to_dict(), "quick_gelu": False, "config": config_to_dict(config), "stage": 2}
+    checkpoint = write_checkpoint(folder / "model.safetensors", model, meta)
+    images = sorted({c.path for c in captions})
+    (folder / "gallery.txt").write_text("\n".join(images) + "\n")
+    index = folder / "gallery.npz"
+    assert main(["index", "build", "--checkpoint", str(checkpoint), "--images", str(folder / "gallery.txt"),
+                 "--out", str(index), "--no-progress", "--device", "cpu",
+                 "--pid-regex", r"^(\d+)_", "--camera-regex", r"_c(\d+)"]) == 0  # fmt: skip
+    yield {"folder": folder, "checkpoint": checkpoint, "index": index, "images": images, "captions": captions}
+    patch.undo()
+
+
+@pytest.fixture(scope="session")
+def service(world: dict[str, Any]) -> Any:
+    from svllreid.engine.search_service import SearchService
+
+    return SearchService.open(world["index"], device="cpu")
+
+
+@pytest.fixture(scope="session")
+def client(service: Any) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    from svllreid.serve.app import create_app
+
+    with TestClient(create_app(service, max_upload_bytes=256 * 1024), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until_up(port: int, timeout: float = 60.0, process: Any = None) -> None:
+    """Until something answers on ``port`` (or ``process`` exits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def live_server(service: Any) -> Iterator[dict[str, Any]]:
+    """The app under uvicorn on a free localhost port, in a thread of this process."""
+    import uvicorn
+
+    from svllreid.serve.app import create_app
+
+    app = create_app(service, max_upload_bytes=256 * 1024)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until_up(port)
+    yield {"url": f"http://127.0.0.1:{port}", "port": port, "app": app}
+    server.should_exit = True
+    thread.join(10)

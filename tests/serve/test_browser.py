@@ -1,0 +1,165 @@
+"""``svllreid serve`` driven in headless Chromium as a user drives it: choose a photo, see the ranked
+gallery; type a description, see results; click a result and see it become the query. Screenshots of
+each step are written (``SVLLREID_SCREENSHOTS=DIR`` keeps them) and checked for what they must show."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.serve.conftest import free_port, wait_until_up
+
+pytestmark = pytest.mark.slow
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+INSTALL = "apt-get install chromium chromium-driver (scripts/test.sh does this where it can)"
+
+
+def find_browser() -> tuple[str, str]:
+    """Chromium and its driver, or a skip that says what is missing."""
+    pytest.importorskip("selenium", reason="the browser test needs selenium (in the dev extra)")
+    browser = next((found for name in BROWSERS if (found := shutil.which(name))), None)
+    driver = shutil.which("chromedriver")
+    if browser is None or driver is None:
+        missing = " and ".join(n for n, p in (("a Chromium browser", browser), ("chromedriver", driver)) if not p)
+        pytest.skip(f"no browser to drive: {missing} not found; install them with {INSTALL}")
+    return browser, driver
+
+
+@pytest.fixture(scope="module")
+def served(world: dict[str, Any]) -> Iterator[str]:
+    """``svllreid serve`` as a user starts it, in its own process."""
+    port = free_port()
+    env = {**os.environ, "SVLLREID_CACHE": str(Path(world["folder"]) / "cache")}
+    command = [sys.executable, "-m", "svllreid", "serve", "--index", str(world["index"]), "--port", str(port),
+               "--device", "cpu"]  # fmt: skip
+    log = Path(world["folder"]) / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_until_up(port, timeout=120, process=process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(20)
+    assert "Traceback" not in log.read_text(), log.read_text()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    chromium, driver = find_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+    ):
+        options.add_argument(flag)
+    # An explicit driver: Selenium Manager would try to download one.
+    page = webdriver.Chrome(service=Service(driver), options=options)
+    page.set_page_load_timeout(60)
+    yield page
+    page.quit()
+
+
+def screenshot(page: Any, name: str, tmp_path: Path) -> np.ndarray:
+    folder = Path(os.environ.get("SVLLREID_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    file = folder / f"serve-{name}.png"
+    page.save_screenshot(str(file))
+    with Image.open(file) as shot:
+        return np.asarray(shot.convert("RGB")).astype(np.int16)
+
+
+def pixels_near(shot: np.ndarray, colour: tuple[int, int, int], tolerance: int = 40) -> int:
+    return int((np.abs(shot - np.array(colour)).sum(axis=2) < tolerance).sum())
+
+
+GREEN, RED = (26, 127, 55), (207, 34, 46)  # the page's match / mismatch borders
+
+
+def test_photo_then_description_then_a_clicked_result(served: str, browser: Any, world: dict, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def find(testid: str) -> Any:
+        return browser.find_element(By.CSS_SELECTOR, f"[data-testid={testid}]")
+
+    def hits() -> list[Any]:
+        return browser.find_elements(By.CSS_SELECTOR, "[data-testid=hit]")
+
+    def wait_for(condition: Any, what: str) -> None:
+        WebDriverWait(browser, 30).until(lambda _: condition(), message=f"the page did not show {what}")
+
+    def thumbnails_loaded() -> bool:
+        script = "return [...document.querySelectorAll('[data-testid=hit] img')]"
+        return bool(browser.execute_script(script + ".every(i => i.complete && i.naturalWidth > 0)"))
+
+    browser.get(served)
+    wait_for(lambda: "58 gallery images" in browser.find_element(By.ID, "about").text, "the model's description")
+
+    # 1. Choose a photo (a gallery image of identity 4, camera 3): the ranked gallery, itself first.
+    photo = next(p for p in world["images"] if Path(p).name.startswith("0004_c3"))
+    find("file").send_keys(photo)
+    wait_for(lambda: len(hits()) == 12, "12 results for the photo")
+    wait_for(thumbnails_loaded, "the thumbnails")
+    first = hits()[0].text
+    assert "#1" in first and "1.000" in first and "id 4 · cam 3" in first
+    assert f"for {Path(photo).name}" in find("status").text
+    assert find("query-image").get_attribute("src").startswith("blob:")
+    shot = screenshot(browser, "1-photo", tmp_path)
+    assert shot.shape[1] == 1280 and shot.std() > 20  # a page with pictures, not a blank one
+
+    # 2. Type a description: results ranked by f_proj against the text.
+    caption = world["captions"][0]
+    find("text").send_keys(caption.caption)
+    find("search-text").click()
+    wait_for(lambda: "for the description" in find("status").text, "results for the description")
+    wait_for(thumbnails_loaded, "the thumbnails")
+    assert caption.caption in find("query").text and len(hits()) == 12
+    assert "f_proj" in find("status").text
+    screenshot(browser, "2-description", tmp_path)
+
+    # 3. Click the third result: it becomes the query, leaves itself out, and matches are marked.
+    third = hits()[2]
+    clicked = third.get_attribute("data-index")
+    third.click()
+    wait_for(lambda: "for gallery image" in find("status").text, "results for the clicked image")
+    wait_for(thumbnails_loaded, "the thumbnails")
+    assert clicked not in [h.get_attribute("data-index") for h in hits()]
+    classes = [h.get_attribute("class") for h in hits()]
+    assert all("match" in c or "miss" in c for c in classes) and any("match" in c for c in classes)
+    assert find("query-image").get_attribute("src").endswith(f"/api/thumbnail/{clicked}")
+    shot = screenshot(browser, "3-clicked", tmp_path)
+    assert pixels_near(shot, GREEN) > 300 and pixels_near(shot, RED) > 300  # the borders are drawn
+    assert not find("error").is_displayed()
+
+
+def test_the_page_shows_the_servers_message_for_a_file_that_is_no_image(served: str, browser: Any, tmp_path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(served)
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("this is not a photo")
+    browser.find_element(By.CSS_SELECTOR, "[data-testid=file]").send_keys(str(notes))
+    error = browser.find_element(By.CSS_SELECTOR, "[data-testid=error]")
+    WebDriverWait(browser, 30).until(lambda _: error.is_displayed(), message="the page showed no error")
+    assert "not an image in a format the server reads" in error.text
+    assert browser.find_elements(By.CSS_SELECTOR, "[data-testid=hit]") == []
+    screenshot(browser, "4-error", tmp_path)

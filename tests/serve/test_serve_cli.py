@@ -1,0 +1,40 @@
+"""The ``svllreid serve`` command: its messages before any server starts, and the address rule."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from svllreid.cli import main
+from svllreid.cli.serve import _is_loopback
+
+
+def test_a_missing_index_is_reported_before_anything_listens(tmp_path: Path, capsys) -> None:
+    assert main(["serve", "--index", str(tmp_path / "none.npz"), "--port", "1"]) == 2
+    assert "none.npz" in capsys.readouterr().err
+
+
+def test_without_the_serve_extra_the_message_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    assert main(["serve", "--index", str(tmp_path / "i.npz")]) == 2
+    assert "pip install 'svllreid[serve]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("localhost", True), ("::1", True), ("127.0.0.2", True), ("0.0.0.0", False),
+     ("::", False), ("192.168.1.5", False), ("example.org", False)],
+)  # fmt: skip
+def test_only_loopback_addresses_count_as_this_machine(host: str, loopback: bool) -> None:
+    assert _is_loopback(host) is loopback
+
+
+def test_serve_is_in_the_help(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    assert "--host" in out and "127.0.0.1" in out and "POST /api/search" in out
