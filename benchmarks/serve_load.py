@@ -113,7 +113,7 @@ def misbehave(port: int, stop: threading.Event, counts: dict[str, int]) -> None:
     """Hang up mid-upload and send garbage, in turn, until ``stop``."""
     head = (
         b"POST /api/search HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=zz\r\n"
-        b"Content-Length: 500000\r\n\r\n--zz\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n"
+        b'Content-Length: 500000\r\n\r\n--zz\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
         b"Content-Type: image/jpeg\r\n\r\n" + os.urandom(4000)
     )
     garbage = b"\x00\xffGARBAGE\r\n\r\n" * 20
@@ -242,9 +242,7 @@ def main() -> None:
                 for kind in ("image", "text"):
                     runs = [queries.send(client, kind, i) for i in range(args.single)]
                     single[kind] = {**percentiles([ms for ms, _ in runs]), "failed": sum(not ok for _, ok in runs)}
-            levels = [
-                level(url, queries, n, args.requests, port, abuse=n == max(args.clients)) for n in args.clients
-            ]
+            levels = [level(url, queries, n, args.requests, port, abuse=n == max(args.clients)) for n in args.clients]
             health = httpx.get(f"{url}/healthz").json()
             alive = health["status"] == "ok"
         finally:

@@ -94,3 +94,22 @@ def test_text_retention_benchmark_evaluates_the_three_points(tmp_path: Path):
         assert (row["reid_mAP"] is None) == name.startswith("after pretraining")
     # Two different trainings: the self-supervision branches change what the network learns.
     assert rows["after CLIP-ReID"]["mAP"] != rows["after SVLL-ReID"]["mAP"]
+
+
+@pytest.mark.slow
+def test_serve_load_benchmark_measures_the_server_and_the_cli():
+    pytest.importorskip("fastapi")
+    cmd = [sys.executable, str(REPO / "benchmarks" / "serve_load.py"), "--json", "--gallery", "200"]
+    cmd += ["--clients", "1", "3", "--requests", "4", "--single", "3", "--cli-queries", "1"]
+    report = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300).stdout)
+    assert report["gallery"] == 200
+    assert [r["clients"] for r in report["levels"]] == [1, 3]
+    assert [r["requests"] for r in report["levels"]] == [4, 12]
+    assert all(r["failed"] == 0 and r["qps"] > 0 for r in report["levels"])
+    assert all(0 < r["all"]["p50"] <= r["all"]["p95"] <= r["all"]["p99"] for r in report["levels"])
+    assert report["levels"][0]["abuse"] is None and report["levels"][1]["abuse"]["disconnects"] > 0
+    assert report["single"]["image"]["failed"] == report["single"]["text"]["failed"] == 0
+    assert report["cli"]["queries"] == 2 and report["cli"]["image_s"] > 0
+    server = report["server"]
+    assert server["alive_after"] and server["queries"] == 10 + 6 + 16  # warm-up, one at a time, the levels
+    assert 0 < server["encoder_calls"] <= server["queries"]
