@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import sys
 
 from svllreid.cli.common import positive_int
 from svllreid.errors import MissingExtraError
 
 SERVE_EXTRA = "pip install 'svllreid[serve]'"
+
+
+def _megabytes(text: str) -> float:
+    """An argparse type: a positive, finite number of MiB."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of MiB, e.g. 10; got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of MiB; got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 1-65535."""
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535; got {text!r}")
+    return int(text)
 
 
 def _is_loopback(host: str) -> bool:
@@ -60,9 +79,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--index", required=True, help="index file from 'svllreid index build'")
     serve.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the index's own)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     serve.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    serve.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body in MiB (default 10)")
+    serve.add_argument(
+        "--max-upload-mb", type=_megabytes, default=10.0, help="largest request body in MiB (default 10)"
+    )
     serve.add_argument(
         "--max-batch", type=positive_int, default=32, help="most queries encoded in one call (default 32)"
     )

@@ -141,12 +141,16 @@ class SearchService:
     @torch.no_grad()
     def answer(self, queries: Sequence[Query]) -> list[Answer]:
         """The ranked gallery of each query, in order: one image-encoder call for all image queries and
-        one text-encoder call for all descriptions."""
+        one text-encoder call for all descriptions (on an approximate index, one per ``topk``)."""
         answers: list[Answer | None] = [None] * len(queries)
-        for kind in ("image", "text", "gallery"):
-            rows = [i for i, q in enumerate(queries) if q.kind == kind]
-            if not rows:
-                continue
+        # An approximate index searches more widely for a larger k (HNSW's efSearch grows with it), so
+        # there a query is only batched with queries asking for as many results: each gets the answer
+        # it would get alone. Exact search ranks the same whatever k.
+        exact = self.index.backend in ("exact", "faiss-flat")
+        groups: dict[tuple[str, int], list[int]] = {}
+        for i, q in enumerate(queries):
+            groups.setdefault((q.kind, 0 if exact or q.kind == "text" else q.topk), []).append(i)
+        for (kind, _), rows in groups.items():
             chosen = [queries[i] for i in rows]
             # A gallery query asks for one more: itself, dropped below.
             k = min(max(q.topk for q in chosen) + (kind == "gallery"), len(self.index))

@@ -31,6 +31,7 @@ from svllreid.errors import MissingExtraError, UploadError
 from svllreid.serve.batching import QueryBatcher
 
 try:
+    from anyio import CapacityLimiter
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -49,10 +50,12 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 #: What ``POST /api/search`` reads; anything else is refused by name.
 SEARCH_FIELDS = ("image", "text", "gallery", "topk")
-#: Image types a file upload may declare (browsers send ``application/octet-stream`` for unknown files;
-#: the bytes are checked by decoding either way).
+#: Image types a file upload may declare, if it declares one (browsers send ``application/octet-stream``
+#: for unknown files, some clients nothing; the bytes are checked by decoding either way).
 UPLOAD_TYPES = ("image/", "application/octet-stream")
 DEFAULT_TOPK = 12
+#: Uploads decoded at the same time (each may take a few hundred MB for a 50-megapixel image).
+DECODING_AT_ONCE = 2
 
 ASGIApp = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Any]
 
@@ -75,8 +78,9 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            response = _error(_too_large(self.max_bytes), 413)
-            await response(scope, receive, send)
+            bad = not declared.isdigit()
+            message = "the Content-Length header is not a number" if bad else _too_large(self.max_bytes)
+            await _error(message, 400 if bad else 413)(scope, receive, send)
             return
         seen = 0
 
@@ -111,10 +115,12 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
     stopped when the app shuts down."""
     batcher: QueryBatcher[Query, Answer] = QueryBatcher(service.answer, max_batch=max_batch)
 
+    decoding = CapacityLimiter(DECODING_AT_ONCE)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         yield
-        batcher.close()
+        await run_in_threadpool(batcher.close)
 
     # No /docs: FastAPI's page loads its scripts from a CDN, which an offline server cannot reach.
     app = FastAPI(title="svllreid", lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -153,22 +159,26 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
         return HTMLResponse(search_page())
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
+    async def healthz() -> JSONResponse:
         stats = batcher.stats
-        return {
-            "status": "ok",
-            "images": len(service.index),
-            "queries": stats.queries,
-            "encoder_calls": stats.calls,
-            "largest_batch": stats.largest,
-        }
+        alive = batcher.alive
+        return JSONResponse(
+            {
+                "status": "ok" if alive else "the query worker has stopped",
+                "images": len(service.index),
+                "queries": stats.queries,
+                "encoder_calls": stats.calls,
+                "largest_batch": stats.largest,
+            },
+            status_code=200 if alive else 503,
+        )
 
     @app.get("/api/model")
     async def model() -> dict[str, Any]:
         return service.describe()
 
     @app.get("/api/image/{row}")
-    async def image(row: str) -> FileResponse:
+    def image(row: str) -> FileResponse:  # a plain def: FastAPI runs it off the event loop (it stats a file)
         path = service.image_file(_row(row))
         media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media, headers={"Cache-Control": "max-age=3600"})
@@ -176,19 +186,24 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
     thumbnails = functools.lru_cache(maxsize=4096)(service.thumbnail)
 
     @app.get("/api/thumbnail/{row}")
-    async def thumbnail(row: str) -> Response:
-        data = await run_in_threadpool(thumbnails, _row(row))
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+    def thumbnail(row: str) -> Response:  # off the event loop, as image()
+        number = _row(row)
+        service.image_file(number)  # a file that left the disk is a 404, cached or not
+        return Response(thumbnails(number), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     @app.post("/api/search")
     async def search(request: Request) -> Any:
         start = time.perf_counter()
         try:
-            query = await _read_query(request, service)
+            query = await _read_query(request, service, decoding)
         except ClientDisconnect:  # the client went away mid-upload: nobody to answer
             log.info("a client disconnected before its query was read")
             return Response(status_code=400)
-        answer = await asyncio.wrap_future(batcher.submit(query))
+        try:
+            waiting = batcher.submit(query)
+        except RuntimeError as err:  # shutting down, or the worker died (its log says why)
+            return _error(f"the server cannot answer queries now ({err}); restart it", 503)
+        answer = await asyncio.wrap_future(waiting)
         return {
             "query": answer.query,
             "results": answer.results,
@@ -206,7 +221,7 @@ def _row(text: str) -> int:
     return int(text)
 
 
-async def _read_query(request: Request, service: SearchService) -> Query:
+async def _read_query(request: Request, service: SearchService, decoding: CapacityLimiter) -> Query:
     """The one query of a ``POST /api/search``, checked (the image decoded off the event loop).
 
     Raises:
@@ -218,8 +233,8 @@ async def _read_query(request: Request, service: SearchService) -> Query:
     if kind == "application/json":
         try:
             fields = json.loads(await request.body())
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise UploadError(f"the body is not valid JSON ({err})") from None
+        except (ValueError, RecursionError) as err:  # bad UTF-8 or JSON, a number too long, nesting too deep
+            raise UploadError(f"the body is not valid JSON ({type(err).__name__}: {str(err)[:200]})") from None
         if not isinstance(fields, dict):
             raise UploadError('the JSON body must be an object, e.g. {"text": "a man in a blue coat", "topk": 10}')
         if "image" in fields:
@@ -253,17 +268,19 @@ async def _read_query(request: Request, service: SearchService) -> Query:
     if not isinstance(upload, UploadFile):
         raise UploadError("'image' must be a file upload (multipart/form-data), not a text field")
     declared = (upload.content_type or "").lower()
-    if not declared.startswith(UPLOAD_TYPES):
-        raise UploadError(f"the upload is {declared or 'of no declared type'}, not an image; choose a photo", 415)
+    if declared and not declared.startswith(UPLOAD_TYPES):
+        raise UploadError(f"the upload is {declared}, not an image; choose a photo", 415)
     data = await upload.read()
-    return await run_in_threadpool(service.image_query, data, topk, filename=upload.filename or "")
+    async with decoding:  # a few at a time: a small file can decode to tens of megapixels
+        return await run_in_threadpool(service.image_query, data, topk, filename=upload.filename or "")
 
 
 def _integer(value: Any, name: str, *, status: int = 400) -> int:
-    if isinstance(value, bool):
-        raise UploadError(f"{name!r} must be a whole number; got {value!r}", status)
-    if isinstance(value, int):
+    """A whole number from JSON or a form field: ASCII digits only, at most 12 of them."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**12:
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    raise UploadError(f"{name!r} must be a whole number; got {value!r}", status)
+    text = value.strip() if isinstance(value, str) else None
+    if text is not None and text.isascii() and text.isdigit() and len(text) <= 12:
+        return int(text)
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+    raise UploadError(f"{name!r} must be a whole number; got {shown}", status)

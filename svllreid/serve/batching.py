@@ -24,7 +24,8 @@ R = TypeVar("R")
 
 @dataclass
 class BatchStats:
-    """Queries answered, the calls that answered them, and the largest batch so far."""
+    """Queries answered, the calls made to answer them (failed ones too), the largest batch so far, and
+    the calls that failed (a failed batch is then answered query by query)."""
 
     queries: int = 0
     calls: int = 0
@@ -43,29 +44,52 @@ class QueryBatcher(Generic[Q, R]):
         self.stats = BatchStats()
         self._waiting: queue.SimpleQueue[tuple[Q, Future[R]] | None] = queue.SimpleQueue()
         self._closed = False
+        self._lock = threading.Lock()  # submit's check and put against close's sentinel
         self._worker = threading.Thread(target=self._work, name="svllreid-queries", daemon=True)
         self._worker.start()
 
+    @property
+    def alive(self) -> bool:
+        """Whether the worker still answers queries."""
+        return self._worker.is_alive()
+
     def submit(self, query: Q) -> Future[R]:
-        """Queue ``query``; the future gets its result, or the exception the batch raised.
+        """Queue ``query``; the future gets its result, or the exception its answer raised.
 
         Raises:
-            RuntimeError: after :meth:`close`.
+            RuntimeError: after :meth:`close`, or when the worker has stopped.
         """
-        if self._closed:
-            raise RuntimeError("the query batcher is closed")
         future: Future[R] = Future()
-        self._waiting.put((query, future))
+        with self._lock:
+            if self._closed or not self.alive:
+                raise RuntimeError("the query batcher is closed" if self._closed else "the query worker has stopped")
+            self._waiting.put((query, future))
         return future
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish the queries already queued, then stop the worker."""
-        if not self._closed:
+        with self._lock:
+            if self._closed:
+                return
             self._closed = True
-            self._waiting.put(None)
-            self._worker.join(timeout)
+            self._waiting.put(None)  # after every query submitted before: those are answered first
+        self._worker.join(timeout)
 
     def _work(self) -> None:
+        try:
+            self._serve()
+        finally:  # stopped (closed, or killed by a BaseException): no waiting query is left hanging
+            with self._lock:
+                self._closed = True
+            while True:
+                try:
+                    item = self._waiting.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None and item[1].set_running_or_notify_cancel():
+                    item[1].set_exception(RuntimeError("the query worker has stopped"))
+
+    def _serve(self) -> None:
         while True:
             item = self._waiting.get()
             if item is None:
@@ -86,21 +110,38 @@ class QueryBatcher(Generic[Q, R]):
                 return
 
     def _run(self, batch: list[tuple[Q, Future[R]]]) -> None:
-        live = [(q, f) for q, f in batch if f.set_running_or_notify_cancel()]
-        if not live:
-            return
-        self.stats.calls += 1
-        self.stats.largest = max(self.stats.largest, len(live))
+        live = [(q, f) for q, f in batch if f.set_running_or_notify_cancel()]  # a cancelled one is dropped
+        if live:
+            self._answer_batch(live)
+
+    def _answer_batch(self, live: list[tuple[Q, Future[R]]]) -> None:
         try:
-            results = list(self._answer([q for q, _ in live]))
-            if len(results) != len(live):
-                raise RuntimeError(f"the batch gave {len(results)} results for {len(live)} queries")
-        except Exception as err:  # every query of the batch learns of it; the worker lives on
-            log.exception("a batch of %d queries failed", len(live))
-            self.stats.failed_calls += 1
-            for _, future in live:
-                future.set_exception(err)
+            results = self._call([q for q, _ in live])
+        except BaseException as err:
+            if not isinstance(err, Exception):  # the worker is ending: its own batch fails too, then it stops
+                for _, future in live:
+                    future.set_exception(RuntimeError("the query worker has stopped"))
+                raise
+            if len(live) > 1:  # one bad query must not fail the others: answer each alone
+                log.warning("a batch of %d queries failed (%s); answering them one by one", len(live), err)
+                for item in live:
+                    self._answer_batch([item])
+                return
+            log.error("a query failed", exc_info=err)  # its own failure; the worker lives on
+            live[0][1].set_exception(err)
             return
         self.stats.queries += len(live)
         for (_, future), result in zip(live, results, strict=True):
             future.set_result(result)
+
+    def _call(self, queries: list[Q]) -> list[R]:
+        self.stats.calls += 1
+        self.stats.largest = max(self.stats.largest, len(queries))
+        try:
+            results = list(self._answer(queries))
+            if len(results) != len(queries):
+                raise RuntimeError(f"the batch gave {len(results)} results for {len(queries)} queries")
+        except Exception:
+            self.stats.failed_calls += 1
+            raise
+        return results

@@ -91,7 +91,8 @@ def live_server(service: Any) -> Iterator[dict[str, Any]]:
 
     app = create_app(service, max_upload_bytes=256 * 1024)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    # log_config=None: uvicorn's records reach the root logger, where the tests' caplog sees them.
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="info"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until_up(port)

@@ -136,10 +136,12 @@ def test_nothing_outside_the_index_is_served(client: Any, url: str) -> None:
 def test_a_gallery_image_gone_from_disk_is_a_404(client: Any, service: Any, world: dict) -> None:
     path = Path(service.index.paths[20])
     kept = path.read_bytes()
+    assert client.get("/api/thumbnail/20").status_code == 200
     path.unlink()
     try:
         answer = client.get("/api/image/20")
         assert answer.status_code == 404 and "no longer on disk" in answer.json()["error"]
+        assert client.get("/api/thumbnail/20").status_code == 404  # though its thumbnail was made before
     finally:
         path.write_bytes(kept)
 
@@ -179,6 +181,8 @@ EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
         ({}, {"gallery": "../etc/passwd"}, 404, "must be a whole number"),
         ({}, {"image": "not a file"}, 400, "must be a file upload"),
         ({}, {"text": "x" * 2001}, 400, "at most 2000"),
+        ({}, {"text": "a man", "topk": "\u00b2"}, 400, "'topk' must be a whole number"),  # isdigit() says yes
+        ({}, {"text": "a man", "topk": "9" * 5000}, 400, "'topk' must be a whole number"),
     ],
 )
 def test_bad_queries_get_a_4xx_and_a_message(client: Any, files: dict, data: dict, status: int, message: str) -> None:
@@ -201,6 +205,10 @@ def test_bad_queries_get_a_4xx_and_a_message(client: Any, files: dict, data: dic
         (b'{"text": 5}', "application/json", 400, "'text' must be a string"),
         (b'{"gallery": true}', "application/json", 404, "must be a whole number"),
         (b'{"image": "aGVsbG8="}', "application/json", 415, "multipart/form-data upload"),
+        (b'{"text": "a man", "topk": ' + b"9" * 5000 + b"}", "application/json", 400, "not valid JSON"),
+        (b"[" * 100_000, "application/json", 400, "not valid JSON"),
+        (rb'{"gallery": "\u00b2"}', "application/json", 404, "must be a whole number"),
+        (b'{"gallery": 1e300}', "application/json", 404, "must be a whole number"),
         (b"--x\r\nnot a part", "multipart/form-data; boundary=x", 400, ""),
         (b"--x", "multipart/form-data", 400, ""),
     ],
@@ -228,7 +236,7 @@ def test_bodies_over_the_limit_are_refused_before_they_are_read(client: Any) -> 
     lying = client.post(
         "/api/search", content=b"{}", headers={"content-type": "application/json", "content-length": "x"}
     )
-    assert lying.status_code in (400, 413)
+    assert lying.status_code == 400 and "Content-Length header is not a number" in lying.json()["error"]
     assert client.get("/healthz").status_code == 200
 
 
@@ -270,3 +278,27 @@ def test_an_index_without_text_columns_still_takes_photos_and_says_why_not_text(
         answer = old_client.post("/api/search", json={"text": "a man"})
         assert answer.status_code == 409 and "rebuild it with `svllreid index build" in answer.json()["error"]
         assert upload(old_client, world["images"][0]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "text", ["../gallery.npz", "/etc/passwd", "1/../2", "0x10", " 3", "3 ", "+3", "-0", "", "\u0663", "9" * 13]
+)
+def test_a_row_in_a_url_is_decimal_digits_and_nothing_else(text: str) -> None:
+    from svllreid.errors import UploadError
+    from svllreid.serve.app import _row
+
+    with pytest.raises(UploadError, match="no gallery image") as caught:
+        _row(text)
+    assert caught.value.status == 404
+
+
+def test_an_upload_that_declares_no_type_is_decoded_and_answered(client: Any, world: dict) -> None:
+    photo = Path(world["images"][2]).read_bytes()
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="image"; filename="q"\r\n\r\n'
+        + photo
+        + b'\r\n--b\r\nContent-Disposition: form-data; name="topk"\r\n\r\n3\r\n--b--\r\n'
+    )
+    answer = client.post("/api/search", content=body, headers={"content-type": "multipart/form-data; boundary=b"})
+    assert answer.status_code == 200 and len(answer.json()["results"]) == 3
+    assert answer.json()["results"][0]["name"] == Path(world["images"][2]).name

@@ -3,6 +3,7 @@ server keeps answering every good request while other clients disconnect mid-upl
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -41,21 +42,93 @@ def test_queries_waiting_while_the_worker_is_busy_share_the_next_call() -> None:
         batcher.submit(1)
 
 
-def test_a_failed_batch_fails_its_own_queries_only() -> None:
+def held_batcher(answer: Any, max_batch: int = 32) -> tuple[QueryBatcher, threading.Event, Any]:
+    """A batcher whose first call waits for the returned event, and that first query's future."""
+    release = threading.Event()
+    started = threading.Event()
+
+    def first_waits(queries: Any) -> Any:
+        if not started.is_set():
+            started.set()
+            release.wait(5)
+        return answer(queries)
+
+    batcher: QueryBatcher = QueryBatcher(first_waits, max_batch=max_batch)
+    first = batcher.submit(100)
+    assert started.wait(5)
+    return batcher, release, first
+
+
+def test_one_bad_query_fails_alone_and_the_rest_of_its_batch_is_answered() -> None:
     def answer(queries: Any) -> list[int]:
         if -1 in queries:
-            raise ValueError("bad batch")
+            raise ValueError("bad query")
         return list(queries)
 
-    batcher: QueryBatcher[int, int] = QueryBatcher(answer)
-    with pytest.raises(ValueError, match="bad batch"):
-        batcher.submit(-1).result(5)
-    assert batcher.submit(3).result(5) == 3 and batcher.stats.failed_calls == 1
+    batcher, release, first = held_batcher(answer)
+    futures = [batcher.submit(q) for q in (1, -1, 2, 3)]  # one batch, with a bad query inside
+    release.set()
+    assert first.result(5) == 100 and [futures[i].result(5) for i in (0, 2, 3)] == [1, 2, 3]
+    with pytest.raises(ValueError, match="bad query"):
+        futures[1].result(5)
+    # The batch, then each of its four alone.
+    assert batcher.stats.calls == 1 + 1 + 4 and batcher.stats.failed_calls == 2 and batcher.stats.queries == 4
     short: QueryBatcher[int, int] = QueryBatcher(lambda queries: [])
     with pytest.raises(RuntimeError, match="0 results for 1 queries"):
         short.submit(1).result(5)
     batcher.close()
     short.close()
+
+
+def test_close_answers_the_queries_already_waiting_and_drops_cancelled_ones() -> None:
+    seen: list[int] = []
+
+    def answer(queries: Any) -> list[int]:
+        seen.extend(queries)
+        return list(queries)
+
+    batcher, release, _ = held_batcher(answer)
+    futures = [batcher.submit(q) for q in range(5)]
+    assert futures[2].cancel()  # a client that went away
+    closing = threading.Thread(target=batcher.close)
+    closing.start()
+    release.set()
+    closing.join(5)
+    assert not closing.is_alive() and not batcher.alive
+    assert [futures[i].result(0) for i in (0, 1, 3, 4)] == [0, 1, 3, 4] and 2 not in seen
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.submit(9)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the SystemExit, on purpose
+def test_a_dead_worker_fails_the_waiting_queries_instead_of_leaving_them_hanging() -> None:
+    def answer(queries: Any) -> list[int]:
+        raise SystemExit("killed")  # a BaseException: the worker thread ends
+
+    batcher, release, first = held_batcher(answer)
+    waiting = [batcher.submit(q) for q in range(3)]
+    release.set()
+    for future in [first, *waiting]:
+        with pytest.raises(RuntimeError, match="the query worker has stopped"):
+            future.result(5)
+    batcher._worker.join(5)  # the futures fail just before the thread ends
+    assert not batcher.alive
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.submit(1)
+
+
+def test_a_dead_worker_makes_the_server_say_so(world: dict, service: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from svllreid.serve.app import create_app
+
+    with TestClient(create_app(service)) as dead:
+        batcher = dead.app.state.batcher
+        batcher.close()
+        health = dead.get("/healthz")
+        assert health.status_code == 503 and health.json()["status"] == "the query worker has stopped"
+        answer = dead.post("/api/search", json={"text": "a man"})
+        assert answer.status_code == 503 and "restart it" in answer.json()["error"]
 
 
 def test_a_mixed_batch_answers_each_query_as_it_would_be_answered_alone(service: Any, world: dict) -> None:
@@ -77,6 +150,24 @@ def test_a_mixed_batch_answers_each_query_as_it_would_be_answered_alone(service:
         np.testing.assert_allclose(
             [r["score"] for r in batched.results], [r["score"] for r in single.results], atol=1e-5
         )
+
+
+def test_on_an_approximate_index_a_query_gets_its_own_answer_in_a_batch_of_other_topks(service, world) -> None:
+    pytest.importorskip("faiss")
+    from svllreid.engine.search_service import SearchService
+    from svllreid.search import GalleryIndex
+
+    exact = service.index
+    hnsw = GalleryIndex.build(exact.feats, exact.paths, meta=exact.meta, backend="faiss-hnsw", ef_search=2)
+    approximate = SearchService(hnsw, service.trained, index_path=world["index"])
+    photo = Path(world["images"][6]).read_bytes()
+    queries = [approximate.image_query(photo, k) for k in (3, 40, 5)] + [
+        approximate.gallery_query(4, k) for k in (2, 50)
+    ]
+    together = approximate.answer(queries)
+    for batched, query in zip(together, queries, strict=True):
+        alone = approximate.answer([query])[0]
+        assert [r["index"] for r in batched.results] == [r["index"] for r in alone.results]
 
 
 def post_text(url: str, text: str) -> int:
@@ -122,7 +213,10 @@ def raw(port: int, data: bytes, *, read: bool) -> bytes:
         return b"".join(chunks)
 
 
-def test_the_server_survives_clients_that_disconnect_mid_upload_or_send_garbage(live_server: dict, world) -> None:
+def test_the_server_survives_clients_that_disconnect_mid_upload_or_send_garbage(
+    live_server: dict, world: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     url, port = live_server["url"], live_server["port"]
     photo = Path(world["images"][0]).read_bytes()
     head = (
@@ -159,3 +253,6 @@ def test_the_server_survives_clients_that_disconnect_mid_upload_or_send_garbage(
     assert not any(b"root:" in a for a in answers)
     assert all(a == b"" or a.startswith(b"HTTP/1.1 4") for a in answers), answers
     assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
+    # The cut-off uploads were seen as such, and nothing failed inside the server.
+    assert sum("disconnected before its query was read" in r.getMessage() for r in caplog.records) >= 3
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -38,3 +38,15 @@ def test_serve_is_in_the_help(capsys) -> None:
         main(["serve", "--help"])
     out = capsys.readouterr().out
     assert "--host" in out and "127.0.0.1" in out and "POST /api/search" in out
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [("--max-upload-mb", "nan", "positive number of MiB"), ("--max-upload-mb", "0", "positive number of MiB"),
+     ("--max-upload-mb", "ten", "number of MiB"), ("--port", "70000", "from 1 to 65535"),
+     ("--port", "0", "from 1 to 65535"), ("--max-batch", "0", "positive integer")],
+)  # fmt: skip
+def test_bad_server_options_are_refused_before_anything_loads(option: str, value: str, message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve", "--index", "i.npz", option, value])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
