@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import math
+import socket
 import sys
 
 from svllreid.cli.common import positive_int
@@ -31,6 +32,24 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _check_free(host: str, port: int) -> None:
+    """Refuse, with the fix, an address that something already listens on (before the model loads)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise ValueError(f"--host {host} is not an address of this machine ({err})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise OSError(
+                f"cannot listen on {host}:{port} ({err.strerror}); another server may be using it: "
+                "choose another port with --port"
+            ) from None
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -49,6 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise MissingExtraError(f"svllreid serve needs FastAPI, uvicorn and python-multipart: {SERVE_EXTRA}") from err
     from svllreid.engine.search_service import SearchService
 
+    _check_free(args.host, args.port)
     service = SearchService.open(args.index, args.checkpoint, args.device)
     app = create_app(service, max_upload_bytes=int(args.max_upload_mb * 2**20), max_batch=args.max_batch)
     facts = service.describe()

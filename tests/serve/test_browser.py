@@ -119,7 +119,7 @@ def test_photo_then_description_then_a_clicked_result(served: str, browser: Any,
     wait_for(lambda: len(hits()) == 12, "12 results for the photo")
     wait_for(thumbnails_loaded, "the thumbnails")
     first = hits()[0].text
-    assert "#1" in first and "1.000" in first and "id 4 · cam 3" in first
+    assert "#1" in first and "1.0000" in first and "id 4 · cam 3" in first
     assert f"for {Path(photo).name}" in find("status").text
     assert find("query-image").get_attribute("src").startswith("blob:")
     shot = screenshot(browser, "1-photo", tmp_path)

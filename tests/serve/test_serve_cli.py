@@ -12,7 +12,9 @@ from svllreid.cli.serve import _is_loopback
 
 
 def test_a_missing_index_is_reported_before_anything_listens(tmp_path: Path, capsys) -> None:
-    assert main(["serve", "--index", str(tmp_path / "none.npz"), "--port", "1"]) == 2
+    from tests.serve.conftest import free_port
+
+    assert main(["serve", "--index", str(tmp_path / "none.npz"), "--port", str(free_port())]) == 2
     assert "none.npz" in capsys.readouterr().err
 
 
@@ -50,3 +52,15 @@ def test_bad_server_options_are_refused_before_anything_loads(option: str, value
     with pytest.raises(SystemExit) as stopped:
         main(["serve", "--index", "i.npz", option, value])
     assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_port_in_use_is_reported_before_the_model_loads(tmp_path: Path, capsys) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--index", str(tmp_path / "i.npz"), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "choose another port with --port" in err
