@@ -150,6 +150,34 @@ def test_photo_then_description_then_a_clicked_result(served: str, browser: Any,
     assert not find("error").is_displayed()
 
 
+DROP_A_GALLERY_IMAGE = """
+const done = arguments[arguments.length - 1];
+fetch("/api/image/" + arguments[0]).then(r => r.blob()).then(blob => {
+  const moved = new DataTransfer();
+  moved.items.add(new File([blob], "dropped.jpg", {type: "image/jpeg"}));
+  const zone = document.querySelector("[data-testid=drop]");
+  zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: moved, bubbles: true, cancelable: true}));
+  const over = zone.classList.contains("over");
+  zone.dispatchEvent(new DragEvent("drop", {dataTransfer: moved, bubbles: true, cancelable: true}));
+  done(over);
+});
+"""
+
+
+def test_a_photo_dropped_on_the_page_is_searched(served: str, browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(served)
+    highlighted = browser.execute_async_script(DROP_A_GALLERY_IMAGE, 9)
+    assert highlighted  # the drop zone shows that it takes the file
+    status = browser.find_element(By.CSS_SELECTOR, "[data-testid=status]")
+    WebDriverWait(browser, 30).until(lambda _: "for dropped.jpg" in status.text, message="no results for the drop")
+    hits = browser.find_elements(By.CSS_SELECTOR, "[data-testid=hit]")
+    assert len(hits) == 12 and hits[0].get_attribute("data-index") == "9"  # the gallery image itself first
+    assert "over" not in browser.find_element(By.CSS_SELECTOR, "[data-testid=drop]").get_attribute("class")
+
+
 def test_the_page_shows_the_servers_message_for_a_file_that_is_no_image(served: str, browser: Any, tmp_path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
