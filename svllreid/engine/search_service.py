@@ -218,8 +218,8 @@ class SearchService:
         """Gallery image ``row`` as a JPEG that fits in ``side`` × ``side`` (kept as is when smaller).
 
         Raises:
-            UploadError: no such row, its file is gone (404), or it cannot be decoded (500 is not
-                this case: the message names the file).
+            UploadError: 404 for no such row, a file that is gone, or one that cannot be decoded (the
+                message names the file).
         """
         from PIL import Image
 
