@@ -94,9 +94,7 @@ def read_resized(path: str, size: Sequence[int], interpolation: str = "bicubic")
                 cached = _cached_pixels(cache_file) if cache_file is not None else None
                 if cached is not None and cached.shape == (height, width, 3):
                     return torch.from_numpy(cached).permute(2, 0, 1)
-            if REDUCED_DECODING and image.format == "JPEG":
-                image.draft("RGB", (2 * width, 2 * height))  # a no-op unless the photo is 4× the input or more
-            rgb = image.convert("RGB")
+            rgb = decode_rgb(image, (height, width))
     except FileNotFoundError as err:
         raise ImageReadError(path, "file not found") from err
     except Exception as err:  # PIL raises many types for corrupt data
@@ -105,6 +103,14 @@ def read_resized(path: str, size: Sequence[int], interpolation: str = "bicubic")
     if cache_file is not None:
         _store_pixels(cache_file, pixels)
     return torch.from_numpy(pixels).permute(2, 0, 1)
+
+
+def decode_rgb(image: Image.Image, size: Sequence[int]) -> Image.Image:
+    """An opened image decoded as RGB for a network input of ``size`` = (height, width): a JPEG at the
+    smallest DCT scale that keeps twice that size (:data:`REDUCED_DECODING`)."""
+    if REDUCED_DECODING and image.format == "JPEG":
+        image.draft("RGB", (2 * int(size[1]), 2 * int(size[0])))  # a no-op unless the photo is 4× the input or more
+    return image.convert("RGB")
 
 
 def resized_pixels(image: Image.Image, size: Sequence[int], interpolation: str = "bicubic") -> np.ndarray:

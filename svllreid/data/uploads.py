@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
-from svllreid.data.loaders import resized_pixels
+from svllreid.data.loaders import decode_rgb, resized_pixels
 from svllreid.errors import UploadError
 
 #: The formats an upload may be in. PIL can open many more (EPS runs Ghostscript, for one), which a
@@ -56,9 +56,7 @@ def decode_upload(
                 status=413,
             )
         try:
-            if image.format == "JPEG":  # decode a large photo at a reduced scale: less memory, less time
-                image.draft("RGB", (2 * int(size[1]), 2 * int(size[0])))
-            rgb = image.convert("RGB")
+            rgb = decode_rgb(image, size)  # a large JPEG at a reduced scale: less memory, less time
         except Exception as err:  # PIL raises many types for truncated or corrupt data
             raise UploadError(f"the image is damaged and cannot be decoded ({type(err).__name__}: {err})") from None
     return torch.from_numpy(resized_pixels(rgb, size, interpolation)).permute(2, 0, 1)

@@ -112,6 +112,11 @@ class SearchResult:
     scores: np.ndarray
     indices: np.ndarray
 
+    @classmethod
+    def empty(cls, k: int) -> SearchResult:
+        """The result of no queries."""
+        return cls(np.empty((0, k), np.float32), np.empty((0, k), np.int64))
+
 
 class GalleryIndex:
     """Gallery features, their image paths and free-form metadata, searchable by cosine similarity.
@@ -211,7 +216,7 @@ class GalleryIndex:
             "the index holds {dim}-dim features; was it built with another model?",
         )
         if not len(q):
-            return SearchResult(np.empty((0, k), np.float32), np.empty((0, k), np.int64))
+            return SearchResult.empty(k)
         if self._faiss is None:
             scores, indices = _exact_search(self.feats, q, k, self._duplicates)
         else:
@@ -240,7 +245,7 @@ class GalleryIndex:
             "the index's f_proj has {dim}; were they encoded by another model?",
         )
         if not len(q):
-            return SearchResult(np.empty((0, k), np.float32), np.empty((0, k), np.int64))
+            return SearchResult.empty(k)
         gallery, duplicates = self._text_gallery
         return SearchResult(*_exact_search(gallery, q, k, duplicates))
 

@@ -125,7 +125,6 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
     # No /docs: FastAPI's page loads its scripts from a CDN, which an offline server cannot reach.
     app = FastAPI(title="svllreid", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.batcher = batcher
-    app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
 
     @app.exception_handler(UploadError)

@@ -12,14 +12,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import svllreid
 from svllreid.cli import main
-from svllreid.config import config_to_dict, load_config
-from svllreid.data.datasets import load_caption_dataset
-from svllreid.data.synthesis import generate_synthetic
-from svllreid.engine.checkpoint import write_checkpoint
 from svllreid.engine.inference import load_trained_model
 from svllreid.engine.text_query import DescriptionEncoder
+from tests.captioned_gallery import build_captioned_gallery
 
 
 @pytest.fixture(autouse=True)
@@ -29,23 +25,8 @@ def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A ReID network whose CLIP is the shipped svll-synth (untrained heads), a captioned world of 14
-    people (12 in the test split) it never saw (another seed), and an index of their images built by the CLI."""
-    folder = tmp_path_factory.mktemp("text-search")
-    root = folder / "world"
-    generate_synthetic(root, num_ids=14, num_cameras=3, images_per_camera=2, seed=41, workers=1, train_ids=2)
-    captions = load_caption_dataset("synthetic_captions", str(root)).split("test")
-    torch.manual_seed(0)
-    model = svllreid.create_model("svll-tiny-vit", num_classes=4, image_size=(64, 32), pretrained="svll-synth")
-    config = load_config(None, ["data.image_size=[64,32]", "model.arch=svll-tiny-vit", "model.pretrained=svll-synth"])
-    meta = {"spec": model.spec.to_dict(), "quick_gelu": False, "config": config_to_dict(config), "stage": 2}
-    checkpoint = write_checkpoint(folder / "model.safetensors", model, meta)
-    images = sorted({c.path for c in captions})
-    (folder / "gallery.txt").write_text("\n".join(images) + "\n")
-    index = folder / "gallery.npz"
-    assert main(["index", "build", "--checkpoint", str(checkpoint), "--images", str(folder / "gallery.txt"),
-                 "--out", str(index), "--no-progress", "--device", "cpu"]) == 0  # fmt: skip
-    return {"checkpoint": checkpoint, "index": index, "captions": captions, "folder": folder}
+    """The captioned gallery of :func:`tests.captioned_gallery.build_captioned_gallery`, without labels."""
+    return build_captioned_gallery(tmp_path_factory.mktemp("text-search"))
 
 
 def search_json(capsys: pytest.CaptureFixture[str], *args: str) -> list[dict]:

@@ -1,5 +1,5 @@
-"""A served gallery: a ReID network whose CLIP is the shipped svll-synth, an index of 58 captioned synthetic
-people with identity and camera labels, and the app over it (in process, and as a real server)."""
+"""A served gallery: the captioned gallery of :mod:`tests.captioned_gallery` (58 images of synthetic
+people) indexed with identity and camera labels, and the app over it (in process, and as a real server)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import torch
 
-import svllreid
-from svllreid.cli import main
-from svllreid.config import config_to_dict, load_config
-from svllreid.data.datasets import load_caption_dataset
-from svllreid.data.synthesis import generate_synthetic
-from svllreid.engine.checkpoint import write_checkpoint
+from tests.captioned_gallery import build_captioned_gallery
 
 pytest.importorskip("fastapi", reason="svllreid serve needs the serve extra: pip install 'svllreid[serve]'")
 
@@ -27,21 +21,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     folder = tmp_path_factory.mktemp("served")
     patch = pytest.MonkeyPatch()
     patch.setenv("SVLLREID_CACHE", str(folder / "cache"))
-    root = folder / "world"
-    generate_synthetic(root, num_ids=14, num_cameras=3, images_per_camera=2, seed=41, workers=1, train_ids=2)
-    captions = load_caption_dataset("synthetic_captions", str(root)).split("test")
-    torch.manual_seed(0)
-    model = svllreid.create_model("svll-tiny-vit", num_classes=4, image_size=(64, 32), pretrained="svll-synth")
-    config = load_config(None, ["data.image_size=[64,32]", "model.arch=svll-tiny-vit", "model.pretrained=svll-synth"])
-    meta = {"spec": model.spec.to_dict(), "quick_gelu": False, "config": config_to_dict(config), "stage": 2}
-    checkpoint = write_checkpoint(folder / "model.safetensors", model, meta)
-    images = sorted({c.path for c in captions})
-    (folder / "gallery.txt").write_text("\n".join(images) + "\n")
-    index = folder / "gallery.npz"
-    assert main(["index", "build", "--checkpoint", str(checkpoint), "--images", str(folder / "gallery.txt"),
-                 "--out", str(index), "--no-progress", "--device", "cpu",
-                 "--pid-regex", r"^(\d+)_", "--camera-regex", r"_c(\d+)"]) == 0  # fmt: skip
-    yield {"folder": folder, "checkpoint": checkpoint, "index": index, "images": images, "captions": captions}
+    yield build_captioned_gallery(folder, "--pid-regex", r"^(\d+)_", "--camera-regex", r"_c(\d+)")
     patch.undo()
 
 
