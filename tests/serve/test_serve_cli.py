@@ -64,3 +64,8 @@ def test_a_port_in_use_is_reported_before_the_model_loads(tmp_path: Path, capsys
         assert main(["serve", "--index", str(tmp_path / "i.npz"), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err and "choose another port with --port" in err
+
+
+def test_a_host_that_is_no_address_here_is_reported_before_the_model_loads(tmp_path: Path, capsys) -> None:
+    assert main(["serve", "--index", str(tmp_path / "i.npz"), "--host", "no-such-host.invalid"]) == 2
+    assert "--host no-such-host.invalid is not an address of this machine" in capsys.readouterr().err
