@@ -221,3 +221,27 @@ def test_data_check_keeps_the_whole_layout_message(tmp_path, capsys) -> None:
     assert main(["data", "check", "--dataset", "market1501", "--root", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert f"expected layout not found under {tmp_path}" in out and f"missing: {tmp_path / 'bounding_box_test'}" in out
+
+
+def test_stats_says_when_check_would_refuse_the_counted_splits(market_root, capsys) -> None:
+    # Before: the counts came without a word, and `data check` (and training) then refused the dataset.
+    write_images(market_root / "query", ["0077_c1s1_000001_00.jpg"])  # identity 77 is nowhere in the gallery
+    assert main(["data", "stats", "--dataset", "market1501", "--root", str(market_root)]) == 0
+    captured = capsys.readouterr()
+    assert "query" in captured.out
+    assert "'svllreid data check' refuses this dataset" in captured.err
+    assert "1 query identities have no image in the gallery: 77" in captured.err
+    assert main(["data", "check", "--dataset", "market1501", "--root", str(market_root)]) == 1
+
+
+def test_data_check_sums_up_a_camera_pattern_that_matches_no_file(tmp_path, capsys) -> None:
+    # Before: one error line per file (1,942 for a real animal set), and no word of what to do.
+    for animal in range(30):
+        write_images(tmp_path / f"animal-{animal}", [f"{animal}-L.jpg", f"{animal}-R.jpg"])
+    code = main(["data", "check", "--dataset", "folder", "--root", str(tmp_path), "-o", "camera_regex=_(left|right)"])
+    out = capsys.readouterr().out
+    assert code == 1
+    errors = [line for line in out.splitlines() if "error:" in line]
+    assert len(errors) == 1
+    assert "camera_regex '_(left|right)' matches none of the 60 file names" in errors[0]
+    assert "(55 more)" in errors[0] and "group named cam" in errors[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from svllreid.cli.common import add_dataset_args, add_synth_size_args, parse_options
 
@@ -42,14 +43,23 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
-    from svllreid.data.stats import dataset_stats, format_stats
+    from svllreid.data.stats import format_stats, stats_and_findings
 
-    stats = dataset_stats(args.dataset, args.root, **parse_options(args.option))
+    stats, report = stats_and_findings(args.dataset, args.root, **parse_options(args.option))
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
         print(f"dataset {args.dataset} at {args.root or '(default location)'}")
         print(format_stats(stats))
+    if report is not None and (report.errors or report.warnings):
+        if report.errors:
+            print(
+                f"warning: 'svllreid data check' refuses this dataset, and training would too "
+                f"({len(report.errors)} error(s)):",
+                file=sys.stderr,
+            )
+        for line in [f"  error: {e}" for e in report.errors] + [f"  warning: {w}" for w in report.warnings]:
+            print(line, file=sys.stderr)
     return 0
 
 

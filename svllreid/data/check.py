@@ -76,7 +76,8 @@ def inspect_image(path: str, decode: bool) -> tuple[str | None, tuple[int, int] 
         return f"cannot be read as an image ({type(err).__name__}: {err})", None
 
 
-def _structure_findings(dataset: ReIDDataset, report: CheckReport) -> None:
+def structure_findings(dataset: ReIDDataset, report: CheckReport) -> None:
+    """Add what is wrong with the dataset's splits to ``report`` (no image is opened)."""
     if not dataset.train:
         report.errors.append("the training split is empty")
     for split in dataset.splits:
@@ -143,7 +144,7 @@ def _image_findings(paths: list[str], mode: Mode, report: CheckReport, workers: 
 def check_loaded_dataset(dataset: ReIDDataset, mode: Mode = "full", workers: int | None = None) -> CheckReport:
     """Check an already parsed dataset (training calls this in ``quick`` mode)."""
     report = CheckReport(dataset.name, dataset.root, notes=list(dataset.notes))
-    _structure_findings(dataset, report)
+    structure_findings(dataset, report)
     _image_findings([s.path for s in _unique_samples(dataset)], mode, report, workers)
     return report
 

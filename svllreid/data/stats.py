@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from svllreid.data.check import CheckReport, structure_findings
 from svllreid.data.datasets import get_dataset_entry, load_caption_dataset, load_dataset
 from svllreid.data.datasets.common import resolve_root
 from svllreid.data.datasets.vehicleid import ALIASES, SPLIT_DIR, TEST_SIZES, test_list_name
@@ -24,11 +25,21 @@ def dataset_stats(name: str, root: str, **options: Any) -> dict[str, dict[str, i
     """Counts per split. VehicleID reports train and every test size whose list file exists
     (``test_800``, ``test_1600``, ``test_2400``: identities and images of the whole test list).
     Caption datasets report identities, images and captions per split."""
+    return stats_and_findings(name, root, **options)[0]
+
+
+def stats_and_findings(name: str, root: str, **options: Any) -> tuple[dict[str, dict[str, int]], CheckReport | None]:
+    """:func:`dataset_stats`, and what ``svllreid data check`` says of the splits it counts (no image is
+    opened), so that counts of a dataset the check refuses come with its reasons. The report is None for
+    caption datasets and VehicleID (whose trials are drawn at evaluation)."""
     if get_dataset_entry(name).task == "captions":
         captions = load_caption_dataset(name, root, **options)
-        return {split: caption_summary(captions.split(split)) for split in captions.splits}
+        return {split: caption_summary(captions.split(split)) for split in captions.splits}, None
     if name != "vehicleid":
-        return summarize(load_dataset(name, root, **options))
+        dataset = load_dataset(name, root, **options)
+        report = CheckReport(dataset.name, dataset.root)
+        structure_findings(dataset, report)
+        return summarize(dataset), report
     options.pop("test_size", None)
     base = resolve_root(root, ("image", f"{SPLIT_DIR}/train_list.txt"), name, ALIASES)
     sizes = [size for size in TEST_SIZES.values() if (base / SPLIT_DIR / test_list_name(size)).is_file()]
@@ -41,7 +52,7 @@ def dataset_stats(name: str, root: str, **options: Any) -> dict[str, dict[str, i
         test = dataset.splits[0].query + dataset.splits[0].gallery
         stats.setdefault("train", split_summary(dataset.train))
         stats[f"test_{size}"] = {k: v for k, v in split_summary(test).items() if k != "cameras"}
-    return stats
+    return stats, None
 
 
 def format_stats(stats: dict[str, dict[str, Any]]) -> str:

@@ -5,6 +5,7 @@ Everything here is pure Python so that dataset parsers can be used and tested wi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
@@ -61,6 +62,10 @@ class ReIDDataset:
             name, Market's number); :meth:`identity_name` reads it.
         test_names: the dataset's own name of a query/gallery pid where it differs from the number
             (identity folders named ``nyala-60``).
+        validation: a query/gallery split of training identities held out from ``train``
+            (:func:`svllreid.data.validation.carve_validation`), for choosing settings and checkpoints
+            without the test splits; None when there is none. Its samples keep their training pid
+            (before relabelling), named by ``validation_names``.
     """
 
     name: str
@@ -74,6 +79,16 @@ class ReIDDataset:
     notes: list[str] = field(default_factory=list)
     train_names: list[str] = field(default_factory=list)
     test_names: dict[int, str] = field(default_factory=dict)
+    validation: EvalSplit | None = None
+    validation_names: dict[int, str] = field(default_factory=dict)
+
+    def validation_dataset(self) -> ReIDDataset | None:
+        """This dataset with its validation split as the only evaluation split (None without one)."""
+        if self.validation is None:
+            return None
+        return dataclasses.replace(
+            self, splits=[self.validation], test_names=dict(self.validation_names), validation=None, validation_names={}
+        )
 
     def identity_name(self, pid: int, *, train: bool = False) -> str:
         """How the user knows an identity: of a training sample (relabelled ``pid``) or of a query/gallery

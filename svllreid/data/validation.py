@@ -1,28 +1,56 @@
-"""A validation split carved from the training identities, for choosing settings without the test set.
+"""A validation split carved from the training identities, for choosing settings and checkpoints
+without the test set.
 
 :func:`carve_validation` holds some training identities out: they leave the training set and form
-a query/gallery split of their own (one query per identity and camera, the rest gallery), which
-replaces the dataset's evaluation splits. Pure Python, like the parsers.
+a query/gallery split of their own (:mod:`svllreid.data.queries` picks the queries), kept beside the
+dataset's test splits as :attr:`~svllreid.data.types.ReIDDataset.validation`. :func:`auto_validation_ids`
+says how many to hold out when the config asks for ``auto``. Pure Python, like the parsers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import defaultdict
 
+from svllreid.data.queries import pick_queries, queried_identities
 from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel, relabelled_names
 
-__all__ = ["carve_validation"]
+__all__ = ["auto_validation_ids", "carve_validation"]
+
+#: ``data.validation_ids=auto``: the share of the training identities held out, and its bounds. Below
+#: AUTO_MIN_TRAIN training identities there is too little to hold anything out, and no validation split.
+AUTO_FRACTION, AUTO_MIN_IDS, AUTO_MAX_IDS, AUTO_MIN_TRAIN = 0.2, 4, 300, 12
+
+
+def auto_validation_ids(dataset: ReIDDataset) -> tuple[int, str]:
+    """How many training identities ``data.validation_ids=auto`` holds out of ``dataset``, and why.
+
+    A fifth of the identities that can be queried (:func:`~svllreid.data.queries.can_be_queried`),
+    at least 4 and at most 300; none when fewer than 12 identities train, since a validation split
+    would then take what training needs.
+    """
+    total = dataset.num_train_ids
+    usable = len(queried_identities(dataset.train, dataset.has_cameras))
+    if total < AUTO_MIN_TRAIN or usable < AUTO_MIN_IDS:
+        return 0, (
+            f"no validation split: {total} training identities ({usable} with images from two "
+            f"{'cameras' if dataset.has_cameras else 'or more photos'}) are too few to hold some out "
+            f"(set data.validation_ids=N to force one)"
+        )
+    count = max(AUTO_MIN_IDS, min(AUTO_MAX_IDS, round(AUTO_FRACTION * usable), total - 2))
+    return count, f"data.validation_ids=auto: {count} of {total} training identities held out for validation"
 
 
 def carve_validation(dataset: ReIDDataset, num_ids: int, seed: int = 0) -> ReIDDataset:
     """``dataset`` with ``num_ids`` random training identities moved to a validation split.
 
-    The returned dataset trains on the other identities (relabelled 0..N-1) and evaluates on the
-    held-out ones only: its test splits are gone, so nothing chosen with it has seen the test set.
+    The returned dataset trains on the other identities (relabelled 0..N-1) and keeps its test splits;
+    the held-out identities form :attr:`~svllreid.data.types.ReIDDataset.validation`. Only identities
+    that can be queried (images from two cameras; two images without cameras) are held out.
 
     Raises:
-        ValueError: ``num_ids`` is not in 1..(training identities - 2).
+        ValueError: ``num_ids`` is not in 1..(training identities - 2), or more than can be queried.
     """
     by_pid: dict[int, list[Sample]] = defaultdict(list)
     for sample in dataset.train:
@@ -33,35 +61,27 @@ def carve_validation(dataset: ReIDDataset, num_ids: int, seed: int = 0) -> ReIDD
             f"data.validation_ids must be in 1..{total - 2} for {dataset.name}'s {total} training identities "
             f"(at least two must stay for training); got {num_ids}"
         )
-    held = set(random.Random(seed).sample(sorted(by_pid), num_ids))
-    query: list[Sample] = []
-    gallery: list[Sample] = []
-    for pid in sorted(held):
-        seen_cameras: set[int] = set()
-        for sample in sorted(by_pid[pid], key=lambda s: s.path):
-            # One query per camera (per identity without cameras), the rest gallery, as for folder datasets.
-            key = sample.camid if dataset.has_cameras else -1
-            if key in seen_cameras:
-                gallery.append(sample)
-            else:
-                seen_cameras.add(key)
-                query.append(sample)
+    usable = queried_identities(dataset.train, dataset.has_cameras)
+    if num_ids > len(usable):
+        need = "images from two cameras" if dataset.has_cameras else "two or more images"
+        raise ValueError(
+            f"data.validation_ids={num_ids}, but only {len(usable)} of {dataset.name}'s {total} training identities "
+            f"have {need}, which a validation query needs; hold out at most {len(usable)}"
+        )
+    rng = random.Random(seed)
+    held = set(rng.sample(usable, num_ids))
+    query, gallery = pick_queries({pid: by_pid[pid] for pid in held}, has_cameras=dataset.has_cameras, rng=rng)
     kept = [s for s in dataset.train if s.pid not in held]
     train_names = {pid: dataset.identity_name(pid, train=True) for pid in by_pid}
     note = (
         f"validation: {num_ids} of {total} training identities held out (seed {seed}) as query {len(query)} / "
-        f"gallery {len(gallery)} images; the test splits are not used"
+        f"gallery {len(gallery)} images"
     )
-    return ReIDDataset(
-        dataset.name,
-        dataset.root,
-        dataset.kind,
-        relabel(kept),
-        [EvalSplit("validation", query, gallery)],
-        dataset.protocol,
-        dataset.num_cameras,
-        dataset.num_views,
-        [*dataset.notes, note],
+    return dataclasses.replace(
+        dataset,
+        train=relabel(kept),
+        notes=[*dataset.notes, note],
         train_names=relabelled_names(kept, train_names),
-        test_names={pid: train_names[pid] for pid in held},  # the held-out samples keep their training pid
+        validation=EvalSplit("validation", query, gallery),
+        validation_names={pid: train_names[pid] for pid in held},  # the held-out samples keep their training pid
     )

@@ -62,6 +62,8 @@ class RunResult:
     model: ReIDModel | None = None
     evaluation: dict[str, Any] | None = None
     untrained: dict[str, Any] | None = None
+    #: The final model on the validation split (``data.validation_ids``), when the dataset has one.
+    validation: dict[str, Any] | None = None
     checkpoints: dict[str, Path] = field(default_factory=dict)
     #: The evaluations in full (ranked lists, features), for the report.
     final_details: ModelEvaluation | None = None
@@ -317,11 +319,15 @@ class Run:
         )
 
     # --- evaluation --------------------------------------------------------------------------------
-    def evaluate(self) -> ModelEvaluation:
+    def evaluate(self, split: str = "test") -> ModelEvaluation:
+        """The model on the dataset's test splits, or (``split="validation"``) on its validation split."""
+        dataset = self.dataset.validation_dataset() if split == "validation" else self.dataset
+        if dataset is None:
+            raise ValueError(f"{self.dataset.name} has no validation split (data.validation_ids)")
         interpolation = self.transforms.test_interpolation
         images = TestImages(self.transforms.test, self.size, interpolation, self.caches.get(interpolation))
         options = eval_options(self.cfg.eval, num_workers=self.cfg.data.num_workers, amp_dtype=self.amp_dtype)
-        return evaluate_model(self.model, self.dataset, images=images, device=self.device, options=options)
+        return evaluate_model(self.model, dataset, images=images, device=self.device, options=options)
 
     def write_report(self, result: RunResult, seconds: float) -> Path | None:
         """``report.html`` and its figures. A failure here is logged, not raised: the checkpoints and
@@ -497,6 +503,10 @@ def finish(run: Run, result: RunResult, stage2_ran: bool, started: float) -> Non
         payload = {"final": result.evaluation}
         if result.untrained is not None:
             payload["untrained"] = result.untrained
+        if run.dataset.validation is not None:
+            result.validation = run.evaluate("validation").summary
+            payload["validation"] = result.validation
+            log.info("validation: %s", format_summary(result.validation))
         atomic_write_text(run_dir / "eval.json", json.dumps(payload, indent=2))
         log.info("%s", format_summary(result.evaluation))
         run.metrics.close()  # the report reads metrics.jsonl

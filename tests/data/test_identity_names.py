@@ -37,8 +37,10 @@ def test_named_identities_and_the_validation_carve(tmp_path: Path) -> None:
     names = [f"nyala-{c}" for c in "abcdefgh"]
     dataset = load_dataset("folder", _identity_folders(tmp_path / "zoo", names), test_fraction=0.25)
     carved = carve_validation(dataset, 2, seed=0)
+    validation = carved.validation_dataset()
+    assert validation is not None
     kept = {carved.identity_name(s.pid, train=True) for s in carved.train}
-    held = {carved.identity_name(s.pid) for s in carved.query + carved.gallery}
+    held = {validation.identity_name(s.pid) for s in validation.query + validation.gallery}
     trained_on = {dataset.identity_name(s.pid, train=True) for s in dataset.train}
     assert kept | held == trained_on and not kept & held and len(held) == 2
     assert all(name.startswith("nyala-") for name in kept | held)

@@ -9,9 +9,13 @@ Three layouts, tried in this order:
 2. Split folders: ``root/train/<identity>/*.jpg``, ``root/query/<identity>/*.jpg`` and
    ``root/gallery/<identity>/*.jpg``.
 3. Identity folders only: ``root/<identity>/*.jpg`` (sub-folders of an identity's folder count as that
-   identity's images); identities are split into train and test
-   (``test_fraction``, seeded), and each test identity gives one query image per camera (one per
-   identity without cameras) while its other images form the gallery.
+   identity's images); identities are split into train and test (``test_fraction``, seeded), and each
+   test identity gives one query image per camera (one per identity without cameras) as long as each
+   query keeps a gallery image of its identity from another camera, while its other images form the
+   gallery (:mod:`svllreid.data.queries`). Identities that one camera saw alone train.
+
+Given splits (layouts 1 and 2) keep what they say, except queries that no gallery image of their
+identity (from another camera) can answer: those are left out, with a note.
 
 Instead of one sub-folder per identity, images may lie directly in the folder when ``pid_regex``
 reads the identity from each file name (the group named ``pid``, else the first group). Cameras are
@@ -31,6 +35,7 @@ from pathlib import Path
 from svllreid.data.datasets.common import IMAGE_EXTENSIONS, list_images, raise_if_problems
 from svllreid.data.datasets.registry import register
 from svllreid.data.labels import identity_numbers, is_integer, number_labels, regex_group
+from svllreid.data.queries import drop_unanswerable_queries, pick_queries, queried_identities
 from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel, relabelled_names
 from svllreid.errors import DatasetError
 
@@ -46,6 +51,23 @@ def _compile(option: str, pattern: str) -> re.Pattern[str]:
         raise DatasetError(f"folder: {option} {pattern!r} is not a valid regular expression: {err}") from err
 
 
+#: File names listed in a problem that many files share (the rest are counted).
+LISTED_NAMES = 5
+
+
+def _unmatched(option: str, pattern: str, unmatched: list[Path], total: int, hint: str) -> str:
+    """One problem for every file name that a pattern option does not match (not one per file)."""
+    shown = ", ".join(p.name for p in unmatched[:LISTED_NAMES]) + (
+        f", ... ({len(unmatched) - LISTED_NAMES} more)" if len(unmatched) > LISTED_NAMES else ""
+    )
+    how_many = (
+        f"matches none of the {total}" if len(unmatched) == total else f"does not match {len(unmatched)} of the {total}"
+    )
+    folders = sorted({str(p.parent) for p in unmatched})
+    where = folders[0] if len(folders) == 1 else f"{len(folders)} folders, e.g. {folders[0]}"
+    return f"{option} '{pattern}' {how_many} file names (in {where}): {shown}. {hint}"
+
+
 def _rows_from_folder(folder: Path, split: str | None, pid_regex: str, problems: list[str]) -> list[tuple]:
     """Rows (path, identity name, camera label or None, split or None) of one image folder.
 
@@ -55,12 +77,17 @@ def _rows_from_folder(folder: Path, split: str | None, pid_regex: str, problems:
     if pid_regex:
         regex = _compile("pid_regex", pid_regex)
         rows = []
-        for path in list_images(folder):
+        images = list_images(folder)
+        unmatched = []
+        for path in images:
             match = regex.search(path.name)
             if match is None:
-                problems.append(f"{path}: pid_regex {pid_regex!r} does not match the file name")
+                unmatched.append(path)
             else:
                 rows.append((str(path), regex_group(regex, match, "pid"), None, split))
+        if unmatched:
+            hint = "Each file name must hold its identity, read by the group named pid (else the first group)"
+            problems.append(_unmatched("pid_regex", pid_regex, unmatched, len(images), hint))
         if not rows and not problems:
             problems.append(f"{folder}: no images directly inside (pid_regex reads identities from file names)")
         return rows
@@ -163,42 +190,61 @@ def _rows_from_manifest(
 def _cameras_from_names(rows: list[tuple], pattern: str, problems: list[str]) -> list[tuple]:
     regex = _compile("camera_regex", pattern)
     out = []
+    unmatched = []
     for path, name, _, split in rows:
         match = regex.search(Path(path).name)
         if match is None:
-            problems.append(f"{path}: camera_regex {pattern!r} does not match the file name")
+            unmatched.append(Path(path))
         else:
             out.append((path, name, regex_group(regex, match, "cam"), split))
+    if unmatched:
+        hint = (
+            "Each file name must hold its camera, read by the group named cam (else the first group); the "
+            "expression is searched for anywhere in the name, e.g. -o camera_regex='_c(\\d+)' for 0001_c2_17.jpg"
+        )
+        problems.append(_unmatched("camera_regex", pattern, unmatched, len(rows), hint))
     return out
 
 
 def _auto_split(
-    samples: list[Sample], test_fraction: float, seed: int
-) -> tuple[list[Sample], list[Sample], list[Sample]]:
-    ids = sorted({s.pid for s in samples})
+    samples: list[Sample], test_fraction: float, seed: int, has_cameras: bool
+) -> tuple[list[Sample], list[Sample], list[Sample], list[str]]:
+    """Train, query and gallery samples, and what a user should know of the split.
+
+    Test identities are drawn from those that can be queried (:mod:`svllreid.data.queries`): an identity
+    that one camera saw alone (or one photo without cameras) cannot be, and trains instead.
+    """
+    by_pid: dict[int, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        by_pid[sample.pid].append(sample)
+    ids = sorted(by_pid)
     if len(ids) < 2:
         raise DatasetError(f"folder: an automatic train/test split needs at least 2 identities; found {len(ids)}")
+    usable = queried_identities(samples, has_cameras)
+    need = "images from two cameras" if has_cameras else "two or more images"
+    if not usable:
+        raise DatasetError(
+            f"folder: no identity has {need}, so none can be a query (a query needs an image of its identity "
+            + ("from another camera" if has_cameras else "besides itself")
+            + " in the gallery). Add such images, check camera_regex, or give the split yourself (train/, query/, "
+            "gallery/ or a manifest with a split column)"
+        )
     rng = random.Random(seed)
-    rng.shuffle(ids)
-    n_test = min(max(round(len(ids) * test_fraction), 1), len(ids) - 1)
-    test_ids = set(ids[:n_test])
+    rng.shuffle(usable)
+    n_test = min(max(round(len(ids) * test_fraction), 1), len(ids) - 1, len(usable))
+    test_ids = set(usable[:n_test])
     train = [s for s in samples if s.pid not in test_ids]
-    groups: dict[int, dict[int, list[Sample]]] = defaultdict(lambda: defaultdict(list))
-    for s in samples:
-        if s.pid in test_ids:
-            groups[s.pid][s.camid].append(s)
-    query: list[Sample] = []
-    gallery: list[Sample] = []
-    for pid in sorted(groups):
-        by_camera = groups[pid]
-        # A query needs a true match: another camera, or (without cameras) another image.
-        usable = len(by_camera) >= 2 if -1 not in by_camera else len(by_camera[-1]) >= 2
-        for cam in sorted(by_camera):
-            images = by_camera[cam]
-            pick = rng.randrange(len(images)) if usable else -1
-            for i, sample in enumerate(images):
-                (query if i == pick else gallery).append(sample)
-    return train, query, gallery
+    query, gallery = pick_queries({pid: by_pid[pid] for pid in test_ids}, has_cameras=has_cameras, rng=rng)
+    notes = [
+        f"automatic split: {n_test} of {len(ids)} identities held out for testing (test_fraction={test_fraction}, "
+        f"split_seed={seed})"
+    ]
+    if len(usable) < len(ids):
+        notes.append(
+            f"{len(ids) - len(usable)} identities lack {need}, so no query could find them; they train and are "
+            "never tested"
+        )
+    return train, query, gallery, notes
 
 
 @register("folder", kind="person", description="your own images: identity folders or a CSV manifest")
@@ -268,12 +314,19 @@ def folder(
     notes = []
     if has_split:
         train, query, gallery = (samples_by_split[s] for s in SPLITS)
+        answered, dropped = drop_unanswerable_queries(EvalSplit("default", query, gallery), has_cam)
+        if dropped:
+            query = answered.query
+            where = "from another camera " if has_cam else ""
+            notes.append(
+                f"{len(dropped)} query images of {len({s.pid for s in dropped})} identities have no gallery image of "
+                f"their identity {where}to find, so they are left out of the evaluation"
+            )
     else:
-        train, query, gallery = _auto_split(samples_by_split[None], float(test_fraction), int(split_seed))
-        notes.append(
-            f"automatic split: {len({s.pid for s in query + gallery})} of {len(pid_of)} identities held out "
-            f"for testing (test_fraction={test_fraction}, split_seed={split_seed})"
+        train, query, gallery, split_notes = _auto_split(
+            samples_by_split[None], float(test_fraction), int(split_seed), has_cam
         )
+        notes.extend(split_notes)
     if not has_cam:
         notes.append("no camera labels: each query's own image is excluded from its gallery and nothing else")
     name_of = {number: name for name, number in pid_of.items()}  # the folder or manifest names
