@@ -184,6 +184,9 @@ class Stage2Config:
     i2t_weight: float = 1.0
     label_smoothing: float = 0.1
     triplet_margin: float = 0.3
+    #: Batch-hard triplet on L2-normalised features (cosine geometry, as features are ranked) instead of
+    #: the reference's unnormalised ones.
+    triplet_normalize: bool = False
     vis_ssl: bool = False
     vis_ssl_weight: float = 0.8
     #: Exclude other images of the same identity from the NT-Xent negatives (the reference keeps them).
@@ -430,12 +433,29 @@ def config_from_dict(values: Mapping[str, Any], source: str = "a saved config") 
     return _merge([(dict(values), source)])
 
 
+def _dataset_options_first(merged: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """``data.options`` belong to one dataset: a layer that names another dataset starts its options afresh
+    (the synthetic set's ``ids`` mean nothing to a folder), and ``data.options={}`` or ``null`` empties
+    them, where a merge would keep the earlier ones. Returns the layer's values to merge."""
+    data = values.get("data")
+    if not isinstance(data, Mapping):
+        return values
+    data = dict(data)
+    switched = "dataset" in data and data["dataset"] != merged.data.dataset
+    emptied = "options" in data and not data["options"]  # {} or null
+    if switched or emptied:
+        merged.data.options = {}
+    if emptied:
+        del data["options"]
+    return {**values, "data": data}
+
+
 def _merge(layers: Sequence[tuple[dict[str, Any], str]]) -> Config:
     merged = OmegaConf.structured(Config)
     for values, source in layers:
         _check_keys(values, Config, source)
         try:
-            merged = OmegaConf.merge(merged, values)
+            merged = OmegaConf.merge(merged, _dataset_options_first(merged, values))
         except OmegaConfBaseException as err:
             raise ConfigError(f"invalid value in {source}: {_omegaconf_message(err)}") from err
     try:

@@ -245,3 +245,22 @@ def test_data_check_sums_up_a_camera_pattern_that_matches_no_file(tmp_path, caps
     assert len(errors) == 1
     assert "camera_regex '_(left|right)' matches none of the 60 file names" in errors[0]
     assert "(55 more)" in errors[0] and "group named cam" in errors[0]
+
+
+def test_a_100_megapixel_photo_gets_a_note_not_pils_raw_warning(tmp_path, capsys) -> None:
+    # Before: PIL's DecompressionBombWarning (with its source line) leaked into the command's output.
+    import warnings
+
+    from PIL import Image
+
+    for animal in ("a", "b"):
+        (tmp_path / animal).mkdir()
+        for i in range(2):
+            Image.new("RGB", (64, 128), (40 * i, 90, 30)).save(tmp_path / animal / f"{i}.jpg")
+    Image.new("L", (10000, 10000), 128).save(tmp_path / "a" / "camera-original.jpg", quality=50)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["data", "check", "--dataset", "folder", "--root", str(tmp_path)]) == 0
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+    out = capsys.readouterr().out
+    assert "1 images have more than 89 megapixels" in out and "camera-original.jpg (10000×10000)" in out

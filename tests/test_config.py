@@ -35,6 +35,28 @@ def test_dataset_options_are_free_form():
     assert cfg.data.options == {"test_size": 1600, "camera_regex": "c(\\d)"}
 
 
+SYNTHETIC = REPO / "configs" / "synthetic_tiny.yaml"  # data.options: ids, cameras, images_per_camera, seed
+
+
+def test_another_dataset_starts_its_options_afresh():
+    # Before: the synthetic set's options stayed, and the folder parser failed on them.
+    assert load_config(SYNTHETIC).data.options["ids"] == 100
+    cfg = load_config(SYNTHETIC, ["data.dataset=folder", "data.root=/photos"])
+    assert cfg.data.dataset == "folder" and cfg.data.options == {}
+    cfg = load_config(SYNTHETIC, ["data.dataset=folder", "data.options.camera_regex=_(left|right)"])
+    assert cfg.data.options == {"camera_regex": "_(left|right)"}
+    same = load_config(SYNTHETIC, ["data.dataset=synthetic", "data.options.ids=40"])
+    assert same.data.options == {"ids": 40, "cameras": 6, "images_per_camera": 4, "seed": 0}
+
+
+@pytest.mark.parametrize("empty", ["{}", "null"])
+def test_empty_dataset_options_replace_the_earlier_ones(empty: str):
+    # Before: data.options={} merged into the file's options (no change), and data.options=null was refused.
+    assert load_config(SYNTHETIC, [f"data.options={empty}"]).data.options == {}
+    cfg = load_config(SYNTHETIC, [f"data.options={empty}", "data.options.seed=3"])
+    assert cfg.data.options == {"seed": 3}
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [

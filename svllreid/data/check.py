@@ -18,10 +18,12 @@ from typing import Any, Literal
 from PIL import Image
 
 from svllreid.data.datasets import get_dataset_entry, load_caption_dataset, load_dataset
+from svllreid.data.shapes import is_huge, too_many_pixels
 from svllreid.data.types import CaptionDataset, ReIDDataset, Sample, caption_summary
 from svllreid.errors import DatasetError
 
 Mode = Literal["quick", "full"]
+
 #: Images whose header is read in ``quick`` mode (a sample, so the check stays cheap).
 QUICK_HEADER_SAMPLE = 200
 
@@ -72,6 +74,8 @@ def inspect_image(path: str, decode: bool) -> tuple[str | None, tuple[int, int] 
             return None, image.size
     except FileNotFoundError:
         return "file not found", None
+    except Image.DecompressionBombError as err:
+        return too_many_pixels(err), None
     except Exception as err:  # PIL raises many types for corrupt data; every one is a finding
         return f"cannot be read as an image ({type(err).__name__}: {err})", None
 
@@ -133,6 +137,15 @@ def _image_findings(paths: list[str], mode: Mode, report: CheckReport, workers: 
         report.errors.append(f"{len(bad)} images are unreadable or corrupt:\n    " + "\n    ".join(bad))
     small = [(size, p) for p, (_, size) in zip(present, found, strict=True) if size and min(size) < TINY_SIDE]
     tiny = [f"{p} ({size[0]}×{size[1]})" for size, p in sorted(small, key=lambda item: (min(item[0]), item[1]))]
+    large = [
+        f"{p} ({size[0]}×{size[1]})" for p, (_, size) in zip(present, found, strict=True) if size and is_huge(size)
+    ]
+    if large:
+        shown = "\n    ".join(large[:10]) + (f"\n    ... and {len(large) - 10} more" if len(large) > 10 else "")
+        report.warnings.append(
+            f"{len(large)} images have more than {(Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} megapixels; they are read (JPEGs "
+            f"at a reduced scale), but a smaller copy of each would read faster:\n    {shown}"
+        )
     if tiny:
         shown = "\n    ".join(tiny[:10]) + (f"\n    ... and {len(tiny) - 10} more" if len(tiny) > 10 else "")
         report.warnings.append(

@@ -99,7 +99,7 @@ def build_image_caches(cfg: DataConfig, dataset: ReIDDataset) -> dict[str, Image
         return {}
     train = [s.path for s in dataset.train]
     test = list(train)
-    for split in dataset.splits:
+    for split in [*dataset.splits, *([dataset.validation] if dataset.validation else [])]:
         test += [s.path for s in split.query + split.gallery]
     if cfg.test_interpolation == TRAIN_INTERPOLATION:
         return {TRAIN_INTERPOLATION: ImageCache(test, cfg.image_size, TRAIN_INTERPOLATION)}

@@ -17,6 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from svllreid.data.samplers import PKSampler, RandomBatchSampler
+from svllreid.data.shapes import too_many_pixels
 from svllreid.data.types import Sample
 from svllreid.errors import ImageReadError
 from svllreid.fileio import atomic_write, cache_dir
@@ -97,6 +98,8 @@ def read_resized(path: str, size: Sequence[int], interpolation: str = "bicubic")
             rgb = decode_rgb(image, (height, width))
     except FileNotFoundError as err:
         raise ImageReadError(path, "file not found") from err
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(path, too_many_pixels(err)) from None
     except Exception as err:  # PIL raises many types for corrupt data
         raise ImageReadError(path, f"{type(err).__name__}: {err}") from err
     pixels = resized_pixels(rgb, (height, width), interpolation)

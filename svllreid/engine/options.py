@@ -47,6 +47,7 @@ def stage2_losses(cfg: Stage2Config) -> Stage2Losses:
         i2t_weight=cfg.i2t_weight,
         label_smoothing=cfg.label_smoothing,
         triplet_margin=cfg.triplet_margin,
+        triplet_normalize=cfg.triplet_normalize,
         vis_ssl_weight=cfg.vis_ssl_weight if cfg.vis_ssl else 0.0,
         ssl_temperature=cfg.ssl_temperature,
         ssl_exclude_same_id=cfg.ssl_exclude_same_id,

@@ -162,6 +162,7 @@ class Stage2Losses:
         id_weight, triplet_weight, i2t_weight: weights of the ID, triplet and image-to-text terms.
         label_smoothing: of the ID and image-to-text cross-entropies.
         triplet_margin: of the batch-hard triplet loss.
+        triplet_normalize: the triplet loss on L2-normalised features (the reference: unnormalised).
         vis_ssl_weight: λ_V of the vision self-supervision (NT-Xent of two occluded views); 0 disables it.
         ssl_temperature: its temperature.
         ssl_exclude_same_id: leave other images of the same identity out of its negatives.
@@ -172,6 +173,7 @@ class Stage2Losses:
     i2t_weight: float = 1.0
     label_smoothing: float = 0.1
     triplet_margin: float = 0.3
+    triplet_normalize: bool = False
     vis_ssl_weight: float = 0.0
     ssl_temperature: float = 0.1
     ssl_exclude_same_id: bool = False
@@ -260,7 +262,11 @@ class ImageStageTask(nn.Module):
             torch.Tensor, sum(cross_entropy_label_smooth(logits, pids, eps) for logits in (out.logits, out.logits_proj))
         )
         tri = cast(
-            torch.Tensor, sum(triplet_loss(f, pids, self.losses.triplet_margin) for f in (out.f11, out.f12, out.f_proj))
+            torch.Tensor,
+            sum(
+                triplet_loss(f, pids, self.losses.triplet_margin, normalize=self.losses.triplet_normalize)
+                for f in (out.f11, out.f12, out.f_proj)
+            ),
         )
         with without_autocast(out.f_proj):  # a metric loss: logits in fp32 (see svllreid.precision)
             i2t_logits = at_least_fp32(out.f_proj) @ at_least_fp32(self.text_features).T  # [B, N]

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from svllreid.report._io import atomic_write_bytes
+from svllreid.report.fonts import Typeface
 
 __all__ = ["RankedList", "draw_ranked_lists"]
 
 RGB = tuple[int, int, int]
-Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 #: Border colours: query, true match, wrong match, unknown (e.g. a user's own unlabelled gallery).
 QUERY_COLOUR: RGB = (31, 119, 180)
@@ -65,8 +65,8 @@ class RankedList:
 
 
 @cache
-def _font(size: int) -> Font:
-    return ImageFont.load_default(size=size)
+def _font(size: int) -> Typeface:
+    return Typeface(size)
 
 
 def _line_height(size: int) -> int:
@@ -127,10 +127,10 @@ def _thumbnail(path: str | Path, height: int, width: int) -> Image.Image:
         canvas.paste(PLACEHOLDER_COLOUR, (0, 0, width, height))
         draw = ImageDraw.Draw(canvas)
         text, size = "unreadable", CAPTION_FONT
-        while size > 6 and draw.textlength(text, font=_font(size)) > width - 6:  # fit narrow thumbnails
+        while size > 6 and _font(size).length(text) > width - 6:  # fit narrow thumbnails
             size -= 1
-        text_w = draw.textlength(text, font=_font(size))
-        draw.text(((width - text_w) / 2, (height - size) / 2), text, fill=(70, 70, 70), font=_font(size))
+        text_w = _font(size).length(text)
+        _font(size).draw(draw, ((width - text_w) / 2, (height - size) / 2), text, (70, 70, 70))
         return canvas
     canvas.paste(image, ((width - image.width) // 2, (height - image.height) // 2))
     return canvas
@@ -151,17 +151,16 @@ def _text_tile(text: str, height: int, width: int) -> Image.Image:
         size -= 1
     y = (height - len(lines) * _line_height(size)) / 2
     for line in lines:
-        draw.text((4, y), line, fill=(20, 20, 20), font=font)
+        font.draw(draw, (4, y), line, (20, 20, 20))
         y += _line_height(size)
     return canvas
 
 
-def _wrap(text: str, font: Font, width: float, max_lines: int) -> list[str]:
+def _wrap(text: str, font: Typeface, width: float, max_lines: int) -> list[str]:
     """Greedy word wrap to ``width`` pixels; over-long words are broken; overflow ends in "…"."""
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
 
     def fits(s: str) -> bool:
-        return measure.textlength(s, font=font) <= width
+        return font.length(s) <= width
 
     lines: list[str] = []
     for word in text.split():
@@ -184,8 +183,8 @@ def _wrap(text: str, font: Font, width: float, max_lines: int) -> list[str]:
     return lines
 
 
-def _draw_centred(draw: ImageDraw.ImageDraw, centre_x: float, y: float, text: str, font: Font, fill: RGB) -> None:
-    draw.text((centre_x - draw.textlength(text, font=font) / 2, y), text, fill=fill, font=font)
+def _draw_centred(draw: ImageDraw.ImageDraw, centre_x: float, y: float, text: str, font: Typeface, fill: RGB) -> None:
+    font.draw(draw, (centre_x - font.length(text) / 2, y), text, fill)
 
 
 def _draw_cell(
@@ -292,7 +291,7 @@ def draw_ranked_lists(lists: Sequence[RankedList], path: str | Path, thumb_size:
         title_lines = _wrap(item.title, title_font, TITLE_W - 10, max_title_lines)
         title_y = top + (layout.box_h - len(title_lines) * _line_height(TITLE_FONT)) / 2
         for i, line in enumerate(title_lines):
-            draw.text((MARGIN, title_y + i * _line_height(TITLE_FONT)), line, fill=(0, 0, 0), font=title_font)
+            title_font.draw(draw, (MARGIN, title_y + i * _line_height(TITLE_FONT)), line, (0, 0, 0))
         _draw_cell(canvas, layout, row, 0, item.query_path, "query", item.query_caption, QUERY_COLOUR, item.query_text)
         for rank, (gallery_path, caption, match) in enumerate(
             zip(item.gallery_paths, item.gallery_captions, item.matches, strict=True), start=1

@@ -57,3 +57,21 @@ def test_transforms_and_caches_follow_the_config(market_root):
     same = build_image_caches(dataclasses.replace(cfg, test_interpolation="bicubic"), dataset)
     assert set(same) == {"bicubic"}  # one filter: one cache holds everything
     assert len(same["bicubic"].slot) == len(caches["bilinear"].slot)
+
+
+def test_the_test_cache_holds_the_validation_split_too(market_root):
+    cfg = load_config(
+        None,
+        [
+            "data.dataset=market1501",
+            f"data.root={market_root}",
+            "data.image_size=[64,32]",
+            "data.cache_images=true",
+            "data.validation_ids=1",
+        ],
+    ).data
+    dataset = build_dataset(cfg)
+    assert dataset.validation is not None
+    cache = build_image_caches(cfg, dataset)["bilinear"]
+    for sample in dataset.validation.query + dataset.validation.gallery:
+        assert cache.get(sample.path).shape == (3, 64, 32)

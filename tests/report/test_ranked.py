@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops
 
 from svllreid.report import ranked
 from svllreid.report.ranked import RankedList, draw_ranked_lists
@@ -117,3 +117,23 @@ def test_the_thumbnail_box_follows_the_images_shape(tmp_path: Path) -> None:
     # The photo fills its tile: no white band above or below it (it would have one in a tall tile).
     assert _inner_pixel(picture, layout, 0, 1, layout.thumb_w // 2, 2) == (90, 120, 60)
     assert _inner_pixel(picture, layout, 0, 1, layout.thumb_w // 2, layout.thumb_h - 3) == (90, 120, 60)
+
+
+#: A private-use code point no font has: drawn as the missing-glyph box.
+NO_GLYPH = "\U000f0000"
+
+
+def _picture(tmp_path: Path, name: str, caption: str) -> Image.Image:
+    photo = tmp_path / "lion.png"
+    Image.new("RGB", (64, 48), (180, 140, 90)).save(photo)
+    out = draw_ranked_lists(
+        [RankedList(caption, str(photo), caption, [str(photo)], [caption], [True])], tmp_path / name
+    )
+    return Image.open(out).convert("RGB")
+
+
+def test_a_non_ascii_name_is_drawn_in_letters_not_boxes(tmp_path: Path) -> None:
+    # Before: PIL's default font had no glyph for Ö, so "Ölöwe" and "□l□we" gave the same picture.
+    lettered = _picture(tmp_path, "letters.png", "Ölöwe")
+    boxed = _picture(tmp_path, "boxes.png", f"{NO_GLYPH}l{NO_GLYPH}we")
+    assert ImageChops.difference(lettered, boxed).getbbox() is not None
