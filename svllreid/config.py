@@ -40,6 +40,10 @@ else:
     BatchSemantics = str
 
 
+#: The value of the settings chosen from the data when training starts (data.image_size, data.validation_ids).
+AUTO = "auto"
+
+
 def _choice(section: str, name: str, value: str, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise ConfigError(f"{section}.{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
@@ -59,7 +63,11 @@ class DataConfig:
     root: str = ""
     #: Parser-specific options, e.g. ``test_size`` for VehicleID or ``camera_regex`` for folders.
     options: dict[str, Any] = field(default_factory=dict)
-    image_size: list[int] = field(default_factory=lambda: [256, 128])
+    #: [height, width] of the network's input, or "auto": the training images' median aspect ratio at about
+    #: ``image_area`` pixels (sides multiples of 8), chosen when training starts and recorded in config.yaml.
+    image_size: Any = field(default_factory=lambda: [256, 128])
+    #: The pixel budget (height × width) of ``image_size=auto``: 256×128, the paper's person input.
+    image_area: int = 32768
     pixel_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     pixel_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     #: Resize filter of the test pipeline (also stage 1's feature cache): "bilinear", torchvision's
@@ -74,17 +82,26 @@ class DataConfig:
     num_workers: int = 4
     #: Keep decoded, resized uint8 images in shared memory so each image is decoded once per run.
     cache_images: bool = False
-    #: Hold this many random training identities out as a validation query/gallery split that replaces
-    #: the test splits (for choosing settings without the test set); 0 = evaluate on the test splits.
-    validation_ids: int = 0
+    #: Hold this many random training identities out as a validation query/gallery split, evaluated beside
+    #: the test splits, to choose settings and the checkpoint on without the test set; 0 = none; "auto" =
+    #: a fifth of them for a user's own data (folder, pku), none for the paper's benchmarks and synthetic data.
+    validation_ids: Any = "auto"
     validation_seed: int = 0
     #: Dataset validation when training starts: "quick" (structure, names, splits), "full"
     #: (also decodes every image) or "off".
     check: DatasetCheck = "quick"
 
     def __post_init__(self) -> None:
-        if len(self.image_size) != 2 or min(self.image_size) <= 0:
-            raise ConfigError(f"data.image_size must be [height, width] > 0; got {list(self.image_size)}")
+        if self.image_size != AUTO:
+            size = list(self.image_size) if isinstance(self.image_size, list | tuple) else [self.image_size]
+            if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+                raise ConfigError(f"data.image_size must be [height, width] > 0 or auto; got {self.image_size!r}")
+            self.image_size = size
+        _positive("data", "image_area", self.image_area)
+        if self.validation_ids != AUTO and not (isinstance(self.validation_ids, int) and self.validation_ids >= 0):
+            raise ConfigError(
+                f"data.validation_ids must be a number of identities >= 0 or auto; got {self.validation_ids!r}"
+            )
         for name in ("pixel_mean", "pixel_std"):
             if len(getattr(self, name)) != 3:
                 raise ConfigError(f"data.{name} needs 3 values (R, G, B); got {list(getattr(self, name))}")
@@ -95,9 +112,19 @@ class DataConfig:
                 raise ConfigError(f"data.{name} must be within [0, 1]; got {getattr(self, name)}")
         _positive("data", "padding", self.padding, allow_zero=True)
         _positive("data", "num_workers", self.num_workers, allow_zero=True)
-        _positive("data", "validation_ids", self.validation_ids, allow_zero=True)
         _choice("data", "check", self.check, ("quick", "full", "off"))
         _choice("data", "test_interpolation", self.test_interpolation, ("bilinear", "bicubic"))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``image_size`` as (height, width); an ``auto`` size must have been resolved (when training starts).
+
+        Raises:
+            ConfigError: ``image_size`` is still ``auto``.
+        """
+        if self.image_size == AUTO:
+            raise ConfigError("data.image_size=auto is chosen from the training images when training starts")
+        return int(self.image_size[0]), int(self.image_size[1])
 
 
 @dataclass
@@ -262,12 +289,24 @@ class EvalConfig:
     max_rank: int = 50
     flip: bool = False
     batch_size: int = 256
-    #: Also evaluate the network before training (reported next to the final result).
+    #: Also evaluate the network before training (reported next to the final result; always done when
+    #: there is a validation split, whose start it completes).
     before_training: bool = False
+    #: With a validation split (data.validation_ids): evaluate it at the start of stage 2 and every this many
+    #: stage-2 epochs (and after the last), keep the best as checkpoints/best.safetensors and deliver it as
+    #: model.safetensors; 0 = the start and the last epoch only (the better of the two is delivered).
+    every: int = 1
+    #: Stop stage 2 after this many validation evaluations in a row without a new best; 0 = never early.
+    patience: int = 0
+    #: Evaluate on the test splits (the start and the delivered network). ``svllreid tune`` turns it off:
+    #: settings are chosen on the validation split, and the test set is not even looked at.
+    test: bool = True
 
     def __post_init__(self) -> None:
         _positive("eval", "max_rank", self.max_rank)
         _positive("eval", "batch_size", self.batch_size)
+        _positive("eval", "every", self.every, allow_zero=True)
+        _positive("eval", "patience", self.patience, allow_zero=True)
 
 
 @dataclass

@@ -27,6 +27,7 @@ COMMANDS = [
     ["model"],
     ["model", "info"],
     ["train"],
+    ["tune"],
     ["eval-features"],
     ["eval"],
     ["extract"],
@@ -48,7 +49,8 @@ def test_help_of_every_command(command, capsys):
 def test_top_level_help_lists_every_subcommand(capsys):
     build_parser().print_help()
     out = capsys.readouterr().out
-    for name in ("demo", "config", "data", "model", "train", "eval-features", "eval", "extract", "index", "search"):
+    names = ("demo", "config", "data", "model", "train", "tune", "eval-features", "eval", "extract", "index", "search")
+    for name in names:
         assert name in out
 
 

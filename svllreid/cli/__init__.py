@@ -13,7 +13,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from svllreid.cli import configs, data, demo, evaluate, export, model, search, serve, train
+from svllreid.cli import configs, data, demo, evaluate, export, model, search, serve, train, tune
 from svllreid.errors import SvllreidError
 from svllreid.version import __version__
 
@@ -26,6 +26,7 @@ examples:
   svllreid data stats --dataset market1501 --root /data/Market-1501-v15.09.15 --json
   svllreid data check --dataset vehicleid --root /data/VehicleID_V1.0 -o test_size=1600
   svllreid config show configs/synthetic_tiny.yaml stage2.lr=1e-5
+  svllreid tune --dataset folder --root my_animals/ -o camera_regex='_(left|right)' --budget 30
   svllreid model info --arch ViT-B-16 --image-size 256 128 --stride 12 --sie camera --num-cameras 6
   svllreid eval --checkpoint runs/market-svll --dataset dukemtmc --root /data/DukeMTMC-reID --rerank
   svllreid extract --checkpoint runs/market-svll --images my_photos/ --out feats.npz
@@ -37,7 +38,7 @@ examples:
 """
 
 #: The command groups in the order ``--help`` lists them.
-COMMAND_GROUPS = (demo, configs, train, evaluate, search, serve, export, model, data)
+COMMAND_GROUPS = (demo, configs, train, tune, evaluate, search, serve, export, model, data)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,8 +9,8 @@ from svllreid.errors import ConfigError
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from svllreid.engine.run import train
-    from svllreid.eval.summary import format_summary
+    from svllreid.engine.results import format_results
+    from svllreid.engine.run import spread_warnings, train
 
     cfg = config_or_resume(args)
     if args.stage == "2" and not (args.init_from or args.resume):
@@ -18,10 +18,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     stages = {"both": (1, 2), "1": (1,), "2": (2,)}[args.stage]
     result = train(cfg, stages=stages, init_from=args.init_from, resume=args.resume, progress=not args.no_progress)
     print(f"run directory: {result.run_dir}")
-    if result.untrained is not None:
-        print("before training  " + format_summary(result.untrained))
+    for choice in result.choices:
+        print(choice)
     if result.evaluation is not None:
-        print("trained          " + format_summary(result.evaluation))
+        print(f"results ({result.evaluation['protocol']} protocol), in %:")
+        print(format_results(result.rows(pretrained=bool(cfg.model.pretrained))))
+        if result.selection is not None:
+            print(f"{result.selection.verdict()}; model.safetensors holds it")
+        for warning in spread_warnings(result):
+            print(f"warning: {warning}")
     return 0
 
 

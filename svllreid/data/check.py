@@ -143,8 +143,8 @@ def _image_findings(paths: list[str], mode: Mode, report: CheckReport, workers: 
     if large:
         shown = "\n    ".join(large[:10]) + (f"\n    ... and {len(large) - 10} more" if len(large) > 10 else "")
         report.warnings.append(
-            f"{len(large)} images have more than {(Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} megapixels; they are read (JPEGs "
-            f"at a reduced scale), but a smaller copy of each would read faster:\n    {shown}"
+            f"{len(large)} images have more than {(Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} megapixels; they are "
+            f"read (JPEGs at a reduced scale), but a smaller copy of each would read faster:\n    {shown}"
         )
     if tiny:
         shown = "\n    ".join(tiny[:10]) + (f"\n    ... and {len(tiny) - 10} more" if len(tiny) > 10 else "")

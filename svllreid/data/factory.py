@@ -6,16 +6,18 @@ below takes plain arguments.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
-from svllreid.config import DataConfig
+from svllreid.config import AUTO, DataConfig
 from svllreid.data.check import check_loaded_dataset
-from svllreid.data.datasets import load_dataset
+from svllreid.data.datasets import get_dataset_entry, load_dataset
 from svllreid.data.loaders import ImageCache, Transform
+from svllreid.data.shapes import choose_input_size, median_shape
 from svllreid.data.transforms import build_ssl_view_transform, build_test_transform, build_train_transform
 from svllreid.data.types import ReIDDataset
-from svllreid.data.validation import carve_validation
+from svllreid.data.validation import auto_validation_ids, carve_validation
 from svllreid.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -27,12 +29,40 @@ def parse_dataset(cfg: DataConfig) -> ReIDDataset:
     return _carved(cfg, load_dataset(cfg.dataset, cfg.root, **cfg.options))
 
 
+def validation_count(cfg: DataConfig, dataset: ReIDDataset) -> tuple[int, str | None]:
+    """How many training identities ``data.validation_ids`` holds out of ``dataset``, and, for ``auto``,
+    the sentence that says so (``auto``: :func:`svllreid.data.validation.auto_validation_ids` for a
+    user's own data, none for the paper's benchmarks and synthetic data)."""
+    if cfg.validation_ids != AUTO:
+        return int(cfg.validation_ids), None
+    if not get_dataset_entry(cfg.dataset).own_data:
+        return 0, None
+    return auto_validation_ids(dataset)
+
+
 def _carved(cfg: DataConfig, dataset: ReIDDataset) -> ReIDDataset:
-    return carve_validation(dataset, cfg.validation_ids, cfg.validation_seed) if cfg.validation_ids else dataset
+    count, note = validation_count(cfg, dataset)
+    if note:
+        log.info("%s: %s", dataset.name, note)
+    return carve_validation(dataset, count, cfg.validation_seed) if count else dataset
 
 
 def build_dataset(cfg: DataConfig) -> ReIDDataset:
-    """Parse the configured dataset and run its start-of-training check (``cfg.check``).
+    """Parse the configured dataset, run its start-of-training check (``cfg.check``) and carve its
+    validation split (``data.validation_ids``).
+
+    Raises:
+        DatasetError: the dataset cannot be parsed or its check found errors (all listed).
+    """
+    dataset = _carved(cfg, load_checked_dataset(cfg))
+    for note in dataset.notes:
+        log.info("%s: %s", dataset.name, note)
+    return dataset
+
+
+def load_checked_dataset(cfg: DataConfig) -> ReIDDataset:
+    """Parse the configured dataset and run its start-of-training check (``cfg.check``); no validation
+    split is carved.
 
     Raises:
         DatasetError: the dataset cannot be parsed or its check found errors (all listed).
@@ -48,10 +78,32 @@ def build_dataset(cfg: DataConfig) -> ReIDDataset:
             )
         for warning in report.warnings:
             log.warning("%s: %s", dataset.name, warning)
-    dataset = _carved(cfg, dataset)  # after the check, which covers every split of the dataset
-    for note in dataset.notes:
-        log.info("%s: %s", dataset.name, note)
     return dataset
+
+
+def resolve_image_size(cfg: DataConfig, dataset: ReIDDataset) -> tuple[DataConfig, str | None]:
+    """``cfg`` with ``image_size=auto`` settled from the training images' median shape
+    (:func:`svllreid.data.shapes.choose_input_size` within ``image_area`` pixels), and the sentence that
+    says what was chosen and why; a size given as numbers is returned as it is, with None.
+
+    Raises:
+        DatasetError: ``auto``, but no training image could be read.
+    """
+    if cfg.image_size != AUTO:
+        return cfg, None
+    shape = median_shape([s.path for s in dataset.train])
+    if shape is None:
+        raise DatasetError(
+            f"data.image_size=auto reads the training images' shape, but none of {dataset.name}'s could be read; "
+            "run 'svllreid data check', or set data.image_size=[height,width]"
+        )
+    height, width, count = shape
+    size = choose_input_size(height, width, cfg.image_area)
+    note = (
+        f"data.image_size=auto: {size[0]}×{size[1]} (height×width), the median shape of {count} training images "
+        f"({height:g}×{width:g}) at about {cfg.image_area} pixels (data.image_area); data.image_size=[H,W] sets it"
+    )
+    return dataclasses.replace(cfg, image_size=list(size)), note
 
 
 #: The training pipelines' resize (the reference's: bicubic).
@@ -72,7 +124,7 @@ class Transforms:
 
 def build_transforms(cfg: DataConfig) -> Transforms:
     """The train, test and self-supervision-view transforms of the configured size and statistics."""
-    size, mean, std = list(cfg.image_size), list(cfg.pixel_mean), list(cfg.pixel_std)
+    size, mean, std = list(cfg.size), list(cfg.pixel_mean), list(cfg.pixel_std)
     return Transforms(
         train=build_train_transform(
             size, mean=mean, std=std, padding=cfg.padding, flip_prob=cfg.flip_prob, erasing_prob=cfg.erasing_prob
@@ -102,8 +154,8 @@ def build_image_caches(cfg: DataConfig, dataset: ReIDDataset) -> dict[str, Image
     for split in [*dataset.splits, *([dataset.validation] if dataset.validation else [])]:
         test += [s.path for s in split.query + split.gallery]
     if cfg.test_interpolation == TRAIN_INTERPOLATION:
-        return {TRAIN_INTERPOLATION: ImageCache(test, cfg.image_size, TRAIN_INTERPOLATION)}
+        return {TRAIN_INTERPOLATION: ImageCache(test, cfg.size, TRAIN_INTERPOLATION)}
     return {
-        TRAIN_INTERPOLATION: ImageCache(train, cfg.image_size, TRAIN_INTERPOLATION),
-        cfg.test_interpolation: ImageCache(test, cfg.image_size, cfg.test_interpolation),
+        TRAIN_INTERPOLATION: ImageCache(train, cfg.size, TRAIN_INTERPOLATION),
+        cfg.test_interpolation: ImageCache(test, cfg.size, cfg.test_interpolation),
     }

@@ -3,13 +3,14 @@ the median shape of a set of images (which ``data.image_size=auto`` follows). No
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 from collections.abc import Sequence
 
 from PIL import Image
 
-__all__ = ["is_huge", "median_shape", "read_size", "too_many_pixels"]
+__all__ = ["choose_input_size", "is_huge", "median_shape", "read_size", "too_many_pixels"]
 
 #: Headers read by :func:`median_shape` (a random sample of larger sets: the median settles fast).
 SHAPE_SAMPLE = 500
@@ -47,3 +48,33 @@ def median_shape(paths: Sequence[str], seed: int = 0) -> tuple[float, float, int
     if not sizes:
         return None
     return statistics.median(h for _, h in sizes), statistics.median(w for w, _ in sizes), len(sizes)
+
+
+#: ``data.image_size=auto``: sides are multiples of this, at least twice it, and the aspect ratio is
+#: clipped to 1:MAX_ASPECT either way (a panorama still gets a usable input).
+SIZE_MULTIPLE, MAX_ASPECT = 8, 4.0
+
+
+def choose_input_size(median_height: float, median_width: float, area: int) -> tuple[int, int]:
+    """The input ``(height, width)`` closest to the images' median aspect ratio at about ``area`` pixels.
+
+    Sides are multiples of :data:`SIZE_MULTIPLE`. Among the sizes of at most 1.1 × ``area`` pixels, the
+    one chosen minimises ``|log(aspect / target)| + 0.5 |log(pixels / area)|``: the shape first, then
+    the budget. A 2:1 person crop at 32,768 pixels gives 256×128 (the paper's input), at 2,048 pixels
+    64×32; a 1500×1200 photo at 2,048 pixels 40×56.
+    """
+    if median_height <= 0 or median_width <= 0 or area <= 0:
+        raise ValueError(f"image shape and area must be positive; got {median_height}×{median_width}, {area}")
+    target = min(max(median_width / median_height, 1 / MAX_ASPECT), MAX_ASPECT)  # width / height
+    step = SIZE_MULTIPLE
+    best: tuple[float, int, int] | None = None
+    for width in range(2 * step, int(4 * math.sqrt(area * MAX_ASPECT)) + step, step):
+        height = max(2 * step, step * round(width / target / step))
+        if height * width > 1.1 * area:
+            continue
+        score = abs(math.log(width / height / target)) + 0.5 * abs(math.log(height * width / area))
+        if best is None or score < best[0]:
+            best = (score, height, width)
+    if best is None:  # a budget under the smallest size: the smallest of the shape
+        return (2 * step, 2 * step) if target == 1 else ((2 * step, 4 * step) if target > 1 else (4 * step, 2 * step))
+    return best[1], best[2]

@@ -2,8 +2,8 @@
 without the test set.
 
 :func:`carve_validation` holds some training identities out: they leave the training set and form
-a query/gallery split of their own (:mod:`svllreid.data.queries` picks the queries), kept beside the
-dataset's test splits as :attr:`~svllreid.data.types.ReIDDataset.validation`. :func:`auto_validation_ids`
+a split of their own where every image is a query against the others, kept beside the dataset's test
+splits as :attr:`~svllreid.data.types.ReIDDataset.validation`. :func:`auto_validation_ids`
 says how many to hold out when the config asks for ``auto``. Pure Python, like the parsers.
 """
 
@@ -13,7 +13,7 @@ import dataclasses
 import random
 from collections import defaultdict
 
-from svllreid.data.queries import pick_queries, queried_identities
+from svllreid.data.queries import queried_identities
 from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel, relabelled_names
 
 __all__ = ["auto_validation_ids", "carve_validation"]
@@ -46,8 +46,9 @@ def carve_validation(dataset: ReIDDataset, num_ids: int, seed: int = 0) -> ReIDD
     """``dataset`` with ``num_ids`` random training identities moved to a validation split.
 
     The returned dataset trains on the other identities (relabelled 0..N-1) and keeps its test splits;
-    the held-out identities form :attr:`~svllreid.data.types.ReIDDataset.validation`. Only identities
-    that can be queried (images from two cameras; two images without cameras) are held out.
+    the held-out identities form :attr:`~svllreid.data.types.ReIDDataset.validation`, where each image is
+    a query against all the others. Only identities that can be queried (images from two cameras; two
+    images without cameras, :mod:`svllreid.data.queries`) are held out, so every query has a match.
 
     Raises:
         ValueError: ``num_ids`` is not in 1..(training identities - 2), or more than can be queried.
@@ -68,20 +69,22 @@ def carve_validation(dataset: ReIDDataset, num_ids: int, seed: int = 0) -> ReIDD
             f"data.validation_ids={num_ids}, but only {len(usable)} of {dataset.name}'s {total} training identities "
             f"have {need}, which a validation query needs; hold out at most {len(usable)}"
         )
-    rng = random.Random(seed)
-    held = set(rng.sample(usable, num_ids))
-    query, gallery = pick_queries({pid: by_pid[pid] for pid in held}, has_cameras=dataset.has_cameras, rng=rng)
+    held = set(random.Random(seed).sample(usable, num_ids))
+    # Every held-out image is a query against all the others: many more queries than one per camera, so the
+    # small splits of a user's own data choose with less noise. Evaluation leaves out each query's own image
+    # (and, under the camera protocol, its identity's images from its own camera).
+    images = sorted((s for s in dataset.train if s.pid in held), key=lambda s: s.path)
     kept = [s for s in dataset.train if s.pid not in held]
     train_names = {pid: dataset.identity_name(pid, train=True) for pid in by_pid}
     note = (
-        f"validation: {num_ids} of {total} training identities held out (seed {seed}) as query {len(query)} / "
-        f"gallery {len(gallery)} images"
+        f"validation: {num_ids} of {total} training identities held out (seed {seed}); each of their "
+        f"{len(images)} images is a query against the others"
     )
     return dataclasses.replace(
         dataset,
         train=relabel(kept),
         notes=[*dataset.notes, note],
         train_names=relabelled_names(kept, train_names),
-        validation=EvalSplit("validation", query, gallery),
+        validation=EvalSplit("validation", images, images),
         validation_names={pid: train_names[pid] for pid in held},  # the held-out samples keep their training pid
     )

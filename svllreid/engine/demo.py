@@ -14,18 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from svllreid.config import Config, load_config
-from svllreid.data.factory import build_dataset
-from svllreid.engine.run import RunResult, build_model, evaluate_random_init, method_name, train
+from svllreid.engine.dataprep import prepare_data
+from svllreid.engine.results import ResultRow, format_results
+from svllreid.engine.run import RunResult, build_model, evaluate_random_init, method_name, spread_warnings, train
 from svllreid.errors import ConfigError
-from svllreid.eval.summary import METRICS
 from svllreid.models.info import model_info
 from svllreid.version import __version__
 
 #: The built-in recipe of ``svllreid demo`` (shipped with the package).
 DEMO_RECIPE = Path(__file__).resolve().parents[1] / "resources" / "demo.yaml"
-
-#: The columns of the demo's results table.
-TABLE_METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
+#: The built-in recipe for a user's own photos (``svllreid demo --dataset``, ``svllreid tune``): the demo's,
+#: with what real photos need.
+OWN_DATA_RECIPE = DEMO_RECIPE.with_name("own_data.yaml")
 
 
 def demo_config(
@@ -40,7 +40,8 @@ def demo_config(
     options: Mapping[str, Any] | None = None,
 ) -> Config:
     """The demo's config: the built-in recipe (or ``config``) with ``overrides``; ``dataset`` replaces the
-    synthetic data as a whole, ``pretrained`` (only with a ``config`` of real-weight settings) the weights.
+    synthetic data as a whole (and selects the own-data recipe, :data:`OWN_DATA_RECIPE`), ``pretrained``
+    (only with a ``config`` of real-weight settings) the weights.
 
     Raises:
         ConfigError: ``root`` or ``options`` without ``dataset``; ``pretrained`` without ``config``.
@@ -56,7 +57,8 @@ def demo_config(
     values = [f"run.output_dir={out}", f"run.name={run_name}", *overrides]
     if pretrained:
         values.append(f"model.pretrained={pretrained}")
-    cfg = load_config(config or DEMO_RECIPE, values)
+    own_data = dataset is not None and dataset != "synthetic"
+    cfg = load_config(config or (OWN_DATA_RECIPE if own_data else DEMO_RECIPE), values)
     if dataset:  # replaces the data source as a whole (the synthetic options do not apply to it)
         cfg.data = dataclasses.replace(cfg.data, dataset=dataset, root=root or "", options=dict(options or {}))
     return cfg
@@ -64,10 +66,10 @@ def demo_config(
 
 @dataclass
 class DemoResult:
-    """The finished demo: its training run and the rows of the results table (name, test summary)."""
+    """The finished demo: its training run and the rows of its results table."""
 
     run: RunResult
-    rows: list[tuple[str, dict[str, Any]]]
+    rows: list[ResultRow]
     seconds: float
 
 
@@ -93,51 +95,58 @@ def run_demo(cfg: Config, *, say: Callable[[str], None], own_config: bool = Fals
         own_config: the recipe is the user's (``--config``), not the built-in one (said in the first line).
     """
     started = time.perf_counter()
-    say(f"svllreid {__version__} demo: SVLL-ReID end to end ({'your config' if own_config else 'built-in recipe'})")
+    recipe = (
+        "your config"
+        if own_config
+        else ("the own-data recipe" if cfg.data.dataset != "synthetic" else "built-in recipe")
+    )
+    say(f"svllreid {__version__} demo: SVLL-ReID end to end ({recipe})")
     what = "synthetic pedestrians (made once, then cached)" if cfg.data.dataset == "synthetic" else cfg.data.root
     say(f"[1/4] data: {cfg.data.dataset} — {what}")
-    dataset = build_dataset(cfg.data)
+    prepared = prepare_data(cfg)
+    cfg, dataset = prepared.cfg, prepared.dataset
     counts = {"train": len(dataset.train), "query": len(dataset.query), "gallery": len(dataset.gallery)}
     say(
         f"      {dataset.num_train_ids} training identities, {dataset.num_cameras or 'no'} cameras; "
         + ", ".join(f"{k} {v} images" for k, v in counts.items())
         + f" ({time.perf_counter() - started:.1f} s)"
     )
+    if dataset.validation is not None:
+        held = len({s.pid for s in dataset.validation.query + dataset.validation.gallery})
+        say(
+            f"      validation: {held} training identities held out to choose the checkpoint on "
+            f"(data.validation_ids={cfg.data.validation_ids}); the test set chooses nothing"
+        )
     model = build_model(cfg, dataset)
     info = model_info(model)
+    height, width = cfg.data.size
     say(
-        f"[2/4] network: {cfg.model.arch} at {cfg.data.image_size[0]}×{cfg.data.image_size[1]}, "
+        f"[2/4] network: {cfg.model.arch} at {height}×{width}, "
         f"{info['parameters']['total'] / 1e6:.2f} M parameters — {_weights_sentence(cfg, model.load_report.source)}"
     )
-    rows = []
-    if cfg.model.pretrained:
-        rows.append(("untrained (random)", evaluate_random_init(cfg, dataset)))
+    for choice in prepared.choices:
+        if choice.startswith("data.image_size"):
+            say(f"      {choice}")
+    random = evaluate_random_init(cfg, dataset) if cfg.model.pretrained else None
+    selecting = " and the validation split after every epoch" if dataset.validation is not None else ""
     say(
         f"[3/4] training {method_name(cfg)}: the starting network is evaluated first, then stage 1 "
         f"({cfg.stage1.epochs} epochs: identity prompts{' + language self-supervision' if cfg.stage1.lang_ssl else ''}"
         f") and stage 2 ({cfg.stage2.epochs} epochs: image encoder"
-        f"{' + vision self-supervision' if cfg.stage2.vis_ssl else ''})"
+        f"{' + vision self-supervision' if cfg.stage2.vis_ssl else ''}{selecting})"
     )
-    result = train(cfg, progress=progress)
+    result = train(cfg, progress=progress, prepared=prepared)
     assert result.evaluation is not None  # both stages ran
-    say(f"[4/4] results on the test set ({result.evaluation['protocol']} protocol), in %:")
-    if result.untrained is not None:
-        rows.append(("pretrained only" if cfg.model.pretrained else "untrained (random)", result.untrained))
-    rows.append(("trained", result.evaluation))
-    for line in format_table(rows).splitlines():
+    say(f"[4/4] results ({result.evaluation['protocol']} protocol), in %:")
+    rows = result.rows(pretrained=bool(cfg.model.pretrained), random=random)
+    for line in format_results(rows).splitlines():
         say(f"      {line}")
+    if result.selection is not None:
+        say(f"      {result.selection.verdict()}; model.safetensors holds it")
+    for warning in spread_warnings(result):
+        say(f"      warning: {warning}")
     say(f"      report:  {result.report or '(not written; see the log above)'}")
     say(f"      run:     {result.run_dir}")
     seconds = time.perf_counter() - started
     say(f"done in {seconds:.0f} s")
     return DemoResult(result, rows, seconds)
-
-
-def format_table(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
-    """The named summaries as a table of :data:`TABLE_METRICS` in %."""
-    width = max(len(name) for name, _ in rows) + 2
-    lines = [f"{'':<{width}}" + "".join(f"{METRICS[k]:>9}" for k in TABLE_METRICS)]
-    for name, summary in rows:
-        cells = [f"{'–':>9}" if summary[k] is None else f"{100 * summary[k]:9.2f}" for k in TABLE_METRICS]
-        lines.append(f"{name:<{width}}" + "".join(cells))
-    return "\n".join(lines)

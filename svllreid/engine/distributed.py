@@ -64,6 +64,25 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def broadcast_flag(flag: bool, info: DistInfo) -> bool:
+    """The main process's ``flag`` on every process (a decision only the main process could make)."""
+    if not info.enabled:
+        return flag
+    holder = [flag]
+    dist.broadcast_object_list(holder, src=0)
+    return bool(holder[0])
+
+
+def broadcast_state(module: torch.nn.Module, info: DistInfo) -> None:
+    """Copy the main process's parameters and buffers into ``module`` on every process (the network the
+    main process chose to deliver), with no shared file system needed."""
+    if not info.enabled:
+        return
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

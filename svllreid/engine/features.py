@@ -26,6 +26,7 @@ from svllreid.data.types import EvalSplit, ReIDDataset, Sample
 from svllreid.errors import ImageReadError
 from svllreid.eval.ranking import RankingResult, evaluate
 from svllreid.eval.rerank import KReciprocal
+from svllreid.eval.spread import feature_spread
 from svllreid.eval.summary import summarize
 from svllreid.precision import autocast
 
@@ -217,6 +218,9 @@ def evaluate_model(
         )
         splits.append((split, result))
     summary = summarize(dataset.name, [(split.name, result) for split, result in splits])
+    gallery_rows = sorted({row[s.path] for split in dataset.splits for s in split.gallery})
+    if len(gallery_rows) >= 2:  # how spread out the gallery's features are (collapse shows here)
+        summary["spread"] = feature_spread(feats[torch.tensor(gallery_rows, device=feats.device)])
     return ModelEvaluation(summary, splits, samples, feats, identity_names=dict(dataset.test_names))
 
 

@@ -21,7 +21,10 @@ from svllreid.data.loaders import ReIDImageDataset, Transform, build_test_loader
 from svllreid.data.types import EvalSplit, Sample
 from svllreid.engine.evaluation import CheckpointEvaluation
 from svllreid.engine.features import ModelEvaluation, extract_features, projection_encoder
+from svllreid.engine.results import ResultRow
+from svllreid.engine.selection import SELECTION_METRIC, Selection
 from svllreid.eval.ranking import RankingResult
+from svllreid.eval.spread import COLLAPSE_MEAN_COSINE
 from svllreid.eval.summary import METRICS
 from svllreid.report import (
     RankedList,
@@ -31,6 +34,7 @@ from svllreid.report import (
     plot_embedding,
     plot_losses,
     plot_metrics_table,
+    plot_validation,
     read_metrics,
     write_report,
 )
@@ -196,6 +200,41 @@ def _summary_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, object]]:
     return table
 
 
+def _rows_table(rows: Sequence[ResultRow]) -> list[dict[str, object]]:
+    """The run's rows for the HTML table: validation mAP and Rank-1 (when there is a validation split),
+    the test metrics, and the test features' spread, in %."""
+    with_validation = any(row.validation is not None for row in rows)
+    table: list[dict[str, object]] = []
+    for row in rows:
+        cells: dict[str, object] = {"": row.name}
+        if with_validation:
+            for key, label in (("mAP", "validation mAP"), ("rank1", "validation Rank-1")):
+                value = None if row.validation is None else row.validation.get(key)
+                cells[label] = "–" if value is None else f"{100 * value:.2f}"
+        test = dict(row.test or {})
+        for key in METRICS:
+            value = test.get(key)
+            text = "–" if value is None else f"{100 * value:.2f}"
+            if value is not None and f"{key}_std" in test:
+                text += f" ± {100 * test[f'{key}_std']:.2f}"
+            cells[f"test {METRICS[key]}"] = text
+        spread = test.get("spread")
+        cells["test mean cosine"] = "–" if not spread else f"{spread['mean_cosine']:.4f}"
+        cells["test effective rank"] = "–" if not spread else f"{spread['effective_rank']:.1f}"
+        table.append(cells)
+    return table
+
+
+def _validation_plot(selection: Selection, path: Path) -> Path:
+    epochs = [int(entry["epoch"]) for entry in selection.history]
+    scores = [float(entry["summary"][SELECTION_METRIC]) for entry in selection.history]
+    cosines = [entry["summary"].get("spread", {}).get("mean_cosine") for entry in selection.history]
+    assert selection.best_epoch is not None  # there is a history
+    return plot_validation(
+        epochs, scores, cosines, path, best_epoch=selection.best_epoch, collapse_at=COLLAPSE_MEAN_COSINE
+    )
+
+
 def _result_sections(
     out_dir: Path, rows: list[dict[str, Any]], curves: dict[str, list[float]], protocol: str, where: str
 ) -> tuple[list[Section], dict[str, Path]]:
@@ -266,19 +305,48 @@ def write_training_report(
     *,
     facts: dict[str, str],
     final: ModelEvaluation,
-    untrained: dict[str, Any] | None,
+    rows: Sequence[ResultRow],
     embedding: Path | None,
+    selection: Selection | None = None,
+    warnings: Sequence[str] = (),
 ) -> dict[str, Path]:
-    """Figures and ``report.html`` of a training run in ``run_dir`` (losses from its ``metrics.jsonl``);
-    ``untrained`` is the summary of the evaluation before training, if any."""
+    """Figures and ``report.html`` of a training run in ``run_dir`` (losses from its ``metrics.jsonl``).
+
+    Args:
+        final: the delivered model on the test set, in full (its ranked lists are drawn).
+        rows: the run's networks (:func:`svllreid.engine.results.result_rows`): start, best and last.
+        selection: the validation history, when the run chose its checkpoint on a validation split.
+        warnings: collapse warnings, shown at the top of the results.
+    """
     summary = final.summary
     where = f"{summary['dataset']}{' (re-ranked)' if summary.get('reranked') else ''}"
-    rows = ([metrics_row("untrained", untrained)] if untrained is not None else []) + [metrics_row("trained", summary)]
-    curves = ({"untrained": _mean_cmc(untrained)} if untrained is not None else {}) | {"trained": _mean_cmc(summary)}
-    sections, files = _result_sections(run_dir, rows, curves, summary["protocol"], where)
+    tested = [row for row in rows if row.test is not None]
+    table_rows = [metrics_row(row.name, dict(row.test or {})) for row in tested]
+    curves = {row.name: _mean_cmc(dict(row.test or {})) for row in tested if "splits" in (row.test or {})}
+    sections, files = _result_sections(run_dir, table_rows, curves, summary["protocol"], where)
+    results = sections[0]
+    results.table = _rows_table(rows)
+    notes = [*warnings]
+    if selection is not None:
+        notes.insert(0, selection.verdict() + ". The test set chose nothing; model.safetensors is the chosen network.")
+    if notes:
+        results.text = "\n\n".join([*notes, results.text])
     sections.insert(0, Section("Run", facts=_facts(facts)))
+    if selection is not None and selection.history:
+        files["validation_png"] = _validation_plot(selection, run_dir / "validation.png")
+        sections.append(
+            Section(
+                "Validation",
+                text="The validation split (training identities held out, data.validation_ids) was evaluated at the "
+                "start of stage 2 and after its epochs (eval.every); the best is kept (checkpoints/best.safetensors) "
+                "and delivered. The features' mean pairwise cosine similarity shows whether they spread out or "
+                f"collapse (above {COLLAPSE_MEAN_COSINE}).",
+                images=[files["validation_png"]],
+            )
+        )
     metrics_file = run_dir / "metrics.jsonl"
     records = read_metrics(metrics_file) if metrics_file.is_file() else []
+    records = [r for r in records if any(key == "loss" or key.startswith("loss_") for key in r)]  # not validation
     if records:
         files["losses_png"] = plot_losses(records, run_dir / "losses.png")
         sections.append(

@@ -9,17 +9,18 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed
 
 from svllreid.config import Config, SideInfo, config_to_dict, save_config
-from svllreid.data.factory import build_dataset, build_image_caches, build_transforms, parse_dataset
+from svllreid.data.factory import build_image_caches, build_transforms
 from svllreid.data.loaders import ReIDImageDataset, build_test_loader, build_train_loader, set_loader_epoch
 from svllreid.data.samplers import global_batch_error, pk_sampling_error
 from svllreid.data.types import ReIDDataset
@@ -28,10 +29,20 @@ from svllreid.engine.checkpoint import (
     load_model_state,
     load_optimizer_state,
     read_checkpoint,
+    read_checkpoint_meta,
     restore_rng,
     write_checkpoint,
 )
-from svllreid.engine.distributed import DistInfo, barrier, init_distributed, resolve_device, shutdown
+from svllreid.engine.dataprep import PreparedData, prepare_data
+from svllreid.engine.distributed import (
+    DistInfo,
+    barrier,
+    broadcast_flag,
+    broadcast_state,
+    init_distributed,
+    resolve_device,
+    shutdown,
+)
 from svllreid.engine.features import (
     ModelEvaluation,
     TestImages,
@@ -42,9 +53,12 @@ from svllreid.engine.features import (
 from svllreid.engine.optim import build_adam, cosine_with_warmup, multistep_with_warmup
 from svllreid.engine.options import eval_options, stage2_losses
 from svllreid.engine.reporting import write_train_embedding, write_training_report
+from svllreid.engine.results import ResultRow, result_rows
+from svllreid.engine.selection import SELECTION_METRIC, Selection
 from svllreid.engine.tasks import ImageStageTask, PromptStageTask
 from svllreid.engine.trainer import MetricsLog, StagePlan, Trainer
 from svllreid.errors import CheckpointError, ConfigError
+from svllreid.eval.spread import collapse_warning
 from svllreid.eval.summary import format_summary
 from svllreid.fileio import atomic_write_text
 from svllreid.models.factory import ModelSpec, create_model
@@ -58,17 +72,44 @@ SSL_HEAD_PREFIXES = ("lang_projector.", "vis_projector.")
 
 @dataclass
 class RunResult:
+    """What a training run measured and wrote.
+
+    With a validation split, the run delivers the best of the start and its evaluated epochs on it
+    (``model.safetensors``); without one, its last epoch.
+    """
+
     run_dir: Path
     model: ReIDModel | None = None
+    #: The delivered model on the test set.
     evaluation: dict[str, Any] | None = None
+    #: The start (the network before stage 2 changed its image encoder) on the test set.
     untrained: dict[str, Any] | None = None
-    #: The final model on the validation split (``data.validation_ids``), when the dataset has one.
-    validation: dict[str, Any] | None = None
+    #: The last epoch's model on the test set (with a validation split; else it is ``evaluation``).
+    last: dict[str, Any] | None = None
+    #: With a validation split: ``{"start", "best", "last"}`` summaries on it.
+    validation: dict[str, dict[str, Any]] | None = None
+    #: With a validation split: what was measured on it and which epoch was chosen.
+    selection: Selection | None = None
+    #: The settings chosen from the data (``auto``), each in a sentence.
+    choices: list[str] = field(default_factory=list)
     checkpoints: dict[str, Path] = field(default_factory=dict)
+
     #: The evaluations in full (ranked lists, features), for the report.
     final_details: ModelEvaluation | None = None
     #: ``report.html`` (None when it could not be written; the run's other files are complete).
     report: Path | None = None
+
+    def rows(self, *, pretrained: bool, random: dict[str, Any] | None = None) -> list[ResultRow]:
+        """The run's networks as rows of the results table (:func:`svllreid.engine.results.result_rows`)."""
+        return result_rows(
+            pretrained=pretrained,
+            start=self.untrained,
+            trained=self.evaluation,
+            last=self.last,
+            validation=self.validation,
+            selection=self.selection,
+            random=random,
+        )
 
 
 def method_name(cfg: Config) -> str:
@@ -96,7 +137,7 @@ def build_model(cfg: Config, dataset: ReIDDataset) -> ReIDModel:
         num_classes=dataset.num_train_ids,
         num_cameras=dataset.num_cameras,
         num_views=dataset.num_views,
-        image_size=cast(tuple[int, int], tuple(cfg.data.image_size)),  # [height, width] (checked by DataConfig)
+        image_size=cfg.data.size,
         stride=cfg.model.stride,
         sie=effective_sie(cfg.model.sie, dataset),
         sie_coef=cfg.model.sie_coef,
@@ -148,21 +189,37 @@ def load_weights_for_stage2(model: ReIDModel, checkpoint: Checkpoint) -> None:
 class Run:
     """State of one training run (built by :func:`train`)."""
 
-    def __init__(self, cfg: Config, run_dir: Path, dist: DistInfo, progress: bool = True):
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: Path,
+        dist: DistInfo,
+        dataset: ReIDDataset,
+        *,
+        progress: bool = True,
+        resumed: Checkpoint | None = None,
+    ):
+        """``cfg`` with its ``auto`` settings settled and ``dataset`` as :func:`prepare_data` made them;
+        ``resumed``: the checkpoint a resumed run continues (its logs are cut back to it)."""
         self.cfg = cfg
         self.run_dir = run_dir
         self.dist = dist
         self.device = resolve_device(cfg.run.device, dist)
         self.amp_dtype = resolve_precision(cfg.run.precision, self.device)
-        dataset = build_dataset(cfg.data) if dist.is_main else None
-        barrier(dist)  # the main process validates (and, for synthetic data, generates) first
-        if dataset is None:  # the other processes parse it without repeating the check
-            dataset = parse_dataset(cfg.data)
         self.dataset = dataset
         self.transforms = build_transforms(cfg.data)
         self.caches = build_image_caches(cfg.data, self.dataset)  # by resize filter
         self.model = build_model(cfg, self.dataset).to(self.device)
-        self.metrics = MetricsLog(run_dir if dist.is_main else None)
+        resume_step, validated = None, []
+        if resumed is not None:
+            resume_step = int(resumed.meta.get("global_step", 0))
+            validated = [entry["epoch"] for entry in (resumed.meta.get("selection") or {}).get("history", [])]
+        self.metrics = MetricsLog(run_dir if dist.is_main else None, resume_step=resume_step, validated=validated)
+        #: The start on the test set, and the validation bookkeeping (None without a validation split).
+        self.start: dict[str, Any] | None = None
+        self.selection: Selection | None = None
+        if dataset.validation is not None:
+            self.selection = Selection(every=cfg.eval.every, patience=cfg.eval.patience)
         self.trainer = Trainer(
             self.device,
             amp_dtype=self.amp_dtype,
@@ -171,7 +228,7 @@ class Run:
             log_every=cfg.run.log_every,
             progress=progress,
         )
-        self.size = cast(tuple[int, int], tuple(cfg.data.image_size))  # [height, width] (checked by DataConfig)
+        self.size = cfg.data.size
 
     @property
     def global_batch(self) -> bool:
@@ -190,6 +247,9 @@ class Run:
             "stage": stage,
             "epoch": epoch,
             "global_step": self.trainer.global_step,
+            # What a resumed run needs to report and choose as an uninterrupted one would.
+            "start_evaluation": self.start,
+            "selection": self.selection.state() if self.selection is not None else None,
         }
 
     def checkpoint_path(self, name: str) -> Path:
@@ -309,14 +369,57 @@ class Run:
             set_loader_epoch(loader, epoch, seed, self.dist.rank)
             return loader
 
-        self.trainer.fit(
-            task,
-            optimizer,
-            plan,
-            batches,
-            start_epoch=start_epoch,
-            on_epoch_end=lambda e: self.save("last", 2, e, optimizer),
-        )
+        if self.selection is not None and not self.selection.history:
+            self.validate(0)  # the start, before stage 2 changes the image encoder: the best until beaten
+
+        def end_of_epoch(epoch: int) -> bool:
+            stop = self.validate(epoch) if self.selection is not None and self.selection.due(epoch, c.epochs) else False
+            self.save("last", 2, epoch, optimizer)  # after the evaluation: a resumed run knows its result
+            return stop
+
+        self.trainer.fit(task, optimizer, plan, batches, start_epoch=start_epoch, on_epoch_end=end_of_epoch)
+
+    def validate(self, epoch: int) -> bool:
+        """Evaluate the validation split after stage-2 ``epoch`` (0: the start), keep a new best as
+        ``best.safetensors``, and say whether training should stop (``eval.patience``; the same answer
+        on every process)."""
+        selection = self.selection
+        assert selection is not None  # only runs with a validation split validate
+        stop = False
+        if self.dist.is_main:
+            # The evaluation's loader draws from the global generator: fork it, so that validating changes
+            # nothing in how training continues (a run trains the same whatever eval.every is).
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                summary = self.evaluate("validation").summary
+                if self.start is None and epoch == 0 and self.cfg.eval.test:  # started from a stage-1 checkpoint
+                    self.start = self.evaluate().summary
+            improved = selection.record(epoch, summary)
+            spread = summary.get("spread", {})
+            record = {
+                "stage": "validation",
+                "epoch": epoch,
+                "step": self.trainer.global_step,
+                **{key: float(summary[key]) for key in ("mAP", "rank1", "mINP") if summary.get(key) is not None},
+                **{key: float(value) for key, value in spread.items() if key != "images"},
+            }
+            self.metrics.write(record, self.trainer.global_step)
+            log.info(
+                "validation after stage-2 epoch %d: %s%s",
+                epoch,
+                format_summary(summary),
+                " (new best)" if improved and epoch else "",
+            )
+            if improved:
+                self.save("best", 2, epoch)
+            stop = selection.should_stop()
+            if stop:
+                selection.stopped_at = epoch
+                log.info(
+                    "stopping stage 2 after epoch %d: %d validation evaluations without a new best (eval.patience)",
+                    epoch,
+                    selection.stale,
+                )
+        return broadcast_flag(stop, self.dist)
 
     # --- evaluation --------------------------------------------------------------------------------
     def evaluate(self, split: str = "test") -> ModelEvaluation:
@@ -344,6 +447,7 @@ class Run:
             "device": f"{self.device}, precision {cfg.run.precision}",
             "time": f"{seconds:.0f} s",
             "run directory": str(self.run_dir),
+            **({"chosen from the data": "; ".join(result.choices)} if result.choices else {}),
         }
         try:
             embedding = write_train_embedding(
@@ -358,7 +462,13 @@ class Run:
             )
             assert result.final_details is not None  # train() evaluates before it writes the report
             files = write_training_report(
-                self.run_dir, facts=facts, final=result.final_details, untrained=result.untrained, embedding=embedding
+                self.run_dir,
+                facts=facts,
+                final=result.final_details,
+                rows=result.rows(pretrained=bool(cfg.model.pretrained)),
+                embedding=embedding,
+                selection=result.selection,
+                warnings=spread_warnings(result),
             )
         except Exception:  # the run itself succeeded; say why its report is missing
             log.exception("could not write the report of %s (checkpoints and eval.json are complete)", self.run_dir)
@@ -376,7 +486,7 @@ def evaluate_random_init(cfg: Config, dataset: ReIDDataset) -> dict[str, Any]:
     device = resolve_device(cfg.run.device, DistInfo())
     model = build_model(random_cfg, dataset).to(device)
     transforms = build_transforms(cfg.data)
-    size = cast(tuple[int, int], tuple(cfg.data.image_size))  # [height, width] (checked by DataConfig)
+    size = cfg.data.size
     images = TestImages(transforms.test, size, transforms.test_interpolation)
     # The options of the final evaluation, but neither re-ranking nor ranked lists: a floor to compare with.
     options = eval_options(
@@ -408,8 +518,13 @@ RESUME_COMMANDS = {"reid": "svllreid train --resume", "pretrain": "svllreid pret
 
 def prepare_run_dir(cfg: Config, dist: DistInfo, resume: str | None, task: str) -> tuple[Checkpoint | None, Path]:
     """The checkpoint to resume (of this ``task``: ``reid`` or ``pretrain``) and the run directory, made
-    and holding ``config.yaml`` on the main process; a new run refuses an existing directory."""
-    resume_ckpt = read_checkpoint(resume) if resume else None
+    and holding ``config.yaml`` on the main process.
+
+    A new run refuses a directory that holds a checkpoint or results, and reuses one that does not (an
+    earlier run there stopped before its first checkpoint; its logs are dropped). ``resume`` is a run
+    directory (its ``checkpoints/last.safetensors``, the training state) or a checkpoint file.
+    """
+    resume_ckpt = read_checkpoint(_resume_checkpoint(resume, task)) if resume else None
     if resume_ckpt is not None:
         found = resume_ckpt.meta.get("task", "reid")
         if found != task:
@@ -420,13 +535,42 @@ def prepare_run_dir(cfg: Config, dist: DistInfo, resume: str | None, task: str) 
         run_dir = new_run_dir(cfg, dist)
     if dist.is_main:
         if resume_ckpt is None and run_dir.exists():
-            raise ValueError(
-                f"run directory {run_dir} already exists; choose another run.name, delete it, or continue "
-                f"it with --resume {run_dir}"
-            )
-        run_dir.mkdir(parents=True, exist_ok=resume_ckpt is not None)
+            if holds_results(run_dir):
+                raise ValueError(
+                    f"run directory {run_dir} already exists; choose another run.name, delete it, or continue "
+                    f"it with --resume {run_dir}"
+                )
+            log.info("reusing %s: an earlier run there stopped before its first checkpoint", run_dir)
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir)
     return resume_ckpt, run_dir
+
+
+def holds_results(run_dir: Path) -> bool:
+    """Whether a run directory holds a checkpoint or an evaluation (anything a new run must not overwrite)."""
+    return any((run_dir / "checkpoints").glob("*.safetensors")) or (run_dir / "eval.json").exists()
+
+
+def _resume_checkpoint(resume: str, task: str) -> Path:
+    """The training state to resume: a run directory's ``checkpoints/last.safetensors``, or the file given.
+
+    Raises:
+        ValueError: a run directory without one (the run stopped before its first epoch ended).
+    """
+    path = Path(resume).expanduser()
+    if not path.is_dir():
+        return path
+    last = path / "checkpoints" / "last.safetensors"
+    if not last.is_file():
+        command = "svllreid train CONFIG" if task == "reid" else "svllreid pretrain CONFIG"
+        raise ValueError(
+            f"{path} holds no checkpoint to continue (no {last.relative_to(path)}): that run stopped before its "
+            f"first epoch ended. Start it again without --resume ({command} with run.name={path.name} and "
+            f"run.output_dir={path.parent} reuses the folder)"
+        )
+    return last
 
 
 def new_run_dir(cfg: Config, dist: DistInfo) -> Path:
@@ -457,24 +601,31 @@ class StartPoint:
 def restore(
     run: Run, result: RunResult, *, stages: tuple[int, ...], resumed: Checkpoint | None, init_from: str | None
 ) -> StartPoint:
-    """Load what the run starts from: a resumed run's weights and step, or a stage-1 checkpoint's
-    weights (``init_from``), or else nothing (and the untrained network is evaluated when asked)."""
+    """Load what the run starts from: a resumed run's weights, step, start evaluation and validation
+    history, or a stage-1 checkpoint's weights (``init_from``), or else nothing; a fresh run evaluates
+    its start on the test set when asked (``eval.before_training``) or when it has a validation split."""
     if resumed is not None:
         check_compatible(resumed, run.model.spec, run.dataset)
         load_model_state(run.model, resumed)
         run.trainer.global_step = int(resumed.meta.get("global_step", 0))
+        run.start = resumed.meta.get("start_evaluation")
+        saved = resumed.meta.get("selection")
+        if run.selection is not None and saved:
+            run.selection = Selection.from_state(saved, every=run.cfg.eval.every, patience=run.cfg.eval.patience)
         stage, epoch = int(resumed.meta["stage"]), int(resumed.meta["epoch"])
         log.info("resuming %s after stage %d epoch %d", run.run_dir, stage, epoch)
         first = {1: 1, 2: 1, stage: epoch + 1}
+        if stage == 2 and run.selection is not None and run.selection.stopped_at is not None:
+            first[2] = run.cfg.stage2.epochs + 1  # it had stopped early: nothing left to train
         return StartPoint(tuple(s for s in stages if s >= stage), first, resumed)
     if init_from:
         checkpoint = read_checkpoint(init_from)
         check_compatible(checkpoint, run.model.spec, run.dataset)
         load_weights_for_stage2(run.model, checkpoint)
         log.info("initialised from %s", checkpoint.path)
-    elif run.cfg.eval.before_training and run.dist.is_main:
-        result.untrained = run.evaluate().summary  # only the summary: the features would stay in memory
-        log.info("before training: %s", format_summary(result.untrained))
+    elif run.cfg.eval.test and (run.cfg.eval.before_training or run.selection is not None) and run.dist.is_main:
+        run.start = run.evaluate().summary  # only the summary: the features would stay in memory
+        log.info("before training: %s", format_summary(run.start))
     return StartPoint(stages, {1: 1, 2: 1})
 
 
@@ -491,27 +642,85 @@ def run_stages(run: Run, start: StartPoint) -> None:
         (run.stage1 if stage == 1 else run.stage2)(start.first_epoch[stage], resume_from)
 
 
+def deliver(run: Run, result: RunResult) -> None:
+    """Evaluate the trained network on the test set and write ``model.safetensors``: with a validation
+    split the best of the start and the evaluated epochs (the last one evaluated on the test set too),
+    else the last epoch. Main process only."""
+    cfg, selection = run.cfg, run.selection
+    test = cfg.eval.test
+    last_epoch = cfg.stage2.epochs
+    if selection is None or selection.best_epoch is None:
+        run.save("model", 2, last_epoch)
+        result.final_details = run.evaluate() if test else None
+        result.evaluation = result.final_details.summary if result.final_details else None
+        return
+    if selection.stopped_at is not None:
+        last_epoch = selection.stopped_at
+    last = run.evaluate() if test else None
+    result.last = last.summary if last else None
+    best = selection.best_epoch
+    if best != last_epoch:  # the weights of the best evaluation replace the last epoch's
+        load_model_state(run.model, read_checkpoint(run.checkpoint_path("best")))
+    run.save("model", 2, best)
+    if test:
+        result.final_details = last if best == last_epoch else run.evaluate()
+        result.evaluation = result.final_details.summary if result.final_details else None
+    result.validation = {
+        "start": selection.summary(0),
+        "best": selection.summary(best),
+        "last": selection.summary(selection.last_epoch if selection.last_epoch is not None else best),
+    }
+    log.info("%s", selection.verdict())
+
+
+def spread_warnings(result: RunResult) -> list[str]:
+    """Collapse warnings (:func:`svllreid.eval.spread.collapse_warning`) for the delivered and the last
+    model on the test set."""
+    found = []
+    for what, summary in (("the delivered model", result.evaluation), ("the last epoch's model", result.last)):
+        if summary is not None and "spread" in summary:
+            warning = collapse_warning(summary["spread"], f"{what} on the test set")
+            if warning:
+                found.append(warning)
+    return found
+
+
 def finish(run: Run, result: RunResult, stage2_ran: bool, started: float) -> None:
-    """The final checkpoint, evaluation, eval.json and report (after stage 2), and the closed logs."""
+    """The delivered checkpoint, its evaluation, eval.json and report (after stage 2), and closed logs."""
     cfg, run_dir = run.cfg, run.run_dir
-    if stage2_ran:
-        run.save("model", 2, cfg.stage2.epochs)
-    result.checkpoints = {p.stem: p for p in (run_dir / "checkpoints").glob("*.safetensors")}
+    result.untrained = run.start
+    result.selection = run.selection
     if run.dist.is_main and stage2_ran:
-        result.final_details = run.evaluate()
-        result.evaluation = result.final_details.summary
-        payload = {"final": result.evaluation}
+        deliver(run, result)
+    if stage2_ran and run.selection is not None:  # every process returns the delivered network
+        broadcast_state(run.model, run.dist)
+    if run.dist.is_main and stage2_ran:
+        payload: dict[str, Any] = {"final": result.evaluation} if result.evaluation is not None else {}
         if result.untrained is not None:
             payload["untrained"] = result.untrained
-        if run.dataset.validation is not None:
-            result.validation = run.evaluate("validation").summary
+        if result.last is not None:
+            payload["last"] = result.last
+        if result.validation is not None and run.selection is not None:
             payload["validation"] = result.validation
-            log.info("validation: %s", format_summary(result.validation))
+            payload["selection"] = {
+                "metric": SELECTION_METRIC,
+                "best_epoch": run.selection.best_epoch,
+                "stopped_at": run.selection.stopped_at,
+                "verdict": run.selection.verdict(),
+                "history": [
+                    {"epoch": e["epoch"], SELECTION_METRIC: e["summary"][SELECTION_METRIC]}
+                    for e in run.selection.history
+                ],
+            }
+        for warning in spread_warnings(result):
+            log.warning("%s", warning)
         atomic_write_text(run_dir / "eval.json", json.dumps(payload, indent=2))
-        log.info("%s", format_summary(result.evaluation))
+        if result.evaluation is not None:
+            log.info("%s", format_summary(result.evaluation))
         run.metrics.close()  # the report reads metrics.jsonl
-        if cfg.run.report:
+        if cfg.run.report and result.final_details is not None:
             result.report = run.write_report(result, time.perf_counter() - started)
+    result.checkpoints = {p.stem: p for p in (run_dir / "checkpoints").glob("*.safetensors")}
     run.metrics.close()
 
 
@@ -522,27 +731,38 @@ def train(
     init_from: str | None = None,
     resume: str | None = None,
     progress: bool = True,
+    prepared: PreparedData | None = None,
 ) -> RunResult:
     """Run the configured training: stages 1 and 2 (or one of them) and the final evaluation.
+
+    The dataset is read and checked, the ``auto`` settings settled from it and the batch checked against
+    it before the run directory is made: a run that cannot start leaves nothing behind.
 
     Args:
         stages: ``(1, 2)``, ``(1,)`` or ``(2,)``.
         init_from: checkpoint whose weights start stage 2 (typically a run's ``stage1.safetensors``).
         resume: a run directory (or checkpoint) to continue exactly where it stopped.
+        prepared: :func:`prepare_data` of ``cfg`` done already (one process), so it is not done twice.
     """
     started = time.perf_counter()
     dist = init_distributed(resolve_device(cfg.run.device, DistInfo()).type)
     try:
         check_batch_semantics(cfg, dist)
-        resumed, run_dir = prepare_run_dir(cfg, dist, resume, "reid")
-        seed_everything(cfg.run.seed + dist.rank)
-        run = Run(cfg, run_dir, dist, progress)
-        result = RunResult(run_dir, run.model)
-        if 2 in stages:  # before stage 1 runs, not after it
+        if resume:  # another kind of run's checkpoint is refused before its data is read as ReID data
+            kind = (read_checkpoint_meta(_resume_checkpoint(resume, "reid")) or {}).get("task", "reid")
+            if kind != "reid":
+                raise ValueError(f"{resume} is a {kind} checkpoint; continue it with {RESUME_COMMANDS[kind]}")
+        prepared = prepared if prepared is not None and not dist.enabled else prepare_data(cfg, dist)
+        cfg, dataset = prepared.cfg, prepared.dataset
+        if 2 in stages:
             world, global_batch = dist.world_size, cfg.run.batch_semantics == "global"
-            problem = pk_sampling_error(run.dataset.num_train_ids, cfg.stage2.ids_per_batch, world, global_batch)
+            problem = pk_sampling_error(dataset.num_train_ids, cfg.stage2.ids_per_batch, world, global_batch)
             if problem:
                 raise ConfigError(problem)
+        resumed, run_dir = prepare_run_dir(cfg, dist, resume, "reid")
+        seed_everything(cfg.run.seed + dist.rank)
+        run = Run(cfg, run_dir, dist, dataset, progress=progress, resumed=resumed)
+        result = RunResult(run_dir, run.model, choices=prepared.choices)
         start = restore(run, result, stages=stages, resumed=resumed, init_from=init_from)
         run_stages(run, start)
         finish(run, result, 2 in start.stages, started)

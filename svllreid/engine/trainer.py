@@ -25,6 +25,7 @@ from tqdm import tqdm
 from svllreid.engine.distributed import DistInfo
 from svllreid.engine.optim import Schedule, apply_lr
 from svllreid.errors import TrainingDiverged
+from svllreid.fileio import atomic_write_text
 from svllreid.precision import autocast
 
 log = logging.getLogger(__name__)
@@ -43,17 +44,31 @@ class StagePlan:
 
 
 class MetricsLog:
-    """JSON lines and TensorBoard scalars (main process only)."""
+    """JSON lines and TensorBoard scalars (main process only).
 
-    def __init__(self, run_dir: Path | None):
+    A resumed run (``resume_step``: the global step of the checkpoint it continues) first drops what was
+    logged after that checkpoint, which the run is about to log again, so that no step appears twice:
+    every record after that step, and validation records of that step whose epoch is not among
+    ``validated`` (the epochs the checkpoint knows the validation result of).
+    """
+
+    def __init__(self, run_dir: Path | None, resume_step: int | None = None, validated: Iterable[int] = ()):
         self.file = None
         self.writer = None
         if run_dir is not None:
-            self.file = (run_dir / "metrics.jsonl").open("a")
+            path = run_dir / "metrics.jsonl"
+            if resume_step is not None and path.is_file():
+                known = set(validated)
+                lines = path.read_text().splitlines(keepends=True)
+                kept = [line for line in lines if _logged_by(line, resume_step, known)]
+                atomic_write_text(path, "".join(kept))
+            self.file = path.open("a")
             try:
                 from tensorboardX import SummaryWriter
 
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+                # purge_step hides the events an interrupted run wrote after its checkpoint.
+                purge = None if resume_step is None else resume_step + 1
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
             except ImportError:  # pragma: no cover (a declared dependency)
                 log.warning("tensorboardX is not installed; no TensorBoard events are written")
 
@@ -74,6 +89,18 @@ class MetricsLog:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def _logged_by(line: str, step: int, validated: set[int]) -> bool:
+    """Whether a metrics.jsonl line belongs to a checkpoint of global ``step`` (see :class:`MetricsLog`); a
+    line that is not a record (one cut short by the interruption) does not."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    if not isinstance(record, dict) or not isinstance(record.get("step"), int) or record["step"] > step:
+        return False
+    return record["step"] < step or record.get("stage") != "validation" or record.get("epoch") in validated
 
 
 class Trainer:
@@ -105,9 +132,10 @@ class Trainer:
         batches: Callable[[int], Iterable[dict[str, torch.Tensor]]],
         *,
         start_epoch: int = 1,
-        on_epoch_end: Callable[[int], None] | None = None,
+        on_epoch_end: Callable[[int], bool | None] | None = None,
     ) -> None:
-        """Train ``task`` for epochs ``start_epoch..plan.epochs``.
+        """Train ``task`` for epochs ``start_epoch..plan.epochs``; ``on_epoch_end(epoch)`` returning True
+        stops after that epoch (early stopping).
 
         Raises:
             TrainingDiverged: a loss term became NaN/Inf (the message names the step and term).
@@ -164,8 +192,8 @@ class Trainer:
                     elapsed,
                     images / max(elapsed, 1e-9),
                 )
-            if on_epoch_end is not None:
-                on_epoch_end(epoch)
+            if on_epoch_end is not None and on_epoch_end(epoch) is True:
+                break
 
     def _flush(
         self,

@@ -13,6 +13,7 @@ from svllreid.report.plots import (
     plot_embedding,
     plot_losses,
     plot_metrics_table,
+    plot_validation,
     read_metrics,
 )
 from svllreid.report.ranked import RankedList, draw_ranked_lists
@@ -28,6 +29,7 @@ __all__ = [
     "plot_embedding",
     "plot_losses",
     "plot_metrics_table",
+    "plot_validation",
     "read_metrics",
     "write_report",
 ]

@@ -32,6 +32,7 @@ __all__ = [
     "plot_embedding",
     "plot_losses",
     "plot_metrics_table",
+    "plot_validation",
     "read_metrics",
 ]
 
@@ -243,6 +244,69 @@ def plot_cmc(
     ax.xaxis.set_major_locator(FixedLocator(_rank_ticks(num_ranks)))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize="small", framealpha=0.9)
+    return save_figure(figure, path)
+
+
+# --- validation -----------------------------------------------------------------------------------------
+
+
+def plot_validation(
+    epochs: Sequence[int],
+    scores: Sequence[float],
+    mean_cosines: Sequence[float | None],
+    path: str | Path,
+    *,
+    best_epoch: int,
+    metric: str = "mAP",
+    collapse_at: float | None = None,
+) -> Path:
+    """The validation metric after each evaluated stage-2 epoch (0 = the start), the best one marked, and
+    the gallery features' mean pairwise cosine similarity on a second axis.
+
+    Args:
+        epochs, scores: the evaluated epochs and the metric there, as fractions.
+        mean_cosines: the features' mean cosine at each (None where not measured).
+        best_epoch: the epoch marked as the chosen checkpoint.
+        collapse_at: a mean cosine drawn as a dashed line (where the features count as collapsed).
+
+    Raises:
+        ValueError: no epochs, or lists of different lengths.
+    """
+    if not epochs or not len(epochs) == len(scores) == len(mean_cosines):
+        raise ValueError("plot_validation: epochs, scores and mean_cosines must be equally long and not empty")
+    figure = new_figure(6.0, 3.6)
+    ax = figure.subplots()
+    ax.plot(epochs, [100 * v for v in scores], lw=1.8, marker="o", ms=4, color="tab:blue", label=f"validation {metric}")
+    if best_epoch in epochs:
+        best = scores[list(epochs).index(best_epoch)]
+        ax.plot(
+            [best_epoch],
+            [100 * best],
+            marker="*",
+            ms=15,
+            color="tab:orange",
+            ls="none",
+            zorder=3,
+            label=f"chosen: {'the start' if best_epoch == 0 else f'epoch {best_epoch}'} ({100 * best:.2f})",
+        )
+    ax.set_xlabel("stage-2 epoch (0 = the start)")
+    ax.set_ylabel(f"{metric} (%)")
+    ax.grid(alpha=0.3)
+    known = [(e, c) for e, c in zip(epochs, mean_cosines, strict=True) if c is not None]
+    handles, labels = ax.get_legend_handles_labels()
+    if known:
+        twin = ax.twinx()
+        (line,) = twin.plot([e for e, _ in known], [c for _, c in known], lw=1.2, ls="--", marker=".", color="tab:gray")
+        handles.append(line)
+        labels.append("features' mean cosine (right)")
+        if collapse_at is not None:
+            twin.axhline(collapse_at, color="tab:red", lw=0.8, ls=":")
+            handles.append(Line2D([], [], color="tab:red", lw=0.8, ls=":"))
+            labels.append(f"collapse ({collapse_at})")
+        twin.set_ylim(min(0.0, min(c for _, c in known)), 1.0)
+        twin.set_ylabel("mean pairwise cosine")
+    ax.legend(handles, labels, loc="lower right", fontsize="small", framealpha=0.9)
+    ax.set_title("Choosing the checkpoint on the validation split")
     return save_figure(figure, path)
 
 

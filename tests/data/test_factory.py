@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from svllreid.config import load_config
-from svllreid.data.factory import build_dataset, build_image_caches, build_transforms
+from svllreid.data.factory import build_dataset, build_image_caches, build_transforms, resolve_image_size
 from svllreid.errors import DatasetError
 from tests.conftest import write_images
 
@@ -75,3 +75,62 @@ def test_the_test_cache_holds_the_validation_split_too(market_root):
     cache = build_image_caches(cfg, dataset)["bilinear"]
     for sample in dataset.validation.query + dataset.validation.gallery:
         assert cache.get(sample.path).shape == (3, 64, 32)
+
+
+def _photos(root, size, ids=6, per_id=3):
+    from PIL import Image
+
+    for pid in range(ids):
+        folder = root / f"animal-{pid}"
+        folder.mkdir(parents=True)
+        for i in range(per_id):
+            Image.new("RGB", size, (20 * pid, 10 * i, 90)).save(folder / f"{i}_{'left' if i % 2 else 'right'}.jpg")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("photo", "area", "expected"),
+    [
+        ((1500, 1200), 2048, [40, 48]),
+        ((64, 128), 2048, [64, 32]),
+        ((64, 128), 32768, [256, 128]),
+        ((300, 300), 2048, [40, 40]),
+    ],
+)
+def test_auto_image_size_follows_the_photos(tmp_path, photo, area, expected):
+    # Before: the demo recipe kept its 64×32 portrait input for 1500×1200 animal photos.
+    cfg = load_config(
+        None,
+        [
+            "data.dataset=folder",
+            f"data.root={_photos(tmp_path, photo)}",
+            "data.image_size=auto",
+            f"data.image_area={area}",
+        ],
+    ).data
+    dataset = build_dataset(cfg)
+    resolved, note = resolve_image_size(cfg, dataset)
+    assert resolved.image_size == expected and resolved.size == tuple(expected)
+    assert note is not None and f"{expected[0]}×{expected[1]}" in note and f"({photo[1]:g}×{photo[0]:g})" in note
+    fixed, none = resolve_image_size(dataclasses.replace(cfg, image_size=[96, 32]), dataset)
+    assert fixed.image_size == [96, 32] and none is None
+
+
+def test_auto_image_size_must_be_settled_before_use(tmp_path):
+    from svllreid.errors import ConfigError
+
+    cfg = load_config(None, ["data.image_size=auto"]).data
+    with pytest.raises(ConfigError, match="chosen from the training images when training starts"):
+        build_transforms(cfg)
+
+
+def test_auto_validation_holds_out_a_fifth_of_own_data_only(tmp_path, market_root):
+    root = _photos(tmp_path / "own", (64, 128), ids=30, per_id=4)
+    cfg = load_config(
+        None, ["data.dataset=folder", f"data.root={root}", "data.options={camera_regex: '_(left|right)'}"]
+    ).data
+    dataset = build_dataset(cfg)
+    assert cfg.validation_ids == "auto" and dataset.validation is not None
+    assert len({s.pid for s in dataset.validation.query}) == 4  # a fifth of the 15 training identities, at least 4
+    benchmark = build_dataset(load_config(None, ["data.dataset=market1501", f"data.root={market_root}"]).data)
+    assert benchmark.validation is None  # the paper's benchmarks keep their training set whole

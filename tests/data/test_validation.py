@@ -27,8 +27,8 @@ def test_held_out_identities_leave_training_and_form_a_split_beside_the_test_spl
     held_pids = {original_train[p].pid for p in held_paths}
     assert len(held_pids) == 1
     assert sorted({s.pid for s in carved.train}) == list(range(dataset.num_train_ids - 1))  # relabelled
-    # One query per identity and camera; the rest of its images are the gallery.
-    assert len({(s.pid, s.camid) for s in split.query}) == len(split.query)
+    # Every held-out image is a query against all the others.
+    assert split.query == split.gallery and {s.path for s in split.query} == held_paths
     assert carve_validation(dataset, 1, seed=3).validation == carved.validation  # seeded
     assert "held out" in carved.notes[-1]
     view = carved.validation_dataset()
@@ -64,7 +64,7 @@ def test_one_photo_per_side_gives_one_query_and_one_gallery_image(tmp_path: Path
     assert {s.camid for s in dataset.query} == {0, 1}  # which side is the query is drawn per animal
     carved = carve_validation(load_dataset("folder", str(tmp_path), camera_regex=r"_(left|right)_"), 3, seed=1)
     assert carved.validation is not None
-    assert len(carved.validation.query) == len(carved.validation.gallery) == 3
+    assert len(carved.validation.query) == 6  # both flanks of 3 animals, each a query against the rest
 
 
 def test_one_sided_identities_train_and_are_never_queried(tmp_path: Path):

@@ -195,3 +195,16 @@ def test_frozen_running_statistics_still_normalise_with_the_batch():
     with pytest.raises(RuntimeError), running_statistics_frozen(model):
         raise RuntimeError("a failing step")
     assert all(bn.track_running_stats for bn in model.modules() if isinstance(bn, torch.nn.BatchNorm2d))
+
+
+def test_the_triplet_term_on_normalised_features_when_asked():
+    from svllreid.losses import triplet_loss
+
+    model = svllreid.create_model("svll-tiny-vit", 4, num_cameras=3, image_size=(64, 32), sie="camera").eval()
+    batch = make_batch()
+    plain = ImageStageTask(model, torch.randn(4, 64), Stage2Losses())
+    normed = ImageStageTask(model, plain.text_features, Stage2Losses(triplet_normalize=True))
+    feats = model.image_features(batch["image"], batch["camid"], batch["viewid"])
+    expected = sum(triplet_loss(f, batch["pid"], 0.3, normalize=True) for f in (feats.f11, feats.f12, feats.f_proj))
+    torch.testing.assert_close(normed(batch)["triplet"], expected)
+    assert not torch.allclose(plain(batch)["triplet"], expected)

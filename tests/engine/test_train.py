@@ -68,7 +68,8 @@ def test_cli_end_to_end_beats_the_untrained_network(tmp_path, capsys):
     ]
     assert main(["train", str(TINY), *overrides, "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "before training" in out and "trained " in out
+    table = out[out.index("results (camera protocol), in %:") :]
+    assert "untrained (random), the start " in table and "\ntrained " in table
     run_dir = tmp_path / "runs" / "e2e"
     assert load_config(run_dir / "config.yaml").data.options["ids"] == 32
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

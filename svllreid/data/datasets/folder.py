@@ -247,7 +247,7 @@ def _auto_split(
     return train, query, gallery, notes
 
 
-@register("folder", kind="person", description="your own images: identity folders or a CSV manifest")
+@register("folder", kind="person", description="your own images: identity folders or a CSV manifest", own_data=True)
 def folder(
     root: str | Path,
     *,

@@ -32,7 +32,9 @@ def _read_split(path: Path) -> tuple[set[int], set[int]]:
     return train, test
 
 
-@register("pku", kind="person", description="PKU-Reid subset (2 cameras, split.json, two query directions)")
+@register(
+    "pku", kind="person", description="PKU-Reid subset (2 cameras, split.json, two query directions)", own_data=True
+)
 def pku(root: str | Path) -> ReIDDataset:
     base = resolve_root(root, ("images", "split.json"), "pku", ("pku-reid-subset",))
     train_ids, test_ids = _read_split(base / "split.json")

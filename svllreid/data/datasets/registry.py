@@ -23,6 +23,9 @@ class DatasetEntry:
     description: str
     parser: Parser
     task: Task = "reid"
+    #: A user's own small collection (not one of the paper's benchmarks): ``data.validation_ids=auto``
+    #: holds training identities out to choose the checkpoint on, and ``data.image_size=auto`` is meant for it.
+    own_data: bool = False
 
     @property
     def options(self) -> dict[str, Any]:
@@ -34,14 +37,17 @@ class DatasetEntry:
 _REGISTRY: dict[str, DatasetEntry] = {}
 
 
-def register(name: str, kind: Kind, description: str, task: Task = "reid") -> Callable[[Parser], Parser]:
+def register(
+    name: str, kind: Kind, description: str, *, task: Task = "reid", own_data: bool = False
+) -> Callable[[Parser], Parser]:
     """Decorator that makes a parser ``parser(root, **options)`` loadable by name: one returning a
-    :class:`ReIDDataset` (``task="reid"``) or a :class:`CaptionDataset` (``task="captions"``)."""
+    :class:`ReIDDataset` (``task="reid"``) or a :class:`CaptionDataset` (``task="captions"``).
+    ``own_data``: see :attr:`DatasetEntry.own_data`."""
 
     def wrap(parser: Parser) -> Parser:
         if name in _REGISTRY:
             raise ValueError(f"dataset {name!r} is registered twice")
-        _REGISTRY[name] = DatasetEntry(name, kind, description, parser, task)
+        _REGISTRY[name] = DatasetEntry(name, kind, description, parser, task, own_data)
         return parser
 
     return wrap
