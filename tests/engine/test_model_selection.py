@@ -114,6 +114,7 @@ def test_validating_changes_nothing_in_how_training_goes(tmp_path):
 
 
 def _kill_after(monkeypatch: pytest.MonkeyPatch, at: tuple[int, int]) -> None:
+    """Kill the run right after the checkpoint of (stage, epoch)."""
     real_save = run_module.Run.save
 
     def save_then_die(self, name, stage, epoch, optimizer=None):
@@ -122,6 +123,21 @@ def _kill_after(monkeypatch: pytest.MonkeyPatch, at: tuple[int, int]) -> None:
             raise KeyboardInterrupt("simulated kill")
 
     monkeypatch.setattr(run_module.Run, "save", save_then_die)
+
+
+def _kill_mid_epoch(monkeypatch: pytest.MonkeyPatch, stage: str, epoch: int) -> None:
+    """Kill the run in the middle of an epoch, once it has logged a training record of it (the records of
+    the steps after the last checkpoint are then in metrics.jsonl, and the resumed run trains them again)."""
+    from svllreid.engine.trainer import MetricsLog
+
+    real_write = MetricsLog.write
+
+    def write_then_die(self, record, step):
+        real_write(self, record, step)
+        if record.get("stage") == stage and record.get("epoch") == epoch and "loss" in record:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(MetricsLog, "write", write_then_die)
 
 
 def _records(run_dir: Path) -> list[dict[str, Any]]:
@@ -136,9 +152,11 @@ def test_resume_keeps_the_start_row_and_logs_every_step_once(tmp_path, monkeypat
     extra: dict[str, object] = {"eval.before_training": "true", "stage2.epochs": 3, "stage2.milestones": "[3]"}
     make = with_validation if validation else small
     reference = train(load_config(TINY, make(tmp_path, "whole", **extra)), progress=False)
-    for at in ((2, 1), (1, 2)):
-        name = f"cut-{at[0]}-{at[1]}"
-        _kill_after(monkeypatch, at)
+    for name in ("after-stage2-epoch1", "within-stage2-epoch2", "after-stage1-epoch2"):
+        if name.startswith("within"):
+            _kill_mid_epoch(monkeypatch, "stage2", 2)
+        else:
+            _kill_after(monkeypatch, (2, 1) if "stage2" in name else (1, 2))
         with pytest.raises(KeyboardInterrupt):
             train(load_config(TINY, make(tmp_path, name, **extra)), progress=False)
         monkeypatch.undo()
