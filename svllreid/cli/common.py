@@ -55,6 +55,33 @@ def add_option_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_recipe_args(parser: argparse.ArgumentParser) -> None:
+    """The arguments that say what a built-in recipe runs on (``demo``, ``tune``): overrides, a dataset of
+    your own, another recipe and CLIP weights."""
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. stage2.epochs=5")
+    parser.add_argument("--dataset", default=None, help="your dataset (folder, pku, ...) instead of the synthetic one")
+    parser.add_argument("--root", default=None, help="its folder or CSV manifest (with --dataset)")
+    add_option_arg(parser)
+    parser.add_argument("--config", default=None, help="a recipe of your own instead of the built-in one")
+    parser.add_argument("--pretrained", default=None, help="CLIP weights (with --config of the paper's settings)")
+
+
+def recipe_config(args: argparse.Namespace, *, out: str, name: str | None) -> Config:
+    """The config that :func:`add_recipe_args`' arguments describe (:func:`svllreid.engine.demo.demo_config`)."""
+    from svllreid.engine.demo import demo_config
+
+    return demo_config(
+        overrides=args.overrides,
+        out=out,
+        name=name,
+        config=args.config,
+        pretrained=args.pretrained,
+        dataset=args.dataset,
+        root=args.root,
+        options=parse_options(args.option),
+    )
+
+
 def add_synth_size_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ids", type=int, default=100, help="identities (default 100)")
     parser.add_argument("--cameras", type=int, default=6, help="cameras, 2-9 (default 6)")

@@ -6,22 +6,13 @@ import argparse
 import logging
 import sys
 
-from svllreid.cli.common import add_option_arg, parse_options
+from svllreid.cli.common import add_recipe_args, recipe_config
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from svllreid.engine.demo import demo_config, run_demo
+    from svllreid.engine.demo import run_demo
 
-    cfg = demo_config(
-        overrides=args.overrides,
-        out=args.out,
-        name=args.name,
-        config=args.config,
-        pretrained=args.pretrained,
-        dataset=args.dataset,
-        root=args.root,
-        options=parse_options(args.option),
-    )
+    cfg = recipe_config(args, out=args.out, name=args.name)
     # The steps narrate; the library's own messages are indented under them, without logger names.
     for handler in logging.getLogger().handlers:
         handler.setFormatter(logging.Formatter("      %(message)s"))
@@ -41,12 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "report.html. --dataset/--root run the same recipe on real images; --config and --pretrained turn it "
         "into a real run; KEY=VALUE overrides any setting.",
     )
-    demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. stage2.epochs=5")
-    demo.add_argument("--dataset", default=None, help="a real dataset instead of the synthetic one")
-    demo.add_argument("--root", default=None, help="its folder (with --dataset)")
-    add_option_arg(demo)
-    demo.add_argument("--config", default=None, help="a recipe of your own instead of the built-in one")
-    demo.add_argument("--pretrained", default=None, help="CLIP weights (with --config of the paper's settings)")
+    add_recipe_args(demo)
     demo.add_argument("--out", default="runs", help="folder of run directories (default runs)")
     demo.add_argument("--name", default=None, help="run name (default demo-<time>)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -6,27 +6,16 @@ import argparse
 import logging
 import time
 
-from svllreid.cli.common import add_option_arg, parse_options
+from svllreid.cli.common import add_recipe_args, recipe_config
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from svllreid.engine.demo import demo_config
     from svllreid.engine.tune import tune
 
     if args.budget <= 0:
         raise ValueError(f"--budget must be a positive number of minutes; got {args.budget}")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = args.out or f"runs/tune-{args.dataset or 'synthetic'}-{stamp}"
-    cfg = demo_config(
-        overrides=args.overrides,
-        out="runs",
-        name="",
-        config=args.config,
-        pretrained=args.pretrained,
-        dataset=args.dataset,
-        root=args.root,
-        options=parse_options(args.option),
-    )
+    out = args.out or f"runs/tune-{args.dataset or 'synthetic'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfg = recipe_config(args, out="runs", name="")
     logging.getLogger("svllreid").setLevel(logging.WARNING)  # the trials' own logs would bury the table
     print(f"tuning on {cfg.data.dataset} at {cfg.data.root or '(built in)'}, budget {args.budget:g} min, into {out}")
     result = tune(cfg, out=out, budget_s=60 * args.budget, seeds=args.seeds, keep_checkpoints=args.keep_checkpoints)
@@ -43,15 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="A small, time-budgeted search on your own data: the stage-2 learning rate, then the weight of "
         "the image-to-text loss, then λ_V, then the number of epochs, each chosen on the validation split held out "
         "of the training identities (data.validation_ids=auto); the test set is not evaluated. Prints every trial "
-        "and writes the chosen config (OUT/chosen.yaml) for 'svllreid train'. The starting recipe is the demo's "
-        "(a tiny ViT from svll-synth, for the CPU), or --config with --pretrained for real CLIP weights.",
+        "and writes the chosen config (OUT/chosen.yaml) for 'svllreid train'. The starting recipe is the own-data "
+        "recipe (svllreid config show own-data: a tiny ViT from svll-synth, for the CPU), or --config with "
+        "--pretrained for real CLIP weights.",
     )
-    tune.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every trial")
-    tune.add_argument("--dataset", default=None, help="your dataset (folder, pku, ...)")
-    tune.add_argument("--root", default=None, help="its folder or manifest")
-    add_option_arg(tune)
-    tune.add_argument("--config", default=None, help="a recipe to start from instead of the built-in one")
-    tune.add_argument("--pretrained", default=None, help="CLIP weights (with --config of the paper's settings)")
+    add_recipe_args(tune)
     tune.add_argument("--budget", type=float, default=30.0, help="minutes the search may take (default 30)")
     tune.add_argument("--seeds", type=int, nargs="+", default=[1], help="seeds per trial; the score is their mean")
     tune.add_argument("--out", default=None, help="folder of the trials and chosen.yaml (default runs/tune-<time>)")
