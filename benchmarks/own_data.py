@@ -55,7 +55,24 @@ def measure_run(run_dir: Path) -> dict[str, Any]:
         for row in missing_spread:
             result = evaluate_checkpoint(run_dir / "checkpoints" / f"{checkpoints[row]}.safetensors", out_dir=None)
             rows[row]["test"] = {**rows[row]["test"], "spread": result.summary["spread"]}
-    return {"run": str(run_dir), "rows": rows, "best_epoch": selection.get("best_epoch")}
+    curve = []
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("stage") == "validation":
+                curve.append({k: record.get(k) for k in ("epoch", "mAP", "mean_cosine")})
+    return {"run": str(run_dir), "rows": rows, "best_epoch": selection.get("best_epoch"), "curve": curve}
+
+
+def curves(runs: list[dict[str, Any]]) -> str:
+    """Each run's validation mAP and gallery mean cosine after every evaluated stage-2 epoch."""
+    lines = []
+    for run in runs:
+        points = " ".join(f"{p['epoch']}:{100 * p['mAP']:.1f}/{p['mean_cosine']:.3f}" for p in run.get("curve", []))
+        if points:
+            lines.append(f"{Path(run['run']).name}: {points}")
+    return "\n".join(["epoch:validation mAP/mean cosine", *lines]) if lines else ""
 
 
 def table(runs: list[dict[str, Any]]) -> str:
@@ -86,6 +103,8 @@ def table(runs: list[dict[str, Any]]) -> str:
 
 def write(out: Path, header: str, runs: list[dict[str, Any]]) -> None:
     text = table(runs)
+    if curves(runs):
+        text += "\n\n" + curves(runs)
     print(header)
     print(text)
     out.mkdir(parents=True, exist_ok=True)

@@ -113,3 +113,29 @@ def test_serve_load_benchmark_measures_the_server_and_the_cli():
     server = report["server"]
     assert server["alive_after"] and server["queries"] == 10 + 6 + 16  # warm-up, one at a time, the levels
     assert 0 < server["encoder_calls"] <= server["queries"]
+
+
+@pytest.mark.slow
+def test_own_data_benchmark_measures_start_best_and_last(tmp_path):
+    from tests.engine.test_train import small
+
+    overrides = [
+        v
+        for v in small(tmp_path, "x", **{"data.validation_ids": 3, "stage2.ids_per_batch": 4})
+        if not v.startswith(("run.name=", "run.output_dir="))
+    ]
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "own_data.py"),
+        "run",
+        "--config",
+        str(REPO / "configs" / "synthetic_tiny.yaml"),
+    ]
+    cmd += ["--seeds", "1", "--out", str(tmp_path / "own"), *overrides]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| start |" in result.stdout and "| last |" in result.stdout and "epoch:validation mAP" in result.stdout
+    run = json.loads((tmp_path / "own" / "own_data.json").read_text())["runs"][0]
+    assert [p["epoch"] for p in run["curve"]] == [0, 1, 2]
+    for row in ("start", "best", "last"):
+        assert 0 <= run["rows"][row]["validation"]["mAP"] <= 1 and "spread" in run["rows"][row]["test"]

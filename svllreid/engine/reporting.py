@@ -319,7 +319,7 @@ def write_training_report(
         warnings: collapse warnings, shown at the top of the results.
     """
     summary = final.summary
-    where = f"{summary['dataset']}{' (re-ranked)' if summary.get('reranked') else ''}"
+    where = f"{summary['dataset']}'s test set{' (re-ranked)' if summary.get('reranked') else ''}"
     tested = [row for row in rows if row.test is not None]
     table_rows = [metrics_row(row.name, dict(row.test or {})) for row in tested]
     curves = {row.name: _mean_cmc(dict(row.test or {})) for row in tested if "splits" in (row.test or {})}

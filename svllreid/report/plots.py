@@ -303,7 +303,7 @@ def plot_validation(
             twin.axhline(collapse_at, color="tab:red", lw=0.8, ls=":")
             handles.append(Line2D([], [], color="tab:red", lw=0.8, ls=":"))
             labels.append(f"collapse ({collapse_at})")
-        twin.set_ylim(min(0.0, min(c for _, c in known)), 1.0)
+        twin.set_ylim(min(0.0, min(c for _, c in known)), 1.05)  # room above 1, so the collapse line shows
         twin.set_ylabel("mean pairwise cosine")
     ax.legend(handles, labels, loc="lower right", fontsize="small", framealpha=0.9)
     ax.set_title("Choosing the checkpoint on the validation split")
