@@ -94,7 +94,7 @@ def _photos(root, size, ids=6, per_id=3):
         ((1500, 1200), 2048, [40, 48]),
         ((64, 128), 2048, [64, 32]),
         ((64, 128), 32768, [256, 128]),
-        ((300, 300), 2048, [40, 40]),
+        ((300, 300), 2048, [48, 48]),
     ],
 )
 def test_auto_image_size_follows_the_photos(tmp_path, photo, area, expected):
