@@ -39,7 +39,7 @@ def auto_validation_ids(dataset: ReIDDataset) -> tuple[int, str]:
             f"(set data.validation_ids=N to force one)"
         )
     count = max(AUTO_MIN_IDS, min(AUTO_MAX_IDS, round(AUTO_FRACTION * usable), total - 2))
-    return count, f"data.validation_ids=auto: {count} of {total} training identities held out for validation"
+    return count, f"data.validation_ids=auto: {count}, a fifth of the {usable} training identities a query can find"
 
 
 def carve_validation(dataset: ReIDDataset, num_ids: int, seed: int = 0) -> ReIDDataset:

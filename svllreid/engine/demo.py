@@ -111,12 +111,6 @@ def run_demo(cfg: Config, *, say: Callable[[str], None], own_config: bool = Fals
         + ", ".join(f"{k} {v} images" for k, v in counts.items())
         + f" ({time.perf_counter() - started:.1f} s)"
     )
-    if dataset.validation is not None:
-        held = len({s.pid for s in dataset.validation.query + dataset.validation.gallery})
-        say(
-            f"      validation: {held} training identities held out to choose the checkpoint on "
-            f"(data.validation_ids={cfg.data.validation_ids}); the test set chooses nothing"
-        )
     model = build_model(cfg, dataset)
     info = model_info(model)
     height, width = cfg.data.size
@@ -124,16 +118,17 @@ def run_demo(cfg: Config, *, say: Callable[[str], None], own_config: bool = Fals
         f"[2/4] network: {cfg.model.arch} at {height}×{width}, "
         f"{info['parameters']['total'] / 1e6:.2f} M parameters — {_weights_sentence(cfg, model.load_report.source)}"
     )
-    for choice in prepared.choices:
-        if choice.startswith("data.image_size"):
-            say(f"      {choice}")
     random = evaluate_random_init(cfg, dataset) if cfg.model.pretrained else None
-    selecting = " and the validation split after every epoch" if dataset.validation is not None else ""
+    selecting = (
+        "; the validation split is evaluated after every epoch to choose the checkpoint (the test set chooses nothing)"
+        if dataset.validation is not None
+        else ""
+    )
     say(
         f"[3/4] training {method_name(cfg)}: the starting network is evaluated first, then stage 1 "
         f"({cfg.stage1.epochs} epochs: identity prompts{' + language self-supervision' if cfg.stage1.lang_ssl else ''}"
         f") and stage 2 ({cfg.stage2.epochs} epochs: image encoder"
-        f"{' + vision self-supervision' if cfg.stage2.vis_ssl else ''}{selecting})"
+        f"{' + vision self-supervision' if cfg.stage2.vis_ssl else ''}){selecting}"
     )
     result = train(cfg, progress=progress, prepared=prepared)
     assert result.evaluation is not None  # both stages ran
