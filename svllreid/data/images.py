@@ -16,6 +16,18 @@ from svllreid.errors import DatasetError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
+def _relative_parts(path: Path, base: Path) -> tuple[str, ...] | None:
+    """The parts of ``path`` below ``base``: as written (made absolute), else with links resolved; None
+    when it is below neither."""
+    # Path.absolute() keeps links as they are (Path.resolve() follows them, which is the fallback).
+    for resolve in (Path.absolute, Path.resolve):
+        try:
+            return resolve(path).relative_to(resolve(base)).parts
+        except ValueError:
+            continue
+    return None
+
+
 def list_images(source: str | Path) -> list[str]:
     """The image files of a folder (recursively, sorted) or of a list file (one path per line).
 
@@ -99,13 +111,14 @@ def file_labels(
         ValueError: an invalid expression, a file name it does not match, or a file outside ``root``.
     """
     if folders:
-        base = Path(root or ".").expanduser().resolve()
+        base = Path(root or ".").expanduser()
         texts = []
         for path in paths:
-            try:
-                parts = Path(path).expanduser().resolve().relative_to(base).parts
-            except ValueError:
-                raise ValueError(f"{path} is not inside {base}; identity folders are read below --images") from None
+            # The path as listed first (a folder of symbolic links to photos kept elsewhere is read as it is
+            # laid out), else with every link followed on both sides.
+            parts = _relative_parts(Path(path).expanduser(), base)
+            if parts is None:
+                raise ValueError(f"{path} is not inside {base}; identity folders are read below --images")
             if len(parts) < 2:
                 raise ValueError(
                     f"{path} lies directly in {base}: with --identity-folders every image sits in the folder of "

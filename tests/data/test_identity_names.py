@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from svllreid.data.datasets import load_dataset
 from svllreid.data.validation import carve_validation
+from tests.conftest import write_images
 
 
 def _identity_folders(root: Path, names: list[str], per_id: int = 4) -> Path:
@@ -50,3 +52,21 @@ def test_standard_datasets_name_training_ids_by_their_own_numbers(market_root: P
     dataset = load_dataset("market1501", market_root)
     originals = sorted({int(Path(s.path).name.split("_")[0]) for s in dataset.train})
     assert [dataset.identity_name(pid, train=True) for pid in range(len(originals))] == [str(n) for n in originals]
+
+
+def test_identity_folders_of_symbolic_links_are_read_as_laid_out(tmp_path: Path) -> None:
+    # A user's sorted view of a photo library: identity folders of links to photos kept elsewhere.
+    from svllreid.data.images import file_labels, list_images
+
+    library = tmp_path / "library"
+    write_images(library, ["a1.jpg", "a2.jpg", "b1.jpg"])
+    view = tmp_path / "view"
+    for name, identity in (("a1.jpg", "ann"), ("a2.jpg", "ann"), ("b1.jpg", "bob")):
+        (view / identity).mkdir(parents=True, exist_ok=True)
+        (view / identity / name).symlink_to(library / name)
+    paths = list_images(view)
+    labels = file_labels(paths, what="pid", root=view, folders=True)
+    assert labels is not None and labels.names is not None
+    assert [labels.names[int(i)] for i in labels.ids] == ["ann", "ann", "bob"]
+    with pytest.raises(ValueError, match="is not inside"):
+        file_labels([str(library / "a1.jpg")], what="pid", root=view, folders=True)
