@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SHARED_PKU
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -65,6 +67,7 @@ def test_export_speed_benchmark_times_torch_and_onnxruntime():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not SHARED_PKU.is_dir(), reason="the shared PKU-Reid subset is not present")
 def test_boxmot_preprocessing_benchmark_reproduces_the_evaluation_in_its_first_row():
     cmd = [sys.executable, str(REPO / "benchmarks" / "boxmot_preprocessing.py"), "--json"]
     cmd += ["--stage1-epochs", "1", "--stage2-epochs", "1"]
