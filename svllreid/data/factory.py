@@ -23,12 +23,6 @@ from svllreid.errors import DatasetError
 log = logging.getLogger(__name__)
 
 
-def parse_dataset(cfg: DataConfig) -> ReIDDataset:
-    """The configured dataset, parsed (not checked), with its validation split carved out
-    (``data.validation_ids``)."""
-    return _carved(cfg, load_dataset(cfg.dataset, cfg.root, **cfg.options))
-
-
 def validation_count(cfg: DataConfig, dataset: ReIDDataset) -> tuple[int, str | None]:
     """How many training identities ``data.validation_ids`` holds out of ``dataset``, and, for ``auto``,
     the sentence that says so (``auto``: :func:`svllreid.data.validation.auto_validation_ids` for a

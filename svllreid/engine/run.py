@@ -598,9 +598,7 @@ class StartPoint:
         return None
 
 
-def restore(
-    run: Run, result: RunResult, *, stages: tuple[int, ...], resumed: Checkpoint | None, init_from: str | None
-) -> StartPoint:
+def restore(run: Run, *, stages: tuple[int, ...], resumed: Checkpoint | None, init_from: str | None) -> StartPoint:
     """Load what the run starts from: a resumed run's weights, step, start evaluation and validation
     history, or a stage-1 checkpoint's weights (``init_from``), or else nothing; a fresh run evaluates
     its start on the test set when asked (``eval.before_training``) or when it has a validation split."""
@@ -763,7 +761,7 @@ def train(
         seed_everything(cfg.run.seed + dist.rank)
         run = Run(cfg, run_dir, dist, dataset, progress=progress, resumed=resumed)
         result = RunResult(run_dir, run.model, choices=prepared.choices)
-        start = restore(run, result, stages=stages, resumed=resumed, init_from=init_from)
+        start = restore(run, stages=stages, resumed=resumed, init_from=init_from)
         run_stages(run, start)
         finish(run, result, 2 in start.stages, started)
         barrier(dist)
