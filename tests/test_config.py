@@ -91,6 +91,13 @@ def test_unknown_key_in_a_file_names_the_file(tmp_path):
         ("stage2.milestones=[50,30]", "must be increasing"),
         ("stage2", "must look like key.sub=value"),
         ("model=3", "must be a mapping"),
+        ("data.image_size=wide", r"data.image_size must be \[height, width\] > 0 or auto; got 'wide'"),
+        ("data.image_size=[64]", r"data.image_size must be \[height, width\] > 0 or auto; got \[64\]"),
+        ("data.image_area=0", "data.image_area must be positive; got 0"),
+        ("data.validation_ids=-3", "data.validation_ids must be a number of identities >= 0 or auto; got -3"),
+        ("data.validation_ids=some", "data.validation_ids must be a number of identities >= 0 or auto; got 'some'"),
+        ("eval.every=-1", "eval.every must be non-negative; got -1"),
+        ("eval.patience=-2", "eval.patience must be non-negative; got -2"),
     ],
 )
 def test_invalid_values(override, expected):

@@ -134,3 +134,12 @@ def test_auto_validation_holds_out_a_fifth_of_own_data_only(tmp_path, market_roo
     assert len({s.pid for s in dataset.validation.query}) == 4  # a fifth of the 15 training identities, at least 4
     benchmark = build_dataset(load_config(None, ["data.dataset=market1501", f"data.root={market_root}"]).data)
     assert benchmark.validation is None  # the paper's benchmarks keep their training set whole
+
+
+def test_auto_image_size_needs_a_readable_training_image(tmp_path):
+    for pid in range(4):
+        write_images(tmp_path / f"p{pid}", ["a.jpg", "b.jpg"], data=b"not a jpeg")
+    cfg = load_config(None, ["data.dataset=folder", f"data.root={tmp_path}", "data.image_size=auto"]).data
+    dataset = build_dataset(dataclasses.replace(cfg, check="off"))
+    with pytest.raises(DatasetError, match=r"data.image_size=auto reads the training images' shape, but none"):
+        resolve_image_size(cfg, dataset)

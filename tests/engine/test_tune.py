@@ -53,6 +53,8 @@ def test_tune_keeps_to_its_budget_and_needs_a_validation_split(tmp_path, capsys)
     log = json.loads((out / "tune.json").read_text())
     assert [t["score"] is not None for t in log["trials"]].count(True) == 1  # only the first trial fits
     assert (out / "chosen.yaml").is_file()
+    assert main(["tune", "--config", str(TINY), "--budget", "0", *_base(tmp_path)]) == 2
+    assert "--budget must be a positive number of minutes; got 0" in capsys.readouterr().err
     no_validation = [v for v in _base(tmp_path) if not v.startswith("data.validation_ids")] + ["data.validation_ids=0"]
     assert main(["tune", "--config", str(TINY), "--out", str(tmp_path / "none"), *no_validation]) == 2
     assert "tune chooses settings on a validation split" in capsys.readouterr().err
