@@ -9,8 +9,7 @@ from svllreid.errors import ConfigError
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from svllreid.engine.results import format_results
-    from svllreid.engine.run import spread_warnings, train
+    from svllreid.engine.run import train
 
     cfg = config_or_resume(args)
     if args.stage == "2" and not (args.init_from or args.resume):
@@ -22,11 +21,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(choice)
     if result.evaluation is not None:
         print(f"results ({result.evaluation['protocol']} protocol), in %:")
-        print(format_results(result.rows(pretrained=bool(cfg.model.pretrained))))
-        if result.selection is not None:
-            print(f"{result.selection.verdict()}; model.safetensors holds it")
-        for warning in spread_warnings(result):
-            print(f"warning: {warning}")
+        print("\n".join(result.results_text(pretrained=bool(cfg.model.pretrained))))
     return 0
 
 

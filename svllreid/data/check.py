@@ -58,6 +58,12 @@ def _ids_text(ids: list[int], limit: int = 10) -> str:
     return shown + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
 
 
+def _lines(items: list[str], limit: int = 10) -> str:
+    """The first ``limit`` items, one an indented line, and how many more there are."""
+    more = f"\n    ... and {len(items) - limit} more" if len(items) > limit else ""
+    return "\n    ".join(items[:limit]) + more
+
+
 #: Images smaller than this on a side hold almost nothing to re-identify; a check warns about them.
 TINY_SIDE = 16
 
@@ -141,13 +147,13 @@ def _image_findings(paths: list[str], mode: Mode, report: CheckReport, workers: 
         f"{p} ({size[0]}×{size[1]})" for p, (_, size) in zip(present, found, strict=True) if size and is_huge(size)
     ]
     if large:
-        shown = "\n    ".join(large[:10]) + (f"\n    ... and {len(large) - 10} more" if len(large) > 10 else "")
+        shown = _lines(large)
         report.warnings.append(
             f"{len(large)} images have more than {(Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} megapixels; they are "
             f"read (JPEGs at a reduced scale), but a smaller copy of each would read faster:\n    {shown}"
         )
     if tiny:
-        shown = "\n    ".join(tiny[:10]) + (f"\n    ... and {len(tiny) - 10} more" if len(tiny) > 10 else "")
+        shown = _lines(tiny)
         report.warnings.append(
             f"{len(tiny)} images are smaller than {TINY_SIDE} pixels on a side, with almost nothing to "
             f"re-identify (a crop gone wrong?):\n    {shown}"

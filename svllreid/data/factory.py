@@ -34,11 +34,18 @@ def validation_count(cfg: DataConfig, dataset: ReIDDataset) -> tuple[int, str | 
     return auto_validation_ids(dataset)
 
 
-def _carved(cfg: DataConfig, dataset: ReIDDataset) -> ReIDDataset:
+def carve_configured(cfg: DataConfig, dataset: ReIDDataset) -> tuple[ReIDDataset, int, str | None]:
+    """``dataset`` with the validation split ``data.validation_ids`` asks for, the number of identities
+    held out, and (for ``auto``) the sentence that says how many and why (:func:`validation_count`)."""
     count, note = validation_count(cfg, dataset)
+    return (carve_validation(dataset, count, cfg.validation_seed) if count else dataset), count, note
+
+
+def _carved(cfg: DataConfig, dataset: ReIDDataset) -> ReIDDataset:
+    carved, _, note = carve_configured(cfg, dataset)
     if note:
         log.info("%s: %s", dataset.name, note)
-    return carve_validation(dataset, count, cfg.validation_seed) if count else dataset
+    return carved
 
 
 def build_dataset(cfg: DataConfig) -> ReIDDataset:

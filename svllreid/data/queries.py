@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 
 from svllreid.data.types import UNKNOWN, EvalSplit, Sample
 
-__all__ = ["can_be_queried", "drop_unanswerable_queries", "pick_queries", "queried_identities"]
+__all__ = ["can_be_queried", "drop_unanswerable_queries", "pick_queries", "queried_identities", "query_needs"]
 
 
 def _by_camera(samples: Iterable[Sample], has_cameras: bool) -> dict[int, list[Sample]]:
@@ -31,6 +31,11 @@ def _by_camera(samples: Iterable[Sample], has_cameras: bool) -> dict[int, list[S
     for sample in samples:
         groups[sample.camid if has_cameras else UNKNOWN].append(sample)
     return groups
+
+
+def query_needs(has_cameras: bool) -> str:
+    """What an identity needs to be queried, in words (for messages)."""
+    return "images from two cameras" if has_cameras else "two or more images"
 
 
 def can_be_queried(samples: Iterable[Sample], has_cameras: bool) -> bool:

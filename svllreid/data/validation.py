@@ -13,7 +13,7 @@ import dataclasses
 import random
 from collections import defaultdict
 
-from svllreid.data.queries import queried_identities
+from svllreid.data.queries import queried_identities, query_needs
 from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel, relabelled_names
 
 __all__ = ["auto_validation_ids", "carve_validation"]
@@ -34,9 +34,8 @@ def auto_validation_ids(dataset: ReIDDataset) -> tuple[int, str]:
     usable = len(queried_identities(dataset.train, dataset.has_cameras))
     if total < AUTO_MIN_TRAIN or usable < AUTO_MIN_IDS:
         return 0, (
-            f"no validation split: {total} training identities ({usable} with images from two "
-            f"{'cameras' if dataset.has_cameras else 'or more photos'}) are too few to hold some out "
-            f"(set data.validation_ids=N to force one)"
+            f"no validation split: {total} training identities ({usable} with {query_needs(dataset.has_cameras)}) "
+            "are too few to hold some out (set data.validation_ids=N to force one)"
         )
     count = max(AUTO_MIN_IDS, min(AUTO_MAX_IDS, round(AUTO_FRACTION * usable), total - 2))
     return count, f"data.validation_ids=auto: {count}, a fifth of the {usable} training identities a query can find"
@@ -64,10 +63,9 @@ def carve_validation(dataset: ReIDDataset, num_ids: int, seed: int = 0) -> ReIDD
         )
     usable = queried_identities(dataset.train, dataset.has_cameras)
     if num_ids > len(usable):
-        need = "images from two cameras" if dataset.has_cameras else "two or more images"
         raise ValueError(
             f"data.validation_ids={num_ids}, but only {len(usable)} of {dataset.name}'s {total} training identities "
-            f"have {need}, which a validation query needs; hold out at most {len(usable)}"
+            f"have {query_needs(dataset.has_cameras)}, which a validation query needs; hold out at most {len(usable)}"
         )
     held = set(random.Random(seed).sample(usable, num_ids))
     # Every held-out image is a query against all the others: many more queries than one per camera, so the

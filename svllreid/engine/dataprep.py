@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 
 from svllreid.config import Config
 from svllreid.data.datasets import load_dataset
-from svllreid.data.factory import load_checked_dataset, resolve_image_size, validation_count
+from svllreid.data.factory import carve_configured, load_checked_dataset, resolve_image_size
 from svllreid.data.types import ReIDDataset
-from svllreid.data.validation import carve_validation
 from svllreid.engine.distributed import DistInfo, barrier
 
 log = logging.getLogger(__name__)
@@ -44,15 +43,9 @@ def prepare_data(cfg: Config, dist: DistInfo | None = None) -> PreparedData:
     barrier(dist)
     if raw is None:
         raw = load_dataset(data.dataset, data.root, **data.options)
-    choices: list[str] = []
-    count, note = validation_count(data, raw)
-    if note:
-        choices.append(note)
-    data = dataclasses.replace(data, validation_ids=count)
-    dataset = carve_validation(raw, count, data.validation_seed) if count else raw
-    data, size_note = resolve_image_size(data, dataset)
-    if size_note:
-        choices.append(size_note)
+    dataset, count, note = carve_configured(data, raw)
+    data, size_note = resolve_image_size(dataclasses.replace(data, validation_ids=count), dataset)
+    choices = [text for text in (note, size_note) if text]
     if dist.is_main:
         for text in [*dataset.notes, *choices]:
             log.info("%s: %s", dataset.name, text)

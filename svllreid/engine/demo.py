@@ -15,8 +15,8 @@ from typing import Any
 
 from svllreid.config import Config, load_config
 from svllreid.engine.dataprep import prepare_data
-from svllreid.engine.results import ResultRow, format_results
-from svllreid.engine.run import RunResult, build_model, evaluate_random_init, method_name, spread_warnings, train
+from svllreid.engine.results import ResultRow
+from svllreid.engine.run import RunResult, build_model, evaluate_random_init, method_name, train
 from svllreid.errors import ConfigError
 from svllreid.models.info import model_info
 from svllreid.version import __version__
@@ -133,15 +133,10 @@ def run_demo(cfg: Config, *, say: Callable[[str], None], own_config: bool = Fals
     result = train(cfg, progress=progress, prepared=prepared)
     assert result.evaluation is not None  # both stages ran
     say(f"[4/4] results ({result.evaluation['protocol']} protocol), in %:")
-    rows = result.rows(pretrained=bool(cfg.model.pretrained), random=random)
-    for line in format_results(rows).splitlines():
+    for line in result.results_text(pretrained=bool(cfg.model.pretrained), random=random):
         say(f"      {line}")
-    if result.selection is not None:
-        say(f"      {result.selection.verdict()}; model.safetensors holds it")
-    for warning in spread_warnings(result):
-        say(f"      warning: {warning}")
     say(f"      report:  {result.report or '(not written; see the log above)'}")
     say(f"      run:     {result.run_dir}")
     seconds = time.perf_counter() - started
     say(f"done in {seconds:.0f} s")
-    return DemoResult(result, rows, seconds)
+    return DemoResult(result, result.rows(pretrained=bool(cfg.model.pretrained), random=random), seconds)

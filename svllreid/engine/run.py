@@ -53,7 +53,7 @@ from svllreid.engine.features import (
 from svllreid.engine.optim import build_adam, cosine_with_warmup, multistep_with_warmup
 from svllreid.engine.options import eval_options, stage2_losses
 from svllreid.engine.reporting import write_train_embedding, write_training_report
-from svllreid.engine.results import ResultRow, result_rows
+from svllreid.engine.results import ResultRow, format_results, result_rows
 from svllreid.engine.selection import SELECTION_METRIC, Selection
 from svllreid.engine.tasks import ImageStageTask, PromptStageTask
 from svllreid.engine.trainer import MetricsLog, StagePlan, Trainer
@@ -110,6 +110,14 @@ class RunResult:
             selection=self.selection,
             random=random,
         )
+
+    def results_text(self, *, pretrained: bool, random: dict[str, Any] | None = None) -> list[str]:
+        """The lines a command prints of the finished run: its results table (:meth:`rows`), what the
+        validation split chose, and any collapse warning."""
+        lines = format_results(self.rows(pretrained=pretrained, random=random)).splitlines()
+        if self.selection is not None:
+            lines.append(f"{self.selection.verdict()}; model.safetensors holds it")
+        return lines + [f"warning: {warning}" for warning in spread_warnings(self)]
 
 
 def method_name(cfg: Config) -> str:

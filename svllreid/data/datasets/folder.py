@@ -35,7 +35,7 @@ from pathlib import Path
 from svllreid.data.datasets.common import IMAGE_EXTENSIONS, list_images, raise_if_problems
 from svllreid.data.datasets.registry import register
 from svllreid.data.labels import identity_numbers, is_integer, number_labels, regex_group
-from svllreid.data.queries import drop_unanswerable_queries, pick_queries, queried_identities
+from svllreid.data.queries import drop_unanswerable_queries, pick_queries, queried_identities, query_needs
 from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel, relabelled_names
 from svllreid.errors import DatasetError
 
@@ -221,7 +221,7 @@ def _auto_split(
     if len(ids) < 2:
         raise DatasetError(f"folder: an automatic train/test split needs at least 2 identities; found {len(ids)}")
     usable = queried_identities(samples, has_cameras)
-    need = "images from two cameras" if has_cameras else "two or more images"
+    need = query_needs(has_cameras)
     if not usable:
         raise DatasetError(
             f"folder: no identity has {need}, so none can be a query (a query needs an image of its identity "
