@@ -14,6 +14,7 @@ from svllreid.config import AUTO, DataConfig
 from svllreid.data.check import check_loaded_dataset
 from svllreid.data.datasets import get_dataset_entry, load_dataset
 from svllreid.data.loaders import ImageCache, Transform
+from svllreid.data.occlusion import occlude_queries, occluded_split
 from svllreid.data.shapes import choose_input_size, median_shape
 from svllreid.data.transforms import build_ssl_view_transform, build_test_transform, build_train_transform
 from svllreid.data.types import ReIDDataset
@@ -38,7 +39,22 @@ def carve_configured(cfg: DataConfig, dataset: ReIDDataset) -> tuple[ReIDDataset
     """``dataset`` with the validation split ``data.validation_ids`` asks for, the number of identities
     held out, and (for ``auto``) the sentence that says how many and why (:func:`validation_count`)."""
     count, note = validation_count(cfg, dataset)
-    return (carve_validation(dataset, count, cfg.validation_seed) if count else dataset), count, note
+    if not count:
+        return dataset, count, note
+    carved = carve_validation(dataset, count, cfg.validation_seed)
+    if dataset.occlusion is not None and carved.validation is not None:
+        # Settings chosen for occluded queries are chosen on occluded queries: the held-out images get
+        # occluded copies as queries, against their originals (a query's own original, same identity and
+        # camera, is not counted), with occluding people cut from the identities that still train.
+        low, high, seed = dataset.occlusion
+        split = carved.validation
+        queries, records = occlude_queries(
+            split.query, (low, high), seed, [s.path for s in carved.train], label=f"{dataset.name}-validation"
+        )
+        carved = dataclasses.replace(
+            carved, validation=occluded_split(split, queries), occluded=carved.occluded | frozenset(records)
+        )
+    return carved, count, note
 
 
 def _carved(cfg: DataConfig, dataset: ReIDDataset) -> ReIDDataset:

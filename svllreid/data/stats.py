@@ -13,12 +13,14 @@ from svllreid.errors import DatasetError
 
 
 def summarize(dataset: ReIDDataset) -> dict[str, dict[str, int]]:
-    """``{"train": {...}, "query": {...}, "gallery": {...}}`` with ids, images and cameras each."""
-    return {
-        "train": split_summary(dataset.train),
-        "query": split_summary(dataset.query),
-        "gallery": split_summary(dataset.gallery),
-    }
+    """``{"train": {...}, "query": {...}, "gallery": {...}}`` with ids, images and cameras each, and the
+    number of occluded images where an occlusion option put occluders on some (``occluded_queries``)."""
+    splits = {"train": dataset.train, "query": dataset.query, "gallery": dataset.gallery}
+    stats = {name: split_summary(samples) for name, samples in splits.items()}
+    if dataset.occlusion is not None:
+        for name, samples in splits.items():
+            stats[name]["occluded"] = sum(1 for s in samples if s.path in dataset.occluded)
+    return stats
 
 
 def dataset_stats(name: str, root: str, **options: Any) -> dict[str, dict[str, int]]:
@@ -57,7 +59,9 @@ def stats_and_findings(name: str, root: str, **options: Any) -> tuple[dict[str, 
 
 def format_stats(stats: dict[str, dict[str, Any]]) -> str:
     """A small aligned table of :func:`dataset_stats` output."""
-    columns = [c for c in ("ids", "images", "cameras", "captions") if any(c in row for row in stats.values())]
+    columns = [
+        c for c in ("ids", "images", "cameras", "occluded", "captions") if any(c in row for row in stats.values())
+    ]
     width = max(len(k) for k in stats) + 2
     lines = ["split".ljust(width) + "".join(c.rjust(10) for c in columns)]
     for split, row in stats.items():

@@ -95,3 +95,29 @@ def build_ssl_view_transform(
     rectangle always covers ``erasing_area`` of the image (about a third in the reference)."""
     erasing = v2.RandomErasing(p=erasing_prob, scale=(erasing_area, erasing_area), ratio=(0.3, 3.3), value="random")
     return _augmenting(size, mean, std, padding, flip_prob, erasing)
+
+
+def erased_token_share(
+    size: Sequence[int], patch: int, stride: int, area: float, *, draws: int = 2000, seed: int = 0
+) -> float:
+    """The mean share of a ViT's patch tokens that an SSL view's erased rectangle touches, when it erases.
+
+    The rectangle is drawn by the same ``RandomErasing`` as :func:`build_ssl_view_transform` (``area`` of
+    the image, aspect ratio 0.3-3.3); a token is touched when its ``patch`` × ``patch`` window (placed every
+    ``stride`` pixels) overlaps the rectangle at all. Erasing the same share of the image touches far
+    more tokens of a small input than of a large one, which this measures.
+    """
+    height, width = (int(v) for v in size)
+    rows, cols = (height - patch) // stride + 1, (width - patch) // stride + 1
+    erase = v2.RandomErasing(p=1.0, scale=(area, area), ratio=(0.3, 3.3), value=0.0)
+    ones = torch.ones(1, height, width)
+    shares = []
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for _ in range(draws):
+            erased = erase(ones)[0] == 0
+            if not erased.any():  # no rectangle fitted (RandomErasing then leaves the image)
+                continue
+            windows = erased.unfold(0, patch, stride).unfold(1, patch, stride)[:rows, :cols]
+            shares.append(windows.flatten(2).any(dim=2).float().mean())
+    return float(torch.stack(shares).mean()) if shares else 0.0

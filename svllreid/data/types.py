@@ -66,6 +66,9 @@ class ReIDDataset:
             (:func:`svllreid.data.validation.carve_validation`), for choosing settings and checkpoints
             without the test splits; None when there is none. Its samples keep their training pid
             (before relabelling), named by ``validation_names``.
+        occluded: paths of the images an occlusion option put an occluder on (``occluded_queries``).
+        occlusion: with an ``occluded_queries`` option, its (low, high) coverage and seed; a validation split
+            carved from such a dataset gets occluded queries too (:mod:`svllreid.data.occlusion`).
     """
 
     name: str
@@ -81,6 +84,8 @@ class ReIDDataset:
     test_names: dict[int, str] = field(default_factory=dict)
     validation: EvalSplit | None = None
     validation_names: dict[int, str] = field(default_factory=dict)
+    occluded: frozenset[str] = frozenset()
+    occlusion: tuple[float, float, int] | None = None
 
     def validation_dataset(self) -> ReIDDataset | None:
         """This dataset with its validation split as the only evaluation split (None without one)."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from svllreid.data.images import IMAGE_SUFFIXES
+from svllreid.data.synthesis.occluders import occlusion_range
 from svllreid.data.types import Sample
 from svllreid.errors import DatasetError
 
@@ -79,3 +81,21 @@ def drop_ids(samples: Iterable[Sample], ids: set[int]) -> list[Sample]:
 def raise_if_problems(dataset: str, root: Path, problems: list[str]) -> None:
     if problems:
         raise DatasetError(f"{dataset}: {len(problems)} problem(s) under {root}:", problems, counted=True)
+
+
+def occlusion_option(dataset: str, value: Any) -> tuple[float, float] | None:
+    """A dataset's ``occluded_queries`` option as (low, high), or None; a bad value is a DatasetError."""
+    try:
+        return occlusion_range(value)
+    except ValueError as err:
+        raise DatasetError(f"{dataset}: {err}") from None
+
+
+def int_option(dataset: str, name: str, value: Any) -> int:
+    """A dataset's integer option; anything else is a DatasetError that names it."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise DatasetError(f"{dataset}: option {name} must be an integer, got {value!r}")
+    try:
+        return int(value)
+    except ValueError:
+        raise DatasetError(f"{dataset}: option {name} must be an integer, got {value!r}") from None

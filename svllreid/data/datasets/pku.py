@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
-from svllreid.data.datasets.common import list_images, raise_if_problems, resolve_root
+from svllreid.data.datasets.common import int_option, list_images, occlusion_option, raise_if_problems, resolve_root
 from svllreid.data.datasets.registry import register
+from svllreid.data.occlusion import occlude_queries, occluded_split
 from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel, relabelled_names
 from svllreid.errors import DatasetError
 
@@ -35,7 +37,16 @@ def _read_split(path: Path) -> tuple[set[int], set[int]]:
 @register(
     "pku", kind="person", description="PKU-Reid subset (2 cameras, split.json, two query directions)", own_data=True
 )
-def pku(root: str | Path) -> ReIDDataset:
+def pku(root: str | Path, *, occluded_queries: Any = None, occlusion_seed: int = 0) -> ReIDDataset:
+    """Args:
+    occluded_queries: Occluded-Duke style queries, e.g. ``[0.2, 0.5]`` or ``"20-50%"``: every query of both
+        directions is a copy with a natural occluder (a car, a pole, a bag, a bush, or a strip of a
+        *training* identity's photo) covering that fraction of the crop; the gallery keeps the originals.
+        The copies are made once into the cache (:mod:`svllreid.data.occlusion`).
+    occlusion_seed: seed of the occluders.
+    """
+    cover = occlusion_option("pku", occluded_queries)
+    seed = int_option("pku", "occlusion_seed", occlusion_seed)
     base = resolve_root(root, ("images", "split.json"), "pku", ("pku-reid-subset",))
     train_ids, test_ids = _read_split(base / "split.json")
     problems: list[str] = []
@@ -59,15 +70,30 @@ def pku(root: str | Path) -> ReIDDataset:
     cam1 = [s for s in test if s.camid == 0]
     cam2 = [s for s in test if s.camid == 1]
     unused = len(seen - train_ids - test_ids)
+    splits = [EvalSplit("camera 01 -> 02", cam1, cam2), EvalSplit("camera 02 -> 01", cam2, cam1)]
+    occluded: frozenset[str] = frozenset()
+    if cover is not None:
+        train_paths = [s.path for s in samples if s.pid in train_ids]
+        copies, records = occlude_queries(test, cover, seed, train_paths, label="pku")
+        by_source = {s.path: c for s, c in zip(test, copies, strict=True)}
+        splits = [occluded_split(split, [by_source[s.path] for s in split.query]) for split in splits]
+        occluded = frozenset(records)
     return ReIDDataset(
         name="pku",
         root=str(base),
         kind="person",
         train=relabel([s for s in samples if s.pid in train_ids]),
         train_names=relabelled_names([s for s in samples if s.pid in train_ids]),
-        splits=[EvalSplit("camera 01 -> 02", cam1, cam2), EvalSplit("camera 02 -> 01", cam2, cam1)],
+        splits=splits,
         protocol="camera",
         num_cameras=NUM_CAMERAS,
         num_views=NUM_VIEWS,
-        notes=[f"{unused} identities not in split.json are ignored"] if unused else [],
+        notes=([f"{unused} identities not in split.json are ignored"] if unused else [])
+        + (
+            [f"occluded queries: every query is a copy with an occluder over {cover[0]:.0%}-{cover[1]:.0%} of it"]
+            if cover is not None
+            else []
+        ),
+        occluded=occluded,
+        occlusion=None if cover is None else (cover[0], cover[1], seed),
     )

@@ -6,6 +6,7 @@ path is the one real data takes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -13,9 +14,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from svllreid.data.datasets.common import occlusion_option
 from svllreid.data.datasets.market1501 import MARKET_PATTERN, parse_three_folder
 from svllreid.data.datasets.registry import register
-from svllreid.data.synthesis import FORMAT_NAME, FORMAT_VERSION, META_FILE, generate_synthetic, synthetic_matches
+from svllreid.data.synthesis import (
+    CAPTIONS_FILE,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    META_FILE,
+    generate_synthetic,
+    synthetic_matches,
+)
+from svllreid.data.synthesis.occluders import gallery_share
 from svllreid.data.types import ReIDDataset
 from svllreid.errors import DatasetError
 from svllreid.fileio import cache_dir
@@ -24,7 +34,15 @@ log = logging.getLogger(__name__)
 
 
 def ensure_synthetic(
-    root: str | Path, *, ids: int, cameras: int, images_per_camera: int, seed: int, train_ids: int | None = None
+    root: str | Path,
+    *,
+    ids: int,
+    cameras: int,
+    images_per_camera: int,
+    seed: int,
+    train_ids: int | None = None,
+    occluded_queries: tuple[float, float] | None = None,
+    occluded_gallery: float = 0.1,
 ) -> Path:
     """Return a folder holding the synthetic dataset of these parameters, generating it if needed.
 
@@ -38,8 +56,13 @@ def ensure_synthetic(
         "seed": seed,
         "train_ids": train_ids,
     }
+    occluded = ""
+    if occluded_queries is not None:
+        params |= {"occluded_queries": occluded_queries, "occluded_gallery": occluded_gallery}
+        low, high = (round(100 * v, 2) for v in occluded_queries)
+        occluded = f"-occ{low:g}-{high:g}g{round(100 * occluded_gallery, 2):g}"
     held_out = f"-t{train_ids}" if train_ids is not None else ""
-    name = f"synthetic-{ids}x{cameras}x{images_per_camera}-s{seed}{held_out}"
+    name = f"synthetic-{ids}x{cameras}x{images_per_camera}-s{seed}{held_out}{occluded}"
     target = Path(root).expanduser() if root else cache_dir() / name
     if synthetic_matches(target, **params):
         return target
@@ -86,13 +109,49 @@ def _written_by_older_generator(target: Path, params: dict) -> bool:
 
 @register("synthetic", kind="person", description="drawn people in the Market-1501 layout, generated on demand")
 def synthetic(
-    root: str | Path = "", *, ids: int = 100, cameras: int = 6, images_per_camera: int = 4, seed: int = 0
+    root: str | Path = "",
+    *,
+    ids: int = 100,
+    cameras: int = 6,
+    images_per_camera: int = 4,
+    seed: int = 0,
+    occluded_queries: Any = None,
+    occluded_gallery: float = 0.1,
 ) -> ReIDDataset:
     """Args:
     ids, cameras, images_per_camera, seed: generator parameters (see ``svllreid data synth``).
     root: folder to generate into / read from; empty uses the cache folder.
+    occluded_queries: Occluded-Duke style test images, e.g. ``[0.2, 0.5]`` or ``"20-50%"``: every query has
+        a natural occluder (another person, a car, a pole, a bag, a bush) over that fraction of the person,
+        and ``occluded_gallery`` of the gallery too; the training images stay as without it.
+    occluded_gallery: the share of gallery images occluded with ``occluded_queries`` (default 0.1).
     """
+    cover = occlusion_option("synthetic", occluded_queries)
+    try:
+        share = gallery_share(occluded_gallery)
+    except ValueError as err:
+        raise DatasetError(f"synthetic: {err}") from None
     folder = ensure_synthetic(
-        root, ids=int(ids), cameras=int(cameras), images_per_camera=int(images_per_camera), seed=int(seed)
+        root,
+        ids=int(ids),
+        cameras=int(cameras),
+        images_per_camera=int(images_per_camera),
+        seed=int(seed),
+        occluded_queries=cover,
+        occluded_gallery=share,
     )
-    return parse_three_folder(folder, name="synthetic", pattern=MARKET_PATTERN, num_cameras=int(cameras), aliases=())
+    dataset = parse_three_folder(folder, name="synthetic", pattern=MARKET_PATTERN, num_cameras=int(cameras), aliases=())
+    if cover is None:
+        return dataset
+    occluded = frozenset(
+        str(folder / record["path"])
+        for record in (json.loads(line) for line in (folder / CAPTIONS_FILE).read_text().splitlines() if line)
+        if "occluder" in record
+    )
+    note = (
+        f"occluded queries: every query has an occluder over {cover[0]:.0%}-{cover[1]:.0%} of the person, and "
+        f"{sum(1 for s in dataset.gallery if str(s.path) in occluded)} of {len(dataset.gallery)} gallery images"
+    )
+    return dataclasses.replace(
+        dataset, occluded=occluded, occlusion=(cover[0], cover[1], int(seed)), notes=[*dataset.notes, note]
+    )

@@ -11,6 +11,7 @@ import numpy as np
 
 # Tags that keep the random streams of the different uses of the seed apart.
 TAG_IDENTITY, TAG_CAMSET, TAG_CAMERA, TAG_IMAGE, TAG_DISTRACTOR, TAG_BACKGROUND, TAG_CAPTION = range(1, 8)
+TAG_OCCLUDER, TAG_OCCLUDED_GALLERY = 8, 9
 
 Color = tuple[int, int, int]
 Point = tuple[float, float]

@@ -21,6 +21,8 @@ from svllreid.data.synthesis.attributes import (
     sample_identity,
     seeded_rng,
 )
+from svllreid.data.synthesis.occluders import Occlusion
+from svllreid.data.synthesis.occluders import occlude as occlude_person
 from svllreid.data.synthesis.painter import Painter, clip8, draw_person, sample_pose, shaded
 
 #: Images are drawn this many times larger, then shrunk (antialiasing).
@@ -223,10 +225,36 @@ def _draw_occluder(
         draw_person(Painter(draw, cx, height - unit * rng.uniform(0.98, 1.02), unit), other, pose)
 
 
+@dataclass(frozen=True)
+class Rendering:
+    """One drawn crop, with what was drawn where."""
+
+    image: Image.Image
+    view: int
+    #: The occluder placed in front of the person when one was asked for (``render(occlude=...)``), else None.
+    occlusion: Occlusion | None = None
+    #: At drawing resolution (``SUPERSAMPLE`` times the crop), when an occluder was asked for: the person's
+    #: mask and the occluder's, from which :attr:`occlusion`'s coverage is measured.
+    person_mask: np.ndarray | None = None
+    occluder_mask: np.ndarray | None = None
+
+
 def render(
-    seed: int, ident: Identity, cam: Camera, *, rng: np.random.Generator, size: tuple[int, int]
-) -> tuple[Image.Image, int]:
-    """One crop of ``ident`` seen by ``cam``, at ``size`` = (height, width), and its viewpoint."""
+    seed: int,
+    ident: Identity,
+    cam: Camera,
+    *,
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    occlude: tuple[float, float] | None = None,
+    occluder_rng: np.random.Generator | None = None,
+) -> Rendering:
+    """One crop of ``ident`` seen by ``cam``, at ``size`` = (height, width).
+
+    ``occlude`` = (low, high) puts a natural occluder (:mod:`.occluders`) in front of the person, covering a
+    fraction of the person's mask in that range, instead of the camera's own occasional occluder; its
+    random choices come from ``occluder_rng``, so everything else in the image is drawn as without it.
+    """
     h, w = size
     ss = SUPERSAMPLE
     wc, hc = w * ss, h * ss
@@ -244,9 +272,24 @@ def render(
         (cx - unit * 0.12, ground - unit * 0.018, cx + unit * 0.12, ground + unit * 0.012),
         fill=shaded(cam.floor, 0.7),
     )
-    draw_person(Painter(draw, cx, ground - unit, unit), ident, pose)
-    if rng.random() < cam.occlusion:
-        _draw_occluder(draw, rng, wc, hc, unit)
+    occlusion = person_mask = occluder_mask = None
+    if occlude is None:
+        draw_person(Painter(draw, cx, ground - unit, unit), ident, pose)
+        if rng.random() < cam.occlusion:
+            _draw_occluder(draw, rng, wc, hc, unit)
+    else:
+        # The person on a layer of its own, for its mask; every fill is opaque, so compositing it draws the
+        # same pixels as drawing in place.
+        person = Image.new("RGBA", img.size, (0, 0, 0, 0))
+        draw_person(Painter(ImageDraw.Draw(person), cx, ground - unit, unit), ident, pose)
+        img = img.convert("RGBA")
+        img.alpha_composite(person)
+        rng.random()  # the camera's own occluder is replaced; its draw is kept so the rest stays the same
+        person_mask = np.asarray(person)[..., 3] > 0
+        layer, occlusion = occlude_person(person_mask, occlude, occluder_rng or np.random.default_rng())
+        occluder_mask = np.asarray(layer)[..., 3] > 0
+        img.alpha_composite(layer)
+        img = img.convert("RGB")
     img = img.resize((w, h), Image.Resampling.LANCZOS, reducing_gap=1.5)
     if cam.blur == "gauss":
         img = img.filter(ImageFilter.GaussianBlur(0.35 + 0.65 * cam.blur_amount))
@@ -261,4 +304,5 @@ def render(
     gain = gain * rng.uniform(0.97, 1.03, size=3).astype(np.float32)  # per-image colour jitter
     grad = 1.0 + cam.gradient * np.linspace(0.5, -0.5, h, dtype=np.float32)[:, None, None]
     arr = arr * gain * grad + rng.standard_normal(size=arr.shape, dtype=np.float32) * cam.noise
-    return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8)), view
+    image = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
+    return Rendering(image, view, occlusion, person_mask, occluder_mask)

@@ -3,6 +3,7 @@ Market-1501 layout with their captions and metadata: the public entry points."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import operator
 import os
@@ -17,6 +18,8 @@ from svllreid.data.synthesis.attributes import (
     TAG_CAPTION,
     TAG_DISTRACTOR,
     TAG_IMAGE,
+    TAG_OCCLUDED_GALLERY,
+    TAG_OCCLUDER,
     VIEW_NAMES,
     Identity,
     identity_attributes,
@@ -25,6 +28,7 @@ from svllreid.data.synthesis.attributes import (
     seeded_rng,
 )
 from svllreid.data.synthesis.captions import describe
+from svllreid.data.synthesis.occluders import gallery_share, occlusion_range
 from svllreid.data.synthesis.scene import Camera, camera_of, cameras_of, render
 from svllreid.fileio import atomic_write_text
 
@@ -65,14 +69,25 @@ class _Job:
     cam: int  # 1-based
     index: int  # image index within (pid, cam); for distractors, within the camera
     frame: int
+    #: Under an occlusion option: True puts a natural occluder in front of the person, False draws the image
+    #: without any occluder; None (no option) leaves the camera's own occasional occluders.
+    occlude: bool | None = None
 
     @property
     def name(self) -> str:
         return f"{self.pid:04d}_c{self.cam}s1_{self.frame:06d}_00.jpg"
 
 
-def _plan(num_ids: int, num_cameras: int, images_per_camera: int, seed: int, num_train: int) -> list[_Job]:
-    """Every image to write, with its split and Market-1501 name."""
+def _plan(
+    num_ids: int,
+    num_cameras: int,
+    images_per_camera: int,
+    seed: int,
+    num_train: int,
+    occluded_gallery: float | None = None,
+) -> list[_Job]:
+    """Every image to write, with its split and Market-1501 name; with ``occluded_gallery`` (occluded
+    queries asked for), every query and that share of the gallery marked to be occluded."""
     jobs: list[_Job] = []
     for pid in range(1, num_ids + 1):
         cams = cameras_of(seed, pid, num_cameras)
@@ -95,7 +110,17 @@ def _plan(num_ids: int, num_cameras: int, images_per_camera: int, seed: int, num
         c = int(cam)
         per_cam[c] += 1
         jobs.append(_Job("gallery", 0, c, per_cam[c], per_cam[c]))
-    return jobs
+    if occluded_gallery is None:
+        return jobs
+    # Exactly the stated share of the gallery (distractors included) is occluded, chosen at random; the
+    # other test images are drawn without occluders, and training images as usual.
+    gallery_at = [i for i, j in enumerate(jobs) if j.split == "gallery"]
+    order = seeded_rng(seed, TAG_OCCLUDED_GALLERY).permutation(gallery_at)
+    chosen = {int(i) for i in order[: round(occluded_gallery * len(gallery_at))]}
+    return [
+        j if j.split == "train" else dataclasses.replace(j, occlude=j.split == "query" or i in chosen)
+        for i, j in enumerate(jobs)
+    ]
 
 
 def _job_identity(seed: int, job: _Job) -> Identity:
@@ -104,9 +129,9 @@ def _job_identity(seed: int, job: _Job) -> Identity:
     return identity_of(seed, job.pid)
 
 
-def _write_jobs(args: tuple[str, int, int, int, list[_Job]]) -> list[dict[str, Any]]:
+def _write_jobs(args: tuple[str, int, int, int, tuple[float, float] | None, list[_Job]]) -> list[dict[str, Any]]:
     """Renders and writes a batch of images (runs in a worker process); returns their caption records."""
-    root, seed, height, width, jobs = args
+    root, seed, height, width, cover, jobs = args
     cameras: dict[int, Camera] = {}
     identities: dict[tuple[int, int, int], Identity] = {}
     records = []
@@ -115,22 +140,30 @@ def _write_jobs(args: tuple[str, int, int, int, list[_Job]]) -> list[dict[str, A
         key = (job.pid, job.cam, job.index) if job.pid == 0 else (job.pid, 0, 0)
         ident = identities.get(key) or identities.setdefault(key, _job_identity(seed, job))
         rng = seeded_rng(seed, TAG_IMAGE, pid=job.pid, cam=job.cam, index=job.index)
-        img, view = render(seed, ident, cam, rng=rng, size=(height, width))
+        if job.occlude:
+            occluder_rng = seeded_rng(seed, TAG_OCCLUDER, pid=job.pid, cam=job.cam, index=job.index)
+            drawn = render(seed, ident, cam, rng=rng, size=(height, width), occlude=cover, occluder_rng=occluder_rng)
+        else:
+            plain = cam if job.occlude is None else dataclasses.replace(cam, occlusion=0.0)
+            drawn = render(seed, ident, plain, rng=rng, size=(height, width))
+        img, view = drawn.image, drawn.view
         relative = f"{SPLIT_DIRS[job.split]}/{job.name}"
         img.save(Path(root) / relative, format="JPEG", quality=cam.jpeg_quality, optimize=False)
         # The caption has its own stream, so captions never change the images.
         caption_rng = seeded_rng(seed, TAG_CAPTION, pid=job.pid, cam=job.cam, index=job.index)
         caption = describe(identity_attributes(ident), VIEW_NAMES[view], caption_rng)
-        records.append(
-            {
-                "path": relative,
-                "pid": job.pid,
-                "camid": job.cam,
-                "view": VIEW_NAMES[view],
-                "split": job.split,
-                "caption": caption,
-            }
-        )
+        record: dict[str, Any] = {
+            "path": relative,
+            "pid": job.pid,
+            "camid": job.cam,
+            "view": VIEW_NAMES[view],
+            "split": job.split,
+            "caption": caption,
+        }
+        if drawn.occlusion is not None:
+            record["occluder"] = drawn.occlusion.kind
+            record["coverage"] = round(drawn.occlusion.coverage, 4)
+        records.append(record)
     return records
 
 
@@ -195,9 +228,21 @@ def _validate(
 
 
 def _params(
-    num_ids: int, num_cameras: int, images_per_camera: int, seed: int, size: tuple[int, int], train_ids: int
+    num_ids: int,
+    num_cameras: int,
+    images_per_camera: int,
+    seed: int,
+    size: tuple[int, int],
+    train_ids: int,
+    occluded_queries: tuple[float, float] | None = None,
+    occluded_gallery: float = 0.0,
 ) -> dict:
-    return {
+    occlusion = (
+        {}
+        if occluded_queries is None
+        else {"occluded_queries": list(occluded_queries), "occluded_gallery": occluded_gallery}
+    )
+    return occlusion | {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "num_ids": num_ids,
@@ -219,6 +264,8 @@ def generate_synthetic(
     image_size: tuple[int, int] = (128, 64),
     workers: int | None = None,
     train_ids: int | None = None,
+    occluded_queries: Any = None,
+    occluded_gallery: Any = 0.1,
 ) -> SynthSummary:
     """Writes a synthetic person re-identification dataset in the Market-1501 layout.
 
@@ -238,6 +285,13 @@ def generate_synthetic(
         image_size: (height, width) of the crops.
         workers: Worker processes; ``None`` uses ``os.cpu_count()``, 1 runs serially.
         train_ids: Training identities (1..N-1); None = half of them, rounded up.
+        occluded_queries: Occluded-Duke style test images: (low, high) or ``"20-50%"`` puts a natural
+            occluder (another person, a car, a pole, a bag, a bush; :mod:`.occluders`) in front of every
+            query, covering that fraction of the person's mask, and draws the rest of the test images
+            without the cameras' own occluders. Training images are drawn as without it, byte for byte.
+            Each occluded image's occluder and measured coverage go into ``captions.jsonl``.
+        occluded_gallery: with ``occluded_queries``, the share of gallery images occluded the same way
+            (exactly ``round(share * gallery)`` images, chosen at random).
 
     Every image also gets a caption of what its view shows (:mod:`svllreid.data.synthesis.captions`),
     written to ``OUT/captions.jsonl`` with its path, identity, camera, view and split.
@@ -254,6 +308,8 @@ def generate_synthetic(
         num_ids, num_cameras, images_per_camera, seed, image_size
     )
     num_train = default_train_ids(num_ids) if train_ids is None else _integer("train_ids", train_ids, 1, num_ids - 1)
+    cover = occlusion_range(occluded_queries)
+    share = gallery_share(occluded_gallery) if cover is not None else None
     root = Path(out)
     meta_path, partial = root / META_FILE, root / PARTIAL_FILE
     dirs = [root / d for d in SPLIT_DIRS.values()]
@@ -266,7 +322,7 @@ def generate_synthetic(
     root.mkdir(parents=True, exist_ok=True)
     # Mark the folder as ours before touching it, so that an interrupted run can be redone but never
     # looks complete.
-    params = _params(num_ids, num_cameras, images_per_camera, seed, (height, width), num_train)
+    params = _params(num_ids, num_cameras, images_per_camera, seed, (height, width), num_train, cover, share or 0.0)
     partial.write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
     meta_path.unlink(missing_ok=True)
     for d in dirs:
@@ -274,12 +330,12 @@ def generate_synthetic(
             shutil.rmtree(d)
         d.mkdir()
 
-    jobs = _plan(num_ids, num_cameras, images_per_camera, seed, num_train)
+    jobs = _plan(num_ids, num_cameras, images_per_camera, seed, num_train, share)
     # With workers=None, processes are only used for more than a few dozen images each.
     auto = min(os.cpu_count() or 1, max(1, len(jobs) // 32))
     n_workers = auto if workers is None else max(1, int(workers))
     chunks = min(len(jobs), n_workers * 8) if n_workers > 1 else 1
-    tasks = [(str(root), seed, height, width, jobs[i::chunks]) for i in range(chunks)]
+    tasks = [(str(root), seed, height, width, cover, jobs[i::chunks]) for i in range(chunks)]
     records: list[dict[str, Any]] = []
     if n_workers == 1:
         for task in tasks:
@@ -295,6 +351,8 @@ def generate_synthetic(
     counts = {split: sum(1 for j in jobs if j.split == split) for split in SPLIT_DIRS}
     meta = dict(params)
     meta["counts"] = {**counts, "distractors": sum(1 for j in jobs if j.pid == 0)}
+    if cover is not None:
+        meta["counts"]["occluded"] = {split: sum(1 for j in jobs if j.split == split and j.occlude) for split in counts}
     meta["test_ids"] = num_ids - num_train
     tmp = meta_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -333,6 +391,8 @@ def synthetic_matches(
     seed: int,
     image_size: tuple[int, int] = (128, 64),
     train_ids: int | None = None,
+    occluded_queries: Any = None,
+    occluded_gallery: Any = 0.1,
 ) -> bool:
     """Whether ``out`` holds a complete synthetic dataset generated with exactly these parameters.
 
@@ -352,8 +412,13 @@ def synthetic_matches(
     except (TypeError, ValueError, IndexError):
         return False
     num_train = default_train_ids(num_ids) if train_ids is None else train_ids
-    expected = _params(num_ids, num_cameras, images_per_camera, seed, size, num_train)
-    if any(meta.get(k) != v for k, v in expected.items()):
+    try:
+        cover = occlusion_range(occluded_queries)
+        share = gallery_share(occluded_gallery) if cover is not None else 0.0
+    except ValueError:
+        return False
+    expected = _params(num_ids, num_cameras, images_per_camera, seed, size, num_train, cover, share)
+    if any(meta.get(k) != v for k, v in expected.items()) or ("occluded_queries" in meta) != (cover is not None):
         return False
     counts = meta.get("counts")
     if not isinstance(counts, dict):
