@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     Interpolation = Literal["bilinear", "bicubic"]
     SideInfo = Literal["none", "camera", "view", "camera_view"]
     BatchNormInit = Literal["uniform", "pytorch"]
-    PromptMask = Literal["element", "token", "swap", "mix"]
+    PromptMask = Literal["element", "token", "swap", "swap_reference", "mix"]
     EvalSplitName = Literal["", "train", "val", "test"]
     Precision = Literal["auto", "fp32", "bf16", "fp16"]
     BatchSemantics = Literal["global", "per_process"]
@@ -176,6 +176,10 @@ class Stage1Config:
     min_lr: float = 1e-6
     lang_ssl: bool = False
     lang_ssl_weight: float = 0.8
+    #: The two views of language self-supervision: ``element`` (the reference's ``mask``, the default),
+    #: ``token``, ``swap`` (svllreid's: the 12 used positions permuted among themselves), ``swap_reference``
+    #: (the reference's: positions of all 77 permuted, which mostly moves padding into the prompt) or
+    #: ``mix`` (svllreid's own design: the reference's mix branch cannot run). See models/prompts.py.
     prompt_mask: PromptMask = "element"
     prompt_mask_prob: float = 0.5
     #: The reference never optimises the language projector; True trains it.
@@ -187,7 +191,7 @@ class Stage1Config:
         _positive("stage1", "lr", self.lr)
         for name in ("weight_decay", "warmup_epochs", "warmup_lr", "min_lr", "lang_ssl_weight"):
             _positive("stage1", name, getattr(self, name), allow_zero=True)
-        _choice("stage1", "prompt_mask", self.prompt_mask, ("element", "token", "swap", "mix"))
+        _choice("stage1", "prompt_mask", self.prompt_mask, ("element", "token", "swap", "swap_reference", "mix"))
         if not 0.0 <= self.prompt_mask_prob <= 1.0:
             raise ConfigError(f"stage1.prompt_mask_prob must be within [0, 1]; got {self.prompt_mask_prob}")
 
@@ -226,6 +230,13 @@ class Stage2Config:
     #: clean images do, so the statistics used at test time do not drift toward occluded views.
     views_update_bn_stats: bool = False
     grad_clip: Optional[float] = None  # noqa: UP045 (OmegaConf needs typing.Optional)
+    #: After every epoch, log the within- and between-identity spread of f12 on a fixed probe set of
+    #: training images (one forward pass over 64 images; svllreid.engine.dynamics).
+    probe_spread: bool = True
+    #: On each epoch's first batch, log the cosine between the vision self-supervision's gradient on the
+    #: image encoder and the other losses' gradient, and their norm ratio. Off by default: it costs two
+    #: extra backward passes per epoch (svllreid.engine.dynamics.GRADIENT_COST_NOTE). Not under DDP.
+    probe_gradients: bool = False
 
     def __post_init__(self) -> None:
         _positive("stage2", "epochs", self.epochs, allow_zero=True)

@@ -57,6 +57,15 @@ def encode_batch(
 
 
 @torch.no_grad()
+def f12_encoder(model: torch.nn.Module) -> Encoder:
+    """f12 (the image encoder's final class token, before the BNNeck), with the images' side information."""
+
+    def encode(images: torch.Tensor, camids: torch.Tensor | None, viewids: torch.Tensor | None) -> torch.Tensor:
+        return cast("Callable[..., ImageFeatures]", model.image_features)(images, camids, viewids).f12
+
+    return encode
+
+
 def extract_features(
     encode: Encoder,
     loader: DataLoader,

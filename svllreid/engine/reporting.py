@@ -31,6 +31,7 @@ from svllreid.report import (
     Section,
     draw_ranked_lists,
     plot_cmc,
+    plot_dynamics,
     plot_embedding,
     plot_losses,
     plot_metrics_table,
@@ -345,8 +346,9 @@ def write_training_report(
             )
         )
     metrics_file = run_dir / "metrics.jsonl"
-    records = read_metrics(metrics_file) if metrics_file.is_file() else []
-    records = [r for r in records if any(key == "loss" or key.startswith("loss_") for key in r)]  # not validation
+    logged = read_metrics(metrics_file) if metrics_file.is_file() else []
+    records = [r for r in logged if any(key == "loss" or key.startswith("loss_") for key in r)]  # not validation
+    dynamics = [r for r in logged if r.get("stage") == "dynamics"]
     if records:
         files["losses_png"] = plot_losses(records, run_dir / "losses.png")
         sections.append(
@@ -355,6 +357,24 @@ def write_training_report(
                 text="Loss terms per logged step (means over the logging interval); stage 1 learns the prompts, "
                 "stage 2 the image encoder.",
                 images=[files["losses_png"]],
+            )
+        )
+    if dynamics:
+        files["dynamics_png"] = plot_dynamics(dynamics, run_dir / "dynamics.png")
+        grads = any("grad_cosine" in r for r in dynamics)
+        sections.append(
+            Section(
+                "Dynamics",
+                text=(
+                    "Left: on the first batch of each stage-2 epoch, the cosine between the gradient of the vision "
+                    "self-supervision and that of the main losses (ID, triplet, image-to-text) on the image "
+                    "encoder, and the ratio of their norms as weighted in the loss (stage2.probe_gradients). "
+                    if grads
+                    else ""
+                )
+                + "f12's spread on a fixed probe set of training images: the mean cosine distance of an image to "
+                "its identity's mean (within) and between the identities' means (between); epoch 0 is the start.",
+                images=[files["dynamics_png"]],
             )
         )
     split, first = final.splits[0]

@@ -23,7 +23,7 @@ from svllreid.config import Config, SideInfo, config_to_dict, save_config
 from svllreid.data.factory import build_image_caches, build_transforms
 from svllreid.data.loaders import ReIDImageDataset, build_test_loader, build_train_loader, set_loader_epoch
 from svllreid.data.samplers import global_batch_error, pk_sampling_error
-from svllreid.data.types import ReIDDataset
+from svllreid.data.types import ReIDDataset, Sample
 from svllreid.engine.checkpoint import (
     Checkpoint,
     load_model_state,
@@ -43,11 +43,13 @@ from svllreid.engine.distributed import (
     resolve_device,
     shutdown,
 )
+from svllreid.engine.dynamics import gradient_alignment, identity_spread, probe_samples
 from svllreid.engine.features import (
     ModelEvaluation,
     TestImages,
     evaluate_model,
     extract_features,
+    f12_encoder,
     projection_encoder,
 )
 from svllreid.engine.optim import build_adam, cosine_with_warmup, multistep_with_warmup
@@ -379,13 +381,62 @@ class Run:
 
         if self.selection is not None and not self.selection.history:
             self.validate(0)  # the start, before stage 2 changes the image encoder: the best until beaten
+        probe = probe_samples(self.dataset.train) if c.probe_spread else []
+        if probe and start_epoch == 1:
+            self.log_dynamics(0, None, probe)
+        alignments: dict[int, dict[str, float] | None] = {}
+        encoder = [p for p in self.model.image_encoder.parameters() if p.requires_grad]
+
+        def first_step(epoch: int, terms: dict[str, torch.Tensor]) -> None:
+            alignments[epoch] = gradient_alignment(terms, encoder)
+
+        probe_gradients = c.probe_gradients and c.vis_ssl and c.vis_ssl_weight > 0
+        if probe_gradients and self.dist.enabled:
+            log.warning("stage2.probe_gradients is not measured under DDP (one process's gradients); skipped")
+            probe_gradients = False
 
         def end_of_epoch(epoch: int) -> bool:
+            if probe or alignments:
+                self.log_dynamics(epoch, alignments.pop(epoch, None), probe)
             stop = self.validate(epoch) if self.selection is not None and self.selection.due(epoch, c.epochs) else False
             self.save("last", 2, epoch, optimizer)  # after the evaluation: a resumed run knows its result
             return stop
 
-        self.trainer.fit(task, optimizer, plan, batches, start_epoch=start_epoch, on_epoch_end=end_of_epoch)
+        self.trainer.fit(
+            task,
+            optimizer,
+            plan,
+            batches,
+            start_epoch=start_epoch,
+            on_epoch_end=end_of_epoch,
+            on_first_step=first_step if probe_gradients else None,
+        )
+
+    def log_dynamics(self, epoch: int, alignment: dict[str, float] | None, probe: list[Sample]) -> None:
+        """A ``dynamics`` record of stage-2 ``epoch`` (0: the start) in metrics.jsonl and TensorBoard: the
+        gradient alignment of its first batch (when measured) and the probe set's identity spread."""
+        if not self.dist.is_main:
+            return
+        record: dict[str, Any] = {"stage": "dynamics", "epoch": epoch, "step": self.trainer.global_step}
+        record.update(alignment or {})
+        if probe:
+            interpolation = self.transforms.test_interpolation
+            images = ReIDImageDataset(
+                probe,
+                self.transforms.test,
+                self.size,
+                cache=self.caches.get(interpolation),
+                interpolation=interpolation,
+            )
+            loader = build_test_loader(images, self.cfg.eval.batch_size, 0)
+            was_training = self.model.training
+            self.model.eval()
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), torch.no_grad():
+                feats = extract_features(f12_encoder(self.model), loader, self.device, amp_dtype=self.amp_dtype)
+            self.model.train(was_training)
+            pids = torch.tensor([s.pid for s in probe])
+            record.update({f"spread_{k}": v for k, v in identity_spread(feats.cpu(), pids).items()})
+        self.metrics.write(record, self.trainer.global_step)
 
     def validate(self, epoch: int) -> bool:
         """Evaluate the validation split after stage-2 ``epoch`` (0: the start), keep a new best as

@@ -23,7 +23,7 @@ from svllreid.data.samplers import global_batch_error
 from svllreid.engine.distributed import gather_with_grad
 from svllreid.losses import cross_entropy_label_smooth, nt_xent_loss, supcon_loss, triplet_loss
 from svllreid.models.image_encoders import ImageFeatures
-from svllreid.models.prompts import PromptAugment, augment_prompts
+from svllreid.models.prompts import FULL_LENGTH_AUGMENTS, PromptAugment, augment_prompts
 from svllreid.models.reid_model import ReIDModel
 from svllreid.models.text_encoder import TextEncoder
 from svllreid.precision import at_least_fp32, without_autocast
@@ -111,8 +111,12 @@ class PromptStageTask(nn.Module):
         if distinct.shape[0] < 2:
             self.skipped_ssl_batches += 1
             return None
-        prompts = self.model.prompt_learner(distinct)  # [U, 12, D]
-        views = [augment_prompts(prompts, self.prompt_mask, self.prompt_mask_prob) for _ in range(2)]
+        # [U, 12, D]; [U, 77, D] for an augmentation that moves padding in (cut back to 12 afterwards:
+        # the positions after the end token never reach it)
+        full = self.prompt_mask in FULL_LENGTH_AUGMENTS
+        prompts = self.model.prompt_learner(distinct, full=full)
+        length = self.model.prompt_learner.length
+        views = [augment_prompts(prompts, self.prompt_mask, self.prompt_mask_prob)[:, :length] for _ in range(2)]
         projector = self.model.lang_projector
         assert projector is not None  # language self-supervision runs with lang_ssl_weight > 0 (checked in __init__)
         z1, z2 = (projector(self.model.encode_prompts(view)) for view in views)  # [U, out] each

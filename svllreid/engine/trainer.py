@@ -133,9 +133,11 @@ class Trainer:
         *,
         start_epoch: int = 1,
         on_epoch_end: Callable[[int], bool | None] | None = None,
+        on_first_step: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
     ) -> None:
         """Train ``task`` for epochs ``start_epoch..plan.epochs``; ``on_epoch_end(epoch)`` returning True
-        stops after that epoch (early stopping).
+        stops after that epoch (early stopping). ``on_first_step(epoch, terms)`` sees the loss terms of each
+        epoch's first batch before they are backpropagated (it must keep the graph: ``retain_graph``).
 
         Raises:
             TrainingDiverged: a loss term became NaN/Inf (the message names the step and term).
@@ -162,10 +164,12 @@ class Trainer:
                 dynamic_ncols=True,
                 mininterval=1.0,
             )
-            for batch in bar:
+            for number, batch in enumerate(bar):
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
                 with autocast(self.device, self.amp_dtype):
                     terms = model(batch)
+                if number == 0 and on_first_step is not None:
+                    on_first_step(epoch, terms)
                 loss = sum(terms.values())
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()

@@ -18,7 +18,9 @@ from svllreid.models.text_encoder import TextEncoder
 
 PROMPT_TEMPLATES = {"person": "A photo of a X X X X person.", "vehicle": "A photo of a X X X X vehicle."}
 NUM_IDENTITY_WORDS = 4
-PromptAugment = Literal["element", "token", "swap", "mix"]
+PromptAugment = Literal["element", "token", "swap", "swap_reference", "mix"]
+#: Augmentations that work on the whole 77-position prompt, padding included (the reference's layout).
+FULL_LENGTH_AUGMENTS = frozenset({"swap_reference"})
 Tokenizer = Callable[[list[str]], torch.Tensor]
 
 
@@ -88,7 +90,11 @@ def augment_prompts(
       distribution to drawing it for all 77, because the others never reach the end token.
     - ``token``: whole positions are zeroed with probability ``prob``.
     - ``swap``: ``round(prob * L)`` (at least 2) random positions of each prompt are permuted
-      among themselves.
+      among themselves: on the 12 used positions, a reordering of the prompt's own words.
+    - ``swap_reference``: the reference's swap, for prompts of all 77 positions (``full=True``):
+      ``int(prob * 77)`` positions drawn among all of them are permuted. Most land in the padding, so
+      in effect it writes padding embeddings into about ``prob * 12 * (1 - 12/77)`` of the 12 used
+      positions (4.9 at 0.5) and moves the end-of-text slot with probability ``prob``.
     - ``mix``: each prompt is interpolated towards another identity's prompt of the batch with a
       weight drawn uniformly from ``[0, prob]``.
     """
@@ -102,8 +108,8 @@ def augment_prompts(
         return prompts * (rand(*prompts.shape) >= prob).to(prompts.dtype)
     if kind == "token":
         return prompts * (rand(count, length, 1) >= prob).to(prompts.dtype)
-    if kind == "swap":
-        k = min(length, max(2, round(prob * length)))
+    if kind in ("swap", "swap_reference"):
+        k = min(length, max(2, round(prob * length))) if kind == "swap" else int(prob * length)
         positions = rand(count, length).argsort(dim=1)[:, :k]  # [U, k] distinct positions per prompt
         shuffled = positions.gather(1, rand(count, k).argsort(dim=1))  # a permutation of them
         out = prompts.clone()

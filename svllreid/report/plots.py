@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, PercentFormatter
+from matplotlib.ticker import FixedLocator, MaxNLocator, PercentFormatter
 
 from svllreid.report._io import new_figure, save_figure
 
@@ -29,6 +29,7 @@ __all__ = [
     "PROTOCOL_NOTES",
     "STAGE_TITLES",
     "plot_cmc",
+    "plot_dynamics",
     "plot_embedding",
     "plot_losses",
     "plot_metrics_table",
@@ -166,6 +167,70 @@ def plot_losses(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
             ax.legend(fontsize="small", framealpha=0.85)
         else:
             ax.text(0.5, 0.5, "no loss values", ha="center", va="center", transform=ax.transAxes, color="grey")
+    return save_figure(figure, path)
+
+
+def plot_dynamics(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Stage 2's dynamics against the epoch (0 = the start): on the left, the cosine between the vision
+    self-supervision's gradient on the image encoder and the main losses' gradient, and their norm ratio
+    (right axis); on the right, f12's within- and between-identity spread on the probe set.
+
+    Args:
+        records: ``dynamics`` records of metrics.jsonl (``epoch`` and any of ``grad_cosine``,
+            ``grad_norm_ratio``, ``spread_within``, ``spread_between``).
+
+    Raises:
+        ValueError: no record holds any of them.
+    """
+    keys = ("grad_cosine", "grad_norm_ratio", "spread_within", "spread_between")
+    rows = sorted((r for r in records if any(k in r for k in keys)), key=lambda r: r.get("epoch", 0))
+    if not rows:
+        raise ValueError("plot_dynamics: no dynamics records to plot")
+    has_grads = any("grad_cosine" in r for r in rows)
+    figure = new_figure(10.0 if has_grads else 5.2, 3.6)
+    axes = list(figure.subplots(1, 2 if has_grads else 1, squeeze=False)[0])
+
+    def series(key: str) -> tuple[list[float], list[float]]:
+        known = [(float(r["epoch"]), _loss_value(r, key)) for r in rows if key in r]
+        return [e for e, _ in known], [v for _, v in known]
+
+    if has_grads:
+        ax = axes.pop(0)
+        epochs, cosines = series("grad_cosine")
+        ax.plot(epochs, cosines, marker="o", ms=4, lw=1.6, color="tab:blue", label="cos(∇ vision SSL, ∇ main)")
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_xlabel("stage-2 epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("gradient cosine")
+        twin = ax.twinx()
+        ratio_epochs, ratios = series("grad_norm_ratio")
+        twin.plot(ratio_epochs, ratios, marker=".", lw=1.2, ls="--", color="tab:orange", label="|∇ SSL| / |∇ main|")
+        twin.set_ylabel("norm ratio")
+        twin.set_ylim(bottom=0.0)
+        handles = ax.get_legend_handles_labels()
+        twins = twin.get_legend_handles_labels()
+        ax.legend(handles[0] + twins[0], handles[1] + twins[1], fontsize="small", loc="lower left", framealpha=0.9)
+        ax.set_title("Gradients on the image encoder (first batch)")
+        ax.grid(alpha=0.3)
+    ax = axes[0]
+    for key, label, color in (
+        ("spread_within", "within identity", "tab:green"),
+        ("spread_between", "between identities", "tab:purple"),
+    ):
+        epochs, values = series(key)
+        if epochs:
+            ax.plot(epochs, values, marker="o", ms=4, lw=1.6, color=color, label=label)
+    ax.set_xlabel("stage-2 epoch (0 = the start)")
+    ax.set_ylabel("cosine distance")
+    spreads = [v for line in ax.lines for v in cast(Sequence[float], line.get_ydata()) if math.isfinite(v)]
+    if spreads and min(spreads) > 0:  # spreads shrink by orders of magnitude when features collapse
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize="small", framealpha=0.9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("f12 spread on the probe set")
     return save_figure(figure, path)
 
 

@@ -207,3 +207,23 @@ def test_projection_head_inits_follow_the_reference():
         assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and torch.equal(bn.bias, torch.zeros_like(bn.bias))
     with pytest.raises(ValueError, match=r"bn_init must be one of uniform, pytorch; got 'ones'"):
         tiny(vis_ssl_head=True, ssl_hidden_dim=64, vis_ssl_bn_init="ones")
+
+
+def test_swap_reference_permutes_positions_of_all_77_and_moves_padding_into_the_prompt():
+    model = tiny().eval()
+    with torch.no_grad():
+        full = model.prompt_learner(torch.arange(3).repeat(100), full=True)  # [300, 77, D]
+    torch.manual_seed(0)
+    swapped = augment_prompts(full, "swap_reference", 0.5)
+    for a, b in zip(full[:5], swapped[:5], strict=True):  # a permutation of the 77 rows
+        assert sorted(map(tuple, a.tolist())) == sorted(map(tuple, b.tolist()))
+    moved = (swapped != full).any(dim=-1)  # [300, 77] positions whose embedding changed
+    assert int(moved[0].sum()) <= int(0.5 * 77)
+    padding = full[0, -1]
+    used = swapped[:, :12]
+    padded = (used == padding).all(dim=-1).float().sum(dim=1).mean()
+    # int(0.5 * 77) = 38 positions of 77: each used position is drawn with probability 38/77 and then
+    # receives one of the other drawn positions, of which 65/76 are padding: about 4.9 of the 12.
+    assert 4.3 < float(padded) < 5.5
+    eot = model.prompt_learner.eot_position
+    assert 0.4 < float((swapped[:, eot] != full[:, eot]).any(dim=-1).float().mean()) < 0.6
