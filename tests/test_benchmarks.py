@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -142,3 +143,69 @@ def test_own_data_benchmark_measures_start_best_and_last(tmp_path):
     assert [p["epoch"] for p in run["curve"]] == [0, 1, 2]
     for row in ("start", "best", "last"):
         assert 0 <= run["rows"][row]["validation"]["mAP"] <= 1 and "spread" in run["rows"][row]["test"]
+
+
+REFERENCE = os.environ.get("SVLLREID_REFERENCE", "")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (REFERENCE and (Path(REFERENCE) / "model" / "make_model_svllreid.py").is_file()),
+    reason="SVLLREID_REFERENCE does not name a checkout of BinWangGzhu/SVLL-ReID",
+)
+def test_reference_parity_benchmark_finds_svllreid_equal_to_the_authors_code(tmp_path):
+    cmd = [sys.executable, str(REPO / "benchmarks" / "reference_parity.py"), "--reference", REFERENCE]
+    cmd += ["--geometry", "synth", "--steps", "1", "--json", str(tmp_path / "parity.json")]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads((tmp_path / "parity.json").read_text())["synth"]
+    for term in ("i2t", "t2i", "lang_ssl"):
+        reference, ours = figures[f"stage1 {term} (reference, svllreid)"]
+        assert ours == pytest.approx(reference, rel=1e-5)
+    for term in ("id", "triplet", "i2t", "vis_ssl"):
+        reference, ours = figures[f"stage2 {term} (reference, svllreid)"]
+        assert ours == pytest.approx(reference, rel=1e-5)
+    assert figures["stage2 gradient, SIE table"] < 1e-5 and figures["stage1 gradient prompt words"] < 1e-4
+
+
+@pytest.mark.slow
+def test_occluded_ablation_benchmark_tests_each_variant_on_holistic_and_occluded_queries(tmp_path):
+    from tests.engine.test_train import small
+
+    overrides = [
+        v
+        for v in small(tmp_path, "x", **{"data.root": "", "stage1.epochs": 1, "stage2.epochs": 1})
+        if not v.startswith(("run.name=", "run.output_dir=", "data.options="))
+    ]
+    overrides += ["data.options.ids=16", "data.options.cameras=3", "data.options.images_per_camera=3"]
+    cmd = [sys.executable, str(REPO / "benchmarks" / "occluded_ablation.py"), "--dataset", "synthetic"]
+    cmd += ["--seeds", "1", "--out", str(tmp_path / "occ"), *overrides]
+    env = {**os.environ, "SVLLREID_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| + vision SSL |" in result.stdout and "| SVLL-ReID |" in result.stdout
+    report = json.loads((tmp_path / "occ" / "occluded_ablation.json").read_text())
+    for runs in report["results"].values():
+        (run,) = runs
+        assert 0 <= run["holistic"]["mAP"] <= 1 and 0 <= run["occluded"]["mAP"] <= 1
+        assert run["holistic"]["mAP"] != run["occluded"]["mAP"]
+
+
+def test_vision_ssl_factors_match_the_papers_erased_token_share():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import vision_ssl_factors
+
+    from svllreid.config import load_config
+    from svllreid.data.transforms import erased_token_share
+
+    paper = erased_token_share((256, 128), 16, 12, 0.33)
+    assert 0.43 < paper < 0.47
+    cfg = load_config(REPO / "configs" / "synthetic_tiny.yaml")
+    factors, lines = vision_ssl_factors.settings(cfg, paper)
+    assert "76." in lines[1]  # the recipe's 64x32 at stride 8 erases three in four tokens
+    matched = next(name for name in factors if name.startswith("erasing matched"))
+    area = float(factors[matched][0][0].split("=")[1])
+    assert abs(erased_token_share((64, 32), 16, 8, area) - paper) < 0.02
+    assert factors[matched][1] is False and factors["SIE on cameras"] == (["model.sie=camera"], True)
+    combined = factors["combined"][0]
+    assert "data.image_size=[128,64]" in combined and "stage2.id_weight=0.25" in combined

@@ -80,3 +80,13 @@ def test_ssl_view_erases_about_a_third():
         out = t(Image.new("RGB", (48, 96), (90, 90, 90)))
         fractions.append(((out != plain).any(dim=0)).float().mean().item())
     assert all(0.25 <= f <= 0.40 for f in fractions), fractions
+
+
+def test_erased_token_share_grows_as_the_input_shrinks():
+    from svllreid.data.transforms import erased_token_share
+
+    paper = erased_token_share((256, 128), 16, 12, 0.33, draws=500)
+    small = erased_token_share((64, 32), 16, 8, 0.33, draws=500)
+    assert 0.42 < paper < 0.48 and 0.72 < small < 0.80  # a third of the image: 45 % of the tokens vs 76 %
+    assert erased_token_share((64, 32), 16, 8, 0.05, draws=500) < small
+    assert erased_token_share((64, 32), 16, 8, 0.33, draws=500, seed=3) == pytest.approx(small, abs=0.03)
