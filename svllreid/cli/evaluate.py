@@ -100,7 +100,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.checkpoint,
         dataset=args.dataset,
         root=args.root,
-        options=parse_options(args.option),
+        options=parse_options(args.option) or None,  # none given: the training options (same dataset)
         rerank=args.rerank,
         flip=args.flip,
         out_dir=args.out,

@@ -95,7 +95,9 @@ def evaluate_checkpoint(
 
     Args:
         checkpoint: a checkpoint file or a run directory.
-        dataset, root, options: the dataset to evaluate on (default: the checkpoint's, with its root).
+        dataset, root, options: the dataset to evaluate on (default: the checkpoint's, with its root). Options
+            None take the training options when the dataset is the training one; ``{}`` is no options (the
+            same identities without, say, ``occluded_queries``).
         rerank: k-reciprocal re-ranking with the checkpoint's ``eval.rerank_*`` parameters.
         flip: add the features of flipped images.
     """
@@ -107,7 +109,7 @@ def evaluate_checkpoint(
         data_cfg,
         dataset=dataset or data_cfg.dataset,
         root=root if root is not None else (data_cfg.root if same else ""),
-        options=dict(options or (data_cfg.options if same else {})),
+        options=dict(options if options is not None else (data_cfg.options if same else {})),
         check="quick" if dataset is not None else data_cfg.check,
     )
     data = build_dataset(data_cfg)

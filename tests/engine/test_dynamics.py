@@ -121,6 +121,10 @@ def test_a_run_on_occluded_data_logs_its_dynamics_and_draws_them(tmp_path, monke
         )
         == 0
     )
+    # Without options, eval takes the training ones: the occluded queries again, the same figures.
+    assert main(["eval", "--checkpoint", str(run_dir), "--out", str(tmp_path / "same"), "--no-report"]) == 0
+    again = json.loads((Path(tmp_path / "same") / "eval.json").read_text())["result"]
+    assert again["mAP"] == pytest.approx(occluded["mAP"], abs=1e-6)
     holistic = json.loads((Path(tmp_path / "holistic") / "eval.json").read_text())["result"]
     assert holistic["mAP"] != occluded["mAP"]  # the same model on other queries
     assert (Path(tmp_path / "holistic") / "report.html").is_file()
