@@ -33,6 +33,7 @@ from svllreid.engine.checkpoint import (
     restore_rng,
     write_checkpoint,
 )
+from svllreid.engine.cpu_memory import keep_freed_memory
 from svllreid.engine.dataprep import PreparedData, prepare_data
 from svllreid.engine.distributed import (
     DistInfo,
@@ -215,6 +216,8 @@ class Run:
         self.run_dir = run_dir
         self.dist = dist
         self.device = resolve_device(cfg.run.device, dist)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # the same numbers, without refaulting each step's memory (engine/cpu_memory.py)
         self.amp_dtype = resolve_precision(cfg.run.precision, self.device)
         self.dataset = dataset
         self.transforms = build_transforms(cfg.data)
