@@ -116,7 +116,7 @@ def main() -> int:
             ).evaluation.summary
             entry = {"seed": seed, "occluded": result.evaluation, "holistic": holistic, "seconds": seconds}
             results[name].append(entry)
-            if result.untrained is not None:
+            if result.untrained is not None and number == 0:
                 results[START].append({"seed": seed, "occluded": result.untrained, "holistic": {}})
             print(
                 f"seed {seed}  {name:<14} mAP holistic {100 * holistic['mAP']:6.2f}  "

@@ -391,18 +391,29 @@ class Run:
         encoder = [p for p in self.model.image_encoder.parameters() if p.requires_grad]
 
         def first_step(epoch: int, terms: dict[str, torch.Tensor]) -> None:
-            alignments[epoch] = gradient_alignment(terms, encoder)
+            started = time.perf_counter()
+            alignment = gradient_alignment(terms, encoder)
+            # What the two extra backward passes cost, to set against the epoch's time (stage2.probe_gradients).
+            alignments[epoch] = (
+                None if alignment is None else {**alignment, "grad_probe_s": time.perf_counter() - started}
+            )
 
         probe_gradients = c.probe_gradients and c.vis_ssl and c.vis_ssl_weight > 0
         if probe_gradients and self.dist.enabled:
-            log.warning("stage2.probe_gradients is not measured under DDP (one process's gradients); skipped")
+            log.info("stage2.probe_gradients: not measured under DDP (autograd.grad bypasses its reducer)")
             probe_gradients = False
+
+        epoch_started = [time.perf_counter()]
 
         def end_of_epoch(epoch: int) -> bool:
             if probe or alignments:
-                self.log_dynamics(epoch, alignments.pop(epoch, None), probe)
+                alignment = alignments.pop(epoch, None)
+                if alignment is not None:
+                    alignment["epoch_s"] = time.perf_counter() - epoch_started[0]
+                self.log_dynamics(epoch, alignment, probe)
             stop = self.validate(epoch) if self.selection is not None and self.selection.due(epoch, c.epochs) else False
             self.save("last", 2, epoch, optimizer)  # after the evaluation: a resumed run knows its result
+            epoch_started[0] = time.perf_counter()
             return stop
 
         self.trainer.fit(

@@ -34,6 +34,7 @@ def small(tmp_path: Path, name: str, **extra: object) -> list[str]:
         "stage2.images_per_id": 2,
         "stage2.warmup_epochs": 1,
         "stage2.milestones": "[2]",
+        "stage2.vis_ssl": "true",
         "eval.before_training": "false",
         "run.output_dir": str(tmp_path / "runs"),
         "run.name": name,
@@ -61,6 +62,7 @@ def test_cli_end_to_end_beats_the_untrained_network(tmp_path, capsys):
         "model.arch=svll-tiny-rn",
         "model.pretrained=none",
         "model.stride=null",
+        "stage2.vis_ssl=true",
         f"run.output_dir={tmp_path / 'runs'}",
         "run.name=e2e",
         "run.report=false",  # the report of a training run has its own test (tests/test_tools.py)
@@ -72,7 +74,7 @@ def test_cli_end_to_end_beats_the_untrained_network(tmp_path, capsys):
     run_dir = tmp_path / "runs" / "e2e"
     assert load_config(run_dir / "config.yaml").data.options["ids"] == 32
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert {r["stage"] for r in records} == {"stage1", "stage2"}
+    assert {r["stage"] for r in records} == {"stage1", "stage2", "dynamics"}
     assert {"loss_i2t", "loss_t2i", "loss_lang_ssl"} <= set(records[0])
     assert {"loss_id", "loss_triplet", "loss_i2t", "loss_vis_ssl", "lr", "images_per_s"} <= set(records[-1])
     assert any((run_dir / "tensorboard").iterdir())
