@@ -191,8 +191,8 @@ def test_occluded_ablation_benchmark_tests_each_variant_on_holistic_and_occluded
         assert run["holistic"]["mAP"] != run["occluded"]["mAP"]
 
 
-def test_vision_ssl_factors_match_the_papers_erased_token_share():
-    sys.path.insert(0, str(REPO / "benchmarks"))
+def test_vision_ssl_factors_match_the_papers_erased_token_share(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import vision_ssl_factors
 
     from svllreid.config import load_config

@@ -45,11 +45,21 @@ def carve_configured(cfg: DataConfig, dataset: ReIDDataset) -> tuple[ReIDDataset
     if dataset.occlusion is not None and carved.validation is not None:
         # Settings chosen for occluded queries are chosen on occluded queries: the held-out images get
         # occluded copies as queries, against their originals (a query's own original, same identity and
-        # camera, is not counted), with occluding people cut from the identities that still train.
+        # camera, is junk under the camera protocol), with occluding people cut from the identities that
+        # still train. The copies cover a share of the crop, as for photos, also for drawn people.
+        if not dataset.has_cameras:  # a query's own original would count as a match, at distance ~0
+            raise DatasetError(
+                f"{dataset.name}: occluded validation queries need cameras (their originals are then junk)"
+            )
         low, high, seed = dataset.occlusion
         split = carved.validation
         queries, records = occlude_queries(
-            split.query, (low, high), seed, [s.path for s in carved.train], label=f"{dataset.name}-validation"
+            split.query,
+            (low, high),
+            seed,
+            [s.path for s in carved.train],
+            label=f"{dataset.name}-validation",
+            root=dataset.root,
         )
         carved = dataclasses.replace(
             carved, validation=occluded_split(split, queries), occluded=carved.occluded | frozenset(records)

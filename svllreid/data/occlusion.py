@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from svllreid.data.synthesis.occluders import occlude
 from svllreid.data.types import EvalSplit, Sample
@@ -30,7 +30,7 @@ from svllreid.fileio import atomic_write_text, cache_dir
 __all__ = ["OCCLUSION_FILE", "occlude_queries"]
 
 #: Bump when the pasted occluders change, so cached copies are made again.
-VERSION = 2
+VERSION = 3
 #: Per copied query: its source, the occluder kind and the covered fraction of the crop.
 OCCLUSION_FILE = "occlusion.json"
 #: At most this many photos of other identities are opened to cut occluding people from.
@@ -45,9 +45,10 @@ def _fingerprint(paths: Sequence[str]) -> list[tuple[str, int, int]]:
     return out
 
 
-def _image_rng(seed: int, path: str) -> np.random.Generator:
-    # Named by the file, not its position, so one query's occluder does not depend on the others.
-    return np.random.default_rng([seed, zlib.crc32(Path(path).name.encode()), zlib.crc32(path.encode())])
+def _image_rng(seed: int, relative: str) -> np.random.Generator:
+    # Named by the file's path inside the dataset, not its position or where the dataset lives, so one
+    # query's occluder depends neither on the others nor on the machine.
+    return np.random.default_rng([seed, zlib.crc32(relative.encode())])
 
 
 def occlude_queries(
@@ -57,6 +58,7 @@ def occlude_queries(
     photos: Sequence[str],
     *,
     label: str,
+    root: str,
 ) -> tuple[list[Sample], dict[str, dict[str, object]]]:
     """Occluded copies of ``queries``: the same samples with paths to copies that carry an occluder.
 
@@ -66,6 +68,7 @@ def occlude_queries(
         seed: the seed of every random choice (which occluder, where, how big).
         photos: images of other identities to cut occluding people from (none of the queries' identities).
         label: a readable prefix of the cache folder's name.
+        root: the dataset's folder: each occluder is drawn from the seed and the image's path inside it.
 
     Returns:
         The copied samples, in order, and per copy path its ``{"source", "occluder", "coverage"}`` (and
@@ -83,7 +86,7 @@ def occlude_queries(
     names = _copy_names(sources)
     records = _read_records(folder, names)
     if records is None:
-        records = _write(folder, sources, names, cover, seed, chosen)
+        records = _write(folder, sources, names, cover, seed, chosen, root)
     renamed = {src: str(folder / names[src]) for src in sources}
     return [s._replace(path=renamed[s.path]) for s in queries], {str(folder / n): r for n, r in records.items()}
 
@@ -111,8 +114,9 @@ def _read_records(folder: Path, names: dict[str, str]) -> dict[str, dict[str, ob
 
 
 def _open(path: str) -> Image.Image:
+    # As the loaders read it (no EXIF rotation), so a copy lines up with its original in the gallery.
     with Image.open(path) as img:
-        return ImageOps.exif_transpose(img).convert("RGB")
+        return img.convert("RGB")
 
 
 def _write(
@@ -122,6 +126,7 @@ def _write(
     cover: tuple[float, float],
     seed: int,
     photos: Sequence[str],
+    root: str,
 ) -> dict[str, dict[str, object]]:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
@@ -133,7 +138,8 @@ def _write(
         for source in sources:
             image = _open(source).convert("RGBA")
             crop = np.ones((image.height, image.width), dtype=bool)
-            layer, occlusion = occlude(crop, cover, _image_rng(seed, source), photos=occluders)
+            rng = _image_rng(seed, Path(os.path.relpath(source, root)).as_posix())
+            layer, occlusion = occlude(crop, cover, rng, photos=occluders)
             image.alpha_composite(layer)
             image.convert("RGB").save(staging / names[source], format="PNG")
             records[names[source]] = {
@@ -144,12 +150,17 @@ def _write(
             if occlusion.photo is not None:
                 records[names[source]]["photo"] = photos[occlusion.photo]
         atomic_write_text(staging / OCCLUSION_FILE, json.dumps(records, indent=1, sort_keys=True) + "\n")
+        finished = _read_records(folder, names)
+        if finished is not None:  # another process (a DDP rank) published it meanwhile
+            return finished
         if folder.exists():  # an incomplete earlier copy (its records did not match); made again
             shutil.rmtree(folder)
         staging.rename(folder)
     except OSError:
-        if _read_records(folder, names) is None:  # another process did not finish it either
+        finished = _read_records(folder, names)
+        if finished is None:  # another process did not finish it either
             raise
+        return finished
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return records

@@ -56,7 +56,6 @@ def encode_batch(
     return feats
 
 
-@torch.no_grad()
 def f12_encoder(model: torch.nn.Module) -> Encoder:
     """f12 (the image encoder's final class token, before the BNNeck), with the images' side information."""
 
@@ -66,6 +65,7 @@ def f12_encoder(model: torch.nn.Module) -> Encoder:
     return encode
 
 
+@torch.no_grad()
 def extract_features(
     encode: Encoder,
     loader: DataLoader,

@@ -223,11 +223,15 @@ class Run:
         self.transforms = build_transforms(cfg.data)
         self.caches = build_image_caches(cfg.data, self.dataset)  # by resize filter
         self.model = build_model(cfg, self.dataset).to(self.device)
-        resume_step, validated = None, []
+        resume_step, validated, dynamics = None, [], []
         if resumed is not None:
             resume_step = int(resumed.meta.get("global_step", 0))
             validated = [entry["epoch"] for entry in (resumed.meta.get("selection") or {}).get("history", [])]
-        self.metrics = MetricsLog(run_dir if dist.is_main else None, resume_step=resume_step, validated=validated)
+            if resumed.meta.get("stage") == 2:  # it logged the dynamics of the start and its epochs
+                dynamics = list(range(int(resumed.meta.get("epoch", 0)) + 1))
+        self.metrics = MetricsLog(
+            run_dir if dist.is_main else None, resume_step=resume_step, validated=validated, dynamics=dynamics
+        )
         #: The start on the test set, and the validation bookkeeping (None without a validation split).
         self.start: dict[str, Any] | None = None
         self.selection: Selection | None = None
@@ -430,6 +434,8 @@ class Run:
         """A ``dynamics`` record of stage-2 ``epoch`` (0: the start) in metrics.jsonl and TensorBoard: the
         gradient alignment of its first batch (when measured) and the probe set's identity spread."""
         if not self.dist.is_main:
+            return
+        if alignment is None and not probe:
             return
         record: dict[str, Any] = {"stage": "dynamics", "epoch": epoch, "step": self.trainer.global_step}
         record.update(alignment or {})

@@ -48,17 +48,25 @@ class MetricsLog:
 
     A resumed run (``resume_step``: the global step of the checkpoint it continues) first drops what was
     logged after that checkpoint, which the run is about to log again, so that no step appears twice:
-    every record after that step, and validation records of that step whose epoch is not among
-    ``validated`` (the epochs the checkpoint knows the validation result of).
+    every record after that step, and validation and dynamics records of that step whose epoch is not among
+    ``validated`` (the epochs the checkpoint knows the validation result of) or ``dynamics`` (the stage-2
+    epochs it logged the dynamics of: a stage-1 checkpoint knows none, though the start's record of stage 2
+    shares its step).
     """
 
-    def __init__(self, run_dir: Path | None, resume_step: int | None = None, validated: Iterable[int] = ()):
+    def __init__(
+        self,
+        run_dir: Path | None,
+        resume_step: int | None = None,
+        validated: Iterable[int] = (),
+        dynamics: Iterable[int] = (),
+    ):
         self.file = None
         self.writer = None
         if run_dir is not None:
             path = run_dir / "metrics.jsonl"
             if resume_step is not None and path.is_file():
-                known = set(validated)
+                known = {"validation": set(validated), "dynamics": set(dynamics)}
                 lines = path.read_text().splitlines(keepends=True)
                 kept = [line for line in lines if _logged_by(line, resume_step, known)]
                 atomic_write_text(path, "".join(kept))
@@ -91,7 +99,7 @@ class MetricsLog:
             self.writer = None
 
 
-def _logged_by(line: str, step: int, validated: set[int]) -> bool:
+def _logged_by(line: str, step: int, known: dict[str, set[int]]) -> bool:
     """Whether a metrics.jsonl line belongs to a checkpoint of global ``step`` (see :class:`MetricsLog`); a
     line that is not a record (one cut short by the interruption) does not."""
     try:
@@ -100,7 +108,8 @@ def _logged_by(line: str, step: int, validated: set[int]) -> bool:
         return False
     if not isinstance(record, dict) or not isinstance(record.get("step"), int) or record["step"] > step:
         return False
-    return record["step"] < step or record.get("stage") != "validation" or record.get("epoch") in validated
+    stage = record.get("stage")
+    return record["step"] < step or stage not in known or record.get("epoch") in known[stage]
 
 
 class Trainer:

@@ -120,4 +120,4 @@ def augment_prompts(
         partner = rand(count).argsort()
         weight = (rand(count, 1, 1) * prob).to(prompts.dtype)
         return (1 - weight) * prompts + weight * prompts[partner]
-    raise ValueError(f"unknown prompt augmentation {kind!r}; choose element, token, swap or mix")
+    raise ValueError(f"unknown prompt augmentation {kind!r}; choose element, token, swap, swap_reference or mix")

@@ -128,3 +128,32 @@ def test_a_run_on_occluded_data_logs_its_dynamics_and_draws_them(tmp_path, monke
     holistic = json.loads((Path(tmp_path / "holistic") / "eval.json").read_text())["result"]
     assert holistic["mAP"] != occluded["mAP"]  # the same model on other queries
     assert (Path(tmp_path / "holistic") / "report.html").is_file()
+
+
+def test_feature_extraction_records_no_gradients_for_a_model_being_trained():
+    from svllreid.engine.features import extract_features, f12_encoder
+
+    task, _ = _task()  # prepare_stage(2): the encoder's parameters require gradients
+    batch = make_batch()
+    loader = [{"image": batch["image"], "camid": batch["camid"], "viewid": batch["viewid"]}]
+
+    class Loader(list):
+        dataset = batch["image"]
+
+    feats = extract_features(f12_encoder(task.model), Loader(loader), torch.device("cpu"))
+    assert feats.shape == (8, 128) and not feats.requires_grad and feats.grad_fn is None
+
+
+def test_a_resumed_run_keeps_the_dynamics_its_checkpoint_logged_and_no_other(tmp_path):
+    from svllreid.engine.trainer import MetricsLog
+
+    lines = [
+        {"stage": "stage1", "epoch": 2, "step": 10, "loss": 1.0},
+        {"stage": "dynamics", "epoch": 0, "step": 10, "spread_within": 0.1},  # after the stage-1 checkpoint
+        {"stage": "stage2", "epoch": 1, "step": 12, "loss": 1.0},
+    ]
+    for dynamics, kept in (((), 1), ([0], 2)):
+        (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+        MetricsLog(tmp_path, resume_step=10, dynamics=dynamics).close()
+        records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+        assert len(records) == kept and records[0]["stage"] == "stage1"

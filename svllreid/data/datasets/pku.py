@@ -74,7 +74,7 @@ def pku(root: str | Path, *, occluded_queries: Any = None, occlusion_seed: int =
     occluded: frozenset[str] = frozenset()
     if cover is not None:
         train_paths = [s.path for s in samples if s.pid in train_ids]
-        copies, records = occlude_queries(test, cover, seed, train_paths, label="pku")
+        copies, records = occlude_queries(test, cover, seed, train_paths, label="pku", root=str(base))
         by_source = {s.path: c for s, c in zip(test, copies, strict=True)}
         splits = [occluded_split(split, [by_source[s.path] for s in split.query]) for split in splits]
         occluded = frozenset(records)

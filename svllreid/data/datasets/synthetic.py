@@ -144,7 +144,7 @@ def synthetic(
     if cover is None:
         return dataset
     occluded = frozenset(
-        str(folder / record["path"])
+        str(Path(dataset.root) / record["path"])  # the resolved root the sample paths are under
         for record in (json.loads(line) for line in (folder / CAPTIONS_FILE).read_text().splitlines() if line)
         if "occluder" in record
     )

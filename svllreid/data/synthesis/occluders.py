@@ -312,9 +312,11 @@ def occlude(
             lo, hi = (mid, hi) if reached < target else (lo, mid)
         # The coverage grows in steps of a pixel column or row: of the two ends of the last interval, keep
         # one inside the range, the nearer to the target.
-        for amount in sorted((lo, hi), key=lambda a: abs(a - (lo + hi) / 2)):
+        ends = []
+        for amount in (lo, hi):
             layer = _layer(size, draw, params, box, amount)
-            covered = coverage(person, np.asarray(layer)[..., 3] > 0)
+            ends.append((coverage(person, np.asarray(layer)[..., 3] > 0), layer))
+        for covered, layer in sorted(ends, key=lambda end: abs(end[0] - target)):
             if low <= covered <= high:
                 return layer, Occlusion(kind, covered, params.get("index"))
     raise ValueError(

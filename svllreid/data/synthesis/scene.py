@@ -253,8 +253,12 @@ def render(
 
     ``occlude`` = (low, high) puts a natural occluder (:mod:`.occluders`) in front of the person, covering a
     fraction of the person's mask in that range, instead of the camera's own occasional occluder; its
-    random choices come from ``occluder_rng``, so everything else in the image is drawn as without it.
+    random choices come from ``occluder_rng`` (required then), so the background, the person and the pose
+    are those drawn without it. (Where the camera's own occluder would have been drawn, its random draws are
+    skipped, so that image's noise and colour jitter differ.)
     """
+    if occlude is not None and occluder_rng is None:
+        raise ValueError("render: occlude needs its own occluder_rng (a seeded generator)")
     h, w = size
     ss = SUPERSAMPLE
     wc, hc = w * ss, h * ss
@@ -286,7 +290,8 @@ def render(
         img.alpha_composite(person)
         rng.random()  # the camera's own occluder is replaced; its draw is kept so the rest stays the same
         person_mask = np.asarray(person)[..., 3] > 0
-        layer, occlusion = occlude_person(person_mask, occlude, occluder_rng or np.random.default_rng())
+        assert occluder_rng is not None  # checked above
+        layer, occlusion = occlude_person(person_mask, occlude, occluder_rng)
         occluder_mask = np.asarray(layer)[..., 3] > 0
         img.alpha_composite(layer)
         img = img.convert("RGB")
