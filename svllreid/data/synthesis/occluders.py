@@ -22,6 +22,9 @@ from PIL import Image, ImageDraw
 from svllreid.data.synthesis.attributes import BAG_COLORS, Color, pick, sample_identity
 from svllreid.data.synthesis.painter import Painter, clip8, draw_person, sample_pose, shaded
 
+#: Bump when the occluders drawn for the same seed change: occluded synthetic sets are then drawn again
+#: (holistic ones, which never call this module, stay valid).
+OCCLUDER_VERSION = 2
 #: The kinds of occluder, in the order a generator picks among them.
 OCCLUDER_KINDS: tuple[str, ...] = ("person", "car", "pole", "bag", "bush")
 _CAR_COLORS: tuple[Color, ...] = ((180, 30, 36), (230, 230, 226), (30, 32, 36), (70, 96, 140), (150, 152, 156))

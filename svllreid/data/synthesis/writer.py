@@ -28,7 +28,7 @@ from svllreid.data.synthesis.attributes import (
     seeded_rng,
 )
 from svllreid.data.synthesis.captions import describe
-from svllreid.data.synthesis.occluders import gallery_share, occlusion_range
+from svllreid.data.synthesis.occluders import OCCLUDER_VERSION, gallery_share, occlusion_range
 from svllreid.data.synthesis.scene import Camera, camera_of, cameras_of, render
 from svllreid.fileio import atomic_write_text
 
@@ -240,7 +240,11 @@ def _params(
     occlusion = (
         {}
         if occluded_queries is None
-        else {"occluded_queries": list(occluded_queries), "occluded_gallery": occluded_gallery}
+        else {
+            "occluded_queries": list(occluded_queries),
+            "occluded_gallery": occluded_gallery,
+            "occluder_version": OCCLUDER_VERSION,
+        }
     )
     return occlusion | {
         "format": FORMAT_NAME,
