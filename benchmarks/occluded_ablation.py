@@ -56,10 +56,10 @@ def table(results: dict[str, list[dict]]) -> str:
 
 def differences(results: dict[str, list[dict]]) -> str:
     """Per test split, each variant minus CLIP-ReID, paired by seed."""
-    base = {r["seed"]: r for r in results["CLIP-ReID"]}
+    base = {r["seed"]: r for r in results.get("CLIP-ReID", [])}
     lines = ["| variant − CLIP-ReID | holistic mAP | occluded mAP |", "|---|---|---|"]
     for name in list(VARIANTS)[1:]:
-        runs = [r for r in results[name] if r["seed"] in base]
+        runs = [r for r in results.get(name, []) if r["seed"] in base]
         if not runs:
             continue
         cells = [mean_std([r[t]["mAP"] - base[r["seed"]][t]["mAP"] for r in runs]) for t in TESTS]
@@ -73,6 +73,9 @@ def main() -> int:
     parser.add_argument("--dataset", choices=sorted(CONFIGS), default="synthetic")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--cover", default="0.2-0.5", help="fraction of the person each query occluder covers")
+    parser.add_argument(
+        "--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="which variants (default all)"
+    )
     parser.add_argument("--out", default=None, help="output folder (default runs/occluded-<dataset>-<time>)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -88,10 +91,11 @@ def main() -> int:
     config = CONFIGS[args.dataset]
     out = Path(args.out or REPO / "runs" / f"occluded-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, list[dict]] = {START: [], **{name: [] for name in VARIANTS}}
+    chosen = {name: VARIANTS[name] for name in args.variants}
+    results: dict[str, list[dict]] = {START: [], **{name: [] for name in chosen}}
     started = time.perf_counter()
     for seed in args.seeds:
-        for number, (name, variant) in enumerate(VARIANTS.items()):
+        for number, (name, variant) in enumerate(chosen.items()):
             overrides = [
                 *args.overrides,
                 *variant,

@@ -223,3 +223,16 @@ def test_synthetic_occluded_counts_hold_for_a_relative_root(tmp_path, monkeypatc
     stats = summarize(dataset)
     assert stats["query"]["occluded"] == stats["query"]["images"] > 0
     assert any(note.startswith("occluded queries") and " 0 of " not in note for note in dataset.notes)
+
+
+def test_an_occluded_synthetic_cache_drawn_by_older_occluders_is_drawn_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("SVLLREID_CACHE", str(tmp_path))
+    options = {"ids": 12, "cameras": 3, "images_per_camera": 2, "seed": 3, "occluded_queries": [0.2, 0.5]}
+    first = load_dataset("synthetic", **options)
+    meta_path = Path(first.root) / "synthetic.json"
+    meta = json.loads(meta_path.read_text())
+    meta["occluder_version"] -= 1
+    meta_path.write_text(json.dumps(meta))
+    again = load_dataset("synthetic", **options)
+    assert json.loads(meta_path.read_text())["occluder_version"] == meta["occluder_version"] + 1
+    assert summarize(again)["query"]["occluded"] == summarize(first)["query"]["occluded"]

@@ -25,7 +25,7 @@ from svllreid.data.synthesis import (
     generate_synthetic,
     synthetic_matches,
 )
-from svllreid.data.synthesis.occluders import gallery_share
+from svllreid.data.synthesis.occluders import OCCLUDER_VERSION, gallery_share
 from svllreid.data.types import ReIDDataset
 from svllreid.errors import DatasetError
 from svllreid.fileio import cache_dir
@@ -68,7 +68,7 @@ def ensure_synthetic(
         return target
     outdated = _written_by_older_generator(target, params)
     if outdated:
-        log.info("synthetic: %s was written by an older generator (no captions); drawing it again", target)
+        log.info("synthetic: %s was written by an older generator or older occluders; drawing it again", target)
     elif target.exists() and any(target.iterdir()):
         raise DatasetError(
             f"synthetic: {target} already holds other data (no synthetic.json with ids={ids}, "
@@ -95,8 +95,8 @@ def ensure_synthetic(
 
 
 def _written_by_older_generator(target: Path, params: dict) -> bool:
-    """Whether ``target`` holds this generator's output for the same parameters, from an older version
-    (safe to replace: it can be drawn again at any time)."""
+    """Whether ``target`` holds this generator's output for the same parameters, from an older version or
+    with older occluders (safe to replace: it can be drawn again at any time)."""
     try:
         meta = json.loads((target / META_FILE).read_text())
     except (OSError, ValueError):
@@ -104,7 +104,8 @@ def _written_by_older_generator(target: Path, params: dict) -> bool:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         return False
     same = all(meta.get(k) == params[k] for k in ("num_ids", "num_cameras", "images_per_camera", "seed"))
-    return same and int(meta.get("version", 0)) < FORMAT_VERSION
+    older_occluders = "occluded_queries" in meta and meta.get("occluder_version") != OCCLUDER_VERSION
+    return same and (int(meta.get("version", 0)) < FORMAT_VERSION or older_occluders)
 
 
 @register("synthetic", kind="person", description="drawn people in the Market-1501 layout, generated on demand")
