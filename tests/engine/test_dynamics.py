@@ -82,6 +82,7 @@ def test_a_run_on_occluded_data_logs_its_dynamics_and_draws_them(tmp_path, monke
         **{
             "data.root": "",
             "data.options": "{ids: 16, cameras: 3, images_per_camera: 3, seed: 1, occluded_queries: [0.2, 0.5]}",
+            "stage1.epochs": 1,
             "stage2.vis_ssl": "true",
             "stage2.probe_gradients": "true",
             "run.report": "true",
