@@ -279,14 +279,18 @@ class Run:
                 self.checkpoint_path(name), self.model, meta, optimizer=optimizer, with_rng=optimizer is not None
             )
 
+    def test_loader(self, samples: list[Sample], num_workers: int) -> Any:
+        """Training images through the test transform (from the image cache), in order."""
+        interpolation = self.transforms.test_interpolation
+        cache = self.caches.get(interpolation)
+        images = ReIDImageDataset(samples, self.transforms.test, self.size, cache=cache, interpolation=interpolation)
+        return build_test_loader(images, self.cfg.eval.batch_size, num_workers)
+
     # --- stage 1 -----------------------------------------------------------------------------------
     def cached_image_features(self) -> tuple[torch.Tensor, torch.Tensor]:
         """f_proj of every training image: frozen encoder, test transform, no SIE."""
         ds = self.dataset
-        interpolation = self.transforms.test_interpolation
-        cache = self.caches.get(interpolation)
-        images = ReIDImageDataset(ds.train, self.transforms.test, self.size, cache=cache, interpolation=interpolation)
-        loader = build_test_loader(images, self.cfg.eval.batch_size, self.cfg.data.num_workers)
+        loader = self.test_loader(ds.train, self.cfg.data.num_workers)
         self.model.eval()
         feats = extract_features(projection_encoder(self.model), loader, self.device, amp_dtype=self.amp_dtype)
         labels = torch.tensor([s.pid for s in ds.train], dtype=torch.long, device=self.device)
@@ -440,15 +444,7 @@ class Run:
         record: dict[str, Any] = {"stage": "dynamics", "epoch": epoch, "step": self.trainer.global_step}
         record.update(alignment or {})
         if probe:
-            interpolation = self.transforms.test_interpolation
-            images = ReIDImageDataset(
-                probe,
-                self.transforms.test,
-                self.size,
-                cache=self.caches.get(interpolation),
-                interpolation=interpolation,
-            )
-            loader = build_test_loader(images, self.cfg.eval.batch_size, 0)
+            loader = self.test_loader(probe, 0)
             was_training = self.model.training
             self.model.eval()
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), torch.no_grad():
