@@ -81,10 +81,10 @@ def main() -> None:
 
     from svllreid.config import load_config
     from svllreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from svllreid.engine.boxmot import BOXMOT_INPUT, BoxmotInput
-    from svllreid.engine.inference import load_trained_model
-    from svllreid.engine.run import train
-    from svllreid.eval.ranking import evaluate
+    from svllreid.export.boxmot import BOXMOT_INPUT, BoxmotInput
+    from svllreid.inference.trained import load_trained_model
+    from svllreid.metrics.ranking import evaluate
+    from svllreid.training.run import train
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [

@@ -45,8 +45,8 @@ def main() -> int:
     import torch
 
     from svllreid.config import load_config
-    from svllreid.engine.demo import DEMO_RECIPE
-    from svllreid.engine.run import train
+    from svllreid.training.demo import DEMO_RECIPE
+    from svllreid.training.run import train
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="svllreid-demo-figures-"))
     rows = {}

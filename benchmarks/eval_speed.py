@@ -1,4 +1,4 @@
-"""Speed and peak memory of :func:`svllreid.eval.evaluate` on synthetic Market-1501- and MSMT17-sized problems.
+"""Speed and peak memory of :func:`svllreid.metrics.evaluate` on synthetic Market-1501- and MSMT17-sized problems.
 
 Every size runs in a fresh subprocess, so that its peak RSS (``resource.getrusage``) is its own. The
 problems are seeded random 64-d L2-normalised features with identity structure (a centre per identity,
@@ -84,8 +84,8 @@ def worker(
     """Run one size (in this fresh process) and return its measurements."""
     import torch
 
-    from svllreid.eval import KReciprocal, evaluate
-    from svllreid.eval.ranking import default_chunk_size
+    from svllreid.metrics import KReciprocal, evaluate
+    from svllreid.metrics.ranking import default_chunk_size
 
     load = os.getloadavg()[0]
     p = make_problem(name, noise=noise)

@@ -1,7 +1,7 @@
 """Latency of an exported image path: torch (eager, the network itself) against onnxruntime on the CPU.
 
 For each network (random weights: speed does not depend on training) this script exports the ONNX file
-with ``svllreid.engine.export.export_image_path`` and times one forward pass at each batch size, torch
+with ``svllreid.export.exporter.export_image_branch`` and times one forward pass at each batch size, torch
 under ``torch.no_grad()`` and onnxruntime's CPU provider with its default graph optimisations, both
 with the same number of threads. Each figure is the median of ``--repeats`` runs after one warm-up run.
 It prints measured numbers only:
@@ -33,8 +33,8 @@ NETWORKS = {
 
 def trained_model(arch: str, image_size: tuple[int, int], stride: int | None, folder: Path):
     from svllreid.config import config_to_dict, load_config
-    from svllreid.engine.checkpoint import write_checkpoint
-    from svllreid.engine.inference import load_trained_model
+    from svllreid.inference.checkpoint import write_checkpoint
+    from svllreid.inference.trained import load_trained_model
     from svllreid.models import create_model
 
     torch.manual_seed(0)
@@ -64,8 +64,8 @@ def main() -> None:
 
     import onnxruntime as ort
 
-    from svllreid.engine.export import export_image_path
-    from svllreid.engine.image_path import ImagePath
+    from svllreid.export.exporter import export_image_branch
+    from svllreid.inference.image_branch import ImageBranch
 
     threads = torch.get_num_threads()
     options = ort.SessionOptions()
@@ -76,9 +76,9 @@ def main() -> None:
         for name in args.networks:
             arch, size, stride = NETWORKS[name]
             trained = trained_model(arch, size, stride, folder)
-            report = export_image_path(trained, folder / f"{name}.onnx", fmt="onnx")
+            report = export_image_branch(trained, folder / f"{name}.onnx", fmt="onnx")
             session = ort.InferenceSession(str(report.path), options, providers=["CPUExecutionProvider"])
-            network = ImagePath(trained.model).eval()
+            network = ImageBranch(trained.model).eval()
             for batch in args.batches:
                 images = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(batch))
                 pixels = images.numpy()

@@ -23,8 +23,8 @@ from collections.abc import Callable
 import torch
 
 import svllreid
-from svllreid.engine.tasks import ImageStageTask, PromptStageTask, Stage2Losses
 from svllreid.models.info import count_flops
+from svllreid.training.tasks import ImageStageTask, PromptStageTask, Stage2Losses
 
 #: Dense bf16 tensor-core peaks (TFLOP/s) of known devices, for MFU.
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "RTX 4090": 165.0}

@@ -9,7 +9,7 @@ smallest DCT scale (1/2, 1/4 or 1/8) that still leaves twice the input size
 This script makes ``--count`` photos of ``--size`` pixels (PIL-drawn JPEGs, quality 90, in identity
 folders with left/right cameras), then measures side by side in one run: full decoding (as before),
 reduced decoding on a first pass (the cache being written) and again (read from the cache):
-- extract: features of every photo (``engine.features.extract_file_features``, tiny ViT, batch 64);
+- extract: features of every photo (``inference.features.extract_file_features``, tiny ViT, batch 64);
 - stage 2: one epoch of stage 2 on them (``svllreid train``'s own images/s from metrics.jsonl).
 It prints measured numbers only. Example (the issue's setting, about 6 minutes on 2 cores):
     python benchmarks/large_photos.py --count 1000 --size 1500 1200
@@ -51,7 +51,7 @@ def extract_rate(paths: list[Path], image_size: tuple[int, int]) -> float:
     import torch
 
     from svllreid.data.transforms import build_test_transform
-    from svllreid.engine.features import extract_file_features
+    from svllreid.inference.features import extract_file_features
     from svllreid.models import create_model
 
     torch.manual_seed(0)
@@ -72,7 +72,7 @@ def extract_rate(paths: list[Path], image_size: tuple[int, int]) -> float:
 
 def stage2_rate(photos: Path, out: Path, name: str, image_size: tuple[int, int]) -> float:
     from svllreid.config import load_config
-    from svllreid.engine.run import train
+    from svllreid.training.run import train
 
     overrides = [
         "data.dataset=folder",

@@ -83,8 +83,8 @@ def main() -> int:
     import torch
 
     from svllreid.config import load_config
-    from svllreid.engine.evaluation import evaluate_checkpoint
-    from svllreid.engine.run import train
+    from svllreid.evaluation.checkpoint_eval import evaluate_checkpoint
+    from svllreid.training.run import train
 
     if args.threads:
         torch.set_num_threads(args.threads)

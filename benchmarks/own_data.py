@@ -49,7 +49,7 @@ def measure_run(run_dir: Path) -> dict[str, Any]:
     selection = evaluation.get("selection") or {}
     missing_spread = [row for row in ROWS if rows[row]["test"] and "spread" not in rows[row]["test"]]
     if missing_spread:  # a run of an older svllreid: its checkpoints are evaluated here
-        from svllreid.engine.evaluation import evaluate_checkpoint
+        from svllreid.evaluation.checkpoint_eval import evaluate_checkpoint
 
         checkpoints = {"start": "stage1", "best": "model", "last": "model"}
         for row in missing_spread:
@@ -139,8 +139,8 @@ def main() -> int:
 
     from svllreid.cli.common import parse_options
     from svllreid.config import load_config
-    from svllreid.engine.demo import demo_config
-    from svllreid.engine.run import train
+    from svllreid.training.demo import demo_config
+    from svllreid.training.run import train
 
     if args.threads:
         torch.set_num_threads(args.threads)

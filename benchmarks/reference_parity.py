@@ -44,7 +44,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from svllreid.engine.cpu_memory import keep_freed_memory  # noqa: E402 (after the path is set)
+from svllreid.training.cpu_memory import keep_freed_memory  # noqa: E402 (after the path is set)
 
 GEOMETRIES = {
     "published": {"size": (256, 128), "stride": 12},
@@ -251,7 +251,7 @@ def stage1(reference: nn.Module, ours: nn.Module, batch: int = 16) -> dict[str, 
     from loss.supcontrast import SupConLoss
 
     import svllreid.models.prompts as our_prompts
-    from svllreid.engine.tasks import PromptStageTask
+    from svllreid.training.tasks import PromptStageTask
 
     generator = torch.Generator().manual_seed(11)
     labels = torch.randint(0, NUM_CLASSES, (batch,), generator=generator)
@@ -359,7 +359,7 @@ def reference_stage2_terms(reference: nn.Module, batch: dict[str, torch.Tensor],
 
 
 def our_stage2_task(ours: nn.Module, text: torch.Tensor, single_pass: bool) -> nn.Module:
-    from svllreid.engine.tasks import ImageStageTask, Stage2Losses
+    from svllreid.training.tasks import ImageStageTask, Stage2Losses
 
     losses = Stage2Losses(
         id_weight=ID_WEIGHT, triplet_weight=TRIPLET_WEIGHT, i2t_weight=I2T_WEIGHT, vis_ssl_weight=VIS_SSL_WEIGHT
@@ -428,7 +428,7 @@ def adam_steps(
         param.requires_grad_(True)
     start_ours = {id(p): p.detach().clone() for _, p in pairs}
     start_ref = {id(p): p.detach().clone() for p, _ in pairs}
-    # glibc's defaults first, then svllreid's allocator setting (engine/cpu_memory.py, applied by every
+    # glibc's defaults first, then svllreid's allocator setting (training/cpu_memory.py, applied by every
     # CPU training run; it cannot be undone within a process, so it comes last).
     runs = [
         ("reference", False),

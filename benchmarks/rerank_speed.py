@@ -1,4 +1,4 @@
-"""Speed and peak memory of k-reciprocal re-ranking (:mod:`svllreid.eval.rerank`) on synthetic
+"""Speed and peak memory of k-reciprocal re-ranking (:mod:`svllreid.metrics.rerank`) on synthetic
 Market-1501- and MSMT17-sized problems.
 
 Every size runs in a fresh subprocess, so that its peak RSS (``resource.getrusage``) is its own. The
@@ -60,7 +60,7 @@ def _rusage() -> tuple[float, float]:
 def worker(name: str, device: str, mode: str, chunk_size: int | None, threads: int | None) -> dict[str, object]:
     import torch
 
-    from svllreid.eval.rerank import default_chunk_size, iter_rerank_chunks, k_reciprocal_rerank
+    from svllreid.metrics.rerank import default_chunk_size, iter_rerank_chunks, k_reciprocal_rerank
 
     if threads:
         torch.set_num_threads(threads)

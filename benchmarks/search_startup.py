@@ -4,7 +4,7 @@
 A search encodes one image in milliseconds; what a user waits for is the process starting. Before, each
 search rebuilt the network from its checkpoint, which imports open_clip (and with it torchvision and
 timm). Now ``index build`` compiles the network's image path into the cache
-(``svllreid.engine.query_encoder``), and a search loads that with torch alone. ``--no-compiled`` still
+(``svllreid.inference.query_encoder``), and a search loads that with torch alone. ``--no-compiled`` still
 takes the full rebuild: the "before" rows run exactly what every search ran before.
 
 This script writes a checkpoint of a tiny network (random weights: start-up does not depend on training),
@@ -35,7 +35,7 @@ def write_checkpoint(path: Path, arch: str, image_size: tuple[int, int]) -> Path
     import torch
 
     from svllreid.config import config_to_dict, load_config
-    from svllreid.engine.checkpoint import write_checkpoint as write
+    from svllreid.inference.checkpoint import write_checkpoint as write
     from svllreid.models import create_model
 
     torch.manual_seed(0)

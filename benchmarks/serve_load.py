@@ -66,7 +66,7 @@ def write_checkpoint(path: Path) -> Path:
 
     import svllreid
     from svllreid.config import config_to_dict, load_config
-    from svllreid.engine.checkpoint import write_checkpoint as write
+    from svllreid.inference.checkpoint import write_checkpoint as write
 
     torch.manual_seed(0)
     model = svllreid.create_model("svll-tiny-vit", num_classes=10, image_size=(64, 32), pretrained="svll-synth")

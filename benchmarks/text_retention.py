@@ -49,9 +49,10 @@ def main() -> int:
 
     from svllreid.config import load_config
     from svllreid.data.datasets import load_caption_dataset
-    from svllreid.engine.demo import DEMO_RECIPE
-    from svllreid.engine.run import train
-    from svllreid.engine.text_eval import load_sides
+    from svllreid.evaluation.text_eval import evaluate_loaded_sides
+    from svllreid.inference.text_encoding import load_sides
+    from svllreid.training.demo import DEMO_RECIPE
+    from svllreid.training.run import train
 
     dataset = load_caption_dataset(args.dataset, args.root)
     captions = dataset.split(args.split)
@@ -60,7 +61,9 @@ def main() -> int:
 
     def evaluate(name: str, started: float, reid_map: float | None, **where: str | None) -> None:
         sides = load_sides(device="cpu", **where)  # type: ignore[arg-type]
-        summary = sides.evaluate(captions, dataset=dataset.name, split=args.split, batch_size=args.batch_size).summary
+        summary = evaluate_loaded_sides(
+            sides, captions, dataset=dataset.name, split=args.split, batch_size=args.batch_size
+        ).summary
         rows[name] = {
             **{k: summary[k] for k in METRICS},
             "reid_mAP": reid_map,

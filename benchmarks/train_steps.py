@@ -19,7 +19,7 @@ import time
 import torch
 
 import svllreid
-from svllreid.engine.tasks import ImageStageTask, PromptStageTask, Stage2Losses
+from svllreid.training.tasks import ImageStageTask, PromptStageTask, Stage2Losses
 
 
 def timed(step, steps: int) -> tuple[float, torch.Tensor]:

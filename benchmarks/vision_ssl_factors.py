@@ -126,7 +126,7 @@ def main() -> int:
 
     from svllreid.config import load_config
     from svllreid.data.transforms import erased_token_share
-    from svllreid.engine.run import train
+    from svllreid.training.run import train
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -48,7 +48,7 @@ def main() -> int:
     import torch
 
     from svllreid.config import load_config
-    from svllreid.engine.run import train
+    from svllreid.training.run import train
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -44,7 +44,8 @@ def main() -> int:
     import torch
 
     from svllreid.data.datasets import load_caption_dataset
-    from svllreid.engine.text_eval import load_sides, retrieval_targets
+    from svllreid.evaluation.text_eval import evaluate_loaded_sides, retrieval_targets
+    from svllreid.inference.text_encoding import load_sides
 
     torch.manual_seed(0)
     dataset = load_caption_dataset(args.dataset, args.root)
@@ -55,7 +56,9 @@ def main() -> int:
     for name, weights in (("random weights", None), (f"pretrained ({args.pretrained})", args.pretrained)):
         started = time.perf_counter()
         loaded = load_sides(arch=args.arch, pretrained=weights, device=args.device)
-        evaluation = loaded.evaluate(captions, dataset=dataset.name, split=args.split, batch_size=args.batch_size)
+        evaluation = evaluate_loaded_sides(
+            loaded, captions, dataset=dataset.name, split=args.split, batch_size=args.batch_size
+        )
         rows[name] = {**evaluation.summary, "seconds": time.perf_counter() - started, "r1_over_chance":
                       evaluation.summary["R@1"] / chance}  # fmt: skip
     pretrained = rows[f"pretrained ({args.pretrained})"]

@@ -10,13 +10,13 @@ from svllreid.version import __version__
 
 _LAZY = {
     "create_model": "svllreid.models.factory",
-    "evaluate": "svllreid.eval.ranking",
-    "RankingResult": "svllreid.eval.ranking",
-    "k_reciprocal_rerank": "svllreid.eval.rerank",
-    "KReciprocal": "svllreid.eval.rerank",
-    "load_trained_model": "svllreid.engine.inference",
+    "evaluate": "svllreid.metrics.ranking",
+    "RankingResult": "svllreid.metrics.ranking",
+    "k_reciprocal_rerank": "svllreid.metrics.rerank",
+    "KReciprocal": "svllreid.metrics.rerank",
+    "load_trained_model": "svllreid.inference.trained",
     "GalleryIndex": "svllreid.search",
-    "FeatureExtractor": "svllreid.engine.extractor",
+    "FeatureExtractor": "svllreid.inference.extractor",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -231,12 +231,12 @@ class Stage2Config:
     views_update_bn_stats: bool = False
     grad_clip: Optional[float] = None  # noqa: UP045 (OmegaConf needs typing.Optional)
     #: After every epoch, log the within- and between-identity spread of f12 on a fixed probe set of
-    #: training images (one forward pass over 64 images; svllreid.engine.dynamics).
+    #: training images (one forward pass over 64 images; svllreid.training.dynamics).
     probe_spread: bool = True
     #: With vision self-supervision, on each epoch's first batch, log the cosine between its gradient on the
     #: image encoder and the other losses' gradient, and their norm ratio. Two extra backward passes per
     #: epoch: measured 0.39-0.41 s of 11.6-11.8 s epochs (3.4 %) on the tiny synthetic recipe, less on
-    #: longer epochs (svllreid.engine.dynamics). Not under DDP.
+    #: longer epochs (svllreid.training.dynamics). Not under DDP.
     probe_gradients: bool = True
 
     def __post_init__(self) -> None:

@@ -14,7 +14,7 @@ from svllreid.cli import main
 from svllreid.config import config_to_dict, load_config
 from svllreid.data.datasets import load_caption_dataset
 from svllreid.data.synthesis import generate_synthetic
-from svllreid.engine.checkpoint import write_checkpoint
+from svllreid.inference.checkpoint import write_checkpoint
 
 
 def build_captioned_gallery(folder: Path, *index_args: str) -> dict[str, Any]:

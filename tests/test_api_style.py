@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "svllreid"
 MAX_POSITIONAL = 4
 #: The ReID evaluators' convention (torchreid's eval_func and every reference implementation): query
 #: and gallery features, pids and camids in that order. Swapped arrays have other lengths and are refused.
-ALLOWED = {"eval/ranking.py:evaluate", "eval/reference.py:evaluate_reference"}
+ALLOWED = {"metrics/ranking.py:evaluate"}
 
 
 def _public_name(name: str) -> bool:

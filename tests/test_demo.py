@@ -79,7 +79,7 @@ def test_ablation_script_runs(tmp_path: Path) -> None:
 def test_brief_training_on_real_pedestrians_beats_the_untrained_network(tmp_path: Path) -> None:
     """Real images (PKU-Reid subset, read in place): a short run must beat the same network untrained."""
     from svllreid.config import load_config
-    from svllreid.engine.run import train
+    from svllreid.training.run import train
 
     overrides = [
         f"data.root={SHARED_PKU}",

@@ -14,9 +14,9 @@ from PIL import Image
 
 from svllreid.cli import main
 from svllreid.config import load_config
-from svllreid.engine.inference import load_trained_model
-from svllreid.engine.run import train
+from svllreid.inference.trained import load_trained_model
 from svllreid.search import GalleryIndex
+from svllreid.training.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "synthetic_tiny.yaml"
@@ -211,7 +211,7 @@ def test_search_starts_from_the_compiled_encoder_without_open_clip(
     search += ["--no-progress", "--topk", "24", "--query", *query]
     fast = subprocess.run(search, capture_output=True, text=True, check=True, timeout=300)
     imported = {line.rsplit("|", 1)[-1].strip() for line in fast.stderr.splitlines() if line.startswith("import time:")}
-    assert "torch" in imported and "svllreid.engine.query_encoder" in imported
+    assert "torch" in imported and "svllreid.inference.query_encoder" in imported
     assert not {"open_clip", "torchvision", "timm"} & imported
     full = subprocess.run([*search, "--no-compiled"], capture_output=True, text=True, check=True, timeout=300)
     assert "open_clip" in full.stderr  # the rebuild does import it
@@ -283,7 +283,7 @@ def test_loaded_model_gives_the_training_features(trained_run: Path) -> None:
 
 def test_public_entry_points() -> None:
     import svllreid
-    from svllreid.eval import evaluate
+    from svllreid.metrics import evaluate
 
     assert svllreid.evaluate is evaluate
     result = svllreid.evaluate([[0.0], [1.0]], [[0.0], [1.0]], [1, 2], [1, 2])
@@ -302,7 +302,7 @@ def test_eval_never_overwrites_an_earlier_default_folder(trained_run: Path, caps
 def test_side_information_only_on_the_training_cameras(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from svllreid.engine.evaluation import uses_side_info
+    from svllreid.evaluation.checkpoint_eval import uses_side_info
 
     def trained(sie: str | None) -> SimpleNamespace:
         spec = SimpleNamespace(sie=sie, num_cameras=6, num_views=0)
@@ -347,7 +347,7 @@ def test_eval_text_of_a_trained_reid_run(trained_run: Path, capsys: pytest.Captu
     import open_clip
     import torch
 
-    from svllreid.engine.text_eval import ReIDSides
+    from svllreid.inference.text_encoding import ReIDSides
 
     root = trained_run.parent.parent / "synthetic"  # the run's synthetic set, with its captions.jsonl
     args = ["eval-text", "--checkpoint", str(trained_run), "--dataset", "synthetic_captions", "--root", str(root)]
@@ -463,7 +463,7 @@ def test_extract_labels_identity_folders_and_named_cameras(trained_run: Path, tm
     capsys.readouterr()
     with np.load(query_out) as data:
         assert json.loads(str(data["label_names"]))["pid"] == {"0": "nyala-60"}  # 0 here, 1 in the gallery file
-    from svllreid.eval.feature_file import read_feature_pair
+    from svllreid.metrics.feature_file import read_feature_pair
 
     q, g = read_feature_pair(query_out, out)
     same = {

@@ -1,8 +1,9 @@
 """The ``svllreid`` command line: parsing, calling the library, printing.
 
 One module per command group, each with a ``register(subparsers)``; the checks, file formats and rules
-live in the library (``svllreid.engine`` and below), where the Python API gets them too. Heavy modules
-(torch, open_clip) are imported by the commands that need them, so that light commands start fast.
+live in the library (``svllreid.serve``, ``svllreid.training`` and below), where the Python API gets
+them too. Heavy modules (torch, open_clip) are imported by the commands that need them, so that light
+commands start fast.
 """
 
 from __future__ import annotations

@@ -67,8 +67,8 @@ def add_recipe_args(parser: argparse.ArgumentParser) -> None:
 
 
 def recipe_config(args: argparse.Namespace, *, out: str, name: str | None) -> Config:
-    """The config that :func:`add_recipe_args`' arguments describe (:func:`svllreid.engine.demo.demo_config`)."""
-    from svllreid.engine.demo import demo_config
+    """The config that :func:`add_recipe_args`' arguments describe (:func:`svllreid.training.demo.demo_config`)."""
+    from svllreid.training.demo import demo_config
 
     return demo_config(
         overrides=args.overrides,

@@ -12,7 +12,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     if args.config == "defaults":
         path = None
     elif args.config in ("demo", "own-data"):
-        from svllreid.engine.demo import DEMO_RECIPE, OWN_DATA_RECIPE
+        from svllreid.training.demo import DEMO_RECIPE, OWN_DATA_RECIPE
 
         path = str(DEMO_RECIPE if args.config == "demo" else OWN_DATA_RECIPE)
     cfg = load_config(path, args.overrides)

@@ -10,7 +10,7 @@ from svllreid.cli.common import add_recipe_args, recipe_config
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from svllreid.engine.demo import run_demo
+    from svllreid.training.demo import run_demo
 
     cfg = recipe_config(args, out=args.out, name=args.name)
     # The steps narrate; the library's own messages are indented under them, without logger names.

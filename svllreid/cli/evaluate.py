@@ -13,15 +13,17 @@ from svllreid.errors import ConfigError
 
 def cmd_eval_text(args: argparse.Namespace) -> int:
     from svllreid.data.datasets import load_caption_dataset
-    from svllreid.engine.text_eval import load_sides
-    from svllreid.eval.text_retrieval import format_retrieval
+    from svllreid.evaluation.text_eval import evaluate_loaded_sides
+    from svllreid.inference.text_encoding import load_sides
+    from svllreid.metrics.text_retrieval import format_retrieval
 
     pretrained = None if args.pretrained in (None, "none") else args.pretrained
     if args.pretrained is not None and args.arch is None:
         raise ConfigError("--pretrained needs --arch (the CLIP architecture the weights are for)")
     loaded = load_sides(args.checkpoint, args.arch, pretrained, args.device)
     dataset = load_caption_dataset(args.dataset, args.root, **parse_options(args.option))
-    evaluation = loaded.evaluate(
+    evaluation = evaluate_loaded_sides(
+        loaded,
         dataset.split(args.split),
         dataset=dataset.name,
         split=args.split,
@@ -47,8 +49,8 @@ def cmd_eval_text(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_features(args: argparse.Namespace) -> int:
-    from svllreid.eval import KReciprocal, evaluate
-    from svllreid.eval.feature_file import read_feature_pair
+    from svllreid.metrics import KReciprocal, evaluate
+    from svllreid.metrics.feature_file import read_feature_pair
 
     query, gallery = read_feature_pair(args.query, args.gallery)
     result = evaluate(
@@ -74,7 +76,7 @@ def cmd_eval_features(args: argparse.Namespace) -> int:
 
 def summary_table(summary: dict[str, Any]) -> str:
     """The metrics as a small text table, one row per split (and the mean over several)."""
-    from svllreid.eval.summary import METRICS
+    from svllreid.metrics.summary import METRICS
 
     header = f"{'split':<22}{'mAP':>8}{'mINP':>8}{'R-1':>8}{'R-5':>8}{'R-10':>8}"
     lines = [header, "-" * len(header)]
@@ -91,8 +93,8 @@ def summary_table(summary: dict[str, Any]) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from svllreid.engine.evaluation import evaluate_checkpoint
-    from svllreid.eval.summary import format_summary
+    from svllreid.evaluation.checkpoint_eval import evaluate_checkpoint
+    from svllreid.metrics.summary import format_summary
 
     if args.root is not None and args.dataset is None:
         raise ConfigError("--root needs --dataset (the dataset's name, see 'svllreid data list')")
@@ -110,7 +112,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     if not args.no_report:
-        from svllreid.engine.reporting import write_evaluation_report
+        from svllreid.evaluation.reporting import write_evaluation_report
 
         result.files.update(write_evaluation_report(result))
     summary = result.summary

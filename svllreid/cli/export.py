@@ -9,9 +9,9 @@ from svllreid.cli.common import positive_int
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from svllreid.engine.export import check_export_options, check_suffix, export_image_path
-    from svllreid.engine.inference import load_trained_model
+    from svllreid.export.exporter import check_export_options, check_suffix, export_image_branch
     from svllreid.fileio import check_writable
+    from svllreid.inference.trained import load_trained_model
 
     if args.format == "boxmot":
         return _export_boxmot(args)
@@ -20,7 +20,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_writable(args.out)
     trained = load_trained_model(args.checkpoint, "cpu")  # exported from the CPU: the file runs anywhere
     print(f"model: {trained.describe()}")
-    report = export_image_path(
+    report = export_image_branch(
         trained, args.out, fmt=args.format, fp16=args.fp16, opset=args.opset, side_info=args.side_info
     )
     facts = report.facts
@@ -41,8 +41,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_boxmot(args: argparse.Namespace) -> int:
-    from svllreid.engine.boxmot import export_boxmot, uses_imagenet_statistics
-    from svllreid.engine.inference import load_trained_model
+    from svllreid.export.boxmot import export_boxmot, uses_imagenet_statistics
+    from svllreid.inference.trained import load_trained_model
 
     if args.fp16 or args.opset or args.side_info:
         raise ValueError("--format boxmot takes no --fp16, --opset or --side-info: BoxMOT feeds fp32 crops, one input")

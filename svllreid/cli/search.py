@@ -16,10 +16,10 @@ from svllreid.fileio import check_writable
 def _load_model(args: argparse.Namespace) -> Any:
     """The network of ``--checkpoint`` (torch) or ``--model FILE.onnx`` (onnxruntime, CPU)."""
     if args.model:
-        from svllreid.engine.onnx_backend import load_onnx_model
+        from svllreid.inference.onnx_backend import load_onnx_model
 
         return load_onnx_model(args.model, device=args.device)
-    from svllreid.engine.inference import load_trained_model
+    from svllreid.inference.trained import load_trained_model
 
     return load_trained_model(args.checkpoint, args.device)
 
@@ -27,7 +27,7 @@ def _load_model(args: argparse.Namespace) -> Any:
 def _extract(args: argparse.Namespace, trained: Any, paths: list[str]) -> Any:
     """Features of image files with the progress bar; unreadable files stop the command unless
     ``--skip-unreadable``."""
-    from svllreid.engine.features import extract_file_features
+    from svllreid.inference.features import extract_file_features
     from svllreid.precision import resolve_precision
 
     feats = extract_file_features(
@@ -76,7 +76,7 @@ def _label_names(feats: Any, paths: list[str], labels: Any) -> list[str] | None:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from svllreid.data.images import list_images
-    from svllreid.eval.feature_file import write_feature_file
+    from svllreid.metrics.feature_file import write_feature_file
 
     check_writable(args.out)  # before any feature is computed
     paths = list_images(args.images)
@@ -140,7 +140,7 @@ def _caption(item: dict[str, Any], *, score: bool = True) -> str:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from svllreid.data.images import expand_image_arguments
-    from svllreid.engine.inference import load_index_model, query_flip
+    from svllreid.inference.trained import load_index_model, query_flip
     from svllreid.search import GalleryIndex
 
     if args.out:
@@ -161,8 +161,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def _search_text(args: argparse.Namespace, index: Any) -> int:
     """``search --text``: descriptions through the index's checkpoint's text encoder, against f_proj."""
-    from svllreid.engine.inference import TrainedModel, load_index_model
-    from svllreid.engine.text_query import DescriptionEncoder
+    from svllreid.inference.text_query import DescriptionEncoder
+    from svllreid.inference.trained import TrainedModel, load_index_model
 
     if args.model:
         raise ValueError(

@@ -66,7 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from svllreid.serve.app import create_app
     except ImportError as err:
         raise MissingExtraError(f"svllreid serve needs FastAPI, uvicorn and python-multipart: {SERVE_EXTRA}") from err
-    from svllreid.engine.search_service import SearchService
+    from svllreid.serve.search_service import SearchService
 
     _check_free(args.host, args.port)
     service = SearchService.open(args.index, args.checkpoint, args.device)

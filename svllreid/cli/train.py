@@ -9,7 +9,7 @@ from svllreid.errors import ConfigError
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from svllreid.engine.run import train
+    from svllreid.training.run import train
 
     cfg = config_or_resume(args)
     if args.stage == "2" and not (args.init_from or args.resume):
@@ -26,8 +26,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from svllreid.engine.pretrain import pretrain
-    from svllreid.eval.text_retrieval import format_retrieval
+    from svllreid.metrics.text_retrieval import format_retrieval
+    from svllreid.pretraining.pretrain import pretrain
 
     cfg = config_or_resume(args)
     result = pretrain(cfg, resume=args.resume, progress=not args.no_progress)

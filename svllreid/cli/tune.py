@@ -10,7 +10,7 @@ from svllreid.cli.common import add_recipe_args, recipe_config
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from svllreid.engine.tune import tune
+    from svllreid.training.tune import tune
 
     if args.budget <= 0:
         raise ValueError(f"--budget must be a positive number of minutes; got {args.budget}")

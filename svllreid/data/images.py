@@ -105,7 +105,7 @@ def file_labels(
     name by a regular expression (the group named ``pid`` / ``cam`` or ``id``, else the first group, else
     the whole match). Integer labels keep their value; names are numbered in sorted order
     (:func:`svllreid.data.labels.identity_numbers`) and kept, so that files extracted apart can be
-    aligned by name (:func:`svllreid.eval.feature_file.read_feature_pair`). None without a rule.
+    aligned by name (:func:`svllreid.metrics.feature_file.read_feature_pair`). None without a rule.
 
     Raises:
         ValueError: an invalid expression, a file name it does not match, or a file outside ``root``.

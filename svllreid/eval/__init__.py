@@ -1,6 +1,5 @@
-"""Evaluation: retrieval metrics (CMC, mAP, mINP) of re-identification, from features."""
+"""Deprecated: moved to svllreid.metrics (see svllreid._moved)."""
 
-from svllreid.eval.ranking import RankingResult, Reranker, evaluate
-from svllreid.eval.rerank import KReciprocal
+from svllreid._moved import merge
 
-__all__ = ["KReciprocal", "RankingResult", "Reranker", "evaluate"]
+merge(__name__, "svllreid.metrics")

@@ -41,7 +41,7 @@ class SideInfoEmbedding(nn.Module):
             # An exported or traced graph takes ids as data: a Python branch on their values would either
             # stop torch.export or be frozen into the trace. Such a graph does not check its ids (one at or
             # above the table size fails in the runtime's gather, others pass): whoever feeds it checks them,
-            # as svllreid.engine.onnx_backend does.
+            # as svllreid.inference.onnx_backend does.
             return ids
         if ids.device.type == "cpu":
             bad = (ids < -1) | (ids >= limit)

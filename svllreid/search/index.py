@@ -225,7 +225,7 @@ class GalleryIndex:
 
     def search_text(self, text_feats: np.ndarray | torch.Tensor, topk: int = 10) -> SearchResult:
         """The ``min(topk, N)`` gallery items whose projected feature f_proj is most similar to each text
-        feature (from the index's own network's text encoder: :mod:`svllreid.engine.text_query`).
+        feature (from the index's own network's text encoder: :mod:`svllreid.inference.text_query`).
 
         An svllreid feature is f12 and f_proj concatenated; the index records f_proj's width
         (``meta["text_dim"]``), its last columns, which are L2-normalised on their own here (the

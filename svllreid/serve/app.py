@@ -26,9 +26,9 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
-from svllreid.engine.search_service import Answer, Query, SearchService
 from svllreid.errors import MissingExtraError, UploadError
 from svllreid.serve.batching import QueryBatcher
+from svllreid.serve.search_service import Answer, Query, SearchService
 
 try:
     from anyio import CapacityLimiter

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from svllreid.engine.tasks import ImageStageTask, PromptStageTask, Stage2Losses
 from svllreid.models import create_model
 from svllreid.models.pretrained import CONFIG_DIR
+from svllreid.training.tasks import ImageStageTask, PromptStageTask, Stage2Losses
 
 IDS, PER_ID, CAMERAS, VIEWS = 4, 2, 3, 2
 

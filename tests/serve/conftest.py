@@ -27,7 +27,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="session")
 def service(world: dict[str, Any]) -> Any:
-    from svllreid.engine.search_service import SearchService
+    from svllreid.serve.search_service import SearchService
 
     return SearchService.open(world["index"], device="cpu")
 

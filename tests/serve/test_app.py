@@ -265,9 +265,9 @@ def test_a_failure_inside_the_server_is_a_500_without_a_trace(client: Any, monke
 def test_an_index_without_text_columns_still_takes_photos_and_says_why_not_text(world: dict) -> None:
     from fastapi.testclient import TestClient
 
-    from svllreid.engine.search_service import SearchService
     from svllreid.search import GalleryIndex
     from svllreid.serve.app import create_app
+    from svllreid.serve.search_service import SearchService
 
     index = GalleryIndex.load(world["index"])
     meta = {k: v for k, v in index.meta.items() if k != "text_dim"}  # as an older svllreid wrote it

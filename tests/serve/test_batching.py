@@ -154,8 +154,8 @@ def test_a_mixed_batch_answers_each_query_as_it_would_be_answered_alone(service:
 
 def test_on_an_approximate_index_a_query_gets_its_own_answer_in_a_batch_of_other_topks(service, world) -> None:
     pytest.importorskip("faiss")
-    from svllreid.engine.search_service import SearchService
     from svllreid.search import GalleryIndex
+    from svllreid.serve.search_service import SearchService
 
     exact = service.index
     hnsw = GalleryIndex.build(exact.feats, exact.paths, meta=exact.meta, backend="faiss-hnsw", ef_search=2)

@@ -1,0 +1,151 @@
+"""``svllreid eval``: evaluate a trained checkpoint on any supported dataset and write its results."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from svllreid.data.factory import build_dataset
+from svllreid.data.types import ReIDDataset
+from svllreid.evaluation.model_eval import ModelEvaluation, evaluate_model
+from svllreid.evaluation.options import eval_options
+from svllreid.fileio import atomic_write_text
+from svllreid.inference.features import TestImages
+from svllreid.inference.trained import TrainedModel, load_trained_model
+from svllreid.precision import resolve_precision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CheckpointEvaluation:
+    """What :func:`evaluate_checkpoint` measured and wrote."""
+
+    out_dir: Path
+    trained: TrainedModel
+    dataset: ReIDDataset
+    evaluation: ModelEvaluation
+    side_info: bool
+    notes: list[str] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.evaluation.summary
+
+
+def uses_side_info(trained: TrainedModel, dataset: ReIDDataset) -> tuple[bool, str | None]:
+    """Whether the model's SIE can take this dataset's cameras and views, and why not otherwise.
+
+    SIE vectors belong to the cameras of the training set: on another dataset (camera 1 of Market is
+    not camera 1 of Duke) or with ids beyond the table they are left out (every id passed as unknown).
+    """
+    spec = trained.spec
+    if spec.sie is None:
+        return False, None
+    saved = trained.checkpoint.meta.get("dataset", {})
+    same_root = Path(str(saved.get("root", ""))).resolve() == Path(dataset.root).resolve()
+    if dataset.name != trained.trained_on or not same_root:
+        return False, (
+            f"the model's SIE was learnt on the cameras of {trained.trained_on} at {saved.get('root', '?')}; "
+            f"on {dataset.name} at {dataset.root} it is left out"
+        )
+    if dataset.num_cameras > spec.num_cameras or dataset.num_views > spec.num_views:
+        return False, (
+            f"{dataset.name} has {dataset.num_cameras} cameras / {dataset.num_views} views but the SIE table "
+            f"{spec.num_cameras} / {spec.num_views}; SIE is left out"
+        )
+    return True, None
+
+
+def default_out_dir(trained: TrainedModel, dataset_name: str, rerank: bool, flip: bool) -> Path:
+    """``<run>/eval/<dataset>[-rerank][-flip]`` for a checkpoint inside a run directory, else
+    ``eval/<dataset>...-<time>``; a folder that exists already gets the time too (nothing is overwritten)."""
+    leaf = f"{dataset_name}{'-rerank' if rerank else ''}{'-flip' if flip else ''}"
+    ckpt = trained.checkpoint.path
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if ckpt.parent.name == "checkpoints" and (ckpt.parent.parent / "config.yaml").is_file():
+        out = ckpt.parent.parent / "eval" / leaf
+        return out if not out.exists() else out.with_name(f"{leaf}-{stamp}")
+    return Path("eval") / f"{leaf}-{stamp}"
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    dataset: str | None = None,
+    root: str | None = None,
+    options: dict[str, Any] | None = None,
+    rerank: bool = False,
+    flip: bool = False,
+    out_dir: str | Path | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> CheckpointEvaluation:
+    """Evaluate a checkpoint on its own test set or, with ``dataset``, on another one (cross-domain).
+
+    Writes ``eval.json`` to ``out_dir``; :func:`svllreid.evaluation.reporting.write_evaluation_report` adds the
+    figures and ``report.html``.
+
+    Args:
+        checkpoint: a checkpoint file or a run directory.
+        dataset, root, options: the dataset to evaluate on (default: the checkpoint's, with its root). Options
+            None take the training options when the dataset is the training one; ``{}`` is no options (the
+            same identities without, say, ``occluded_queries``).
+        rerank: k-reciprocal re-ranking with the checkpoint's ``eval.rerank_*`` parameters.
+        flip: add the features of flipped images.
+    """
+    trained = load_trained_model(checkpoint, device)
+    cfg = trained.config
+    data_cfg = cfg.data
+    same = dataset is None or dataset == data_cfg.dataset  # the training set's root and options still apply
+    data_cfg = dataclasses.replace(
+        data_cfg,
+        dataset=dataset or data_cfg.dataset,
+        root=root if root is not None else (data_cfg.root if same else ""),
+        options=dict(options if options is not None else (data_cfg.options if same else {})),
+        check="quick" if dataset is not None else data_cfg.check,
+    )
+    data = build_dataset(data_cfg)
+    side_info, note = uses_side_info(trained, data)
+    notes = [note] if note else []
+    if data.kind != trained.spec.kind:
+        notes.append(f"the model was trained on {trained.spec.kind} images and is evaluated on {data.kind} images")
+    for text in notes:
+        log.warning("%s", text)
+    evaluation_options = eval_options(
+        cfg.eval,
+        num_workers=num_workers,
+        amp_dtype=resolve_precision("auto", trained.device),
+        rerank=rerank,
+        flip=flip,
+        batch_size=batch_size,
+        side_info=side_info,
+    )
+    images = TestImages(trained.transform, trained.image_size, trained.interpolation)
+    evaluation = evaluate_model(
+        trained.model, data, images=images, device=trained.device, options=evaluation_options, progress=progress
+    )
+    out = Path(out_dir) if out_dir is not None else default_out_dir(trained, data.name, rerank, flip)
+    out.mkdir(parents=True, exist_ok=True)
+    result = CheckpointEvaluation(out, trained, data, evaluation, side_info, notes)
+    payload = {
+        "checkpoint": str(trained.checkpoint.path),
+        "model": trained.describe(),
+        "dataset": {"name": data.name, "root": data.root},
+        "flip": flip,
+        "rerank": rerank,
+        "side_info": side_info,
+        "notes": notes,
+        "result": evaluation.summary,
+    }
+    result.files["json"] = out / "eval.json"
+    atomic_write_text(result.files["json"], json.dumps(payload, indent=2))
+    return result

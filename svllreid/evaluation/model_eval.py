@@ -1,0 +1,129 @@
+"""The evaluation of a network on a parsed dataset: each test image's features once, then every
+evaluation split ranked by :mod:`svllreid.metrics` (which only ever sees feature tensors and labels)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from svllreid.data.loaders import ReIDImageDataset, build_test_loader
+from svllreid.data.types import EvalSplit, ReIDDataset, Sample
+from svllreid.inference.features import TestImages, extract_features, image_encoder
+from svllreid.metrics.ranking import RankingResult, evaluate
+from svllreid.metrics.rerank import KReciprocal
+from svllreid.metrics.spread import feature_spread
+from svllreid.metrics.summary import summarize
+
+__all__ = ["RANKED_LIST_LENGTH", "EvalOptions", "ModelEvaluation", "evaluate_model", "unique_test_samples"]
+
+
+#: Ranked gallery items kept per query for the report's pictures.
+RANKED_LIST_LENGTH = 10
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How :func:`evaluate_model` evaluates; :func:`eval_options` builds it from an ``eval`` config.
+
+    Attributes:
+        batch_size, num_workers: of the feature loader.
+        amp_dtype: autocast dtype of feature extraction (None: full precision).
+        flip: add the features of the horizontally flipped images.
+        max_rank: length of the CMC.
+        rerank: a re-ranker (:class:`svllreid.metrics.rerank.KReciprocal`) or None.
+        topk: keep each query's first ``topk`` ranked gallery items (for pictures of ranked lists).
+        side_info: feed cameras and views to an SIE model (False: as unknown, see :func:`image_encoder`).
+    """
+
+    batch_size: int = 256
+    num_workers: int = 0
+    amp_dtype: torch.dtype | None = None
+    flip: bool = False
+    max_rank: int = 50
+    rerank: KReciprocal | None = None
+    topk: int = 0
+    side_info: bool = True
+
+
+def unique_test_samples(dataset: ReIDDataset) -> tuple[list[Sample], dict[str, int]]:
+    """Every image of every evaluation split once, and each path's row."""
+    row: dict[str, int] = {}
+    samples: list[Sample] = []
+    for split in dataset.splits:
+        for sample in split.query + split.gallery:
+            if sample.path not in row:
+                row[sample.path] = len(samples)
+                samples.append(sample)
+    return samples, row
+
+
+@dataclass
+class ModelEvaluation:
+    """Results of :func:`evaluate_model`: the JSON summary, each split's full result, and the features.
+
+    Attributes:
+        summary: JSON-friendly: per-split metrics and their mean (± std over several splits).
+        splits: each evaluation split with its :class:`RankingResult` (ranked lists when asked).
+        samples: every test image once; ``feats`` rows follow it.
+        feats: float32 ``[N, D]`` test features on the evaluation device.
+        identity_names: the dataset's own names of test pids where they differ from the numbers
+            (:attr:`svllreid.data.types.ReIDDataset.test_names`), for the pictures.
+    """
+
+    summary: dict[str, Any]
+    splits: list[tuple[EvalSplit, RankingResult]]
+    samples: list[Sample]
+    feats: torch.Tensor = field(repr=False)
+    identity_names: dict[int, str] = field(default_factory=dict)
+
+    def identity_name(self, pid: int) -> str:
+        return self.identity_names.get(pid, str(pid))
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    dataset: ReIDDataset,
+    *,
+    images: TestImages,
+    device: torch.device,
+    options: EvalOptions,
+    progress: bool = False,
+) -> ModelEvaluation:
+    """Extract features of every test image once and evaluate every split of ``dataset``."""
+    samples, row = unique_test_samples(dataset)
+    files = ReIDImageDataset(
+        samples, images.transform, images.image_size, cache=images.cache, interpolation=images.interpolation
+    )
+    loader = build_test_loader(files, options.batch_size, options.num_workers)
+    was_training = model.training
+    model.eval()
+    encode = image_encoder(model, options.side_info)
+    feats = extract_features(encode, loader, device, amp_dtype=options.amp_dtype, flip=options.flip, progress=progress)
+    model.train(was_training)
+    cameras = dataset.has_cameras
+    splits = []
+    for split in dataset.splits:
+        q_rows = np.array([row[s.path] for s in split.query], dtype=np.int64)
+        g_rows = np.array([row[s.path] for s in split.gallery], dtype=np.int64)
+        result = evaluate(
+            feats[torch.from_numpy(q_rows).to(device)],
+            feats[torch.from_numpy(g_rows).to(device)],
+            np.array([s.pid for s in split.query]),
+            np.array([s.pid for s in split.gallery]),
+            np.array([s.camid for s in split.query]) if cameras else None,
+            np.array([s.camid for s in split.gallery]) if cameras else None,
+            query_keys=q_rows,
+            gallery_keys=g_rows,
+            max_rank=options.max_rank,
+            rerank=options.rerank,
+            topk=options.topk,
+        )
+        splits.append((split, result))
+    summary = summarize(dataset.name, [(split.name, result) for split, result in splits])
+    gallery_rows = sorted({row[s.path] for split in dataset.splits for s in split.gallery})
+    if len(gallery_rows) >= 2:  # how spread out the gallery's features are (collapse shows here)
+        summary["spread"] = feature_spread(feats[torch.tensor(gallery_rows, device=feats.device)])
+    return ModelEvaluation(summary, splits, samples, feats, identity_names=dict(dataset.test_names))

@@ -1,0 +1,329 @@
+"""``svllreid export``: a trained network's test-time image path as an ONNX or TorchScript file.
+
+The file computes what ``svllreid extract`` computes: ``images [B, 3, H, W]`` float (resized to the
+network's input, scaled to [0, 1], minus the mean, over the std: the preprocessing its metadata states)
+in, L2-normalised features ``features [B, D]`` out, for any batch size. A network with SIE can take a
+second input, ``side_info [B, 2]`` int64 (camera, view; -1 unknown), with ``side_info=True``; otherwise
+every camera and view is fixed as unknown, and the metadata says so.
+
+ONNX goes through ``torch.export`` (the exporter BoxMOT and torch recommend) and falls back to the
+TorchScript-based exporter where that fails; the metadata names the one used. After writing, the file is
+run (onnxruntime, or torch for TorchScript) on a batch of another size than the traced one and compared
+with the network: a file that does not reproduce its features is not kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from svllreid.errors import ExportError, MissingExtraError
+from svllreid.fileio import atomic_write, check_writable
+from svllreid.inference.image_branch import ImageBranch, quiet_tracing
+from svllreid.inference.onnx_backend import FORMAT, METADATA_KEY, ONNX_EXTRA, cpu_session, parse_export_facts
+from svllreid.inference.trained import TrainedModel
+from svllreid.version import __version__
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "torchscript")
+VERSION = 1
+#: Largest difference from the (fp32) network's L2-normalised features that a written file may show. A
+#: feature of ViT-B/16 has 1,280 elements of about 0.03: an fp16 file that is wrong cannot stay within 5e-3.
+TOLERANCE = {"fp32": 1e-4, "fp16": 5e-3}
+
+
+@dataclass(kw_only=True)
+class ExportReport:
+    """What :func:`export_image_branch` wrote and measured."""
+
+    path: Path
+    format: str
+    exporter: str
+    inputs: list[str]
+    feature_dim: int
+    max_abs_diff: float
+    checked_with: str
+    seconds: float
+    facts: dict[str, Any]
+
+
+def export_facts(trained: TrainedModel, *, side_info: bool, precision: str, exporter: str) -> dict[str, Any]:
+    """The JSON stored in an exported file: how to feed it, what it returns, and which network it is."""
+    height, width = trained.image_size
+    sie = trained.spec.sie
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "svllreid": __version__,
+        "exporter": exporter,
+        "precision": precision,
+        "inputs": {
+            "images": f"[B, 3, {height}, {width}] {'float16' if precision == 'fp16' else 'float32'}, RGB",
+            **({"side_info": "[B, 2] int64: camera id, view id (-1 unknown)"} if side_info else {}),
+        },
+        "side_info": (
+            "input side_info" if side_info else ("fixed as unknown (-1)" if sie else "none (the network has no SIE)")
+        ),
+        "output": "features [B, D] float, L2-normalised (f12 and f_proj before the BNNecks); cosine = dot product",
+        "preprocessing": {
+            "image_size": [height, width],
+            "interpolation": trained.interpolation,
+            "resize": f"{trained.interpolation}, antialiased (PIL), to exactly H x W",
+            "scale": "pixel / 255",
+            "mean": list(trained.config.data.pixel_mean),
+            "std": list(trained.config.data.pixel_std),
+            "formula": "(pixel / 255 - mean) / std, per channel; normalise once, here",
+        },
+        "identity": trained.identity(),
+        # The last text_dim columns of the output are f_proj, comparable with the checkpoint's text features.
+        "text_dim": trained.text_dim,
+    }
+
+
+def _examples(
+    trained: TrainedModel, size: tuple[int, int], batch: int, dtype: torch.dtype, side_info: bool, seed: int
+) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, 3, *size, generator=generator).to(dtype)
+    if not side_info:
+        return (images,)
+    spec = trained.spec
+    cameras = torch.randint(-1, max(spec.num_cameras, 1), (batch,), generator=generator)
+    views = torch.randint(-1, max(spec.num_views, 1), (batch,), generator=generator)
+    return images, torch.stack([cameras, views], dim=1)
+
+
+def _onnx_model(module: torch.nn.Module, example: tuple[torch.Tensor, ...], opset: int | None) -> tuple[Any, str]:
+    """The ONNX model proto of ``module`` with a dynamic batch, and the exporter that made it."""
+    names = ["images", "side_info"][: len(example)]
+    try:
+        batch = torch.export.Dim("batch", min=1)
+        with quiet_tracing():
+            program = torch.onnx.export(
+                module,
+                example,
+                dynamo=True,
+                input_names=names,
+                output_names=["features"],
+                dynamic_shapes=tuple({0: batch} for _ in example),
+                opset_version=opset,
+                verbose=False,
+            )
+        if program is None:
+            raise RuntimeError("torch.onnx.export returned no program")
+        return program.model_proto, "torch.export"
+    except Exception as err:  # any failure of the new exporter: try the older one
+        log.info("torch.export-based ONNX export failed (%s); using the TorchScript-based exporter", err)
+    axes = {name: {0: "batch"} for name in [*names, "features"]}
+    with quiet_tracing(), tempfile.TemporaryDirectory() as folder:
+        file = Path(folder) / "model.onnx"
+        torch.onnx.export(
+            module,
+            example,
+            str(file),
+            dynamo=False,
+            input_names=names,
+            output_names=["features"],
+            dynamic_axes=axes,
+            opset_version=opset or 17,
+        )
+        data = file.read_bytes()
+    import onnx
+
+    return onnx.load_from_string(data), "torchscript-based ONNX exporter"
+
+
+def _run_onnx(data: bytes, inputs: tuple[torch.Tensor, ...]) -> np.ndarray:
+    session = cpu_session(data, float16=inputs[0].dtype == torch.float16)
+    feed = {arg.name: tensor.numpy() for arg, tensor in zip(session.get_inputs(), inputs, strict=True)}
+    return np.asarray(session.run(None, feed)[0])
+
+
+def check_export_options(fmt: str, *, opset: int | None = None) -> None:
+    """The checks of :func:`export_image_branch` that need no network, for a command to make before it
+    loads one.
+
+    Raises:
+        ValueError: an unknown format, or ``opset`` for TorchScript.
+        MissingExtraError: ONNX without onnx / onnxscript / onnxruntime installed.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if opset is not None and fmt != "onnx":
+        raise ValueError("--opset applies to ONNX exports only")
+    if fmt == "onnx":
+        try:
+            import onnx  # noqa: F401 (the exporters need it)
+            import onnxruntime  # noqa: F401 (the written file is checked with it)
+            import onnxscript  # noqa: F401
+        except ImportError as err:
+            raise MissingExtraError(f"ONNX export needs onnx, onnxscript and onnxruntime: {ONNX_EXTRA}") from err
+
+
+def export_image_branch(
+    trained: TrainedModel,
+    out: str | Path,
+    *,
+    fmt: str,
+    fp16: bool = False,
+    opset: int | None = None,
+    side_info: bool = False,
+) -> ExportReport:
+    """Write ``trained``'s test-time image path to ``out`` as ``fmt`` ("onnx" or "torchscript").
+
+    Args:
+        fp16: export in half precision (for GPUs; the check then allows :data:`TOLERANCE` ["fp16"]).
+        opset: ONNX opset (default: the exporter's).
+        side_info: add the ``side_info`` input (networks with SIE only).
+
+    Raises:
+        ValueError: an unknown format, ``side_info`` for a network without SIE, or ``opset`` for TorchScript.
+        MissingExtraError: ONNX without onnx / onnxscript / onnxruntime installed.
+        ExportError: the written file does not give the network's features.
+    """
+    check_export_options(fmt, opset=opset)
+    if side_info and not trained.spec.sie:
+        raise ValueError("side_info: this network has no SIE, so cameras and views change nothing; export without it")
+    module = ImageBranch(trained.model, side_info=side_info).eval().cpu()
+    return _write(trained, module, out, fmt=fmt, fp16=fp16, opset=opset, side_info=side_info)
+
+
+def export_module_onnx(
+    trained: TrainedModel,
+    module: torch.nn.Module,
+    out: str | Path,
+    *,
+    input_size: tuple[int, int],
+    facts: Mapping[str, Any],
+) -> ExportReport:
+    """Export a module around ``trained``'s image path (such as BoxMOT's input adapter) to ONNX: one
+    ``images`` input of ``input_size``, checked as :func:`export_image_branch` checks its files. ``facts``
+    replace entries of the metadata (:func:`export_facts`): the inputs and preprocessing the module expects."""
+    check_export_options("onnx")
+    return _write(trained, module, out, fmt="onnx", input_size=input_size, facts=facts)
+
+
+def _write(
+    trained: TrainedModel,
+    module: torch.nn.Module,
+    out: str | Path,
+    *,
+    fmt: str,
+    fp16: bool = False,
+    opset: int | None = None,
+    side_info: bool = False,
+    input_size: tuple[int, int] | None = None,
+    facts: Mapping[str, Any] | None = None,
+) -> ExportReport:
+    out = check_writable(out)
+    check_suffix(out, fmt)
+    start = time.perf_counter()
+    precision = "fp16" if fp16 else "fp32"
+    dtype = torch.float16 if fp16 else torch.float32
+    size = input_size or trained.image_size
+    check = _examples(trained, size, 3, torch.float32, side_info, seed=1)  # another batch than the traced one
+    with torch.no_grad():
+        expected = module(*check).float().numpy()  # the fp32 network, whatever the file's precision
+    if fp16:
+        module = copy.deepcopy(module).half()
+        check = tuple(t.half() if t.is_floating_point() else t for t in check)
+    example = _examples(trained, size, 2, dtype, side_info, seed=0)
+
+    def facts_of(exporter: str) -> dict[str, Any]:
+        return {**export_facts(trained, side_info=side_info, precision=precision, exporter=exporter), **(facts or {})}
+
+    if fmt == "onnx":
+        proto, exporter = _onnx_model(module, example, opset)
+        written = facts_of(exporter)
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(written)
+        data = proto.SerializeToString()
+        got, checked_with = _run_onnx(data, check), "onnxruntime (CPU)"
+    else:
+        exporter = "torch.jit.trace"
+        written = facts_of(exporter)
+        with quiet_tracing(), torch.no_grad():
+            script = torch.jit.trace(module, example, check_trace=False)
+            buffer = io.BytesIO()
+            torch.jit.save(script, buffer, _extra_files={f"{METADATA_KEY}.json": json.dumps(written)})
+            data = buffer.getvalue()
+            got, checked_with = script(*check).float().numpy(), "torch (the traced module)"
+    gap = float(np.abs(got.astype(np.float32) - expected).max())
+    if not gap <= TOLERANCE[precision]:
+        raise ExportError(
+            f"the exported {fmt} file gives features that differ from the network's by {gap:.3g} (allowed "
+            f"{TOLERANCE[precision]:g}); nothing was written to {out}. Try the other format or fp32"
+        )
+    atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
+    inputs = ["images", "side_info"][: len(example)]
+    return ExportReport(
+        path=out,
+        format=fmt,
+        exporter=exporter,
+        inputs=inputs,
+        feature_dim=int(expected.shape[1]),
+        max_abs_diff=gap,
+        checked_with=checked_with,
+        seconds=time.perf_counter() - start,
+        facts=written,
+    )
+
+
+#: File suffixes by format: ONNX files end in .onnx (the backends and FeatureExtractor tell them by it).
+SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts")}
+
+
+def check_suffix(path: str | Path, fmt: str) -> None:
+    """Refuse a file name whose suffix says another format (``--model`` and :class:`FeatureExtractor`
+    choose the runtime by it)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES[fmt]:
+        raise ValueError(
+            f"{Path(path).name}: {'an ONNX' if fmt == 'onnx' else 'a TorchScript'} export is named "
+            f"*{' or *'.join(SUFFIXES[fmt])}; the runtime is chosen "
+            f"by the suffix, so name it e.g. {Path(path).with_suffix(SUFFIXES[fmt][0]).name}"
+        )
+
+
+def read_export_facts(path: str | Path) -> dict[str, Any]:
+    """The facts :func:`export_image_branch` stored in an ONNX or TorchScript file.
+
+    Raises:
+        ValueError: not a readable export of svllreid.
+        MissingExtraError: an ONNX file without onnx installed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist; write it with 'svllreid export'")
+    if path.suffix == ".onnx":
+        try:
+            import onnx
+        except ImportError as err:
+            raise MissingExtraError(f"reading ONNX files needs onnx: {ONNX_EXTRA}") from err
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as err:
+            raise ValueError(f"{path} is not a readable ONNX file ({type(err).__name__}: {err})") from err
+        props = {p.key: p.value for p in proto.metadata_props}
+        text = props.get(METADATA_KEY)
+    else:
+        extra = {f"{METADATA_KEY}.json": ""}
+        try:
+            with quiet_tracing():
+                torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        except Exception as err:
+            raise ValueError(f"{path} is not a readable TorchScript file ({type(err).__name__}: {err})") from err
+        text = extra[f"{METADATA_KEY}.json"] or None
+    return parse_export_facts(text, path)

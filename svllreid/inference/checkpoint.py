@@ -1,0 +1,252 @@
+"""Checkpoints: one safetensors file holding every tensor, with the rest as JSON metadata.
+
+A checkpoint file holds the model's tensors (``model.*``), optionally the optimiser's state
+(``optim.*``) and RNG states (``rng.*``), and a JSON header with the model spec, the config, the
+training position and the package version. It is written to a temporary file that is renamed
+over the target, so a crash at any moment leaves the previous checkpoint intact. Reading never
+unpickles anything: safetensors and JSON only.
+
+The header also holds a SHA-256 digest of everything else (the other header entries and every tensor's
+name, dtype, shape and bytes), checked when the file is read, so that a corrupted file (a disk error, a
+partial copy, bytes changed afterwards) is reported instead of loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from svllreid.errors import CheckpointError
+from svllreid.fileio import atomic_write_safetensors
+from svllreid.version import __version__
+
+FORMAT = "svllreid-checkpoint"
+FORMAT_VERSION = 1
+META_KEY = "svllreid"
+#: Header entry holding the content digest (:func:`content_digest`).
+DIGEST_KEY = "content_sha256"
+#: The ``task`` a language-image pretraining checkpoint records (a CLIP, not a ReID model).
+PRETRAIN_TASK = "pretrain"
+#: Checkpoints of a run directory, best first: the final weights, then the latest epoch.
+RUN_CHECKPOINTS = ("model", "last")
+
+
+def content_digest(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a checkpoint's header (without the digest itself) and of every tensor's name, dtype,
+    shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    facts = {k: v for k, v in header.items() if k != DIGEST_KEY}
+    digest.update(json.dumps(facts, sort_keys=True).encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"\0{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)  # in place, no copy
+    return digest.hexdigest()
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`read_checkpoint` returns."""
+
+    path: Path
+    meta: dict[str, Any]
+    tensors: dict[str, torch.Tensor] = field(repr=False)
+
+    def group(self, prefix: str) -> dict[str, torch.Tensor]:
+        """Tensors under ``prefix.`` with the prefix removed."""
+        cut = len(prefix) + 1
+        return {k[cut:]: v for k, v in self.tensors.items() if k.startswith(prefix + ".")}
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{index}.{name}"] = value
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = cuda_state
+    # The legacy state (the default) of the global MT19937 is always the tuple; numpy's stub also allows a dict.
+    kind, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+    return tensors, {
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
+
+
+def restore_rng(checkpoint: Checkpoint) -> None:
+    """Put the global RNGs (python, numpy, torch, CUDA) back where the checkpoint left them."""
+    rng = checkpoint.meta.get("rng")
+    if rng is None:
+        raise CheckpointError(f"{checkpoint.path} holds no RNG state (not a resumable checkpoint)")
+    version, state, gauss = rng["python"]
+    random.setstate((version, tuple(state), gauss))
+    kind, keys, pos, has_gauss, cached = rng["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(checkpoint.tensors["rng.torch"])
+    cuda = sorted((k for k in checkpoint.tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([checkpoint.tensors[k] for k in cuda][: torch.cuda.device_count()])
+
+
+def write_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    meta: dict[str, Any],
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    with_rng: bool = False,
+) -> Path:
+    """Atomically write a checkpoint of ``model`` (and optimiser / RNG states) to ``path``.
+
+    Args:
+        meta: JSON-serialisable facts: model spec, config, stage, epoch, step, ...
+    """
+    path = Path(path)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "svllreid_version": __version__, **meta}
+    if optimizer is not None:
+        optim_tensors, header["optimizer"] = _optimizer_tensors(optimizer)
+        tensors.update(optim_tensors)
+    if with_rng:
+        rng_tensors, header["rng"] = _rng_state()
+        tensors.update(rng_tensors)
+    # safetensors wants contiguous CPU tensors that share no memory.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    header[DIGEST_KEY] = content_digest(header, tensors)
+    return atomic_write_safetensors(path, tensors, {META_KEY: json.dumps(header)})
+
+
+def read_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
+    """Read a checkpoint written by :func:`write_checkpoint`.
+
+    Args:
+        verify: check the content digest (files written before checkpoints had one are read as they are);
+            False skips it, for speed when the file is known to be sound.
+
+    Raises:
+        CheckpointError: missing file, not a safetensors file, not an svllreid checkpoint, or a file
+            whose content no longer matches its digest.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.safetensors" if (path / "checkpoints").is_dir() else path
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (safe_open has no iterator)
+    except Exception as err:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors checkpoint ({type(err).__name__}: {err}); svllreid checkpoints "
+            "are the .safetensors files in a run's checkpoints/ folder (CLIP weights go to model.pretrained)"
+        ) from err
+    if META_KEY not in header:
+        raise CheckpointError(
+            f"{path} is a safetensors file but not an svllreid checkpoint (no svllreid metadata); "
+            "to start from CLIP weights pass them as model.pretrained instead"
+        )
+    meta = json.loads(header[META_KEY])
+    if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
+        found = f"{meta.get('format')!r} v{meta.get('format_version')}"
+        raise CheckpointError(f"{path}: unsupported checkpoint format {found}; made by a newer svllreid?")
+    if verify and DIGEST_KEY in meta and meta[DIGEST_KEY] != content_digest(meta, tensors):
+        raise CheckpointError(
+            f"{path} is corrupt: its content no longer matches the digest written with it (a disk error, an "
+            "incomplete copy, or bytes changed afterwards). Copy it again, use another checkpoint of the run "
+            "(checkpoints/last.safetensors, stage1.safetensors) or train again"
+        )
+    return Checkpoint(path, meta, tensors)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the best checkpoint of a run directory (``model`` before ``last``)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        for name in RUN_CHECKPOINTS:
+            if (folder / f"{name}.safetensors").is_file():
+                return folder / f"{name}.safetensors"
+        raise CheckpointError(
+            f"no checkpoint in {path} (looked for {', '.join(n + '.safetensors' for n in RUN_CHECKPOINTS)} in "
+            f"{folder}); pass a run directory of 'svllreid train' or one of its .safetensors files"
+        )
+    return path
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any] | None:
+    """The JSON header of an svllreid checkpoint file, reading no tensor (milliseconds for any size);
+    None for a file that is missing, unreadable or not an svllreid checkpoint. Not verified: what needs
+    the tensors reads them with :func:`read_checkpoint`."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        meta = json.loads(header[META_KEY])
+    except Exception:
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a model's tensors (names, shapes, dtypes, bytes): equal for copies of the same weights,
+    wherever they were loaded (an eager model, its TorchScript copy)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def load_model_state(model: nn.Module, checkpoint: Checkpoint) -> None:
+    """Load the checkpoint's model tensors into ``model``; every key must match."""
+    state = checkpoint.group("model")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [k for k in set(state) & set(expected) if state[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        details = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", sorted(mismatched))):
+            if keys:
+                details.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
+        raise CheckpointError(f"{checkpoint.path} does not fit this model: {'; '.join(details)}")
+    model.load_state_dict(state, strict=True)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, checkpoint: Checkpoint) -> None:
+    """Restore an optimiser saved with :func:`write_checkpoint`."""
+    saved = checkpoint.meta.get("optimizer")
+    if saved is None:
+        raise CheckpointError(f"{checkpoint.path} holds no optimiser state")
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in checkpoint.group("optim").items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    for index, values in saved["scalars"].items():
+        state.setdefault(int(index), {}).update(values)
+    groups = saved["param_groups"]
+    if len(groups) != len(optimizer.param_groups) or any(
+        len(g["params"]) != len(h["params"]) for g, h in zip(groups, optimizer.param_groups, strict=True)
+    ):
+        raise CheckpointError(f"{checkpoint.path}: the saved optimiser has other parameter groups than this run")
+    optimizer.load_state_dict({"state": state, "param_groups": groups})

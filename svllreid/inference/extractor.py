@@ -1,0 +1,134 @@
+"""``svllreid.FeatureExtractor``: features of images in memory or on disk, for trackers and scripts.
+
+    extractor = FeatureExtractor("runs/market-svll")            # a checkpoint (torch) ...
+    extractor = FeatureExtractor("market-svll.onnx")            # ... or an exported file (onnxruntime)
+    feats = extractor(["a.jpg", "b.jpg"])                        # paths
+    feats = extractor([Image.open("a.jpg")])                     # PIL images
+    feats = extractor(crops, bgr=True)                           # HWC uint8 arrays from OpenCV
+    feats = extractor(torch.stack(batch))                        # a uint8 [N, 3, H, W] RGB tensor
+
+Every kind becomes what ``svllreid extract`` makes of a file (RGB, resized to the network's input by its
+test filter, normalised as it was trained), so the features equal extract's: ``[N, D]`` float32 numpy,
+L2-normalised, in batches of ``batch_size``. Cameras are unknown, as in extract. One exception: a JPEG
+file of at least four times the input size is decoded by extract (and here, given as a path) at a
+reduced scale (``svllreid.data.loaders.REDUCED_DECODING``), which an image already in memory cannot be,
+so such a photo given decoded differs slightly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from svllreid.data.loaders import read_resized, resized_pixels
+from svllreid.inference.features import Encoder, encode_batch
+from svllreid.inference.onnx_backend import OnnxModel, is_onnx_file, load_onnx_model
+from svllreid.precision import resolve_precision
+
+ImageInput = str | Path | Image.Image | np.ndarray
+
+
+class FeatureExtractor:
+    """See the module docstring.
+
+    Args:
+        model: a checkpoint file or run directory (the torch network), or an ``.onnx`` file from
+            ``svllreid export`` (onnxruntime on the CPU).
+        device: for a checkpoint: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        batch_size: images per forward pass.
+        flip: add the features of the horizontally flipped images (as ``extract --flip``).
+    """
+
+    def __init__(self, model: str | Path, *, device: str = "auto", batch_size: int = 64, flip: bool = False):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+        self.encoder: Any
+        if is_onnx_file(model):
+            self.encoder = load_onnx_model(model, device=device)
+            self.amp_dtype = None
+        else:
+            from svllreid.inference.trained import load_trained_model  # open_clip: only for checkpoints
+
+            self.encoder = load_trained_model(model, device)
+            self.amp_dtype = resolve_precision("auto", self.encoder.device)
+        self.batch_size, self.flip = batch_size, flip
+        self.transform = self.encoder.transform
+
+    @property
+    def runtime(self) -> str:
+        return "onnxruntime" if isinstance(self.encoder, OnnxModel) else "torch"
+
+    @property
+    def feature_dim(self) -> int:
+        if isinstance(self.encoder, OnnxModel):
+            return self.encoder.feature_dim
+        return int(self.encoder.model.feature_dim)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.encoder.image_size
+
+    def describe(self) -> str:
+        return str(self.encoder.describe())
+
+    def _pixels(self, image: ImageInput, bgr: bool) -> torch.Tensor:
+        size, interpolation = self.encoder.image_size, self.encoder.interpolation
+        if isinstance(image, str | Path):
+            return read_resized(str(image), size, interpolation)
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(
+                    f"an array image must be HWC uint8 with 3 channels; got {image.dtype} {tuple(image.shape)}"
+                )
+            image = Image.fromarray(np.ascontiguousarray(image[:, :, ::-1] if bgr else image))
+        elif not isinstance(image, Image.Image):
+            raise TypeError(
+                f"cannot take a {type(image).__name__} as an image: pass paths, PIL images, HWC uint8 arrays or "
+                "a uint8 [N, 3, H, W] tensor"
+            )
+        return torch.from_numpy(resized_pixels(image, size, interpolation)).permute(2, 0, 1)
+
+    def _inputs(self, images: Sequence[ImageInput] | torch.Tensor | np.ndarray, bgr: bool) -> Iterable[torch.Tensor]:
+        if isinstance(images, torch.Tensor):
+            if images.ndim != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
+                raise ValueError(
+                    f"a tensor batch must be uint8 [N, 3, H, W] RGB; got {images.dtype} {tuple(images.shape)}"
+                )
+            order = [2, 1, 0] if bgr else [0, 1, 2]
+            return (self._pixels(Image.fromarray(img[order].permute(1, 2, 0).numpy()), False) for img in images)
+        if isinstance(images, np.ndarray) and images.ndim == 4:  # a batch of HWC arrays
+            return (self._pixels(img, bgr) for img in images)
+        if isinstance(images, np.ndarray | Image.Image | str | Path):
+            raise TypeError(f"pass a list of images (or a batch), not one {type(images).__name__}: extractor([image])")
+        return (self._pixels(img, bgr) for img in images)
+
+    @torch.no_grad()
+    def __call__(self, images: Sequence[ImageInput] | torch.Tensor | np.ndarray, *, bgr: bool = False) -> np.ndarray:
+        """``[N, D]`` float32 L2-normalised features of ``images`` (see the module docstring);
+        ``bgr``: arrays (or a tensor) hold BGR channels, as OpenCV gives them."""
+        device = self.encoder.device
+        encode: Encoder = self.encoder.model.encode_image
+        chunks: list[torch.Tensor] = []
+        batch: list[torch.Tensor] = []
+
+        def flush() -> None:
+            pixels = torch.stack([self.transform(p) for p in batch]).to(device)
+            unknown = torch.full((len(batch),), -1, dtype=torch.long, device=device)
+            feats = encode_batch(encode, pixels, unknown, unknown, amp_dtype=self.amp_dtype, flip=self.flip)
+            chunks.append(feats.cpu())
+            batch.clear()
+
+        for pixels in self._inputs(images, bgr):
+            batch.append(pixels)
+            if len(batch) == self.batch_size:
+                flush()
+        if batch:
+            flush()
+        if not chunks:
+            return np.zeros((0, self.feature_dim), dtype=np.float32)
+        return torch.cat(chunks).numpy().astype(np.float32, copy=False)
