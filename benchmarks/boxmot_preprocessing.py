@@ -11,7 +11,7 @@ with one difference at a time, all of BoxMOT's ``.pt`` route together, and the `
 route (BoxMOT's crops through the graph's adapter). OpenCV is not a dependency: its bilinear filter is
 taken as torch's bilinear interpolation without antialiasing (half-pixel centres, as OpenCV's). Prints
 measured numbers only:
-    python benchmarks/boxmot_preprocessing.py --root ../shared/data/pku-reid-subset
+    python benchmarks/boxmot_preprocessing.py   # the repository's data/pku-reid-subset, or --root FOLDER
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def features(encode, paths, *, size, resize: Resize, stats) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "pku-reid-subset"))
+    parser.add_argument("--root", default=str(REPO / "data" / "pku-reid-subset"))
     parser.add_argument("--stage1-epochs", type=int, default=10)
     parser.add_argument("--stage2-epochs", type=int, default=20)
     parser.add_argument("--json", action="store_true")

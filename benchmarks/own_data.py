@@ -6,7 +6,7 @@ over several seeds, with the spread of the features.
 an older one (whose runs have no validation split: their start and trained checkpoints are evaluated here
 for the features' spread). Both print a table and write ``own_data.json`` and ``own_data.md``.
 
-    python benchmarks/own_data.py run --dataset pku --root ../shared/data/pku-reid-subset --out runs/own-pku
+    python benchmarks/own_data.py run --dataset pku --out runs/own-pku
     python benchmarks/own_data.py run --dataset folder --root photos.csv -o identity_names=true --out runs/own-x
     python benchmarks/own_data.py run --config runs/tune-x/chosen.yaml --out runs/own-x-tuned --seeds 1 2 3
     python benchmarks/own_data.py measure runs/before/seed1 runs/before/seed2 --out runs/before

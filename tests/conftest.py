@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-SHARED_PKU = Path(__file__).resolve().parents[2] / "shared" / "data" / "pku-reid-subset"
+#: The real pedestrians of the repository (CC BY-NC-SA 4.0, data/pku-reid-subset/LICENSE.md).
+PKU = Path(__file__).resolve().parents[1] / "data" / "pku-reid-subset"
 
 
 def _jpeg_bytes(color: tuple[int, int, int] = (120, 80, 40), size: tuple[int, int] = (8, 16)) -> bytes:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_PKU
+from tests.conftest import PKU
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,7 +68,6 @@ def test_export_speed_benchmark_times_torch_and_onnxruntime():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED_PKU.is_dir(), reason="the shared PKU-Reid subset is not present")
 def test_boxmot_preprocessing_benchmark_reproduces_the_evaluation_in_its_first_row():
     cmd = [sys.executable, str(REPO / "benchmarks" / "boxmot_preprocessing.py"), "--json"]
     cmd += ["--stage1-epochs", "1", "--stage2-epochs", "1"]

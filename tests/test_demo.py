@@ -12,7 +12,6 @@ import pytest
 from svllreid.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_PKU = REPO.parent / "shared" / "data" / "pku-reid-subset"
 
 QUICK = [
     "data.options.ids=16",
@@ -75,14 +74,13 @@ def test_ablation_script_runs(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED_PKU.is_dir(), reason="the shared PKU-Reid subset is not present")
 def test_brief_training_on_real_pedestrians_beats_the_untrained_network(tmp_path: Path) -> None:
-    """Real images (PKU-Reid subset, read in place): a short run must beat the same network untrained."""
+    """Real images (the repository's PKU-Reid subset): a short run must beat the same network untrained."""
     from svllreid.config import load_config
     from svllreid.training.run import train
 
     overrides = [
-        f"data.root={SHARED_PKU}",
+        "data.root=",  # empty: the repository's copy
         "stage1.epochs=2",
         "stage2.epochs=6",
         "stage2.milestones=[5]",

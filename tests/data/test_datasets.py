@@ -10,7 +10,7 @@ import pytest
 from svllreid.data.datasets import available_datasets, get_dataset_entry, load_dataset
 from svllreid.data.stats import summarize
 from svllreid.errors import DatasetError
-from tests.conftest import SHARED_PKU, write_images, write_veri_views
+from tests.conftest import PKU, write_images, write_veri_views
 
 
 def pids(samples):
@@ -207,9 +207,8 @@ def test_pku_split_names_unknown_identity(pku_root):
         load_dataset("pku", str(pku_root))
 
 
-@pytest.mark.skipif(not SHARED_PKU.is_dir(), reason="shared PKU-Reid subset not present")
 def test_pku_real_subset_counts():
-    ds = load_dataset("pku", str(SHARED_PKU))
+    ds = load_dataset("pku", str(PKU))
     assert summarize(ds) == {
         "train": {"ids": 37, "images": 592, "cameras": 2},
         "query": {"ids": 37, "images": 296, "cameras": 1},
@@ -310,9 +309,8 @@ def test_folder_flat_images_with_pid_regex(tmp_path):
         load_dataset("folder", str(tmp_path / "m.csv"), pid_regex="x")
 
 
-@pytest.mark.skipif(not SHARED_PKU.is_dir(), reason="shared PKU-Reid subset not present")
 def test_folder_reads_a_real_flat_folder():
-    ds = load_dataset("folder", str(SHARED_PKU / "images"), pid_regex=r"^(\d+)_", camera_regex=r"^\d+_(\d+)_")
+    ds = load_dataset("folder", str(PKU / "images"), pid_regex=r"^(\d+)_", camera_regex=r"^\d+_(\d+)_")
     assert ds.num_train_ids + len({s.pid for s in ds.query + ds.gallery}) == 74
     assert len({s.pid for s in ds.query}) == 37  # every test identity has 2 cameras: one query per camera
     assert len(ds.query) == 74
@@ -424,3 +422,13 @@ def test_folder_identity_folders_may_nest_and_read_every_image_kind(tmp_path):
     ds = load_dataset("folder", str(tmp_path))
     images = ds.train + ds.query + ds.gallery
     assert len(images) == 6 and any(s.path.endswith("c.tif") for s in images)
+
+
+def test_pku_without_a_root_reads_the_repository_copy_and_explains_the_wheel(monkeypatch, tmp_path) -> None:
+    """An empty root is the checkout's data/pku-reid-subset; an installed wheel (no copy) says what to do."""
+    from svllreid.data.datasets import pku
+
+    assert len(load_dataset("pku", "").train) == 592
+    monkeypatch.setattr(pku, "CHECKOUT_ROOT", tmp_path / "absent")
+    with pytest.raises(DatasetError, match=r"wheel leaves it out.*checkout of the svllreid source repository.*--root"):
+        load_dataset("pku", "")

@@ -48,7 +48,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until_up(port: int, timeout: float = 60.0, process: Any = None) -> None:
+def wait_until_up(port: int, timeout: float = 180.0, process: Any = None) -> None:
     """Until something answers on ``port`` (or ``process`` exits)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

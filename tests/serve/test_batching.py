@@ -26,7 +26,7 @@ def test_queries_waiting_while_the_worker_is_busy_share_the_next_call() -> None:
     def answer(queries: Any) -> list[int]:
         calls.append(list(queries))
         started.set()
-        release.wait(5)
+        release.wait(60)  # a hang guard only: the test releases it (generous for a busy machine)
         return [q * 10 for q in queries]
 
     batcher: QueryBatcher[int, int] = QueryBatcher(answer, max_batch=4)
@@ -171,7 +171,7 @@ def test_on_an_approximate_index_a_query_gets_its_own_answer_in_a_batch_of_other
 
 
 def post_text(url: str, text: str) -> int:
-    return httpx.post(f"{url}/api/search", json={"text": text, "topk": 3}, timeout=30).status_code
+    return httpx.post(f"{url}/api/search", json={"text": text, "topk": 3}, timeout=120).status_code
 
 
 def test_concurrent_requests_are_batched_by_the_server(live_server: dict, world: dict) -> None:
@@ -182,14 +182,18 @@ def test_concurrent_requests_are_batched_by_the_server(live_server: dict, world:
     real = batcher._answer
 
     def slow_first(queries: Any) -> Any:  # hold the worker so that the others queue up behind it
-        gate.wait(5)
+        gate.wait(120)  # a hang guard only: the gate opens once the requests wait
         return real(queries)
 
     batcher._answer = slow_first
     try:
         with ThreadPoolExecutor(16) as pool:
             futures = [pool.submit(post_text, url, c.caption) for c in world["captions"][:16]]
-            time.sleep(1.0)
+            # Open the gate once the requests wait behind the held call, not after a fixed time that a busy
+            # machine may need more of: the first is held, the other 15 queue (60 s is a hang guard).
+            deadline = time.monotonic() + 60
+            while batcher._waiting.qsize() < 15 and time.monotonic() < deadline:
+                time.sleep(0.05)
             gate.set()
             statuses = [f.result() for f in futures]
     finally:
@@ -243,7 +247,7 @@ def test_the_server_survives_clients_that_disconnect_mid_upload_or_send_garbage(
         if i % 2:
             return post_text(url, world["captions"][i].caption)
         files = {"image": ("q.jpg", photo, "image/jpeg")}
-        return httpx.post(f"{url}/api/search", files=files, data={"topk": "2"}, timeout=30).status_code
+        return httpx.post(f"{url}/api/search", files=files, data={"topk": "2"}, timeout=120).status_code
 
     with ThreadPoolExecutor(6) as pool:
         bad = pool.submit(misbehave)

@@ -3,6 +3,10 @@
 ``split.json`` lists disjoint ``train_ids`` and ``test_ids``. Evaluation has two directions:
 queries from camera 01 against a gallery from camera 02, then the swap; the reported figure is
 their mean. The orientation (1-8) becomes the viewpoint id.
+
+The subset (74 identities, CC BY-NC-SA 4.0) is part of the source repository, in
+``data/pku-reid-subset``: an empty root reads that copy from a checkout. The wheel leaves it out (its
+license is not the code's).
 """
 
 from __future__ import annotations
@@ -21,6 +25,24 @@ from svllreid.errors import DatasetError
 PATTERN = re.compile(r"^(\d+)_(\d+)_(\d+)\.")
 NUM_CAMERAS = 2
 NUM_VIEWS = 8
+#: The copy in a checkout of the source repository (absent from an installed wheel).
+CHECKOUT_ROOT = Path(__file__).resolve().parents[3] / "data" / "pku-reid-subset"
+
+
+def default_root() -> Path:
+    """The repository's copy of the subset, for an empty root.
+
+    Raises:
+        DatasetError: svllreid runs from an installed wheel, which does not ship the images.
+    """
+    if (CHECKOUT_ROOT / "split.json").is_file():
+        return CHECKOUT_ROOT
+    raise DatasetError(
+        "pku: no dataset root given, and this installation has no copy of the PKU-Reid subset (the wheel "
+        "leaves it out: its CC BY-NC-SA 4.0 license is not the code's). Run from a checkout of the svllreid "
+        "source repository, whose data/pku-reid-subset holds it, or pass --root FOLDER (data.root=FOLDER) "
+        "with images/ and split.json"
+    )
 
 
 def _read_split(path: Path) -> tuple[set[int], set[int]]:
@@ -37,8 +59,9 @@ def _read_split(path: Path) -> tuple[set[int], set[int]]:
 @register(
     "pku", kind="person", description="PKU-Reid subset (2 cameras, split.json, two query directions)", own_data=True
 )
-def pku(root: str | Path, *, occluded_queries: Any = None, occlusion_seed: int = 0) -> ReIDDataset:
+def pku(root: str | Path = "", *, occluded_queries: Any = None, occlusion_seed: int = 0) -> ReIDDataset:
     """Args:
+    root: the folder with ``images/`` and ``split.json``; empty: the repository's copy (:func:`default_root`).
     occluded_queries: Occluded-Duke style queries, e.g. ``[0.2, 0.5]`` or ``"20-50%"``: every query of both
         directions is a copy with a natural occluder (a car, a pole, a bag, a bush, or a strip of a
         *training* identity's photo) covering that fraction of the crop; the gallery keeps the originals.
@@ -47,7 +70,7 @@ def pku(root: str | Path, *, occluded_queries: Any = None, occlusion_seed: int =
     """
     cover = occlusion_option("pku", occluded_queries)
     seed = int_option("pku", "occlusion_seed", occlusion_seed)
-    base = resolve_root(root, ("images", "split.json"), "pku", ("pku-reid-subset",))
+    base = resolve_root(root if str(root) else default_root(), ("images", "split.json"), "pku", ("pku-reid-subset",))
     train_ids, test_ids = _read_split(base / "split.json")
     problems: list[str] = []
     samples = []
