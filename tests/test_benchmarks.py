@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PKU
-
 REPO = Path(__file__).resolve().parents[1]
 
 
