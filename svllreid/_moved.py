@@ -22,13 +22,16 @@ REMOVED_IN = "0.3"
 
 def _stacklevel() -> int:
     """The level of the first frame outside the import machinery and this module's shims: the user's
-    ``import`` line, so that Python's default filter shows the warning where ``__main__`` imports."""
+    ``import`` line, so that Python's default filter shows the warning where ``__main__`` imports.
+    :func:`warnings.warn` does not count the import machinery's frames, so neither does this."""
     level, frame = 1, sys._getframe(1)
     while frame is not None:
+        internal = frame.f_code.co_filename.startswith("<frozen importlib")
         name = frame.f_globals.get("__name__", "")
-        if not (frame.f_code.co_filename.startswith("<frozen importlib") or name == __name__ or _is_shim(name)):
+        if not internal and name != __name__ and not _is_shim(name):
             return level
-        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+        level += not internal
+        frame = frame.f_back  # type: ignore[assignment]
     return level
 
 

@@ -1,4 +1,4 @@
-"""``svllreid export``: a trained network's image path as an ONNX or TorchScript file for deployment."""
+"""``svllreid export``: a trained network's image branch as an ONNX or TorchScript file for deployment."""
 
 from __future__ import annotations
 
@@ -73,8 +73,8 @@ def _export_boxmot(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     export = subparsers.add_parser(
         "export",
-        help="write a trained network's image path as ONNX or TorchScript (dynamic batch, metadata)",
-        description="Export the test-time image path of a trained checkpoint: images [B, 3, H, W] (resized, "
+        help="write a trained network's image branch as ONNX or TorchScript (dynamic batch, metadata)",
+        description="Export the test-time image branch of a trained checkpoint: images [B, 3, H, W] (resized, "
         "scaled to [0, 1] and normalised as the file's metadata states) in, L2-normalised features [B, D] out. "
         "The written file is run once and compared with the network. ONNX needs pip install 'svllreid[onnx]'.",
     )

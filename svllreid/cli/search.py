@@ -7,13 +7,21 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from svllreid.cli.common import add_inference_args, positive_int
 from svllreid.fileio import check_writable
 
+if TYPE_CHECKING:  # imported by the commands themselves, so that light commands start fast
+    import torch
 
-def _load_model(args: argparse.Namespace) -> Any:
+    from svllreid.data.images import FileLabels
+    from svllreid.inference.features import FileFeatures
+    from svllreid.inference.gallery_search import Answer, GallerySearch
+    from svllreid.inference.model_protocol import FeatureModel, IndexingModel
+
+
+def _load_model(args: argparse.Namespace) -> IndexingModel:
     """The network of ``--checkpoint`` (torch) or ``--model FILE.onnx`` (onnxruntime, CPU)."""
     if args.model:
         from svllreid.inference.onnx_backend import load_onnx_model
@@ -24,7 +32,7 @@ def _load_model(args: argparse.Namespace) -> Any:
     return load_trained_model(args.checkpoint, args.device)
 
 
-def _extract(args: argparse.Namespace, trained: Any, paths: list[str]) -> Any:
+def _extract(args: argparse.Namespace, trained: FeatureModel, paths: list[str]) -> FileFeatures:
     """Features of image files with the progress bar; unreadable files stop the command unless
     ``--skip-unreadable``."""
     from svllreid.inference.features import extract_file_features
@@ -43,18 +51,11 @@ def _extract(args: argparse.Namespace, trained: Any, paths: list[str]) -> Any:
         progress=not args.no_progress,
         interpolation=trained.interpolation,
     )
-    skipped = feats.check_readable(skip_unreadable=getattr(args, "skip_unreadable", False))
-    if skipped:
-        print(skipped, file=sys.stderr)
-    print(
-        f"{len(feats.paths)} image(s) → {feats.feats.shape[1]}-d features in {feats.seconds:.1f} s "
-        f"({feats.images_per_s:.1f} images/s on {trained.device})",
-        file=sys.stderr if getattr(args, "json", False) else sys.stdout,  # keep --json output pure
-    )
+    _report_features(args, feats, trained.device)
     return feats
 
 
-def _labels(args: argparse.Namespace, paths: list[str]) -> tuple[Any, Any]:
+def _labels(args: argparse.Namespace, paths: list[str]) -> tuple[FileLabels | None, FileLabels | None]:
     """The identity and camera labels of ``paths`` by ``--identity-folders`` / ``--pid-regex`` and
     ``--camera-regex`` (:func:`svllreid.data.images.file_labels`); None for each not asked for."""
     from svllreid.data.images import file_labels
@@ -65,11 +66,12 @@ def _labels(args: argparse.Namespace, paths: list[str]) -> tuple[Any, Any]:
     return pids, file_labels(paths, what="camera", pattern=args.camera_regex)
 
 
-def _label_names(feats: Any, paths: list[str], labels: Any) -> list[str] | None:
+def _label_names(feats: FileFeatures, paths: list[str], labels: FileLabels | None) -> list[str] | None:
     """Each readable file's label as its user knows it (a folder name, a camera name or the number)."""
     if labels is None:
         return None
     ids = feats.readable_labels(paths, labels.ids)
+    assert ids is not None  # labels were given
     names = labels.names or {}
     return [names.get(int(i), str(int(i))) for i in ids]
 
@@ -115,16 +117,13 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     index = GalleryIndex.build(feats.feats.numpy(), feats.paths, meta=meta, backend=args.backend)
     out = index.save(args.out)
     print(f"wrote {out}: {len(index)} images, {index.dim}-d features, {args.backend} search")
-    compiled = trained.cache_query_encoder() if not args.model else None  # searches then skip open_clip
+    from svllreid.inference.trained import TrainedModel
+
+    # Searches then skip open_clip: the network's image branch compiled into the cache (not for an ONNX file).
+    compiled = trained.cache_query_encoder() if isinstance(trained, TrainedModel) else None
     if compiled is not None:
         print(f"query encoder for fast searches: {compiled}")
     return 0
-
-
-def _query_labels(query: str, rows: dict[str, int], labels: dict[str, list[str]]) -> dict[str, str]:
-    """The labels of a query that is itself one of the index's images (``rows``: absolute path → row)."""
-    row = rows.get(str(Path(query).absolute()))
-    return {} if row is None else {what: names[row] for what, names in labels.items()}
 
 
 def _caption(item: dict[str, Any], *, score: bool = True) -> str:
@@ -140,71 +139,62 @@ def _caption(item: dict[str, Any], *, score: bool = True) -> str:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from svllreid.data.images import expand_image_arguments
-    from svllreid.inference.trained import load_index_model, query_flip
-    from svllreid.search import GalleryIndex
+    from svllreid.inference.gallery_search import GallerySearch
 
     if args.out:
         check_writable(args.out)  # before the queries are encoded
-    index = GalleryIndex.load(args.index)
+    search = GallerySearch.open(
+        args.index,
+        checkpoint=args.checkpoint,
+        model_file=args.model,
+        device=args.device,
+        compiled=not args.no_compiled,
+        text=bool(args.text),
+    )
     if args.text:
-        return _search_text(args, index)
-    saved = index.meta
-    if args.model:  # an exported file, checked to be the index's network whichever runtime built it
-        trained = _load_model(args)
-        trained.check_same_features(saved, str(args.index))
+        answers, truncated = search.search_texts(list(args.text), args.topk)
+        for text in truncated:
+            print(
+                f"note: the description {text[:60]!r}... reaches the 77-token limit; the rest is not used",
+                file=sys.stderr,
+            )
     else:
-        trained = load_index_model(saved, args.index, args.checkpoint, args.device, compiled=not args.no_compiled)
-    args.flip = query_flip(saved)
-    queries = _extract(args, trained, expand_image_arguments(args.query))
-    return _report(args, index, queries.paths, index.search(queries.feats.numpy(), args.topk), text=False)
-
-
-def _search_text(args: argparse.Namespace, index: Any) -> int:
-    """``search --text``: descriptions through the index's checkpoint's text encoder, against f_proj."""
-    from svllreid.inference.text_query import DescriptionEncoder
-    from svllreid.inference.trained import TrainedModel, load_index_model
-
-    if args.model:
-        raise ValueError(
-            "an ONNX file holds only the image path; text search needs the checkpoint's text encoder: "
-            "pass --checkpoint CKPT, or nothing to use the checkpoint the index names"
+        found = search.search_files(
+            expand_image_arguments(args.query),
+            args.topk,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            progress=not args.no_progress,
         )
-    index.text_dim  # noqa: B018 - an index that cannot answer text queries is refused before the model loads
-    trained = load_index_model(index.meta, args.index, args.checkpoint, args.device, compiled=False)
-    assert isinstance(trained, TrainedModel)  # compiled=False: the network itself, with its text encoder
-    encoded = DescriptionEncoder(trained).encode(args.text)
-    for text in encoded.truncated:
-        print(
-            f"note: the description {text[:60]!r}... reaches the 77-token limit; the rest is not used", file=sys.stderr
-        )
-    return _report(args, index, list(args.text), index.search_text(encoded.feats.numpy(), args.topk), text=True)
+        _report_features(args, found.features, search.model.device)
+        answers = found.answers
+    _print_answers(args, search, answers, text=bool(args.text))
+    return 0
 
 
-def _report(args: argparse.Namespace, index: Any, queries: list[str], result: Any, *, text: bool) -> int:
-    """Print (or ``--json``) the ranked lists of ``queries`` and draw them with ``--out``."""
-    labels = index.labels
-    rows = {str(Path(path).absolute()): i for i, path in enumerate(index.paths)} if labels and not text else {}
-    listing: list[dict[str, Any]] = []
-    for qi, query in enumerate(queries):
-        hits = [
-            {
-                "rank": r + 1,
-                "score": float(result.scores[qi, r]),
-                "path": index.paths[int(g)],
-                **{what: names[int(g)] for what, names in labels.items()},
-            }
-            for r, g in enumerate(result.indices[qi])
-            if g >= 0
-        ]
-        known = {} if text else _query_labels(query, rows, labels)
-        listing.append({"query": query, "kind": "text" if text else "image", **known, "results": hits})
+def _report_features(args: argparse.Namespace, feats: FileFeatures, device: torch.device) -> None:
+    """Unreadable files stop the command unless ``--skip-unreadable``; then the throughput line."""
+    skipped = feats.check_readable(skip_unreadable=getattr(args, "skip_unreadable", False))
+    if skipped:
+        print(skipped, file=sys.stderr)
+    print(
+        f"{len(feats.paths)} image(s) → {feats.feats.shape[1]}-d features in {feats.seconds:.1f} s "
+        f"({feats.images_per_s:.1f} images/s on {device})",
+        file=sys.stderr if getattr(args, "json", False) else sys.stdout,  # keep --json output pure
+    )
+
+
+def _print_answers(args: argparse.Namespace, search: GallerySearch, answers: list[Answer], *, text: bool) -> None:
+    """Print (or ``--json``) the ranked lists and draw them with ``--out``."""
+    listing = [{**answer.query, "results": answer.results} for answer in answers]
+    labels = search.labels
     if args.json:
         print(json.dumps(listing, indent=2))
     else:
         for item in listing:
             shown = repr(item["query"]) if text else item["query"]
             measure = "cosine similarity of f_proj to the text" if text else "cosine similarity"
-            print(f"query {shown}: top {len(item['results'])} of {len(index)} ({measure})")
+            print(f"query {shown}: top {len(item['results'])} of {len(search.index)} ({measure})")
             for hit in item["results"]:
                 named = "".join(f"  {what} {hit[what]}" for what in labels)
                 print(f"  {hit['rank']:>3}  {hit['score']:.4f}  {hit['path']}{named}")
@@ -220,12 +210,11 @@ def _report(args: argparse.Namespace, index: Any, queries: list[str], result: An
                 gallery_paths=[h["path"] for h in item["results"]],
                 gallery_captions=[_caption(h) for h in item["results"]],
                 # Green / red borders where the query's identity is known (it is one of the gallery's images).
-                matches=[h["identity"] == item["identity"] if "identity" in item else None for h in item["results"]],
+                matches=[h.get("match") for h in item["results"]],
             )
             for item in listing
         ]
         print(f"wrote {draw_ranked_lists(lists, args.out)}", file=sys.stderr if args.json else sys.stdout)
-    return 0
 
 
 def _add_model_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -328,7 +317,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument(
         "--no-compiled",
         action="store_true",
-        help="rebuild the network instead of loading its cached compiled image path (same features; slower "
+        help="rebuild the network instead of loading its cached compiled image branch (same features; slower "
         "start-up; SVLLREID_ENCODER_CACHE=0 turns the cache off everywhere)",
     )
     add_inference_args(search)

@@ -19,7 +19,7 @@ What BoxMOT does with a ReID file (read in its repository, ``boxmot/appearance``
 So a ViT-B-16 at stride 16, 256×128, without SIE becomes a ``.pt`` state dict under CLIP-ReID's key names
 (:func:`boxmot_state_dict`). Any other network becomes an ONNX file whose graph takes BoxMOT's input as
 it comes: it undoes the ImageNet normalisation, applies the network's own, resizes to the network's input
-size where that differs from 256×128, and runs the image path (:class:`BoxmotInput`).
+size where that differs from 256×128, and runs the image branch (:class:`BoxmotInput`).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def boxmot_state_dict(trained: TrainedModel) -> dict[str, torch.Tensor]:
 
     Raises:
         ValueError: a network BoxMOT's builder cannot hold (:func:`pt_incompatibility`), or a tensor of the
-            image path that has no CLIP-ReID name.
+            image branch that has no CLIP-ReID name.
     """
     reason = pt_incompatibility(trained)
     if reason:
@@ -109,13 +109,13 @@ def boxmot_state_dict(trained: TrainedModel) -> dict[str, torch.Tensor]:
                 break
         else:
             if name.startswith("image_encoder."):
-                raise ValueError(f"{name} is part of the image path but has no place in CLIP-ReID's model")
+                raise ValueError(f"{name} is part of the image branch but has no place in CLIP-ReID's model")
     return renamed
 
 
 class BoxmotInput(nn.Module):
     """BoxMOT's input (256×128, ImageNet-normalised) to the network's: the statistics swapped, the size
-    changed (bilinear) where the network's differs, then the image path."""
+    changed (bilinear) where the network's differs, then the image branch."""
 
     scale: torch.Tensor
     shift: torch.Tensor

@@ -1,4 +1,4 @@
-"""``svllreid export``: a trained network's test-time image path as an ONNX or TorchScript file.
+"""``svllreid export``: a trained network's test-time image branch as an ONNX or TorchScript file.
 
 The file computes what ``svllreid extract`` computes: ``images [B, 3, H, W]`` float (resized to the
 network's input, scaled to [0, 1], minus the mean, over the std: the preprocessing its metadata states)
@@ -181,7 +181,7 @@ def export_image_branch(
     opset: int | None = None,
     side_info: bool = False,
 ) -> ExportReport:
-    """Write ``trained``'s test-time image path to ``out`` as ``fmt`` ("onnx" or "torchscript").
+    """Write ``trained``'s test-time image branch to ``out`` as ``fmt`` ("onnx" or "torchscript").
 
     Args:
         fp16: export in half precision (for GPUs; the check then allows :data:`TOLERANCE` ["fp16"]).
@@ -208,7 +208,7 @@ def export_module_onnx(
     input_size: tuple[int, int],
     facts: Mapping[str, Any],
 ) -> ExportReport:
-    """Export a module around ``trained``'s image path (such as BoxMOT's input adapter) to ONNX: one
+    """Export a module around ``trained``'s image branch (such as BoxMOT's input adapter) to ONNX: one
     ``images`` input of ``input_size``, checked as :func:`export_image_branch` checks its files. ``facts``
     replace entries of the metadata (:func:`export_facts`): the inputs and preprocessing the module expects."""
     check_export_options("onnx")

@@ -1,4 +1,4 @@
-"""The test-time image path of a ReID network as a module of its own: what ``extract`` computes, made
+"""The test-time image branch of a ReID network as a module of its own: what ``extract`` computes, made
 to be traced and exported (TorchScript for fast searches, ONNX and TorchScript files for deployment).
 
 ``images [B, 3, H, W]`` (normalised as the test pipeline does) in, L2-normalised features ``[B, D]``
@@ -65,7 +65,7 @@ def quiet_tracing() -> Iterator[None]:
 
 @dataclass(kw_only=True)
 class CompiledImageBranch:
-    """An image path loaded without its network's code (a cached TorchScript module, an ONNX file) and
+    """An image branch loaded without its network's code (a cached TorchScript module, an ONNX file) and
     how images reach it: what ``extract`` and ``search`` read of a model.
 
     Attributes:
@@ -89,3 +89,7 @@ class CompiledImageBranch:
     @property
     def spec(self) -> dict[str, Any]:
         return dict(self.network.get("spec", {}))
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies the network: the identity it was compiled or exported with."""
+        return dict(self.network)

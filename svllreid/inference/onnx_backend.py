@@ -1,4 +1,4 @@
-"""An exported ONNX image path (``svllreid export --format onnx``) run by onnxruntime, with what
+"""An exported ONNX image branch (``svllreid export --format onnx``) run by onnxruntime, with what
 ``extract``, ``index build``, ``search`` and :class:`svllreid.FeatureExtractor` read of a model: the
 input size, the resize filter, the pixel statistics and the network's identity, all from the file's
 metadata. Importing this module imports neither open_clip nor torchvision; onnxruntime is imported
@@ -63,7 +63,7 @@ class _SessionImagePath(nn.Module):
 
 @dataclass(kw_only=True)
 class OnnxModel(CompiledImageBranch):
-    """An exported image path on onnxruntime's CPU provider; ``network`` is the network's identity (as
+    """An exported image branch on onnxruntime's CPU provider; ``network`` is the network's identity (as
     :meth:`svllreid.inference.trained.TrainedModel.identity` gave it when the file was exported)."""
 
     path: Path
@@ -91,18 +91,16 @@ class OnnxModel(CompiledImageBranch):
             f"({self.facts.get('exporter', '?')}, {self.facts.get('precision', '?')}) to {self.path}, on onnxruntime"
         )
 
-    def check_same_features(
-        self, index_identity: Mapping[str, Any], index: str, *, checkpoint: str | None = None
-    ) -> None:
+    def check_same_features(self, identity: Mapping[str, Any], index: str, *, checkpoint: str | None = None) -> None:
         """Check that this file makes an index's features: the same network (spec) and the same weights
         (digest) as the model that built ``index``, whichever runtime that was.
 
         Raises:
             CheckpointError: another network or other weights.
         """
-        saved, ours = index_identity.get("spec") or {}, self.spec
+        saved, ours = identity.get("spec") or {}, self.spec
         require_same_features(
-            index_identity,
+            identity,
             index,
             shown=str(self.path),
             differences=(k for k in {**saved, **ours} if saved and saved.get(k) != ours.get(k)),

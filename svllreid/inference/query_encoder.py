@@ -1,4 +1,4 @@
-"""A compiled query encoder: a checkpoint's test-time image path as TorchScript, kept in the cache, so
+"""A compiled query encoder: a checkpoint's test-time image branch as TorchScript, kept in the cache, so
 that ``svllreid search`` encodes its queries without importing open_clip or torchvision.
 
 Rebuilding the network of a checkpoint needs open_clip, which imports torchvision and timm: seconds of
@@ -52,7 +52,7 @@ _META_FILE = "svllreid.json"
 
 
 class _ScriptedImagePath(nn.Module):
-    """A loaded TorchScript image path with the ``encode_image`` signature of a ReID model."""
+    """A loaded TorchScript image branch with the ``encode_image`` signature of a ReID model."""
 
     def __init__(self, script: torch.jit.ScriptModule):
         super().__init__()
@@ -70,7 +70,7 @@ class _ScriptedImagePath(nn.Module):
 
 @dataclass(kw_only=True)
 class QueryEncoder(CompiledImageBranch):
-    """The image path of a checkpoint on the CPU, traced with cameras and views unknown: what ``search``
+    """The image branch of a checkpoint on the CPU, traced with cameras and views unknown: what ``search``
     needs of a trained model. ``network`` is the whole network's identity, which an index's features are
     checked against.
 
@@ -115,7 +115,7 @@ def encoder_cache_enabled() -> bool:
 
 def cache_file(content_sha256: str) -> Path:
     """Where the compiled encoder of the checkpoint with this content digest is kept."""
-    # svllreid's version too: a trace freezes the image path's code, which a new version may change.
+    # svllreid's version too: a trace freezes the image branch's code, which a new version may change.
     name = f"{content_sha256[:32]}-torch{torch.__version__}-svllreid{__version__}.pt"
     return cache_dir() / "query-encoders" / name
 

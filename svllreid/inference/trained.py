@@ -143,7 +143,7 @@ class TrainedModel:
         return store_query_encoder(encoder, str(digest)) if encoder is not None else None
 
     def query_encoder(self) -> QueryEncoder | None:
-        """This network's image path compiled for fast searches (see :mod:`svllreid.inference.query_encoder`),
+        """This network's image branch compiled for fast searches (see :mod:`svllreid.inference.query_encoder`),
         or None where it cannot be (off the CPU, or a network the tracer cannot take)."""
         if self.device.type != "cpu":
             return None
@@ -257,7 +257,7 @@ def load_index_model(
 
     With ``compiled`` (on the CPU), the checkpoint's cached :class:`QueryEncoder` when there is one that
     makes the index's features: torch alone loads it, in a fraction of the time that rebuilding the
-    network takes. Otherwise the network is rebuilt, and its compiled image path cached for next time.
+    network takes. Otherwise the network is rebuilt, and its compiled image branch cached for next time.
 
     Raises:
         CheckpointError: the index names no checkpoint and none is given, the named one is gone, or the

@@ -1,31 +1,29 @@
-"""A gallery index and its network loaded once, answering queries in batches: what ``svllreid serve``
-runs behind its web page, usable from Python as well.
+"""A gallery index and its network loaded once for ``svllreid serve``: the web side of the search use
+case (:class:`svllreid.inference.gallery_search.GallerySearch`), usable from Python as well.
 
 A query is one of three kinds: an image (bytes from a client, decoded by
-:func:`svllreid.data.uploads.decode_upload`), a description (through the checkpoint's text encoder,
-:mod:`svllreid.inference.text_query`), or one of the gallery's own images (its stored feature, so clicking
-a result costs no encoding). :meth:`SearchService.answer` takes any mix of them and makes one encoder
-call per kind, so that queries that arrive together share a forward pass.
+:func:`svllreid.data.uploads.decode_upload`), a description (through the checkpoint's text encoder), or
+one of the gallery's own images (its stored feature, so clicking a result costs no encoding).
+:meth:`SearchService.answer` takes any mix of them and makes one encoder call per kind, so that queries
+that arrive together share a forward pass. Hits have the schema of ``svllreid search --json``
+(:data:`svllreid.inference.gallery_search.HIT_KEYS`), with paths relative to the indexed folder, and
+svllreid 0.1's keys ``index`` and ``name`` for one more release.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import numpy as np
-import torch
+from typing import Any
 
 from svllreid.data.uploads import decode_upload
-from svllreid.errors import IndexFileError, UploadError
-from svllreid.inference.features import Encoder, encode_batch
-from svllreid.inference.text_query import DescriptionEncoder
-from svllreid.inference.trained import TrainedModel, load_index_model, query_flip
-from svllreid.precision import resolve_precision
+from svllreid.errors import UploadError
+from svllreid.inference.gallery_search import Answer, GallerySearch, Query
+from svllreid.inference.trained import TrainedModel
 from svllreid.search import GalleryIndex
+
+__all__ = ["MAX_TEXT_CHARS", "MAX_TOPK", "THUMBNAIL_SIDE", "Answer", "Query", "SearchService"]
 
 #: Most results one query may ask for.
 MAX_TOPK = 200
@@ -34,49 +32,18 @@ MAX_TEXT_CHARS = 2000
 #: Longest side of a thumbnail.
 THUMBNAIL_SIDE = 256
 
-QueryKind = Literal["image", "text", "gallery"]
-
-
-@dataclass(frozen=True)
-class Query:
-    """One checked query: ``pixels`` (a normalised ``[3, H, W]`` image), ``text`` or a gallery ``row``,
-    by ``kind``; ``about`` describes it in the answer (a file name, the text, the row's labels)."""
-
-    kind: QueryKind
-    topk: int
-    pixels: torch.Tensor | None = None
-    text: str | None = None
-    row: int | None = None
-    about: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Answer:
-    """The ranked gallery of one query: ``query`` (what was asked, with its labels where known) and
-    ``results`` (rank, score, row, name, and identity / camera / match where the index knows them)."""
-
-    query: dict[str, Any]
-    results: list[dict[str, Any]]
-
 
 class SearchService:
     """An index with the network that made it, in eval mode, ready for queries of every kind."""
 
     def __init__(self, index: GalleryIndex, trained: TrainedModel, *, index_path: str | Path):
+        self.search = GallerySearch(index, trained, index_path=index_path, relative_paths=True, legacy_keys=True)
         self.index = index
         self.trained = trained
         self.index_path = Path(index_path)
-        self.flip = query_flip(index.meta)
-        self.labels = index.labels
-        self.amp_dtype = resolve_precision("auto", trained.device)
-        try:
-            index.text_dim  # noqa: B018 - only the check
-            self.text_error: str | None = None
-        except IndexFileError as err:  # images still work; text queries get this message
-            self.text_error = str(err)
-        self._descriptions = DescriptionEncoder(trained) if self.text_error is None else None
-        root = index.meta.get("images")
-        self._root = Path(str(root)) if root else None
+        self.flip = self.search.flip
+        self.labels = self.search.labels
+        self.text_error = self.search.text_error
 
     @classmethod
     def open(cls, index_path: str | Path, checkpoint: str | Path | None = None, device: str = "auto") -> SearchService:
@@ -86,10 +53,9 @@ class SearchService:
         Raises:
             IndexFileError: not an index file. CheckpointError: no usable checkpoint.
         """
-        index = GalleryIndex.load(index_path)
-        trained = load_index_model(index.meta, index_path, checkpoint, device, compiled=False)
-        assert isinstance(trained, TrainedModel)  # compiled=False: the network itself, with its text encoder
-        return cls(index, trained, index_path=index_path)
+        search = GallerySearch.open(index_path, checkpoint=checkpoint, device=device, compiled=False)
+        assert isinstance(search.model, TrainedModel)  # compiled=False: the network itself, with its text encoder
+        return cls(search.index, search.model, index_path=index_path)
 
     # ------------------------------------------------------------------------------------------------
     # Queries (checked in the caller's thread; encoding waits for :meth:`answer`)
@@ -103,7 +69,7 @@ class SearchService:
         """
         pixels = decode_upload(data, self.trained.image_size, self.trained.interpolation)
         about = {"filename": Path(filename).name} if filename else {}
-        return Query("image", self._topk(topk), pixels=self.trained.transform(pixels), about=about)
+        return self.search.image_query(pixels, self._topk(topk), about=about)
 
     def text_query(self, text: str, topk: int) -> Query:
         """A query by description.
@@ -117,7 +83,7 @@ class SearchService:
             raise UploadError("the description is empty; describe the person in a few words")
         if len(text) > MAX_TEXT_CHARS:
             raise UploadError(f"the description has {len(text)} characters; at most {MAX_TEXT_CHARS} are taken")
-        return Query("text", self._topk(topk), text=text, about={"text": text})
+        return self.search.text_query(text, self._topk(topk))
 
     def gallery_query(self, row: int, topk: int) -> Query:
         """A query by the gallery's image ``row`` (its stored feature); it is left out of its own results.
@@ -126,66 +92,16 @@ class SearchService:
             UploadError: no such row (404), or a bad ``topk``.
         """
         self.check_row(row)
-        about = {"index": row, "name": self.display_name(row), **self._row_labels(row)}
-        return Query("gallery", self._topk(topk), row=row, about=about)
+        return self.search.gallery_query(row, self._topk(topk))
 
     def _topk(self, topk: int) -> int:
         if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= MAX_TOPK:
             raise UploadError(f"topk must be a whole number from 1 to {MAX_TOPK}; got {topk!r}")
         return topk
 
-    # ------------------------------------------------------------------------------------------------
-    # Answering
-    # ------------------------------------------------------------------------------------------------
-
-    @torch.no_grad()
     def answer(self, queries: Sequence[Query]) -> list[Answer]:
-        """The ranked gallery of each query, in order: one image-encoder call for all image queries and
-        one text-encoder call for all descriptions (on an approximate index, one per ``topk``)."""
-        answers: list[Answer | None] = [None] * len(queries)
-        # An approximate index searches more widely for a larger k (HNSW's efSearch grows with it), so
-        # there a query is only batched with queries asking for as many results: each gets the answer
-        # it would get alone. Exact search ranks the same whatever k.
-        exact = self.index.backend in ("exact", "faiss-flat")
-        groups: dict[tuple[str, int], list[int]] = {}
-        for i, q in enumerate(queries):
-            groups.setdefault((q.kind, 0 if exact or q.kind == "text" else q.topk), []).append(i)
-        for (kind, _), rows in groups.items():
-            chosen = [queries[i] for i in rows]
-            # A gallery query asks for one more: itself, dropped below.
-            k = min(max(q.topk for q in chosen) + (kind == "gallery"), len(self.index))
-            if kind == "image":
-                images = torch.stack([q.pixels for q in chosen if q.pixels is not None]).to(self.trained.device)
-                unknown = torch.full((len(images),), -1, dtype=torch.long, device=images.device)
-                encode: Encoder = self.trained.model.encode_image
-                feats = encode_batch(encode, images, unknown, unknown, amp_dtype=self.amp_dtype, flip=self.flip)
-                result = self.index.search(feats.cpu().numpy(), k)
-            elif kind == "text":
-                assert self._descriptions is not None  # text_query refused the texts otherwise
-                encoded = self._descriptions.encode([q.text or "" for q in chosen])
-                result = self.index.search_text(encoded.feats.numpy(), k)
-                cut = set(encoded.truncated)
-            else:
-                result = self.index.search(self.index.feats[[q.row for q in chosen if q.row is not None]], k)
-            for j, (i, q) in enumerate(zip(rows, chosen, strict=True)):
-                extra = {"truncated": q.text in cut} if kind == "text" else {}
-                answers[i] = self._ranked(q, result.scores[j], result.indices[j], extra)
-        return [a for a in answers if a is not None]
-
-    def _ranked(self, query: Query, scores: np.ndarray, rows: np.ndarray, extra: dict[str, Any]) -> Answer:
-        known = query.about.get("identity") if query.kind == "gallery" else None
-        hits: list[dict[str, Any]] = []
-        for score, row in zip(scores, rows, strict=True):
-            if row < 0 or (query.kind == "gallery" and row == query.row):
-                continue
-            hit = {"rank": len(hits) + 1, "score": float(score), "index": int(row), "name": self.display_name(int(row))}
-            hit.update(self._row_labels(int(row)))
-            if known is not None and "identity" in hit:
-                hit["match"] = hit["identity"] == known
-            hits.append(hit)
-            if len(hits) == query.topk:
-                break
-        return Answer({"kind": query.kind, **query.about, **extra}, hits)
+        """The ranked gallery of each query, in order (see :meth:`GallerySearch.answer`)."""
+        return self.search.answer(queries)
 
     # ------------------------------------------------------------------------------------------------
     # The gallery's images
@@ -197,11 +113,11 @@ class SearchService:
         Raises:
             UploadError: 404, with the valid range.
         """
-        if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < len(self.index):
-            raise UploadError(
-                f"no gallery image {row!r}: the index holds images 0 to {len(self.index) - 1}", status=404
-            )
-        return row
+        return self.search.check_row(row)
+
+    def display_name(self, row: int) -> str:
+        """Gallery image ``row``'s path under the folder the index was built from (else its file name)."""
+        return self.search.display_name(row)
 
     def image_file(self, row: int) -> Path:
         """The file of gallery image ``row``: only ever a path the index lists.
@@ -236,16 +152,6 @@ class SearchService:
         out = io.BytesIO()
         rgb.save(out, format="JPEG", quality=88)
         return out.getvalue()
-
-    def display_name(self, row: int) -> str:
-        """Gallery image ``row``'s path under the folder the index was built from (else its file name)."""
-        path = Path(self.index.paths[row])
-        if self._root is not None and path.is_relative_to(self._root):
-            return path.relative_to(self._root).as_posix()
-        return path.name
-
-    def _row_labels(self, row: int) -> dict[str, str]:
-        return {kind: names[row] for kind, names in self.labels.items()}
 
     def describe(self) -> dict[str, Any]:
         """The model and the index, for a client: what they are and which queries they take."""

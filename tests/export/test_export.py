@@ -165,20 +165,21 @@ def test_the_command_prints_what_it_wrote(networks, tmp_path, capsys) -> None:
 
 
 def test_the_readme_onnxruntime_snippet_gives_the_extract_features(networks, tmp_path, monkeypatch) -> None:
-    """The README's snippet, run as written on an exported file, normalises once and matches extract."""
+    """The deployment page's snippet (docs/DEPLOY.md), run as written on an exported file, normalises once
+    and matches extract."""
     from PIL import Image
 
     from svllreid.inference.features import extract_file_features
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    snippet = next(b for b in readme.split("```python\n")[1:] if "ort.InferenceSession(" in b).split("```")[0]
+    page = (Path(__file__).resolve().parents[2] / "docs" / "DEPLOY.md").read_text()
+    snippet = next(b for b in page.split("```python\n")[1:] if "ort.InferenceSession(" in b).split("```")[0]
     trained = networks["rn"]
     export_image_branch(trained, tmp_path / "market-svll.onnx", fmt="onnx")
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (150, 70, 3), dtype=np.uint8)).save(tmp_path / "person.jpg")
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
-    exec(compile(snippet, "README.md", "exec"), scope)
+    exec(compile(snippet, "docs/DEPLOY.md", "exec"), scope)
     extracted = extract_file_features(
         trained.model,
         [str(tmp_path / "person.jpg")],

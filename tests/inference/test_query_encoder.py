@@ -1,4 +1,4 @@
-"""The compiled query encoder: the traced image path makes the network's features at any batch size,
+"""The compiled query encoder: the traced image branch makes the network's features at any batch size,
 survives the cache, and is refused whenever it might not be the index's network."""
 
 from __future__ import annotations

@@ -52,10 +52,10 @@ def test_an_uploaded_photo_ranks_the_gallery_as_the_cli_does(client: Any, servic
     answer = upload(client, query, topk="6").json()
     expected = cli_search(capsys, world, "--query", query, "--topk", "6")[0]["results"]
     assert answer["query"] == {"kind": "image", "filename": Path(query).name}
-    assert [r["index"] for r in answer["results"]] == rows_of(service, expected)
+    assert [r["row"] for r in answer["results"]] == rows_of(service, expected)
     np.testing.assert_allclose([r["score"] for r in answer["results"]], [r["score"] for r in expected], atol=1e-5)
     first = answer["results"][0]
-    assert first["rank"] == 1 and first["name"] == Path(query).name  # the photo is itself in the gallery
+    assert first["rank"] == 1 and first["path"] == Path(query).name  # the photo is itself in the gallery
     assert (first["identity"], first["camera"]) == (expected[0]["identity"], expected[0]["camera"])
     assert answer["gallery_size"] == 58 and answer["took_ms"] > 0
 
@@ -65,14 +65,14 @@ def test_a_description_ranks_the_gallery_as_the_cli_does(client: Any, service: A
     answer = client.post("/api/search", data={"text": caption, "topk": "5"}).json()
     expected = cli_search(capsys, world, "--text", caption, "--topk", "5")[0]["results"]
     assert answer["query"] == {"kind": "text", "text": caption, "truncated": False}
-    assert [r["index"] for r in answer["results"]] == rows_of(service, expected)
+    assert [r["row"] for r in answer["results"]] == rows_of(service, expected)
     np.testing.assert_allclose([r["score"] for r in answer["results"]], [r["score"] for r in expected], atol=1e-5)
     # The same as JSON, and as a multipart form (what the page sends).
     for again in (
         client.post("/api/search", json={"text": caption, "topk": 5}).json(),
         client.post("/api/search", files={"text": (None, caption), "topk": (None, "5")}).json(),
     ):
-        assert [r["index"] for r in again["results"]] == [r["index"] for r in answer["results"]]
+        assert [r["row"] for r in again["results"]] == [r["row"] for r in answer["results"]]
 
 
 def test_a_long_description_is_cut_and_says_so(client: Any) -> None:
@@ -84,13 +84,13 @@ def test_a_gallery_image_as_the_query_leaves_itself_out_and_marks_matches(client
     row = 11
     answer = client.post("/api/search", data={"gallery": str(row), "topk": "8"}).json()
     photo = upload(client, service.index.paths[row], topk="9").json()
-    assert photo["results"][0]["index"] == row
-    assert [r["index"] for r in answer["results"]] == [r["index"] for r in photo["results"][1:]]
+    assert photo["results"][0]["row"] == row
+    assert [r["row"] for r in answer["results"]] == [r["row"] for r in photo["results"][1:]]
     assert [r["rank"] for r in answer["results"]] == list(range(1, 9))
     labels = service.index.labels
-    assert answer["query"]["identity"] == labels["identity"][row] and answer["query"]["index"] == row
+    assert answer["query"]["identity"] == labels["identity"][row] and answer["query"]["row"] == row
     assert [r["match"] for r in answer["results"]] == [
-        labels["identity"][r["index"]] == labels["identity"][row] for r in answer["results"]
+        labels["identity"][r["row"]] == labels["identity"][row] for r in answer["results"]
     ]
 
 
@@ -98,7 +98,7 @@ def test_topk_beyond_the_gallery_returns_the_whole_gallery(client: Any) -> None:
     answer = client.post("/api/search", json={"text": "a person", "topk": 200}).json()
     assert len(answer["results"]) == 58
     gallery = client.post("/api/search", json={"gallery": 0, "topk": 200}).json()
-    assert len(gallery["results"]) == 57 and 0 not in [r["index"] for r in gallery["results"]]
+    assert len(gallery["results"]) == 57 and 0 not in [r["row"] for r in gallery["results"]]
 
 
 def test_gallery_images_and_thumbnails_are_served_by_row(client: Any, service: Any) -> None:
@@ -301,4 +301,28 @@ def test_an_upload_that_declares_no_type_is_decoded_and_answered(client: Any, wo
     )
     answer = client.post("/api/search", content=body, headers={"content-type": "multipart/form-data; boundary=b"})
     assert answer.status_code == 200 and len(answer.json()["results"]) == 3
-    assert answer.json()["results"][0]["name"] == Path(world["images"][2]).name
+    assert answer.json()["results"][0]["path"] == Path(world["images"][2]).name
+
+
+def test_search_json_and_the_web_api_share_one_hit_schema(client: Any, service: Any, world: dict, capsys) -> None:
+    """A gallery photo asked by the CLI and by a click on it in the page: the same hits, the same keys
+    (rank, score, row, path, identity, camera, match); the API's paths are relative to the indexed folder
+    and it keeps svllreid 0.1's keys for one release."""
+    from svllreid.inference.gallery_search import HIT_KEYS
+
+    query = world["images"][7]
+    row = service.index.paths.index(query)
+    by_cli = cli_search(capsys, world, "--query", query, "--topk", "5")[0]
+    by_api = client.post("/api/search", data={"gallery": str(row), "topk": "4"}).json()
+    legacy = {"index", "name"}
+    assert by_cli["identity"] == by_api["query"]["identity"]  # the query is known as one of the gallery's images
+    for hit in by_cli["results"]:
+        assert list(hit) == [k for k in HIT_KEYS if k in hit] and set(hit) == set(HIT_KEYS)
+        assert Path(hit["path"]).is_absolute() and hit["match"] == (hit["identity"] == by_cli["identity"])
+    for hit in by_api["results"]:
+        assert set(hit) - legacy == set(HIT_KEYS) and not Path(hit["path"]).is_absolute()
+        assert (hit["index"], hit["name"]) == (hit["row"], hit["path"])
+    # The CLI's first hit is the photo itself; the click leaves it out: the rest are the same images.
+    assert by_cli["results"][0]["row"] == row
+    assert [h["row"] for h in by_cli["results"][1:]] == [h["row"] for h in by_api["results"]]
+    assert [h["match"] for h in by_cli["results"][1:]] == [h["match"] for h in by_api["results"]]

@@ -146,7 +146,7 @@ def test_a_mixed_batch_answers_each_query_as_it_would_be_answered_alone(service:
     assert [a.query["kind"] for a in together] == ["image", "text", "gallery", "image", "text", "image"]
     for batched, single, query in zip(together, alone, queries, strict=True):
         assert len(batched.results) == query.topk
-        assert [r["index"] for r in batched.results] == [r["index"] for r in single.results]
+        assert [r["row"] for r in batched.results] == [r["row"] for r in single.results]
         np.testing.assert_allclose(
             [r["score"] for r in batched.results], [r["score"] for r in single.results], atol=1e-5
         )
@@ -167,7 +167,7 @@ def test_on_an_approximate_index_a_query_gets_its_own_answer_in_a_batch_of_other
     together = approximate.answer(queries)
     for batched, query in zip(together, queries, strict=True):
         alone = approximate.answer([query])[0]
-        assert [r["index"] for r in batched.results] == [r["index"] for r in alone.results]
+        assert [r["row"] for r in batched.results] == [r["row"] for r in alone.results]
 
 
 def post_text(url: str, text: str) -> int:
