@@ -39,6 +39,25 @@ else:
     DatasetCheck = Interpolation = SideInfo = BatchNormInit = PromptMask = EvalSplitName = Precision = str
     BatchSemantics = str
 
+__all__ = [
+    "AUTO",
+    "BASE_KEY",
+    "Config",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "PretrainConfig",
+    "RunConfig",
+    "Stage1Config",
+    "Stage2Config",
+    "config_from_dict",
+    "config_to_dict",
+    "config_to_yaml",
+    "load_config",
+    "parse_override",
+    "save_config",
+]
+
 
 #: The value of the settings chosen from the data when training starts (data.image_size, data.validation_ids).
 AUTO = "auto"

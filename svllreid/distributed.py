@@ -10,6 +10,17 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 
+__all__ = [
+    "DistInfo",
+    "barrier",
+    "broadcast_flag",
+    "broadcast_state",
+    "gather_with_grad",
+    "init_distributed",
+    "resolve_device",
+    "shutdown",
+]
+
 
 @dataclass(frozen=True)
 class DistInfo:

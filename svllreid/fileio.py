@@ -9,6 +9,19 @@ from pathlib import Path
 
 from svllreid.errors import DiskFullError, OutputError
 
+__all__ = [
+    "DEFAULT_MODE",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_safetensors",
+    "atomic_write_text",
+    "cache_dir",
+    "check_writable",
+    "disk_full_error",
+    "publish",
+    "temporary_sibling",
+]
+
 #: What a full disk (or an exhausted quota) looks like from Python, and from safetensors' Rust writer.
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _FULL_WORDS = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")

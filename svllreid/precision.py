@@ -18,6 +18,8 @@ from typing import Literal
 
 import torch
 
+__all__ = ["PRECISIONS", "Precision", "at_least_fp32", "autocast", "resolve_precision", "without_autocast"]
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 

@@ -50,3 +50,31 @@ def test_functions_with_more_than_four_parameters_take_the_rest_by_keyword() -> 
 def test_the_allowed_exceptions_still_exist() -> None:
     names = {name for name, _ in _public_functions()}
     assert names >= ALLOWED
+
+
+def test_every_library_module_declares_its_public_names() -> None:
+    """``__all__`` in every module that defines public names (the command line and the deprecated aliases
+    aside), naming only what the module has: what ``import *`` and the API pages take."""
+    import importlib
+
+    missing, wrong = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = path.relative_to(PACKAGE).as_posix()
+        if where.startswith(("cli/", "engine/", "eval/")) or where == "__main__.py":
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        defined = [
+            n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef) and not n.name.startswith("_")
+        ]
+        declared = [
+            n
+            for n in tree.body
+            if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in n.targets)
+        ]
+        if defined and not declared:
+            missing.append(where)
+        if declared:
+            name = "svllreid." + where.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+            module = importlib.import_module(name.removesuffix(".__init__"))
+            wrong += [f"{where}: {n}" for n in module.__all__ if not hasattr(module, n)]
+    assert not missing and not wrong, (missing, wrong)

@@ -118,7 +118,7 @@ def test_serve_load_benchmark_measures_the_server_and_the_cli():
 
 @pytest.mark.slow
 def test_own_data_benchmark_measures_start_best_and_last(tmp_path):
-    from tests.training.test_train import small
+    from tests.tiny_runs import small
 
     overrides = [
         v
@@ -167,7 +167,7 @@ def test_reference_parity_benchmark_finds_svllreid_equal_to_the_authors_code(tmp
 
 @pytest.mark.slow
 def test_occluded_ablation_benchmark_tests_each_variant_on_holistic_and_occluded_queries(tmp_path):
-    from tests.training.test_train import small
+    from tests.tiny_runs import small
 
     overrides = [
         v

@@ -17,38 +17,16 @@ from svllreid.config import load_config
 from svllreid.inference.trained import load_trained_model
 from svllreid.search import GalleryIndex
 from svllreid.training.run import train
+from tests.tiny_runs import TINY, small_with
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "configs" / "synthetic_tiny.yaml"
-
-
-def _overrides(tmp: Path, name: str, arch: str = "svll-tiny-rn") -> list[str]:
-    values = {
-        "data.root": str(tmp / "synthetic"),
-        "data.options": "{ids: 16, cameras: 3, images_per_camera: 3, seed: 1}",
-        "model.arch": arch,
-        # The shipped svll-synth weights are for the tiny ViT; the tiny ResNet starts from random weights.
-        "model.pretrained": "svll-synth" if arch == "svll-tiny-vit" else "none",
-        "model.stride": 8 if arch == "svll-tiny-vit" else "null",
-        "stage1.epochs": 1,
-        "stage1.batch_size": 16,
-        "stage2.epochs": 2,
-        "stage2.ids_per_batch": 4,
-        "stage2.images_per_id": 2,
-        "stage2.warmup_epochs": 1,
-        "stage2.milestones": "[2]",
-        "eval.before_training": "false",
-        "run.output_dir": str(tmp / "runs"),
-        "run.name": name,
-    }
-    return [f"{k}={v}" for k, v in values.items()]
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model trained for a few seconds (with its report and eval.json)."""
     tmp = tmp_path_factory.mktemp("tools")
-    result = train(load_config(TINY, _overrides(tmp, "tiny")), progress=False)
+    result = train(load_config(TINY, small_with(tmp, "tiny", "svll-tiny-rn")), progress=False)
     return result.run_dir
 
 
@@ -56,7 +34,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def other_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint of another network (a tiny ViT), trained for one stage-2 epoch."""
     tmp = tmp_path_factory.mktemp("other")
-    cfg = load_config(TINY, [*_overrides(tmp, "vit", arch="svll-tiny-vit"), "stage2.epochs=1"])
+    cfg = load_config(TINY, [*small_with(tmp, "vit", "svll-tiny-vit"), "stage2.epochs=1"])
     return train(cfg, progress=False).run_dir
 
 

@@ -22,6 +22,18 @@ from svllreid.data.shapes import is_huge, too_many_pixels
 from svllreid.data.types import CaptionDataset, ReIDDataset, Sample, caption_summary
 from svllreid.errors import DatasetError
 
+__all__ = [
+    "QUICK_HEADER_SAMPLE",
+    "TINY_SIDE",
+    "CheckReport",
+    "Mode",
+    "check_dataset",
+    "check_loaded_caption_dataset",
+    "check_loaded_dataset",
+    "inspect_image",
+    "structure_findings",
+]
+
 Mode = Literal["quick", "full"]
 
 #: Images whose header is read in ``quick`` mode (a sample, so the check stays cheap).

@@ -21,6 +21,18 @@ from svllreid.data.types import ReIDDataset
 from svllreid.data.validation import auto_validation_ids, carve_validation
 from svllreid.errors import DatasetError
 
+__all__ = [
+    "TRAIN_INTERPOLATION",
+    "Transforms",
+    "build_dataset",
+    "build_image_caches",
+    "build_transforms",
+    "carve_configured",
+    "load_checked_dataset",
+    "resolve_image_size",
+    "validation_count",
+]
+
 log = logging.getLogger(__name__)
 
 

@@ -12,6 +12,8 @@ import numpy as np
 from svllreid.data.labels import identity_numbers, integer_names, regex_group
 from svllreid.errors import DatasetError
 
+__all__ = ["IMAGE_SUFFIXES", "FileLabels", "expand_image_arguments", "file_labels", "list_images"]
+
 #: File name endings read as images (case-insensitive).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 

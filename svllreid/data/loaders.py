@@ -22,6 +22,21 @@ from svllreid.data.types import Sample
 from svllreid.errors import ImageReadError
 from svllreid.fileio import atomic_write, cache_dir
 
+__all__ = [
+    "INTERPOLATIONS",
+    "REDUCED_DECODING",
+    "RESIZE_CACHE",
+    "ImageCache",
+    "ReIDImageDataset",
+    "Transform",
+    "build_test_loader",
+    "build_train_loader",
+    "decode_rgb",
+    "read_resized",
+    "resized_pixels",
+    "set_loader_epoch",
+]
+
 log = logging.getLogger(__name__)
 
 Transform = Callable[[Any], torch.Tensor]

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+__all__ = ["NormalizePixels"]
+
 
 class NormalizePixels:
     """uint8 ``[3, H, W]`` → float32 scaled to [0, 1], minus ``mean``, over ``std`` (per channel), with the

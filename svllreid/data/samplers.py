@@ -25,6 +25,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import Sampler
 
+__all__ = ["PKSampler", "RandomBatchSampler", "global_batch_error", "pk_sampling_error"]
+
 
 def global_batch_error(key: str, size: int, world_size: int, what: str) -> str:
     """The message for a global batch size (``key`` = ``size``) that ``world_size`` processes cannot

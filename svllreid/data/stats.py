@@ -11,6 +11,8 @@ from svllreid.data.datasets.vehicleid import ALIASES, SPLIT_DIR, TEST_SIZES, tes
 from svllreid.data.types import ReIDDataset, caption_summary, split_summary
 from svllreid.errors import DatasetError
 
+__all__ = ["dataset_stats", "format_stats", "stats_and_findings", "summarize"]
+
 
 def summarize(dataset: ReIDDataset) -> dict[str, dict[str, int]]:
     """``{"train": {...}, "query": {...}, "gallery": {...}}`` with ids, images and cameras each, and the

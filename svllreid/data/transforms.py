@@ -11,6 +11,17 @@ from collections.abc import Sequence
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "VIT_MEAN",
+    "VIT_STD",
+    "build_ssl_view_transform",
+    "build_test_transform",
+    "build_train_transform",
+    "erased_token_share",
+]
+
 #: Mean/std of CLIP ViT configs in the reference (0.5 per channel) and of ImageNet (RN50 configs).
 VIT_MEAN = VIT_STD = (0.5, 0.5, 0.5)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

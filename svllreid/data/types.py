@@ -12,6 +12,22 @@ from typing import Literal, NamedTuple
 
 from svllreid.errors import DatasetError  # noqa: F401 (still importable from here)
 
+__all__ = [
+    "CAPTION_SPLITS",
+    "UNKNOWN",
+    "Caption",
+    "CaptionDataset",
+    "EvalSplit",
+    "Kind",
+    "Protocol",
+    "ReIDDataset",
+    "Sample",
+    "caption_summary",
+    "relabel",
+    "relabelled_names",
+    "split_summary",
+]
+
 #: Camera or view id of a sample whose camera / viewpoint is not known.
 UNKNOWN = -1
 

@@ -12,6 +12,8 @@ from PIL import Image
 from svllreid.data.loaders import decode_rgb, resized_pixels
 from svllreid.errors import UploadError
 
+__all__ = ["MAX_UPLOAD_PIXELS", "UPLOAD_FORMATS", "decode_upload"]
+
 #: The formats an upload may be in. PIL can open many more (EPS runs Ghostscript, for one), which a
 #: server has no reason to hand untrusted bytes to.
 UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")

@@ -19,6 +19,8 @@ from svllreid.inference.features import TestImages
 from svllreid.inference.trained import TrainedModel, load_trained_model
 from svllreid.precision import resolve_precision
 
+__all__ = ["CheckpointEvaluation", "default_out_dir", "evaluate_checkpoint", "uses_side_info"]
+
 log = logging.getLogger(__name__)
 
 

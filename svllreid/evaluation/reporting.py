@@ -41,6 +41,19 @@ from svllreid.report import (
     write_report,
 )
 
+__all__ = [
+    "EMBED_IDS",
+    "EMBED_IMAGES_PER_ID",
+    "metrics_row",
+    "ranked_lists",
+    "select_queries",
+    "write_evaluation_report",
+    "write_ranked_pictures",
+    "write_test_embedding",
+    "write_train_embedding",
+    "write_training_report",
+]
+
 log = logging.getLogger(__name__)
 
 #: Identities and images per identity drawn in the embedding plot.

@@ -21,6 +21,8 @@ from svllreid.inference.text_encoding import LoadedSides, Tokenizer, encode_capt
 from svllreid.metrics.ranking import RankingResult
 from svllreid.metrics.text_retrieval import retrieval_summary, text_to_image
 
+__all__ = ["RetrievalTargets", "TextRetrieval", "evaluate_loaded_sides", "evaluate_text_retrieval", "retrieval_targets"]
+
 
 @dataclass(frozen=True)
 class RetrievalTargets:

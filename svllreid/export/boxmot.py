@@ -38,6 +38,22 @@ from svllreid.fileio import atomic_write, check_writable
 from svllreid.inference.image_branch import ImageBranch
 from svllreid.inference.trained import TrainedModel
 
+__all__ = [
+    "BOXMOT_DATASETS",
+    "BOXMOT_FACTS",
+    "BOXMOT_INPUT",
+    "ONNX_NAME_TYPE",
+    "ROUTES",
+    "BoxmotExport",
+    "BoxmotInput",
+    "boxmot_file_name",
+    "boxmot_state_dict",
+    "check_boxmot_name",
+    "export_boxmot",
+    "pt_incompatibility",
+    "uses_imagenet_statistics",
+]
+
 #: BoxMOT's crop size (H, W); it normalises with ImageNet's statistics (IMAGENET_MEAN / IMAGENET_STD).
 BOXMOT_INPUT = (256, 128)
 #: What a BoxMOT-ready ONNX file says of its input (over :func:`svllreid.export.exporter.export_facts`).

@@ -35,6 +35,20 @@ from svllreid.inference.onnx_backend import FORMAT, METADATA_KEY, ONNX_EXTRA, cp
 from svllreid.inference.trained import TrainedModel
 from svllreid.version import __version__
 
+__all__ = [
+    "FORMATS",
+    "SUFFIXES",
+    "TOLERANCE",
+    "VERSION",
+    "ExportReport",
+    "check_export_options",
+    "check_suffix",
+    "export_facts",
+    "export_image_branch",
+    "export_module_onnx",
+    "read_export_facts",
+]
+
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript")

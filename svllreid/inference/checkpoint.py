@@ -29,6 +29,25 @@ from svllreid.errors import CheckpointError
 from svllreid.fileio import atomic_write_safetensors
 from svllreid.version import __version__
 
+__all__ = [
+    "DIGEST_KEY",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "META_KEY",
+    "PRETRAIN_TASK",
+    "RUN_CHECKPOINTS",
+    "Checkpoint",
+    "content_digest",
+    "load_model_state",
+    "load_optimizer_state",
+    "read_checkpoint",
+    "read_checkpoint_meta",
+    "resolve_checkpoint",
+    "restore_rng",
+    "state_digest",
+    "write_checkpoint",
+]
+
 FORMAT = "svllreid-checkpoint"
 FORMAT_VERSION = 1
 META_KEY = "svllreid"

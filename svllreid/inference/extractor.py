@@ -30,6 +30,8 @@ from svllreid.inference.features import Encoder, encode_batch
 from svllreid.inference.onnx_backend import OnnxModel, is_onnx_file, load_onnx_model
 from svllreid.precision import resolve_precision
 
+__all__ = ["FeatureExtractor", "ImageInput"]
+
 ImageInput = str | Path | Image.Image | np.ndarray
 
 

@@ -26,6 +26,18 @@ from svllreid.precision import autocast
 if TYPE_CHECKING:
     from svllreid.models.image_encoders import ImageFeatures
 
+__all__ = [
+    "Encoder",
+    "FileFeatures",
+    "TestImages",
+    "encode_batch",
+    "extract_features",
+    "extract_file_features",
+    "f12_encoder",
+    "image_encoder",
+    "projection_encoder",
+]
+
 
 Encoder = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor | None], torch.Tensor]
 

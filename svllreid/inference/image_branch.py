@@ -23,6 +23,8 @@ from torch import nn
 from svllreid.data.loaders import Transform
 from svllreid.data.pixels import NormalizePixels
 
+__all__ = ["IMAGE_ENCODER", "CompiledImageBranch", "ImageBranch", "quiet_tracing"]
+
 #: The sub-network that makes the test feature (its tensors keep their names in a traced module).
 IMAGE_ENCODER = "image_encoder"
 

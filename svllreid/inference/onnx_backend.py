@@ -22,6 +22,17 @@ from svllreid.errors import MissingExtraError
 from svllreid.inference.image_branch import CompiledImageBranch
 from svllreid.inference.trained import require_same_features
 
+__all__ = [
+    "FORMAT",
+    "METADATA_KEY",
+    "ONNX_EXTRA",
+    "OnnxModel",
+    "cpu_session",
+    "is_onnx_file",
+    "load_onnx_model",
+    "parse_export_facts",
+]
+
 ONNX_EXTRA = "pip install 'svllreid[onnx]' (onnx, onnxscript and onnxruntime)"
 #: Metadata key (ONNX ``metadata_props``; TorchScript ``<key>.json``) and format tag of an export's facts.
 METADATA_KEY = "svllreid"

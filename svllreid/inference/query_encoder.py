@@ -42,6 +42,19 @@ from svllreid.inference.checkpoint import DIGEST_KEY, read_checkpoint_meta
 from svllreid.inference.image_branch import CompiledImageBranch, ImageBranch, quiet_tracing
 from svllreid.version import __version__
 
+__all__ = [
+    "FORMAT",
+    "TRACE_TOLERANCE",
+    "VERSION",
+    "QueryEncoder",
+    "cache_file",
+    "compile_query_encoder",
+    "encoder_cache_enabled",
+    "load_query_encoder",
+    "store_query_encoder",
+    "tensors_crc32",
+]
+
 log = logging.getLogger(__name__)
 
 FORMAT = "svllreid-query-encoder"

@@ -19,6 +19,8 @@ from svllreid.inference.text_encoding import ReIDSides, Tokenizer, encode_captio
 if TYPE_CHECKING:
     from svllreid.inference.trained import TrainedModel
 
+__all__ = ["DescriptionEncoder", "EncodedDescriptions"]
+
 
 @dataclass
 class EncodedDescriptions:

@@ -39,6 +39,8 @@ if TYPE_CHECKING:  # the network's modules import open_clip (seconds): only what
     from svllreid.models.factory import ModelSpec
     from svllreid.models.reid_model import ReIDModel
 
+__all__ = ["TrainedModel", "load_index_model", "load_trained_model", "query_flip", "require_same_features"]
+
 log = logging.getLogger(__name__)
 
 

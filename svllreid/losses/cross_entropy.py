@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 from svllreid.precision import at_least_fp32
 
+__all__ = ["cross_entropy_label_smooth"]
+
 
 def cross_entropy_label_smooth(logits: torch.Tensor, targets: torch.Tensor, epsilon: float = 0.1) -> torch.Tensor:
     """Cross-entropy against targets smoothed to ``(1 - epsilon) * onehot + epsilon / K``.

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 from svllreid.precision import at_least_fp32, without_autocast
 
+__all__ = ["nt_xent_loss"]
+
 
 def nt_xent_loss(
     z1: torch.Tensor,

@@ -6,6 +6,8 @@ import torch
 
 from svllreid.precision import at_least_fp32, without_autocast
 
+__all__ = ["supcon_loss"]
+
 
 def supcon_loss(
     anchors: torch.Tensor,

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 from svllreid.precision import at_least_fp32, without_autocast
 
+__all__ = ["triplet_loss"]
+
 
 def triplet_loss(
     features: torch.Tensor, labels: torch.Tensor, margin: float | None = 0.3, normalize: bool = False

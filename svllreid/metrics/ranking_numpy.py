@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["distances", "rank"]
+
 
 def distances(
     q_aug: np.ndarray,

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = ["QueryPlan", "candidates", "plan_queries"]
+
 
 def _group(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """CSR grouping: ``order`` (stable sort), and the sorted unique values with their start and count."""

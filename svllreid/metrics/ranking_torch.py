@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import torch
 
+__all__ = ["INT64_MAX", "distances", "float_keys", "max_rows", "no_tf32", "rank"]
+
 INT64_MAX = torch.iinfo(torch.int64).max
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from svllreid.metrics.ranking import RankingResult
 
+__all__ = ["METRICS", "format_summary", "summarize"]
+
 #: The summary metrics of an evaluation and their display names.
 METRICS = {"mAP": "mAP", "mINP": "mINP", "rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10"}
 

@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+__all__ = ["BN_INITS", "BNNeckClassifier", "BatchNormInit", "ProjectionHead"]
+
 
 class BNNeckClassifier(nn.Module):
     """BatchNorm1d with its bias frozen at zero, then a bias-free linear ID classifier.

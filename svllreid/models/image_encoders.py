@@ -18,6 +18,8 @@ from torch.utils.checkpoint import checkpoint
 from svllreid.models.pos_embed import resize_grid_embedding
 from svllreid.models.sie import SideInfoEmbedding
 
+__all__ = ["ImageFeatures", "ResNetImageEncoder", "ViTImageEncoder"]
+
 
 @dataclass
 class ImageFeatures:

@@ -12,6 +12,8 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_fl
 from svllreid.models.image_encoders import ViTImageEncoder
 from svllreid.models.reid_model import ReIDModel
 
+__all__ = ["count_flops", "format_info", "model_info"]
+
 _CPU_SDPA = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 if _CPU_SDPA is not None and _CPU_SDPA not in flop_registry:
     # torch counts the CUDA attention kernels but not the CPU one; count it the same way.

@@ -7,6 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+__all__ = ["resize_grid_embedding"]
+
 
 def resize_grid_embedding(embedding: torch.Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int] | None = None):
     """Resize a ``[1 + h*w, D]`` positional embedding to ``[1 + H*W, D]``.

@@ -38,6 +38,23 @@ from torch import nn
 
 from svllreid.errors import PretrainedError
 
+__all__ = [
+    "CONFIG_DIR",
+    "OPENAI_EXTRA_KEYS",
+    "SHIPPED_DIR",
+    "SHIPPED_WEIGHTS",
+    "WEIGHT_SUFFIXES",
+    "LoadReport",
+    "available_architectures",
+    "build_clip",
+    "check_architecture",
+    "load_checked",
+    "native_image_size",
+    "read_weights",
+    "shipped_weights_path",
+    "suggest_architectures",
+]
+
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"

@@ -16,6 +16,16 @@ from torch import nn
 
 from svllreid.models.text_encoder import TextEncoder
 
+__all__ = [
+    "FULL_LENGTH_AUGMENTS",
+    "NUM_IDENTITY_WORDS",
+    "PROMPT_TEMPLATES",
+    "PromptAugment",
+    "PromptLearner",
+    "Tokenizer",
+    "augment_prompts",
+]
+
 PROMPT_TEMPLATES = {"person": "A photo of a X X X X person.", "vehicle": "A photo of a X X X X vehicle."}
 NUM_IDENTITY_WORDS = 4
 PromptAugment = Literal["element", "token", "swap", "swap_reference", "mix"]

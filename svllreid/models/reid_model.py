@@ -17,6 +17,8 @@ from svllreid.models.text_encoder import TextEncoder
 if TYPE_CHECKING:
     from svllreid.models.pretrained import LoadReport
 
+__all__ = ["ReIDModel", "ReIDOutput", "retrieval_feature"]
+
 
 @dataclass
 class ReIDOutput:

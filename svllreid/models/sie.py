@@ -8,6 +8,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+__all__ = ["SideInfoEmbedding", "SieMode"]
+
 SieMode = Literal["camera", "view", "camera_view"]
 
 

@@ -12,6 +12,8 @@ from typing import cast
 import torch
 from torch import nn
 
+__all__ = ["TextEncoder"]
+
 
 class TextEncoder(nn.Module):
     """Frozen-by-design text tower: token embeddings -> projected end-of-text features.

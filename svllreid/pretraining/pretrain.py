@@ -54,6 +54,18 @@ from svllreid.training.run_setup import build_trainer, prepare_run_dir, seed_eve
 from svllreid.training.tasks import ContrastiveTask
 from svllreid.training.trainer import MetricsLog, StagePlan
 
+__all__ = [
+    "CLIP_WEIGHTS_FORMAT",
+    "STAGE_NAME",
+    "CaptionPairs",
+    "PretrainResult",
+    "PretrainRun",
+    "check_caption_dataset",
+    "pretrain",
+    "write_clip_weights",
+    "write_pretrain_report",
+]
+
 log = logging.getLogger(__name__)
 
 #: safetensors metadata of :func:`write_clip_weights` files.

@@ -36,26 +36,23 @@ Results
     ``min(topk, N)`` items: the missing entries are index -1 with score -inf, at the end of the row.
 
 File
-    One ``.npz`` archive (read with ``allow_pickle=False``): ``format`` ("svllreid-gallery-index"),
-    ``version`` (int), ``backend``, ``feats`` (float32 [N, D], unit rows), ``paths`` (unicode [N]),
-    ``meta_json`` and ``params_json`` (JSON text), and for ``faiss-ivf`` / ``faiss-hnsw`` the serialised
-    faiss index (``faiss_index``, uint8), so that loading neither retrains nor rebuilds the graph (the
-    file then holds the features twice). ``faiss-flat`` is rebuilt from ``feats`` on load (a copy). A
-    faiss index loaded where faiss is missing falls back to exact search (``backend`` "exact"; saving it
-    again writes an exact index), with a logged warning: the features are all it needs.
+    One ``.npz`` archive (:mod:`svllreid.search.index_file`, read with ``allow_pickle=False``): ``format``
+    ("svllreid-gallery-index"), ``version`` (int), ``backend``, ``feats`` (float32 [N, D], unit rows),
+    ``paths`` (unicode [N]), ``meta_json`` and ``params_json`` (JSON text), and for ``faiss-ivf`` /
+    ``faiss-hnsw`` the serialised faiss index (``faiss_index``, uint8), so that loading neither retrains nor rebuilds
+    the graph (the file then holds the features twice). ``faiss-flat`` is rebuilt from ``feats`` on load (a
+    copy). A faiss index loaded where faiss is missing falls back to exact search (``backend`` "exact"; saving
+    it again writes an exact index), with a logged warning: the features are all it needs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
 import math
 import os
-import sys
-import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,7 +60,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from svllreid.errors import IndexFileError
-from svllreid.fileio import atomic_write
+from svllreid.search.faiss_backend import SERIALISED, build_faiss, faiss_search, import_faiss, load_faiss
+from svllreid.search.index_file import (
+    FORMAT,
+    VERSION,
+    absolute,
+    damaged,
+    json_entry,
+    locate,
+    read_index_file,
+    text_entry,
+    write_index_file,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -80,21 +88,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BACKENDS = ("exact", "faiss-flat", "faiss-ivf", "faiss-hnsw")
-#: Format tag and version of the index file; a file of a newer version is refused.
-FORMAT = "svllreid-gallery-index"
-#: 2: gallery paths are stored relative to the index file's folder (version 1: as given when built).
-VERSION = 2
-#: Metadata entries that name files (the network's checkpoint, the gallery folder): stored absolute and
-#: relative to the index's folder; loading takes the relative one when it exists (moved together).
-LOCATION_KEYS = ("checkpoint", "images")
 #: Working memory of one chunk of queries of the exact search (scores, partition indices, masks).
 SEARCH_CHUNK_BYTES = 256 * 2**20
 #: Bytes per (query, gallery item) pair of a chunk: scores, partition indices and a mask for a top-k
 #: (``topk < N``); scores, keys, order and sorted copies for a full sort (``topk >= N``).
 _BYTES_PER_PAIR = {"top-k": 16, "sort": 32}
-#: Backends whose faiss index is stored in the file (too costly to rebuild on load).
-_SERIALISED = ("faiss-ivf", "faiss-hnsw")
-_REBUILD_HINT = "rebuild it with `svllreid index build`"
 
 ArrayLike = Any  # numpy array, torch tensor, or anything np.asarray accepts
 
@@ -190,7 +188,7 @@ class GalleryIndex:
         path_list = _as_paths(paths, n)
         meta_dict = _as_meta(meta)
         params = _backend_params(backend, n, nlist, nprobe, hnsw_m, ef_search)
-        faiss_index = _build_faiss(backend, unit, params) if backend != "exact" else None
+        faiss_index = build_faiss(backend, unit, params) if backend != "exact" else None
         return cls(unit, path_list, meta=meta_dict, backend=backend, params=params, faiss_index=faiss_index)
 
     # ------------------------------------------------------------------------------------------------
@@ -220,7 +218,7 @@ class GalleryIndex:
         if self._faiss is None:
             scores, indices = _exact_search(self.feats, q, k, self._duplicates)
         else:
-            scores, indices = _faiss_search(self._faiss, self.backend, self.params, q, k)
+            scores, indices = faiss_search(self._faiss, self.backend, self.params, q, k=k)
         return SearchResult(scores, indices)
 
     def search_text(self, text_feats: np.ndarray | torch.Tensor, topk: int = 10) -> SearchResult:
@@ -303,32 +301,11 @@ class GalleryIndex:
         interrupted save leaves any previous file intact. Returns the path.
         """
         path = Path(path)
-        base = Path(_absolute(path)).parent
-        meta = dict(self.meta)
-        for key in LOCATION_KEYS:
-            if isinstance(meta.get(key), str):
-                meta[key] = _absolute(meta[key])
-                meta[f"{key}_from_index"] = os.path.relpath(meta[key], base)
-        # Relative to the index's folder, so that index and gallery keep working when moved together.
-        stored = [os.path.relpath(_absolute(p), base) for p in self.paths]
-        # Any: mypy would check **arrays against np.savez's ``allow_pickle: bool`` keyword too.
-        arrays: dict[str, Any] = {
-            "format": np.array(FORMAT),
-            "version": np.array(VERSION, np.int64),
-            "backend": np.array(self.backend),
-            "feats": self.feats,
-            "paths": np.array(stored, dtype=str).reshape(len(stored)),
-            "meta_json": np.array(json.dumps(meta)),
-            "params_json": np.array(json.dumps(self.params)),
-        }
-        if self.backend in _SERIALISED:
-            arrays["faiss_index"] = _import_faiss().serialize_index(self._faiss)
-
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as handle:  # a file handle: np.savez would append ".npz" to a name without it
-                np.savez(handle, **arrays)
-
-        atomic_write(path, write)
+        blob = import_faiss().serialize_index(self._faiss) if self.backend in SERIALISED else None
+        write_index_file(
+            path, backend=self.backend, feats=self.feats, paths=self.paths, meta=self.meta, params=self.params,
+            faiss_index=blob,
+        )  # fmt: skip
         return path
 
     @classmethod
@@ -339,41 +316,15 @@ class GalleryIndex:
             IndexFileError: missing file, not an index, damaged, or written by a newer svllreid.
         """
         path = Path(path)
-        if not path.is_file():
-            what = "is a directory, not an index file" if path.is_dir() else "does not exist"
-            raise IndexFileError(f"gallery index {path} {what}; build one with `svllreid index build`")
-        try:
-            archive = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-            # Not numpy's message: it suggests allow_pickle=True for any unknown file.
-            raise IndexFileError(
-                f"{path} is not a svllreid gallery index (not an .npz archive, or a damaged one); {_REBUILD_HINT}"
-            ) from err
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise IndexFileError(f"{path} is a single .npy array, not a svllreid gallery index (.npz)")
-        with archive:
-            arrays = _read_arrays(archive, path)
+        arrays = read_index_file(path)
         index = cls._from_arrays(arrays, path)
         if int(arrays["version"]) >= 2:
-            index._locate(Path(_absolute(path)).parent)
+            index.paths = locate(index.paths, index.meta, Path(absolute(path)).parent)
         return index
-
-    def _locate(self, base: Path) -> None:
-        """Paths of a version-2 file back to absolute ones: the gallery's from the index's folder; the
-        checkpoint and gallery folder from it too where they are there, else where they were."""
-        self.paths = [os.path.normpath(base / p) for p in self.paths]
-        for key in LOCATION_KEYS:
-            relative = self.meta.pop(f"{key}_from_index", None)
-            if isinstance(relative, str):
-                moved = os.path.normpath(base / relative)
-                if Path(moved).exists() or not Path(str(self.meta.get(key, ""))).exists():
-                    self.meta[key] = moved
 
     @classmethod
     def _from_arrays(cls, arrays: dict[str, np.ndarray], path: Path) -> GalleryIndex:
-        def bad(why: str) -> IndexFileError:
-            return IndexFileError(f"gallery index {path} is damaged ({why}); {_REBUILD_HINT}")
-
+        bad = damaged(path)
         feats, paths = arrays["feats"], arrays["paths"]
         if feats.dtype != np.float32 or feats.ndim != 2 or not len(feats) or not feats.shape[1]:
             raise bad(f"features of dtype {feats.dtype} and shape {feats.shape}, expected float32 [N, D]")
@@ -381,19 +332,22 @@ class GalleryIndex:
             raise bad(f"{paths.shape} paths of dtype {paths.dtype} for {len(feats)} features")
         if not np.allclose(_row_norms(feats), 1.0, atol=1e-3):  # fails on NaN or inf entries too
             raise bad("features are not finite L2-normalised vectors")
-        backend = _text(arrays["backend"], "backend", bad)
+        backend = text_entry(arrays["backend"], "backend", bad)
         if backend not in BACKENDS:
             raise bad(f"unknown backend {backend!r}")
-        meta, params = _json(arrays["meta_json"], "meta_json", bad), _json(arrays["params_json"], "params_json", bad)
+        meta, params = (
+            json_entry(arrays["meta_json"], "meta_json", bad),
+            json_entry(arrays["params_json"], "params_json", bad),
+        )
         feats = np.ascontiguousarray(feats)
         if backend != "exact":
             try:
-                faiss = _import_faiss()
+                faiss = import_faiss()
             except ImportError as err:
                 why = "searching it exactly instead (results as good or better)"
                 log.warning("%s holds a %s index, but %s; %s", path, backend, err, why)
                 return cls(feats, paths.tolist(), meta=meta, backend="exact", params={})
-            faiss_index = _load_faiss(faiss, backend, feats, params, arrays.get("faiss_index"), bad)
+            faiss_index = load_faiss(faiss, backend, feats, params, blob=arrays.get("faiss_index"), bad=bad)
         else:
             faiss_index = None
         return cls(feats, paths.tolist(), meta=meta, backend=backend, params=params, faiss_index=faiss_index)
@@ -587,177 +541,3 @@ def _top_k(block: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         best = candidates[np.lexsort((candidates, -block[r, candidates]))[:k]]
         indices[r], values[r] = best, block[r, best]
     return values, indices
-
-
-# ----------------------------------------------------------------------------------------------------
-# faiss
-# ----------------------------------------------------------------------------------------------------
-
-
-def _import_faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as err:
-        raise ImportError(
-            "the faiss search backends need faiss: pip install faiss-cpu (or pip install 'svllreid[faiss]'), "
-            'or use backend "exact"'
-        ) from err
-    return faiss
-
-
-@contextlib.contextmanager
-def _faiss_threads(faiss: Any) -> Iterator[None]:
-    """faiss's OpenMP threads set to torch's thread count for the block, when torch is loaded.
-
-    faiss has its own OpenMP pool: following torch's setting (``torch.set_num_threads``) keeps one thread
-    setting for the process. Without torch loaded (not imported here: seconds), faiss keeps its default.
-    """
-    torch = sys.modules.get("torch")
-    if torch is None:
-        yield
-        return
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(torch.get_num_threads())
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
-
-
-def _build_faiss(backend: str, feats: np.ndarray, params: dict[str, int]) -> Any:
-    faiss = _import_faiss()
-    n, d = feats.shape
-    with _faiss_threads(faiss):
-        if backend == "faiss-flat":
-            index = faiss.IndexFlatIP(d)
-        elif backend == "faiss-ivf":
-            nlist = params["nlist"]
-            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-            index.cp.spherical = True  # unit-length centroids suit inner products of unit vectors
-            if n < 39 * nlist:
-                # Fewer points than faiss likes per centroid: k-means still works (a default nlist only
-                # gets here for tiny galleries); warn through logging, not faiss's stderr.
-                if nlist > 1:
-                    log.warning("faiss-ivf: %d gallery features for %d clusters (>= %d advised)", n, nlist, 39 * nlist)
-                index.cp.min_points_per_centroid = 1
-            index.train(feats)
-            index.nprobe = params["nprobe"]
-        else:
-            index = faiss.IndexHNSWFlat(d, params["hnsw_m"], faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efSearch = params["ef_search"]
-        index.add(feats)
-    return index
-
-
-def _load_faiss(
-    faiss: Any,
-    backend: str,
-    feats: np.ndarray,
-    params: dict[str, Any],
-    blob: np.ndarray | None,
-    bad: Callable[[str], IndexFileError],
-) -> Any:
-    """The faiss index of a loaded file: rebuilt (flat) or deserialised and checked against ``feats``."""
-    keys = {"faiss-flat": set(), "faiss-ivf": {"nlist", "nprobe"}, "faiss-hnsw": {"hnsw_m", "ef_search"}}[backend]
-    if set(params) != keys or not all(isinstance(v, int) and v >= 1 for v in params.values()):
-        raise bad(f"params {params} do not fit backend {backend!r}")
-    if backend not in _SERIALISED:
-        return _build_faiss(backend, feats, params)
-    if blob is None or blob.dtype != np.uint8 or blob.ndim != 1:
-        raise bad(f"no serialised faiss index for backend {backend!r}")
-    try:
-        index = faiss.deserialize_index(blob)
-    except RuntimeError as err:
-        raise bad(f"faiss cannot read its index: {err}") from err
-    if (index.d, index.ntotal, index.metric_type) != (feats.shape[1], len(feats), faiss.METRIC_INNER_PRODUCT):
-        raise bad(f"faiss index of {index.ntotal} x {index.d} does not match features of shape {feats.shape}")
-    if backend == "faiss-ivf":
-        index.nprobe = params["nprobe"]
-    else:
-        index.hnsw.efSearch = params["ef_search"]
-    return index
-
-
-def _faiss_search(
-    index: Any, backend: str, params: dict[str, int], queries: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    faiss = _import_faiss()
-    kwargs: dict[str, Any] = {}
-    if backend == "faiss-hnsw":  # a graph search needs at least k candidates to return k items
-        kwargs["params"] = faiss.SearchParametersHNSW(efSearch=max(params["ef_search"], k))
-    with _faiss_threads(faiss):
-        scores, indices = index.search(queries, k, **kwargs)
-    indices = indices.astype(np.int64, copy=False)
-    scores[indices < 0] = -np.inf  # faiss pads with -FLT_MAX
-    # Same order as the exact backend: descending score, then gallery index, missing items last.
-    order = np.lexsort((np.where(indices < 0, np.iinfo(np.int64).max, indices), -scores), axis=1)
-    return np.take_along_axis(scores, order, 1), np.take_along_axis(indices, order, 1)
-
-
-# ----------------------------------------------------------------------------------------------------
-# File helpers
-# ----------------------------------------------------------------------------------------------------
-
-_REQUIRED = ("format", "version", "backend", "feats", "paths", "meta_json", "params_json")
-
-
-def _read_arrays(archive: np.lib.npyio.NpzFile, path: Path) -> dict[str, np.ndarray]:
-    """The index's arrays, after checking the format tag and version (before reading the big ones)."""
-
-    def get(name: str) -> np.ndarray | None:
-        if name not in archive.files:
-            return None
-        value = archive[name]  # bytes for a member that is not an .npy array
-        if not isinstance(value, np.ndarray):
-            raise IndexFileError(f"gallery index {path} is damaged ({name} is not an array); {_REBUILD_HINT}")
-        return value
-
-    try:
-        tag = get("format")
-        if tag is None:
-            raise IndexFileError(
-                f"{path} is not a svllreid gallery index (a zip archive without a 'format' entry); "
-                "build one with `svllreid index build`"
-            )
-        if tag.dtype.kind != "U" or tag.shape != () or str(tag) != FORMAT:
-            raise IndexFileError(f"{path} is not a svllreid gallery index (format {tag!s:.60}, not {FORMAT!r})")
-        version = get("version")
-        if version is None or version.dtype.kind not in "iu" or version.shape != ():
-            raise IndexFileError(f"gallery index {path} has no valid format version; {_REBUILD_HINT}")
-        if int(version) > VERSION:
-            raise IndexFileError(
-                f"gallery index {path} has format version {int(version)}, newer than this svllreid reads "
-                f"({VERSION}); upgrade svllreid or {_REBUILD_HINT}"
-            )
-        if int(version) < 1:
-            raise IndexFileError(f"gallery index {path} has an invalid format version {int(version)}; {_REBUILD_HINT}")
-        missing = [name for name in _REQUIRED if name not in archive.files]
-        if missing:
-            raise IndexFileError(f"gallery index {path} is incomplete (missing {', '.join(missing)}); {_REBUILD_HINT}")
-        arrays = {name: get(name) for name in (*_REQUIRED, "faiss_index")}
-        return {name: value for name, value in arrays.items() if value is not None}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        if isinstance(err, IndexFileError):
-            raise
-        raise IndexFileError(f"gallery index {path} is damaged ({err}); {_REBUILD_HINT}") from err
-
-
-def _text(a: np.ndarray, name: str, bad: Callable[[str], IndexFileError]) -> str:
-    if a.dtype.kind != "U" or a.shape != ():
-        raise bad(f"{name} is not a text entry")
-    return str(a)
-
-
-def _json(a: np.ndarray, name: str, bad: Callable[[str], IndexFileError]) -> dict[str, Any]:
-    try:
-        value = json.loads(_text(a, name, bad))
-    except json.JSONDecodeError as err:
-        raise bad(f"{name} is not valid JSON: {err}") from err
-    if not isinstance(value, dict):
-        raise bad(f"{name} is not a JSON object")
-    return value
-
-
-def _absolute(path: str | os.PathLike[str]) -> str:
-    """``path`` made absolute and normalised, symbolic links kept (the user's own spelling of the place)."""
-    return os.path.normpath(Path(path).absolute())

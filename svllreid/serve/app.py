@@ -30,6 +30,18 @@ from svllreid.errors import MissingExtraError, UploadError
 from svllreid.serve.batching import QueryBatcher
 from svllreid.serve.search_service import Answer, Query, SearchService
 
+__all__ = [
+    "DECODING_AT_ONCE",
+    "DEFAULT_TOPK",
+    "MAX_UPLOAD_BYTES",
+    "SEARCH_FIELDS",
+    "UPLOAD_TYPES",
+    "ASGIApp",
+    "BodyLimit",
+    "create_app",
+    "search_page",
+]
+
 try:
     from anyio import CapacityLimiter
     from fastapi import FastAPI, Request

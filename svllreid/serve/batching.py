@@ -16,6 +16,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+__all__ = ["BatchStats", "Q", "QueryBatcher", "R"]
+
 log = logging.getLogger(__name__)
 
 Q = TypeVar("Q")

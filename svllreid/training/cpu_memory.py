@@ -14,6 +14,8 @@ import ctypes.util
 import logging
 import sys
 
+__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "keep_freed_memory"]
+
 log = logging.getLogger(__name__)
 
 #: glibc's mallopt parameters (malloc.h).

@@ -21,6 +21,8 @@ from svllreid.training.dataprep import prepare_data
 from svllreid.training.run import RunResult, build_model, evaluate_random_init, method_name, train
 from svllreid.version import __version__
 
+__all__ = ["DEMO_RECIPE", "OWN_DATA_RECIPE", "DemoResult", "demo_config", "run_demo"]
+
 #: The built-in recipe of ``svllreid demo`` (shipped with the package).
 DEMO_RECIPE = Path(__file__).resolve().parents[1] / "resources" / "demo.yaml"
 #: The built-in recipe for a user's own photos (``svllreid demo --dataset``, ``svllreid tune``): the demo's,

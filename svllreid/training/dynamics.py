@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from svllreid.data.types import Sample
 
+__all__ = ["SSL_TERM", "gradient_alignment", "identity_spread", "probe_samples"]
+
 #: The vision self-supervision's term; every other term of stage 2 is the main objective.
 SSL_TERM = "vis_ssl"
 

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+__all__ = ["Schedule", "apply_lr", "build_adam", "build_adamw", "cosine_with_warmup", "multistep_with_warmup"]
+
 #: A schedule maps the 1-based epoch to a factor of each parameter group's base lr.
 Schedule = Callable[[int], float]
 

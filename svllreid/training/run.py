@@ -65,6 +65,26 @@ from svllreid.training.run_setup import (
 from svllreid.training.tasks import ImageStageTask, PromptStageTask
 from svllreid.training.trainer import MetricsLog, StagePlan
 
+__all__ = [
+    "SSL_HEAD_PREFIXES",
+    "Run",
+    "RunResult",
+    "StartPoint",
+    "build_model",
+    "check_batch_semantics",
+    "check_compatible",
+    "deliver",
+    "effective_sie",
+    "evaluate_random_init",
+    "finish",
+    "load_weights_for_stage2",
+    "method_name",
+    "restore",
+    "run_stages",
+    "spread_warnings",
+    "train",
+]
+
 log = logging.getLogger(__name__)
 
 SSL_HEAD_PREFIXES = ("lang_projector.", "vis_projector.")

@@ -28,6 +28,16 @@ from svllreid.models.reid_model import ReIDModel
 from svllreid.models.text_encoder import TextEncoder
 from svllreid.precision import at_least_fp32, without_autocast
 
+__all__ = [
+    "MAX_LOGIT_SCALE",
+    "ContrastiveTask",
+    "ImageStageTask",
+    "PromptStageTask",
+    "Stage2Losses",
+    "has_batchnorm",
+    "running_statistics_frozen",
+]
+
 
 class PromptStageTask(nn.Module):
     """Stage 1: learn identity words from cached image features (METHOD.md 3.2 and 4.1).

@@ -28,6 +28,8 @@ from svllreid.fileio import atomic_write_text
 from svllreid.precision import autocast
 from svllreid.training.optim import Schedule, apply_lr
 
+__all__ = ["MetricsLog", "StagePlan", "Trainer"]
+
 log = logging.getLogger(__name__)
 
 

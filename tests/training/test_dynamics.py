@@ -14,8 +14,8 @@ from svllreid.cli import main
 from svllreid.data.types import Sample
 from svllreid.training.dynamics import gradient_alignment, identity_spread, probe_samples
 from svllreid.training.tasks import ImageStageTask, Stage2Losses
+from tests.tiny_runs import TINY, small
 from tests.training.test_tasks import make_batch
-from tests.training.test_train import TINY, small
 
 
 def _task() -> tuple[ImageStageTask, list[torch.nn.Parameter]]:

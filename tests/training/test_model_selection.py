@@ -18,7 +18,7 @@ from svllreid.errors import ConfigError
 from svllreid.inference.checkpoint import read_checkpoint
 from svllreid.training import run as run_module
 from svllreid.training.run import Run, train
-from tests.training.test_train import TINY, small, weights
+from tests.tiny_runs import TINY, small, weights
 
 
 def with_validation(tmp_path: Path, name: str, **extra: object) -> list[str]:

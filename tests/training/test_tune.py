@@ -9,7 +9,7 @@ import pytest
 
 from svllreid.cli import main
 from svllreid.config import load_config
-from tests.training.test_train import TINY, small
+from tests.tiny_runs import TINY, small
 
 
 def _base(tmp_path: Path) -> list[str]:

@@ -26,6 +26,8 @@ from svllreid.data.synthesis import CAPTIONS_FILE, META_FILE, PRETRAIN_WORLD
 from svllreid.data.types import CAPTION_SPLITS, UNKNOWN, Caption, CaptionDataset
 from svllreid.errors import DatasetError
 
+__all__ = ["captions_csv", "cuhk_pedes", "icfg_pedes", "read_synthetic_captions", "rstpreid", "synthetic_captions"]
+
 #: Synthetic splits -> caption splits (the held-out identities' query and gallery images are the test).
 _SYNTHETIC_SPLITS = {"train": "train", "query": "test", "gallery": "test"}
 

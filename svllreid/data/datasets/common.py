@@ -12,6 +12,17 @@ from svllreid.data.synthesis.occluders import occlusion_range
 from svllreid.data.types import Sample
 from svllreid.errors import DatasetError
 
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "drop_ids",
+    "int_option",
+    "list_images",
+    "occlusion_option",
+    "parse_camera_folder",
+    "raise_if_problems",
+    "resolve_root",
+]
+
 #: File name endings read as images by every parser, as by ``svllreid extract`` (case-insensitive).
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 

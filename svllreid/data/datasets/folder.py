@@ -39,6 +39,8 @@ from svllreid.data.queries import drop_unanswerable_queries, pick_queries, queri
 from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel, relabelled_names
 from svllreid.errors import DatasetError
 
+__all__ = ["COLUMNS", "LISTED_NAMES", "MANIFEST", "SPLITS", "folder"]
+
 SPLITS = ("train", "query", "gallery")
 MANIFEST = "manifest.csv"
 COLUMNS = ("path", "pid", "camid", "split")

@@ -14,6 +14,8 @@ from svllreid.data.datasets.common import drop_ids, parse_camera_folder, raise_i
 from svllreid.data.datasets.registry import register
 from svllreid.data.types import EvalSplit, ReIDDataset, relabel, relabelled_names
 
+__all__ = ["DUKE_PATTERN", "FOLDERS", "MARKET_PATTERN", "dukemtmc", "market1501", "occluded_duke", "parse_three_folder"]
+
 FOLDERS = ("bounding_box_train", "query", "bounding_box_test")
 MARKET_PATTERN = re.compile(r"^(-?\d+)_c(\d)s\d+_\d+_\d+")
 DUKE_PATTERN = re.compile(r"^(-?\d+)_c(\d)_f\d+")

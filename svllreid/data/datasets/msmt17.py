@@ -13,6 +13,8 @@ from svllreid.data.datasets.common import raise_if_problems, resolve_root
 from svllreid.data.datasets.registry import register
 from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel, relabelled_names
 
+__all__ = ["LISTS", "NUM_CAMERAS", "msmt17", "read_list"]
+
 NUM_CAMERAS = 15
 LISTS = ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt")
 

@@ -22,6 +22,8 @@ from svllreid.data.occlusion import occlude_queries, occluded_split
 from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel, relabelled_names
 from svllreid.errors import DatasetError
 
+__all__ = ["CHECKOUT_ROOT", "NUM_CAMERAS", "NUM_VIEWS", "PATTERN", "default_root", "pku"]
+
 PATTERN = re.compile(r"^(\d+)_(\d+)_(\d+)\.")
 NUM_CAMERAS = 2
 NUM_VIEWS = 8

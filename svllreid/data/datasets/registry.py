@@ -11,6 +11,17 @@ from typing import Any, Literal
 from svllreid.data.types import CaptionDataset, Kind, ReIDDataset
 from svllreid.errors import DatasetError
 
+__all__ = [
+    "DatasetEntry",
+    "Parser",
+    "Task",
+    "available_datasets",
+    "get_dataset_entry",
+    "load_caption_dataset",
+    "load_dataset",
+    "register",
+]
+
 Parser = Callable[..., Any]
 #: What a dataset is for: re-identification (query/gallery) or (image, caption) pairs.
 Task = Literal["reid", "captions"]

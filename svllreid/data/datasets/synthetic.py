@@ -30,6 +30,8 @@ from svllreid.data.types import ReIDDataset
 from svllreid.errors import DatasetError
 from svllreid.fileio import cache_dir
 
+__all__ = ["ensure_synthetic", "synthetic"]
+
 log = logging.getLogger(__name__)
 
 

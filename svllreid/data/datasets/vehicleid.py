@@ -16,6 +16,17 @@ from svllreid.data.datasets.registry import register
 from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel, relabelled_names
 from svllreid.errors import DatasetError
 
+__all__ = [
+    "ALIASES",
+    "SPLIT_DIR",
+    "TEST_SIZES",
+    "parse_test_size",
+    "read_split_list",
+    "test_list_name",
+    "vehicleid",
+    "vehicleid_trials",
+]
+
 TEST_SIZES = {"small": 800, "medium": 1600, "large": 2400}
 SPLIT_DIR = "train_test_split"
 ALIASES = ("VehicleID_V1.0", "VehicleID")

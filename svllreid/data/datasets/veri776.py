@@ -17,6 +17,8 @@ from svllreid.data.datasets.registry import register
 from svllreid.data.types import EvalSplit, ReIDDataset, Sample, relabel, relabelled_names
 from svllreid.errors import DatasetError
 
+__all__ = ["FOLDERS", "NUM_CAMERAS", "NUM_VIEWS", "PATTERN", "VIEW_FILES", "read_view_file", "veri776"]
+
 FOLDERS = ("image_train", "image_query", "image_test")
 PATTERN = re.compile(r"^(-?\d+)_c(\d+)_")
 NUM_CAMERAS = 20

@@ -9,6 +9,37 @@ from typing import Any
 
 import numpy as np
 
+__all__ = [
+    "BACKGROUND_STYLES",
+    "BAGS",
+    "BAG_COLORS",
+    "BAG_COLOR_NAMES",
+    "HAIR_COLORS",
+    "HAIR_COLOR_NAMES",
+    "HAIR_STYLES",
+    "HATS",
+    "HAT_COLORS",
+    "HAT_COLOR_NAMES",
+    "LOWER_COLORS",
+    "LOWER_COLOR_NAMES",
+    "LOWER_TYPES",
+    "SHOE_COLORS",
+    "SHOE_COLOR_NAMES",
+    "SKIN_TONES",
+    "UPPER_COLORS",
+    "UPPER_COLOR_NAMES",
+    "UPPER_PATTERNS",
+    "VIEW_NAMES",
+    "Color",
+    "Identity",
+    "Point",
+    "identity_attributes",
+    "identity_of",
+    "pick",
+    "sample_identity",
+    "seeded_rng",
+]
+
 # Tags that keep the random streams of the different uses of the seed apart.
 TAG_IDENTITY, TAG_CAMSET, TAG_CAMERA, TAG_IMAGE, TAG_DISTRACTOR, TAG_BACKGROUND, TAG_CAPTION = range(1, 8)
 TAG_OCCLUDER, TAG_OCCLUDED_GALLERY = 8, 9

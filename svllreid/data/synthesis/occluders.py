@@ -22,6 +22,19 @@ from PIL import Image, ImageDraw
 from svllreid.data.synthesis.attributes import BAG_COLORS, Color, pick, sample_identity
 from svllreid.data.synthesis.painter import Painter, clip8, draw_person, sample_pose, shaded
 
+__all__ = [
+    "MIN_RANGE",
+    "OCCLUDER_KINDS",
+    "OCCLUDER_VERSION",
+    "Box",
+    "Occlusion",
+    "coverage",
+    "gallery_share",
+    "mask_box",
+    "occlude",
+    "occlusion_range",
+]
+
 #: Bump when the occluders drawn for the same seed change: occluded synthetic sets are then drawn again
 #: (holistic ones, which never call this module, stay valid).
 OCCLUDER_VERSION = 2

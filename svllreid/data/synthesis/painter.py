@@ -12,6 +12,8 @@ from PIL import ImageDraw
 
 from svllreid.data.synthesis.attributes import BACK, FRONT, LEFT, RIGHT, Color, Identity, Point, pick
 
+__all__ = ["Painter", "clip8", "draw_person", "sample_pose", "shaded"]
+
 # ----------------------------------------------------------------------------------------------------
 # Drawing
 # ----------------------------------------------------------------------------------------------------

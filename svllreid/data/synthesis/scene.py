@@ -25,6 +25,8 @@ from svllreid.data.synthesis.occluders import Occlusion
 from svllreid.data.synthesis.occluders import occlude as occlude_person
 from svllreid.data.synthesis.painter import Painter, clip8, draw_person, sample_pose, shaded
 
+__all__ = ["SUPERSAMPLE", "Camera", "Rendering", "camera_of", "cameras_of", "render"]
+
 #: Images are drawn this many times larger, then shrunk (antialiasing).
 SUPERSAMPLE = 3
 

@@ -32,6 +32,23 @@ from svllreid.data.synthesis.occluders import OCCLUDER_VERSION, gallery_share, o
 from svllreid.data.synthesis.scene import Camera, camera_of, cameras_of, render
 from svllreid.fileio import atomic_write_text
 
+__all__ = [
+    "CAPTIONS_FILE",
+    "DISTRACTOR_FRACTION",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MAX_CAMERAS",
+    "META_FILE",
+    "PARTIAL_FILE",
+    "PRETRAIN_WORLD",
+    "SPLIT_DIRS",
+    "SynthSummary",
+    "default_train_ids",
+    "generate_pretraining_world",
+    "generate_synthetic",
+    "synthetic_matches",
+]
+
 #: Version of the generator's output; bump it whenever the drawings or the layout change, so that
 #: :func:`synthetic_matches` stops accepting folders written by an older generator.
 FORMAT_VERSION = 2
