@@ -38,6 +38,17 @@ ImageInput = str | Path | Image.Image | np.ndarray
 class FeatureExtractor:
     """See the module docstring.
 
+    Example:
+        ``checkpoint`` is a trained model (a run's ``checkpoints/model.safetensors``); images are RGB
+        arrays, PIL images or files, of any size:
+
+        >>> import numpy as np
+        >>> from svllreid.inference.extractor import FeatureExtractor
+        >>> extractor = FeatureExtractor(checkpoint, device="cpu")
+        >>> feats = extractor([np.zeros((128, 64, 3), dtype=np.uint8), np.ones((90, 40, 3), dtype=np.uint8)])
+        >>> feats.shape, feats.dtype.name
+        ((2, 192), 'float32')
+
     Args:
         model: a checkpoint file or run directory (the torch network), or an ``.onnx`` file from
             ``svllreid export`` (onnxruntime on the CPU).

@@ -210,6 +210,16 @@ def _assumed_quick_gelu(config: Config) -> bool:
 def load_trained_model(path: str | Path, device: str = "auto") -> TrainedModel:
     """Rebuild the network of an svllreid checkpoint (a file or a run directory) for inference.
 
+    Example:
+        ``checkpoint`` is what ``svllreid train`` wrote (a run's ``checkpoints/model.safetensors``):
+
+        >>> from svllreid.inference.trained import load_trained_model
+        >>> trained = load_trained_model(checkpoint, device="cpu")
+        >>> trained.spec.arch, trained.image_size, trained.interpolation
+        ('svll-tiny-vit', (64, 32), 'bilinear')
+        >>> trained.identity()["weights_sha256"] == trained.weights_digest()
+        True
+
     Raises:
         CheckpointError: no checkpoint there, not an svllreid checkpoint, or tensors that do not fit.
     """

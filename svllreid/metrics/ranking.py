@@ -376,6 +376,17 @@ def evaluate(
 
     Returns:
         The metrics; queries without a true match are skipped and counted.
+
+    Example:
+        Two queries against a gallery of four images of identities 1, 1, 2, 3; the first query's match
+        is ranked first, the second's second:
+
+        >>> import numpy as np
+        >>> from svllreid.metrics import evaluate
+        >>> gallery = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.7, 0.7]])
+        >>> result = evaluate(np.array([[1.0, 0.0], [0.6, 0.8]]), gallery, [1, 2], [1, 1, 2, 3])
+        >>> round(result.mAP, 3), result.cmc[:2].tolist()
+        (0.75, [0.5, 1.0])
     """
     if not isinstance(max_rank, int | np.integer) or max_rank < 1:
         raise ValueError(f"max_rank must be a positive integer, got {max_rank!r}")

@@ -111,6 +111,15 @@ def create_model(
 ) -> ReIDModel:
     """Build a CLIP-ReID / SVLL-ReID network on an open_clip architecture.
 
+    Example:
+        The tiny ViT with svllreid's shipped ``svll-synth`` weights, for 10 training identities:
+
+        >>> import torch
+        >>> from svllreid.models import create_model
+        >>> model = create_model("svll-tiny-vit", 10, image_size=(64, 32), stride=8, pretrained="svll-synth")
+        >>> model.eval().encode_image(torch.zeros(2, 3, 64, 32)).shape
+        torch.Size([2, 192])
+
     Args:
         arch: open_clip model name: ``ViT-B-16``, ``RN50``, any CLIP ViT or modified-ResNet of
             open_clip, or the tiny test models ``svll-tiny-vit`` / ``svll-tiny-rn``.

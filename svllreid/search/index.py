@@ -128,6 +128,15 @@ class GalleryIndex:
         meta: JSON-serialisable metadata (as JSON gives it back: tuples become lists).
         backend: one of :data:`BACKENDS`.
         params: the backend's settings in effect (``nlist``/``nprobe``, ``hnsw_m``/``ef_search``).
+
+    Example:
+        >>> import numpy as np
+        >>> from svllreid.search import GalleryIndex
+        >>> feats = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], dtype=np.float32)
+        >>> index = GalleryIndex.build(feats, ["a.jpg", "b.jpg", "c.jpg"])
+        >>> result = index.search(np.array([[0.0, 1.0]], dtype=np.float32), topk=2)
+        >>> [index.paths[i] for i in result.indices[0]], [round(float(s), 2) for s in result.scores[0]]
+        (['b.jpg', 'c.jpg'], [1.0, 0.8])
     """
 
     def __init__(
