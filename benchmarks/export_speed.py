@@ -1,4 +1,4 @@
-"""Latency of an exported image path: torch (eager, the network itself) against onnxruntime on the CPU.
+"""Latency of an exported image branch: torch (eager, the network itself) against onnxruntime on the CPU.
 
 For each network (random weights: speed does not depend on training) this script exports the ONNX file
 with ``svllreid.export.exporter.export_image_branch`` and times one forward pass at each batch size, torch

@@ -3,7 +3,7 @@
 
 A search encodes one image in milliseconds; what a user waits for is the process starting. Before, each
 search rebuilt the network from its checkpoint, which imports open_clip (and with it torchvision and
-timm). Now ``index build`` compiles the network's image path into the cache
+timm). Now ``index build`` compiles the network's image branch into the cache
 (``svllreid.inference.query_encoder``), and a search loads that with torch alone. ``--no-compiled`` still
 takes the full rebuild: the "before" rows run exactly what every search ran before.
 

@@ -17,6 +17,11 @@ _LAZY = {
     "load_trained_model": "svllreid.inference.trained",
     "GalleryIndex": "svllreid.search",
     "FeatureExtractor": "svllreid.inference.extractor",
+    "FeatureModel": "svllreid.inference.model_protocol",
+    "GallerySearch": "svllreid.inference.gallery_search",
+    "evaluate_model": "svllreid.evaluation.model_eval",
+    "EvalOptions": "svllreid.evaluation.model_eval",
+    "TestImages": "svllreid.inference.features",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -23,16 +23,15 @@ def test_the_readme_python_example_evaluates_and_searches_as_it_says(tmp_path, m
     scope: dict = {"__name__": "readme_example"}
     exec(compile(_first_python_block(README.read_text()), str(README), "exec"), scope)
 
-    split, result, index, hits = scope["split"], scope["result"], scope["index"], scope["hits"]
+    data, result, index, hits = scope["data"], scope["result"], scope["index"], scope["hits"]
     assert (tmp_path / "synth").is_dir()
-    assert scope["query"].shape[0] == result.num_queries == len(split.query)
-    assert result.num_evaluated == result.num_queries > 0
+    split = data.splits[0]
+    assert len(result.samples) == len(split.query) + len(split.gallery) == len(index)
     # svll-synth was pretrained on other synthetic people: its features re-identify these zero-shot (a
     # random network scores a few % on such a set, docs/RESULTS.md).
-    assert 0.3 < result.mAP <= 1 and result.rank(1) > 0.3
-    assert len(index) == len(split.gallery)
+    assert 0.3 < result.summary["mAP"] <= 1 and result.summary["rank1"] > 0.3
     assert hits.indices.shape == hits.scores.shape == (1, 5)
-    assert np.all(np.diff(hits.scores[0]) <= 0)
+    assert hits.indices[0][0] == 0 and np.all(np.diff(hits.scores[0]) <= 0)  # the image itself comes first
     assert all(Path(index.paths[row]).is_relative_to(tmp_path / "synth") for row in hits.indices[0])
 
 
