@@ -180,8 +180,10 @@ def test_concurrent_requests_are_batched_by_the_server(live_server: dict, world:
     before = (batcher.stats.calls, batcher.stats.queries)
     gate = threading.Event()
     real = batcher._answer
+    held: list[int] = []  # the size of each call the gate holds (the first)
 
     def slow_first(queries: Any) -> Any:  # hold the worker so that the others queue up behind it
+        held.append(len(queries))
         gate.wait(120)  # a hang guard only: the gate opens once the requests wait
         return real(queries)
 
@@ -189,10 +191,10 @@ def test_concurrent_requests_are_batched_by_the_server(live_server: dict, world:
     try:
         with ThreadPoolExecutor(16) as pool:
             futures = [pool.submit(post_text, url, c.caption) for c in world["captions"][:16]]
-            # Open the gate once the requests wait behind the held call, not after a fixed time that a busy
-            # machine may need more of: the first is held, the other 15 queue (60 s is a hang guard).
+            # Open the gate once every request is in the held call or waits behind it, not after a fixed
+            # time that a busy machine may need more of (60 s is a hang guard).
             deadline = time.monotonic() + 60
-            while batcher._waiting.qsize() < 15 and time.monotonic() < deadline:
+            while sum(held) + batcher._waiting.qsize() < 16 and time.monotonic() < deadline:
                 time.sleep(0.05)
             gate.set()
             statuses = [f.result() for f in futures]
