@@ -103,7 +103,10 @@ def run_demo(cfg: Config, *, say: Callable[[str], None], own_config: bool = Fals
         else ("the own-data recipe" if cfg.data.dataset != "synthetic" else "built-in recipe")
     )
     say(f"svllreid {__version__} demo: SVLL-ReID end to end ({recipe})")
-    what = "synthetic pedestrians (made once, then cached)" if cfg.data.dataset == "synthetic" else cfg.data.root
+    if cfg.data.dataset == "synthetic":
+        what = "synthetic pedestrians (made once, then cached)"
+    else:
+        what = cfg.data.root or _default_root(cfg.data.dataset)
     say(f"[1/4] data: {cfg.data.dataset} — {what}")
     prepared = prepare_data(cfg)
     cfg, dataset = prepared.cfg, prepared.dataset
@@ -142,3 +145,12 @@ def run_demo(cfg: Config, *, say: Callable[[str], None], own_config: bool = Fals
     seconds = time.perf_counter() - started
     say(f"done in {seconds:.0f} s")
     return DemoResult(result, result.rows(pretrained=bool(cfg.model.pretrained), random=random), seconds)
+
+
+def _default_root(dataset: str) -> str:
+    """Where a dataset read with an empty root comes from: the PKU-Reid subset's copy in a checkout."""
+    if dataset == "pku":
+        from svllreid.data.datasets.pku import CHECKOUT_ROOT
+
+        return f"{CHECKOUT_ROOT} (the repository's copy)"
+    return "(no root given)"
