@@ -45,6 +45,7 @@ class PromptLearner(nn.Module):
     """
 
     # buffers (registered in __init__)
+    template_tokens: torch.Tensor
     token_prefix: torch.Tensor
     token_suffix: torch.Tensor
     token_padding: torch.Tensor
@@ -65,14 +66,33 @@ class PromptLearner(nn.Module):
         self.start = slots[0]
         self.eot_position = int(tokens[0].argmax())  # CLIP's end-of-text id is the largest id
         self.length = self.eot_position + 1
-        with torch.no_grad():
-            embedded = text_encoder.embed_tokens(tokens.to(text_encoder.positional_embedding.device))  # [1, 77, D]
         end = self.start + NUM_IDENTITY_WORDS
-        self.register_buffer("token_prefix", embedded[:, : self.start].clone(), persistent=False)
-        self.register_buffer("token_suffix", embedded[:, end : self.length].clone(), persistent=False)
-        self.register_buffer("token_padding", embedded[:, self.length :].clone(), persistent=False)
+        # The template's embeddings around the identity words. They derive from the text encoder's token
+        # embedding, so they are not saved: :meth:`refresh_template` recomputes them whenever that table
+        # changes (ReIDModel calls it after every load_state_dict), else a network built with random
+        # weights and then loaded would keep random templates.
+        self.register_buffer("template_tokens", tokens.clone(), persistent=False)
+        dtype, width = text_encoder.token_embedding.weight.dtype, text_encoder.width
+        self.register_buffer("token_prefix", torch.zeros(1, self.start, width, dtype=dtype), persistent=False)
+        self.register_buffer("token_suffix", torch.zeros(1, self.length - end, width, dtype=dtype), persistent=False)
+        padding = torch.zeros(1, int(tokens.shape[1]) - self.length, width, dtype=dtype)
+        self.register_buffer("token_padding", padding, persistent=False)
+        self.refresh_template(text_encoder)
         self.cls_ctx = nn.Parameter(torch.empty(num_classes, NUM_IDENTITY_WORDS, text_encoder.width))
         nn.init.normal_(self.cls_ctx, std=0.02)
+
+    @torch.no_grad()
+    def refresh_template(self, text_encoder: TextEncoder) -> None:
+        """Recompute the template's token embeddings from ``text_encoder``'s token embedding table (in
+        place: the buffers keep their device and dtype)."""
+        embedded = text_encoder.embed_tokens(self.template_tokens.to(text_encoder.positional_embedding.device))
+        end = self.start + NUM_IDENTITY_WORDS
+        for buffer, part in (
+            (self.token_prefix, embedded[:, : self.start]),
+            (self.token_suffix, embedded[:, end : self.length]),
+            (self.token_padding, embedded[:, self.length :]),
+        ):
+            buffer.copy_(part.to(buffer.device, buffer.dtype))
 
     @property
     def num_classes(self) -> int:

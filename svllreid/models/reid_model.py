@@ -76,6 +76,8 @@ class ReIDModel(nn.Module):
         self.lang_projector = lang_projector
         self.vis_projector = vis_projector
         self.feature_dim = dim12 + dim_proj
+        # Loaded weights replace the token embedding the prompt template was computed from.
+        self.register_load_state_dict_post_hook(_refresh_prompt_template)
 
     @property
     def num_classes(self) -> int:
@@ -140,3 +142,9 @@ class ReIDModel(nn.Module):
         for name, param in self.named_parameters():
             param.requires_grad_(name in trainable)
         return trainable
+
+
+def _refresh_prompt_template(model: nn.Module, incompatible_keys: object) -> None:
+    """After ``load_state_dict``: the prompt template from the loaded token embedding."""
+    assert isinstance(model, ReIDModel)
+    model.prompt_learner.refresh_template(model.text_encoder)

@@ -227,3 +227,30 @@ def test_swap_reference_permutes_positions_of_all_77_and_moves_padding_into_the_
     assert 4.3 < float(padded) < 5.5
     eot = model.prompt_learner.eot_position
     assert 0.4 < float((swapped[:, eot] != full[:, eot]).any(dim=-1).float().mean()) < 0.6
+
+
+def test_loaded_weights_rebuild_the_prompt_template_from_the_loaded_token_embedding(tmp_path) -> None:
+    """The template around the identity words derives from the token embedding and is not saved: a
+    network built with other (random) weights and then loaded must recompute it, or every loaded
+    model's text features of its identities are wrong (load_trained_model builds, then loads)."""
+    from svllreid.config import config_to_dict, load_config
+    from svllreid.inference.checkpoint import write_checkpoint
+    from svllreid.inference.trained import load_trained_model
+    from svllreid.models import create_model
+
+    torch.manual_seed(0)
+    trained = create_model("svll-tiny-vit", 4, image_size=(64, 32), stride=8).eval()
+    torch.manual_seed(1)  # another random token embedding, as a network built before loading has
+    other = create_model("svll-tiny-vit", 4, image_size=(64, 32), stride=8).eval()
+    pids = torch.arange(4)
+    with torch.no_grad():
+        expected = trained.encode_text(pids)
+        assert not torch.allclose(other.encode_text(pids), expected)
+        other.load_state_dict(trained.state_dict())
+        torch.testing.assert_close(other.encode_text(pids), expected, rtol=0, atol=0)
+
+    config = load_config(None, ["data.image_size=[64,32]", "model.arch=svll-tiny-vit", "model.stride=8"])
+    meta = {"spec": trained.spec.to_dict(), "quick_gelu": False, "config": config_to_dict(config), "stage": 2}
+    loaded = load_trained_model(write_checkpoint(tmp_path / "model.safetensors", trained, meta), "cpu")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.encode_text(pids), expected, rtol=0, atol=0)
