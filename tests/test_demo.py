@@ -82,8 +82,8 @@ def test_brief_training_on_real_pedestrians_beats_the_untrained_network(tmp_path
     overrides = [
         "data.root=",  # empty: the repository's copy
         "stage1.epochs=2",
-        "stage2.epochs=6",
-        "stage2.milestones=[5]",
+        "stage2.epochs=4",
+        "stage2.milestones=[3]",
         # The tiny ResNet from random weights, at the rate of a network learning from scratch: the claim is
         # that training on real images learns (the ablation measures the pretrained ViT recipe).
         "model.arch=svll-tiny-rn",
@@ -99,6 +99,6 @@ def test_brief_training_on_real_pedestrians_beats_the_untrained_network(tmp_path
     ]
     result = train(load_config(REPO / "configs" / "pku_tiny.yaml", overrides), progress=False)
     trained, untrained = result.evaluation, result.untrained
-    # Measured: 0.058 untrained and 0.152 trained (2 CPU cores).
+    # Measured: 0.058 untrained and 0.119 trained (2 CPU cores; 0.152 with 6 stage-2 epochs, 9 s longer).
     assert trained["mAP"] > untrained["mAP"] + 0.03, (trained["mAP"], untrained["mAP"])
     assert trained["rank1"] > untrained["rank1"]
