@@ -35,21 +35,15 @@ def _load_model(args: argparse.Namespace) -> IndexingModel:
 def _extract(args: argparse.Namespace, trained: FeatureModel, paths: list[str]) -> FileFeatures:
     """Features of image files with the progress bar; unreadable files stop the command unless
     ``--skip-unreadable``."""
-    from svllreid.inference.features import extract_file_features
-    from svllreid.precision import resolve_precision
+    from svllreid.inference.features import extract_model_features
 
-    feats = extract_file_features(
-        trained.model,
+    feats = extract_model_features(
+        trained,
         paths,
-        transform=trained.transform,
-        image_size=trained.image_size,
-        device=trained.device,
         batch_size=args.batch_size,
         num_workers=args.workers,
-        amp_dtype=resolve_precision("auto", trained.device),
         flip=args.flip,
         progress=not args.no_progress,
-        interpolation=trained.interpolation,
     )
     _report_features(args, feats, trained.device)
     return feats

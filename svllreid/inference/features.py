@@ -21,9 +21,10 @@ from svllreid.data.loaders import (
     read_resized,
 )
 from svllreid.errors import ImageReadError
-from svllreid.precision import autocast
+from svllreid.precision import autocast, resolve_precision
 
 if TYPE_CHECKING:
+    from svllreid.inference.model_protocol import FeatureModel
     from svllreid.models.image_encoders import ImageFeatures
 
 __all__ = [
@@ -234,3 +235,29 @@ def extract_file_features(
     dim = chunks[0].shape[1] if chunks else 0
     feats = torch.cat(chunks) if chunks else torch.empty(0, dim)
     return FileFeatures(feats, readable, unreadable, seconds)
+
+
+def extract_model_features(
+    model: FeatureModel,
+    paths: Sequence[str],
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    flip: bool = False,
+    progress: bool = True,
+) -> FileFeatures:
+    """:func:`extract_file_features` with ``model``'s own preprocessing, on its device, in the precision
+    that is automatic there: what ``extract``, ``index build`` and ``search`` compute of image files."""
+    return extract_file_features(
+        model.model,
+        paths,
+        transform=model.transform,
+        image_size=model.image_size,
+        device=model.device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        amp_dtype=resolve_precision("auto", model.device),
+        flip=flip,
+        progress=progress,
+        interpolation=model.interpolation,
+    )

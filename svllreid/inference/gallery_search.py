@@ -15,6 +15,7 @@ known: a query that is itself one of the gallery's images.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any, Literal, cast
 import torch
 
 from svllreid.errors import IndexFileError, UploadError
-from svllreid.inference.features import Encoder, FileFeatures, encode_batch, extract_file_features
+from svllreid.inference.features import Encoder, FileFeatures, encode_batch, extract_model_features
 from svllreid.inference.model_protocol import FeatureModel
 from svllreid.inference.onnx_backend import load_onnx_model
 from svllreid.inference.text_query import DescriptionEncoder
@@ -31,12 +32,18 @@ from svllreid.inference.trained import TrainedModel, load_index_model, query_fli
 from svllreid.precision import resolve_precision
 from svllreid.search import GalleryIndex, SearchResult
 
-__all__ = ["HIT_KEYS", "Answer", "FileSearch", "GallerySearch", "Query", "QueryKind"]
+__all__ = ["HIT_KEYS", "IMAGE_BRANCH_ONLY", "Answer", "FileSearch", "GallerySearch", "Query", "QueryKind"]
 
 #: The keys of a hit, in order; ``identity``, ``camera`` and ``match`` only where known.
 HIT_KEYS = ("rank", "score", "row", "path", "identity", "camera", "match")
 
 QueryKind = Literal["image", "text", "gallery"]
+
+#: Why a model without the checkpoint's text encoder cannot answer descriptions, and what to do.
+IMAGE_BRANCH_ONLY = (
+    "an ONNX file holds only the image branch; text search needs the checkpoint's text encoder: "
+    "pass --checkpoint CKPT, or nothing to use the checkpoint the index names"
+)
 
 
 @dataclass(frozen=True)
@@ -103,10 +110,7 @@ class GallerySearch:
         self.text_error: str | None = None
         self._descriptions: DescriptionEncoder | None = None
         if not isinstance(model, TrainedModel):
-            self.text_error = (
-                "an ONNX file or compiled encoder holds only the image branch; text search needs the "
-                "checkpoint's text encoder: pass --checkpoint CKPT, or nothing to use the checkpoint the index names"
-            )
+            self.text_error = IMAGE_BRANCH_ONLY
         else:
             try:
                 index.text_dim  # noqa: B018 - only the check
@@ -116,7 +120,14 @@ class GallerySearch:
                 self._descriptions = DescriptionEncoder(model)
         root = index.meta.get("images")
         self._root = Path(str(root)) if root else None
-        self._rows = {str(Path(path).absolute()): i for i, path in enumerate(index.paths)}
+
+    @functools.cached_property
+    def _rows(self) -> dict[str, int]:
+        """The index's row of each gallery file (absolute path), to find query files that are gallery
+        images; built on the first file search, and only where the index has labels to give them."""
+        if not self.labels:
+            return {}
+        return {str(Path(path).absolute()): i for i, path in enumerate(self.index.paths)}
 
     @classmethod
     def open(
@@ -148,10 +159,7 @@ class GallerySearch:
         index = GalleryIndex.load(index_path)
         if text:
             if model_file:
-                raise ValueError(
-                    "an ONNX file holds only the image branch; text search needs the checkpoint's text encoder: "
-                    "pass --checkpoint CKPT, or nothing to use the checkpoint the index names"
-                )
+                raise ValueError(IMAGE_BRANCH_ONLY)
             index.text_dim  # noqa: B018 - an index that cannot answer text queries is refused before the model loads
         model: FeatureModel
         if model_file:  # an exported file, checked to be the index's network whichever runtime built it
@@ -178,22 +186,12 @@ class GallerySearch:
         """Rank the gallery for each image file; unreadable files are left out and listed in the result's
         ``features.unreadable`` (the caller decides whether that stops the work). A query that is one of
         the index's images gets its labels, and its hits ``match``."""
-        features = extract_file_features(
-            self.model.model,
-            paths,
-            transform=self.model.transform,
-            image_size=self.model.image_size,
-            device=self.model.device,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            amp_dtype=self.amp_dtype,
-            flip=self.flip,
-            progress=progress,
-            interpolation=self.model.interpolation,
+        features = extract_model_features(
+            self.model, paths, batch_size=batch_size, num_workers=num_workers, flip=self.flip, progress=progress
         )
         if not features.paths:
             return FileSearch([], features)
-        result = self.index.search(features.feats.numpy(), min(topk, len(self.index)))
+        result = self.index.search(features.feats.numpy(), topk)
         answers = []
         for i, path in enumerate(features.paths):
             row = self._rows.get(str(Path(path).absolute()))
@@ -211,7 +209,7 @@ class GallerySearch:
         """
         encoder = self._text_encoder()
         encoded = encoder.encode(texts)
-        result = self.index.search_text(encoded.feats.numpy(), min(topk, len(self.index)))
+        result = self.index.search_text(encoded.feats.numpy(), topk)
         answers = [self._ranked({"query": text, "kind": "text"}, result, i, topk=topk) for i, text in enumerate(texts)]
         return answers, encoded.truncated
 

@@ -40,10 +40,11 @@ class SearchService:
         self.search = GallerySearch(index, trained, index_path=index_path, relative_paths=True, legacy_keys=True)
         self.index = index
         self.trained = trained
-        self.index_path = Path(index_path)
-        self.flip = self.search.flip
-        self.labels = self.search.labels
-        self.text_error = self.search.text_error
+
+    @property
+    def text_error(self) -> str | None:
+        """Why this index cannot answer descriptions (None: it can)."""
+        return self.search.text_error
 
     @classmethod
     def open(cls, index_path: str | Path, checkpoint: str | Path | None = None, device: str = "auto") -> SearchService:
@@ -77,13 +78,11 @@ class SearchService:
         Raises:
             UploadError: an index that cannot answer text queries, an empty or overlong text, or a bad ``topk``.
         """
-        if self.text_error is not None:
-            raise UploadError(self.text_error, status=409)
-        if not text.strip():
-            raise UploadError("the description is empty; describe the person in a few words")
+        query = self.search.text_query(text, topk)  # refuses an index without text, and an empty text
         if len(text) > MAX_TEXT_CHARS:
             raise UploadError(f"the description has {len(text)} characters; at most {MAX_TEXT_CHARS} are taken")
-        return self.search.text_query(text, self._topk(topk))
+        self._topk(topk)
+        return query
 
     def gallery_query(self, row: int, topk: int) -> Query:
         """A query by the gallery's image ``row`` (its stored feature); it is left out of its own results.
@@ -91,8 +90,9 @@ class SearchService:
         Raises:
             UploadError: no such row (404), or a bad ``topk``.
         """
-        self.check_row(row)
-        return self.search.gallery_query(row, self._topk(topk))
+        query = self.search.gallery_query(row, topk)  # refuses a row the index does not have (404)
+        self._topk(topk)
+        return query
 
     def _topk(self, topk: int) -> int:
         if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= MAX_TOPK:
@@ -169,12 +169,12 @@ class SearchService:
                 "description": self.trained.describe(),
             },
             "index": {
-                "file": str(self.index_path),
+                "file": str(self.search.index_path),
                 "images": len(self.index),
                 "dim": self.index.dim,
                 "backend": self.index.backend,
-                "flip": self.flip,
-                "labels": sorted(self.labels),
+                "flip": self.search.flip,
+                "labels": sorted(self.search.labels),
             },
             "queries": {
                 "image": True,

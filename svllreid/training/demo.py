@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from svllreid.config import Config, load_config
-from svllreid.errors import ConfigError
+from svllreid.data.datasets import get_dataset_entry
+from svllreid.errors import ConfigError, DatasetError
 from svllreid.evaluation.results import ResultRow
 from svllreid.models.info import model_info
 from svllreid.training.dataprep import prepare_data
@@ -148,9 +149,11 @@ def run_demo(cfg: Config, *, say: Callable[[str], None], own_config: bool = Fals
 
 
 def _default_root(dataset: str) -> str:
-    """Where a dataset read with an empty root comes from: the PKU-Reid subset's copy in a checkout."""
-    if dataset == "pku":
-        from svllreid.data.datasets.pku import CHECKOUT_ROOT
-
-        return f"{CHECKOUT_ROOT} (the repository's copy)"
-    return "(no root given)"
+    """Where a dataset read with an empty root comes from (its registry entry says), for the first line."""
+    entry = get_dataset_entry(dataset)
+    if entry.default_root is None:
+        return "(no root given)"
+    try:
+        return f"{entry.default_root()} (its default root)"
+    except DatasetError:  # no copy here: reading the dataset says so, with what to do
+        return "(no root given)"

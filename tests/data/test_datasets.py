@@ -429,6 +429,8 @@ def test_pku_without_a_root_reads_the_repository_copy_and_explains_the_wheel(mon
     from svllreid.data.datasets import pku
 
     assert len(load_dataset("pku", "").train) == 592
+    assert get_dataset_entry("pku").default_root() == PKU.resolve()  # what the demo's first line names
+    assert get_dataset_entry("market1501").default_root is None
     monkeypatch.setattr(pku, "CHECKOUT_ROOT", tmp_path / "absent")
     with pytest.raises(DatasetError, match=r"wheel leaves it out.*checkout of the svllreid source repository.*--root"):
         load_dataset("pku", "")

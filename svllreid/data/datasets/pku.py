@@ -59,7 +59,11 @@ def _read_split(path: Path) -> tuple[set[int], set[int]]:
 
 
 @register(
-    "pku", kind="person", description="PKU-Reid subset (2 cameras, split.json, two query directions)", own_data=True
+    "pku",
+    kind="person",
+    description="PKU-Reid subset (2 cameras, split.json, two query directions)",
+    own_data=True,
+    default_root=default_root,
 )
 def pku(root: str | Path = "", *, occluded_queries: Any = None, occlusion_seed: int = 0) -> ReIDDataset:
     """Args:

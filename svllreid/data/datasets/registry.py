@@ -6,6 +6,7 @@ import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from svllreid.data.types import CaptionDataset, Kind, ReIDDataset
@@ -37,6 +38,9 @@ class DatasetEntry:
     #: A user's own small collection (not one of the paper's benchmarks): ``data.validation_ids=auto``
     #: holds training identities out to choose the checkpoint on, and ``data.image_size=auto`` is meant for it.
     own_data: bool = False
+    #: Where an empty root reads the dataset from (it raises where there is no such copy), or None: the
+    #: dataset needs a root (synthetic data makes its own).
+    default_root: Callable[[], Path] | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -49,16 +53,22 @@ _REGISTRY: dict[str, DatasetEntry] = {}
 
 
 def register(
-    name: str, kind: Kind, description: str, *, task: Task = "reid", own_data: bool = False
+    name: str,
+    kind: Kind,
+    description: str,
+    *,
+    task: Task = "reid",
+    own_data: bool = False,
+    default_root: Callable[[], Path] | None = None,
 ) -> Callable[[Parser], Parser]:
     """Decorator that makes a parser ``parser(root, **options)`` loadable by name: one returning a
     :class:`ReIDDataset` (``task="reid"``) or a :class:`CaptionDataset` (``task="captions"``).
-    ``own_data``: see :attr:`DatasetEntry.own_data`."""
+    ``own_data`` and ``default_root``: see :class:`DatasetEntry`."""
 
     def wrap(parser: Parser) -> Parser:
         if name in _REGISTRY:
             raise ValueError(f"dataset {name!r} is registered twice")
-        _REGISTRY[name] = DatasetEntry(name, kind, description, parser, task, own_data)
+        _REGISTRY[name] = DatasetEntry(name, kind, description, parser, task, own_data, default_root)
         return parser
 
     return wrap
