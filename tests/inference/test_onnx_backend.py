@@ -74,6 +74,13 @@ def test_an_index_built_by_one_runtime_is_searched_by_the_other(networks, export
     argv = ["search", "--index", str(torch_index), "--query", query, "--model", str(exported["rn"])]
     assert main(argv) == 2
     assert "another network" in capsys.readouterr().err
+    # A description needs the checkpoint's text encoder, which an ONNX file does not hold: say what to pass.
+    argv = ["search", "--index", str(torch_index), "--text", "a person", "--model", str(exported["vit-sie"])]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "svllreid: error: an ONNX file holds only the image branch; text search needs the checkpoint's text "
+        "encoder: pass --checkpoint CKPT, or nothing to use the checkpoint the index names\n"
+    )
 
 
 def test_the_onnx_model_refuses_other_weights(networks, exported) -> None:  # noqa: F811
