@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "ConversionError",
     "DatasetError",
     "DiskFullError",
     "ExportError",
@@ -34,6 +35,11 @@ class SvllreidError(Exception):
 
 class ConfigError(SvllreidError, ValueError):
     """A configuration file or override is invalid."""
+
+
+class ConversionError(SvllreidError, ValueError):
+    """A checkpoint of another codebase cannot be converted (another layout, a truncated or unsafe file,
+    or facts that disagree with the given settings)."""
 
 
 class DatasetError(SvllreidError, ValueError):

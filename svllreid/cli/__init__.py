@@ -14,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from svllreid.cli import configs, data, demo, evaluate, export, model, search, serve, train, tune
+from svllreid.cli import configs, convert, data, demo, evaluate, export, model, search, serve, train, tune
 from svllreid.errors import SvllreidError
 from svllreid.version import __version__
 
@@ -36,10 +36,11 @@ examples:
   svllreid search --index gallery.index --text "a woman in a red coat with a black backpack"
   svllreid serve --index gallery.index --port 8000
   svllreid export --checkpoint runs/market-svll --format onnx --out market-svll.onnx
+  svllreid convert --from clip-reid ViT-B-16_60.pth --config clip-reid/vit-sie-olp/msmt17 --out models/msmt17
 """
 
 #: The command groups in the order ``--help`` lists them.
-COMMAND_GROUPS = (demo, configs, train, tune, evaluate, search, serve, export, model, data)
+COMMAND_GROUPS = (demo, configs, train, tune, evaluate, search, serve, export, convert, model, data)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ from typing import Any, Literal, cast
 
 import torch
 
-from svllreid.errors import IndexFileError, UploadError
+from svllreid.errors import CheckpointError, IndexFileError, UploadError
 from svllreid.inference.features import Encoder, FileFeatures, encode_batch, extract_model_features
 from svllreid.inference.model_protocol import FeatureModel
 from svllreid.inference.onnx_backend import load_onnx_model
@@ -117,7 +117,10 @@ class GallerySearch:
             except IndexFileError as err:  # images still work; text queries get this message
                 self.text_error = str(err)
             else:
-                self._descriptions = DescriptionEncoder(model)
+                try:
+                    self._descriptions = DescriptionEncoder(model)
+                except CheckpointError as err:  # a converted model without CLIP's token embedding
+                    self.text_error = str(err)
         root = index.meta.get("images")
         self._root = Path(str(root)) if root else None
 

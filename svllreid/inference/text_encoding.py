@@ -139,6 +139,7 @@ def load_sides(
                     "whose clip.safetensors holds the weights, or --arch ARCH --pretrained clip.safetensors"
                 )
             trained = load_trained_model(checkpoint, device)
+            trained.require_free_text()
             return LoadedSides(
                 ReIDSides(trained.model),
                 open_clip.get_tokenizer(trained.spec.arch),

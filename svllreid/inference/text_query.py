@@ -34,6 +34,7 @@ class DescriptionEncoder:
     """A trained network's text side for descriptions: its tokenizer and text encoder, loaded once."""
 
     def __init__(self, trained: TrainedModel, tokenizer: Tokenizer | None = None):
+        trained.require_free_text()
         if tokenizer is None:
             import open_clip
 

@@ -103,6 +103,34 @@ class TrainedModel:
         }
 
     @property
+    def text_support(self) -> str:
+        """What the text side can encode: ``free-text`` (descriptions and the learned prompts; every model
+        trained here), ``prompts`` (the learned prompts only: converted without CLIP's token embedding) or
+        ``none`` (a converted baseline without prompts)."""
+        return str(self.checkpoint.meta.get("text", "free-text"))
+
+    def require_free_text(self) -> None:
+        """Raise unless the text side encodes descriptions.
+
+        Raises:
+            CheckpointError: a converted model without CLIP's token embedding, or without a text side.
+        """
+        support = self.text_support
+        if support == "free-text":
+            return
+        source = self.checkpoint.meta.get("converted", {}).get("from", "another codebase")
+        if support == "prompts":
+            raise CheckpointError(
+                f"{self.checkpoint.path} was converted from a {source} checkpoint without CLIP's token embedding, "
+                "which searching by description needs (the authors' files do not hold it). Convert it again with "
+                f"the CLIP it was trained from: svllreid convert --from {source} FILE.pth --clip-weights openai "
+                "(or a CLIP weights file) --out DIR --overwrite"
+            )
+        raise CheckpointError(
+            f"{self.checkpoint.path} is a {source} baseline without prompts or text encoder: it searches by photo only"
+        )
+
+    @property
     def text_dim(self) -> int:
         """The width of f_proj and of the text encoder's features."""
         return int(self.model.text_encoder.output_dim)
