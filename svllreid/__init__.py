@@ -15,6 +15,8 @@ _LAZY = {
     "k_reciprocal_rerank": "svllreid.metrics.rerank",
     "KReciprocal": "svllreid.metrics.rerank",
     "load_trained_model": "svllreid.inference.trained",
+    "from_pretrained": "svllreid.inference.trained",
+    "save_pretrained": "svllreid.export.pretrained",
     "GalleryIndex": "svllreid.search",
     "FeatureExtractor": "svllreid.inference.extractor",
     "FeatureModel": "svllreid.inference.model_protocol",

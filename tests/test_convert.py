@@ -259,3 +259,44 @@ def test_the_command_line_converts_lists_and_refuses_to_overwrite(tmp_path: Path
     assert "clip-reid/vit-sie-olp/msmt17" in capsys.readouterr().out
     assert main(["convert", "--to", "clip-reid", str(out), "--out", str(tmp_path / "back.pth")]) == 2
     assert "the authors' code builds ViT-B-16 and RN50 only" in capsys.readouterr().err
+
+
+def test_a_converted_model_searches_by_photo_and_by_description_and_exports(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("SVLLREID_CACHE", str(tmp_path / "cache"))
+    clip = tiny_clip("svll-tiny-vit")
+    weights = tmp_path / "clip.safetensors"
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(weights))
+    file = save(authors_state(clip=clip), tmp_path / "ViT_60.pth")
+    model = tmp_path / "converted"
+    args = ["convert", "--from", "clip-reid", str(file), "--out", str(model), "--clip-weights", str(weights)]
+    assert main([*args, "--config", str(_settings(tmp_path))]) == 0
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    pictures = sorted((Path(__file__).parents[1] / "data" / "pku-reid-subset" / "images").glob("*.jpg"))[:8]
+    for picture in pictures:
+        (gallery / picture.name).write_bytes(picture.read_bytes())
+    index = tmp_path / "gallery.index"
+    assert main(["index", "build", "--checkpoint", str(model), "--images", str(gallery), "--out", str(index)]) == 0
+    capsys.readouterr()
+    assert main(["search", "--index", str(index), "--query", str(gallery / pictures[0].name), "--json"]) == 0
+    by_photo = json.loads(capsys.readouterr().out)
+    assert Path(by_photo[0]["results"][0]["path"]).name == pictures[0].name  # the image itself ranks first
+    assert main(["search", "--index", str(index), "--text", "a man in a red coat", "--topk", "3", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)[0]["results"]) == 3
+    onnx = tmp_path / "converted.onnx"
+    assert main(["export", "--checkpoint", str(model), "--format", "onnx", "--out", str(onnx)]) == 0
+    assert "max abs difference" in capsys.readouterr().out and onnx.stat().st_size > 0
+    assert main(["export", "--checkpoint", str(model), "--format", "boxmot", "--out", str(tmp_path)]) == 0
+    assert "ONNX for BoxMOT's ONNX backend" in capsys.readouterr().out
+
+
+def _settings(tmp_path: Path) -> Path:
+    settings = tmp_path / "tiny.yaml"
+    settings.write_text("image_size: [64, 32]\ndataset: market1501\nkind: person\n")
+    return settings

@@ -20,6 +20,7 @@ EXAMPLES = {
     "svllreid.inference.trained": 1,
     "svllreid.search.index": 1,
     "svllreid.metrics.ranking": 1,
+    "svllreid.export.pretrained": 1,
 }
 
 

@@ -53,3 +53,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("--pretrained", default=None, help="weights file or open_clip tag")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=cmd_model_info)
+    save = model_cmds.add_parser(
+        "save",
+        help="write a trained model as a folder to share: model.safetensors, config.json, README.md (model card)",
+        description="Write a run, checkpoint or model folder as a self-describing folder: the weights "
+        "(safetensors), config.json (network, preprocessing, training recipe, results) and a model card whose "
+        "metrics come from the run's eval.json. Load it with svllreid.from_pretrained(DIR) or pass DIR to any "
+        "command that takes a checkpoint; 'svllreid push' uploads it to the Hugging Face Hub.",
+    )
+    save.add_argument("source", help="a run directory, a checkpoint file, a model folder or an hf-hub: name")
+    save.add_argument("--out", required=True, help="the folder to write")
+    add_card_options(save)
+    save.add_argument("--overwrite", action="store_true", help="replace an existing folder (once the new one is done)")
+    save.set_defaults(func=cmd_model_save)
+
+
+def add_card_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--identities",
+        action="store_true",
+        help="include the training set's identity names (read from the training set, which must be readable)",
+    )
+    parser.add_argument("--license", default=None, help="the card's license id, e.g. cc-by-nc-4.0 (default: other)")
+
+
+def cmd_model_save(args: argparse.Namespace) -> int:
+    from svllreid.export.pretrained import save_pretrained
+
+    saved = save_pretrained(
+        args.source, args.out, identities=args.identities, license=args.license, overwrite=args.overwrite
+    )
+    results = saved.config.get("results", {}).get("final")
+    measured = f"mAP {100 * results['mAP']:.2f}" if results else "no results in the source (no eval.json)"
+    print(f"wrote {saved.folder}: {', '.join(p.name for p in saved.files)} ({measured})")
+    print(f"  load it with svllreid.from_pretrained('{saved.folder}') or --checkpoint {saved.folder}")
+    return 0

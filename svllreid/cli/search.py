@@ -215,7 +215,8 @@ def _add_model_args(parser: argparse.ArgumentParser, *, required: bool = True) -
     which = parser.add_mutually_exclusive_group(required=required)
     which.add_argument(
         "--checkpoint",
-        help="checkpoint file or run directory" + ("" if required else " (default: the one the index names)"),
+        help="checkpoint file, run directory, model folder or hf-hub:ORG/NAME"
+        + ("" if required else " (default: the one the index names)"),
     )
     which.add_argument(
         "--model",

@@ -27,6 +27,14 @@ from torch import nn
 
 from svllreid.errors import CheckpointError
 from svllreid.fileio import atomic_write_safetensors
+from svllreid.inference.model_folder import (
+    WEIGHTS_FILE,
+    is_hub_name,
+    is_model_folder,
+    read_folder_config,
+    read_model_folder,
+    resolve_hub_name,
+)
 from svllreid.version import __version__
 
 __all__ = [
@@ -38,6 +46,7 @@ __all__ = [
     "RUN_CHECKPOINTS",
     "Checkpoint",
     "content_digest",
+    "folder_checkpoint_meta",
     "load_model_state",
     "load_optimizer_state",
     "read_checkpoint",
@@ -79,6 +88,11 @@ class Checkpoint:
     path: Path
     meta: dict[str, Any]
     tensors: dict[str, torch.Tensor] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        """How to name the checkpoint to load it again: an ``hf-hub:`` name pinned to its revision, or the path."""
+        return str(self.meta.get("model_folder", {}).get("hub") or self.path)
 
     def group(self, prefix: str) -> dict[str, torch.Tensor]:
         """Tensors under ``prefix.`` with the prefix removed."""
@@ -156,7 +170,8 @@ def write_checkpoint(
 
 
 def read_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
-    """Read a checkpoint written by :func:`write_checkpoint`.
+    """Read a checkpoint written by :func:`write_checkpoint`, or a model folder (its weights and the header
+    its ``config.json`` stands for; :mod:`svllreid.inference.model_folder`), from a path or an ``hf-hub:`` name.
 
     Args:
         verify: check the content digest (files written before checkpoints had one are read as they are);
@@ -166,9 +181,20 @@ def read_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
         CheckpointError: missing file, not a safetensors file, not an svllreid checkpoint, or a file
             whose content no longer matches its digest.
     """
+    hub = str(path) if is_hub_name(path) else None
+    if hub is not None:
+        path = resolve_checkpoint(hub)
     path = Path(path).expanduser()
-    if path.is_dir():
+    if path.is_dir() and is_model_folder(path):
+        path = path / WEIGHTS_FILE
+    elif path.is_dir():
         path = path / "checkpoints" / "last.safetensors" if (path / "checkpoints").is_dir() else path
+    if _in_model_folder(path):  # its own messages for a missing or damaged file
+        weights, config, tensors = read_model_folder(path.parent)
+        meta = folder_checkpoint_meta(config)
+        if hub is not None:  # the name, pinned to the commit it resolved to (the snapshot folder's name)
+            meta["model_folder"]["hub"] = f"{hub.split('@')[0]}@{path.parent.name}"
+        return Checkpoint(weights, meta, tensors)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
@@ -198,9 +224,45 @@ def read_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
     return Checkpoint(path, meta, tensors)
 
 
+def folder_checkpoint_meta(config: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint header (as :func:`svllreid.inference.checkpoint.write_checkpoint` writes it) that a
+    folder's config stands for."""
+    training = config.get("training") or {}
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "svllreid_version": config.get("svllreid_version"),
+        "spec": config["architecture"],
+        "quick_gelu": bool(config.get("quick_gelu", False)),
+        "config": training.get("config") or {},
+        "dataset": config.get("trained_on") or {},
+        "stage": training.get("stage"),
+        "epoch": training.get("epoch"),
+        "text": config.get("text", "free-text"),
+        "model_folder": {k: config.get(k) for k in ("name", "hub") if config.get(k)},
+    }
+    if config.get("converted"):
+        meta["converted"] = config["converted"]
+    # The key of compiled query encoders (svllreid.inference.query_encoder): the weights and what feeds them.
+    facts = json.dumps({k: v for k, v in config.items() if k not in ("hub",)}, sort_keys=True)
+    meta[DIGEST_KEY] = hashlib.sha256(facts.encode()).hexdigest()
+    return meta
+
+
+def _in_model_folder(path: Path) -> bool:
+    """Whether ``path`` is the weights file of a model folder (:mod:`svllreid.inference.model_folder`)."""
+    return path.name == WEIGHTS_FILE and is_model_folder(path.parent)
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or the best checkpoint of a run directory (``model`` before ``last``)."""
+    """A checkpoint file: ``path`` itself, the best checkpoint of a run directory (``model`` before
+    ``last``), the weights of a model folder, or those of an ``hf-hub:ORG/NAME[@REVISION]`` model (from the
+    Hugging Face cache, downloaded there if need be)."""
+    if is_hub_name(path):
+        return resolve_hub_name(str(path)) / WEIGHTS_FILE
     path = Path(path).expanduser()
+    if path.is_dir() and is_model_folder(path):
+        return path / WEIGHTS_FILE
     if path.is_dir():
         folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
         for name in RUN_CHECKPOINTS:
@@ -218,6 +280,8 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any] | None:
     None for a file that is missing, unreadable or not an svllreid checkpoint. Not verified: what needs
     the tensors reads them with :func:`read_checkpoint`."""
     try:
+        if _in_model_folder(Path(path)):
+            return folder_checkpoint_meta(read_folder_config(Path(path).parent))
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
         meta = json.loads(header[META_KEY])

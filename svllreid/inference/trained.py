@@ -26,6 +26,7 @@ from svllreid.inference.checkpoint import (
     resolve_checkpoint,
     state_digest,
 )
+from svllreid.inference.model_folder import is_hub_name
 from svllreid.inference.query_encoder import (
     QueryEncoder,
     cache_file,
@@ -39,7 +40,14 @@ if TYPE_CHECKING:  # the network's modules import open_clip (seconds): only what
     from svllreid.models.factory import ModelSpec
     from svllreid.models.reid_model import ReIDModel
 
-__all__ = ["TrainedModel", "load_index_model", "load_trained_model", "query_flip", "require_same_features"]
+__all__ = [
+    "TrainedModel",
+    "from_pretrained",
+    "load_index_model",
+    "load_trained_model",
+    "query_flip",
+    "require_same_features",
+]
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +93,7 @@ class TrainedModel:
         """What identifies the network that makes the features (stored with feature files and indexes):
         its checkpoint, structure, training set and a digest of the weights."""
         return {
-            "checkpoint": str(self.checkpoint.path),
+            "checkpoint": self.checkpoint.name,
             "spec": self.spec.to_dict(),
             "trained_on": self.trained_on,
             "weights_sha256": self.weights_digest(),
@@ -187,12 +195,15 @@ class TrainedModel:
         )
 
     def describe(self) -> str:
-        s = self.spec
-        return (
-            f"{s.arch} {s.image_size[0]}×{s.image_size[1]} trained on {self.trained_on} "
-            f"(stage {self.checkpoint.meta.get('stage', '?')}, epoch {self.checkpoint.meta.get('epoch', '?')}) "
-            f"from {self.checkpoint.path}"
+        s, meta = self.spec, self.checkpoint.meta
+        converted = meta.get("converted")
+        made = (
+            f"converted from the {converted.get('from')} file {converted.get('file')}"
+            if converted
+            else f"stage {meta.get('stage', '?')}, epoch {meta.get('epoch', '?')}"
         )
+        size = f"{s.image_size[0]}×{s.image_size[1]}"
+        return f"{s.arch} {size} trained on {self.trained_on} ({made}) from {self.checkpoint.name}"
 
 
 def require_same_features(
@@ -256,7 +267,7 @@ def load_trained_model(path: str | Path, device: str = "auto") -> TrainedModel:
     resolved = resolve_checkpoint(path)
     if resolved.suffix.lower() == ".onnx":
         raise CheckpointError(f"{resolved} is an ONNX export, not a checkpoint: pass it as --model {resolved}")
-    checkpoint = read_checkpoint(resolved)
+    checkpoint = read_checkpoint(path if is_hub_name(path) else resolved)  # a hub name is kept, pinned
     meta = checkpoint.meta
     if meta.get("task") == PRETRAIN_TASK:
         raise CheckpointError(
@@ -284,6 +295,13 @@ def load_trained_model(path: str | Path, device: str = "auto") -> TrainedModel:
     return TrainedModel(model, checkpoint, config, target)
 
 
+def from_pretrained(name: str | Path, device: str = "auto") -> TrainedModel:
+    """A trained model from a model folder (``svllreid.save_pretrained``), an ``hf-hub:ORG/NAME[@REVISION]``
+    name (through huggingface_hub's cache; offline with ``HF_HUB_OFFLINE=1``), a run directory or a
+    checkpoint file. The same as :func:`load_trained_model`, which every command uses."""
+    return load_trained_model(name, device)
+
+
 def load_index_model(
     identity: Mapping[str, Any],
     index_path: str | Path,
@@ -306,7 +324,7 @@ def load_index_model(
     named = checkpoint or identity.get("checkpoint")
     if not named:
         raise CheckpointError(f"{index_path} does not name the checkpoint it was built with; pass --checkpoint CKPT")
-    if not checkpoint and not Path(str(named)).exists():
+    if not checkpoint and not is_hub_name(str(named)) and not Path(str(named)).exists():
         raise CheckpointError(
             f"{index_path} was built with {named}, which is not there any more; pass the same model's "
             "checkpoint with --checkpoint CKPT"
