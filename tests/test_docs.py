@@ -1,4 +1,5 @@
-"""The README's Python example runs as written, and its links lead to files of the repository."""
+"""The README's Python example runs as written, its links lead to files of the repository, and the
+pages list what they document."""
 
 from __future__ import annotations
 
@@ -42,3 +43,11 @@ def test_the_readme_links_lead_to_files_of_the_repository() -> None:
     assert "docs/index.md" in local and "docs/api/index.md" in local
     missing = [t for t in local if not (ROOT / t).exists()]
     assert not missing, f"README.md links to files that do not exist: {missing}"
+
+
+def test_the_released_weights_page_lists_every_released_setting() -> None:
+    from svllreid.convert.settings import released_names
+
+    page = (ROOT / "docs" / "released.md").read_text(encoding="utf-8")
+    missing = [name for name in released_names() if f"`{name}`" not in page]
+    assert not missing, f"docs/released.md does not list {missing}"
