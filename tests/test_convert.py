@@ -300,3 +300,32 @@ def _settings(tmp_path: Path) -> Path:
     settings = tmp_path / "tiny.yaml"
     settings.write_text("image_size: [64, 32]\ndataset: market1501\nkind: person\n")
     return settings
+
+
+@pytest.mark.parametrize(
+    ("rows", "cameras", "views", "mode", "expected"),
+    [
+        (6, 3, 2, None, ("camera_view", 3, 2)),  # the table's rows are the dataset's camera-view pairs
+        (2, 3, 2, None, ("view", 0, 2)),
+        (3, 3, 2, None, ("camera", 3, 0)),
+        (6, None, 2, "camera_view", ("camera_view", 3, 2)),  # the mode given, the cameras derived
+    ],
+)
+def test_the_sie_table_tells_cameras_views_or_both(
+    tmp_path: Path, rows: int, cameras: int | None, views: int, mode: str | None, expected: tuple
+) -> None:
+    settings = ConversionSettings(
+        origin="veri.yaml", image_size=(64, 32), sie=mode, sie_coef=1.0, cameras=cameras, views=views
+    )
+    state = authors_state(sie_rows=rows)
+    result, trained = convert(tmp_path, state, settings=settings)
+    spec = trained.spec
+    assert (spec.sie, spec.num_cameras, spec.num_views) == expected
+    assert result.facts["SIE"]["value"] == expected[0]
+    cams, view_ids = torch.tensor([0, 2, 1]).clamp(max=max(spec.num_cameras - 1, 0)), torch.tensor([1, 0, 1])
+    row = {"camera": cams, "view": view_ids, "camera_view": cams * spec.num_views + view_ids}[spec.sie]
+    images = torch.randn(3, 3, 64, 32)
+    with torch.no_grad():  # the camera and view ids reach the table's rows as the authors index them
+        ours = trained.model.encode_image(images, cams, view_ids)
+    expected_features = vit_features(state, images, stride=8, cams=row, coef=1.0, heads=2)
+    assert (ours - expected_features).abs().max() < 1e-5
