@@ -117,13 +117,13 @@ def reference_config(size: tuple[int, int], stride: int) -> types.SimpleNamespac
     return cfg
 
 
-def write_random_clip(path: Path) -> None:
-    """A randomly initialised ViT-B/16 CLIP state dict in OpenAI's layout (open_clip's key names are
-    OpenAI's for this architecture)."""
+def write_random_clip(path: Path, arch: str = "ViT-B-16") -> None:
+    """A randomly initialised CLIP state dict in OpenAI's layout: ViT-B/16, or ``arch`` (``RN50``;
+    open_clip's key names are OpenAI's for these architectures)."""
     import open_clip
 
     torch.manual_seed(0)
-    clip = open_clip.create_model("ViT-B-16", pretrained=None)
+    clip = open_clip.create_model(arch, pretrained=None)
     torch.save(clip.state_dict(), path)
 
 

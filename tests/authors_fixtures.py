@@ -42,8 +42,10 @@ def authors_state(
     module_prefix: bool = False,
     seed: int = 0,
     clip: torch.nn.Module | None = None,
+    clip_dtype: torch.dtype = torch.float32,
 ) -> dict[str, torch.Tensor]:
-    """One authors' checkpoint: CLIP's tensors in fp16 (as their builder casts them), heads in fp32.
+    """One authors' checkpoint (their code saves fp32 throughout; ``clip_dtype`` float16 makes CLIP's
+    tensors fp16, as a file cast for a GPU would hold them).
 
     Args:
         sie_rows: rows of the SIE table ``cv_embed`` (0: no SIE).
@@ -62,19 +64,19 @@ def authors_state(
     vit = "visual.proj" in state
     for key, tensor in state.items():
         if key.startswith("visual."):
-            out["image_encoder." + key[len("visual.") :]] = tensor.half()
+            out["image_encoder." + key[len("visual.") :]] = tensor.to(clip_dtype)
     if vit:
         patch = state["visual.conv1.weight"].shape[-1]
         grid = ((size[0] - patch) // stride + 1) * ((size[1] - patch) // stride + 1)
         width = state["visual.conv1.weight"].shape[0]
-        out["image_encoder.positional_embedding"] = (randn(1 + grid, width) * 0.02).half()
+        out["image_encoder.positional_embedding"] = (randn(1 + grid, width) * 0.02).to(clip_dtype)
         f12, fproj = width, state["visual.proj"].shape[1]
     else:
         grid = (size[0] // 16) * (size[1] // 16)
         pos = state["visual.attnpool.positional_embedding"]
         out["image_encoder.attnpool.positional_embedding"] = (
             randn(1 + grid, pos.shape[1]) / math.sqrt(pos.shape[1])
-        ).half()
+        ).to(clip_dtype)
         f12, fproj = state["visual.layer4.0.conv3.weight"].shape[0], state["visual.attnpool.c_proj.weight"].shape[0]
     if sie_rows:
         out["cv_embed"] = randn(sie_rows, f12) * 0.02
@@ -90,13 +92,13 @@ def authors_state(
         width = state["positional_embedding"].shape[1]
         tokens = open_clip.get_tokenizer(arch)([TEMPLATE[kind]])
         with torch.no_grad():
-            embedded = clip.token_embedding(tokens).half()
+            embedded = clip.token_embedding(tokens).to(clip_dtype)
         out["prompt_learner.cls_ctx"] = 0.02 * randn(classes, 4, width)
         out["prompt_learner.token_prefix"] = embedded[:, :5].clone()
         out["prompt_learner.token_suffix"] = embedded[:, 9:].clone()
         for key, tensor in state.items():
             if key.startswith(("transformer.", "ln_final.")) or key in ("positional_embedding", "text_projection"):
-                out["text_encoder." + key] = tensor.half()
+                out["text_encoder." + key] = tensor.to(clip_dtype)
     text_width = state["text_projection"].shape[0]
     if svll_heads == "simclr":
         for head, dim in (("image_mlp", f12), ("text_mlp", text_width)):

@@ -53,7 +53,7 @@ def prompt_features(clip: torch.nn.Module, state: dict, pids: torch.Tensor) -> t
 
 
 def test_vit_with_sie_gives_the_features_of_the_authors_network(tmp_path: Path) -> None:
-    state = authors_state(sie_rows=3, svll_heads="simclr", module_prefix=True)
+    state = authors_state(sie_rows=3, svll_heads="simclr", module_prefix=True, clip_dtype=torch.float16)
     result, trained = convert(tmp_path, state, source="svll-reid")
     plain = {k.removeprefix("module."): v for k, v in state.items()}
     images, cams = torch.randn(4, 3, 64, 32), torch.tensor([0, 2, 1, 0])
@@ -67,7 +67,7 @@ def test_vit_with_sie_gives_the_features_of_the_authors_network(tmp_path: Path) 
     assert facts["patch stride"]["value"] == 8 and "inferred" in facts["patch stride"]["how"]
     assert facts["SIE"]["value"] == "camera" and facts["SIE coefficient"]["value"] == 1.5
     assert trained.spec.sie == "camera" and trained.spec.num_cameras == 3 and trained.spec.sie_coef == 1.5
-    # Every tensor of theirs landed where svllreid keeps it (fp16 values kept exactly in fp32).
+    # Every tensor of theirs landed where svllreid keeps it (the fp16 values exactly, as fp32).
     weights = trained.model.state_dict()
     assert torch.equal(weights["neck.classifier.weight"], plain["classifier.weight"])
     assert torch.equal(weights["image_encoder.sie.table"], plain["cv_embed"])
@@ -329,3 +329,40 @@ def test_the_sie_table_tells_cameras_views_or_both(
         ours = trained.model.encode_image(images, cams, view_ids)
     expected_features = vit_features(state, images, stride=8, cams=row, coef=1.0, heads=2)
     assert (ours - expected_features).abs().max() < 1e-5
+
+
+def test_a_vehicle_template_read_with_clip_weights_builds_the_vehicle_prompts(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    clip = tiny_clip("svll-tiny-vit")
+    state = authors_state(clip=clip, kind="vehicle")
+    weights = tmp_path / "clip.safetensors"
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(weights))
+    result, trained = convert(tmp_path, state, clip_weights=str(weights))
+    assert trained.spec.kind == "vehicle" and result.facts["prompt template"]["value"].endswith("vehicle.")
+    texts = ["a person in a red coat", "a white vehicle"]  # the template's words embed as CLIP's own
+    tokens = __import__("open_clip").get_tokenizer("svll-tiny-vit")(texts)
+    with torch.no_grad():
+        described = DescriptionEncoder(trained).encode(texts).feats
+        text = {k.removeprefix("text_encoder."): v.float() for k, v in state.items() if k.startswith("text_encoder.")}
+        clip.load_state_dict(text, strict=False)
+        direct = F.normalize(clip.float().encode_text(tokens), dim=-1)
+    assert (described - direct).abs().max() < 1e-5
+
+
+def test_a_grid_that_fits_several_sizes_takes_the_authors_size(tmp_path: Path) -> None:
+    from svllreid.convert.importer import _Facts, _geometry
+
+    tokens = torch.zeros(211, 8)  # a 21×10 grid: 256×128 at stride 12, or 320×160 at 15, or 288×144 at 13
+    ours = {
+        "image_encoder.visual.positional_embedding": tokens,
+        "image_encoder.visual.conv1.weight": torch.zeros(8, 3, 16, 16),
+    }
+    facts = _Facts()
+    assert _geometry(ours, True, None, facts) == ((256, 128), 12)
+    assert "the authors' input size (it also fits 320×160 stride 15" in facts.values["image size"]["how"]
+    tokens = torch.zeros(1 + 21 * 21, 8)  # 256×256 at stride 12 (VeRi, VehicleID) or 224×224 at 10
+    assert _geometry({**ours, "image_encoder.visual.positional_embedding": tokens}, True, None, _Facts()) == (
+        (256, 256),
+        12,
+    )

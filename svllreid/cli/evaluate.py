@@ -183,7 +183,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "cmc.png, ranked_{best,median,worst}.png, embedding.png and report.html to --out (default: "
         "<run>/eval/<dataset> for a run's checkpoint).",
     )
-    evaluate.add_argument("--checkpoint", required=True, help="checkpoint file, run directory, model folder or hf-hub:ORG/NAME")
+    evaluate.add_argument(
+        "--checkpoint", required=True, help="checkpoint file, run directory, model folder or hf-hub:ORG/NAME"
+    )
     evaluate.add_argument("--dataset", default=None, help="dataset name (default: the one the model was trained on)")
     evaluate.add_argument("--root", default=None, help="dataset folder (with --dataset)")
     add_option_arg(evaluate)

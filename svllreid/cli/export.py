@@ -78,7 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "scaled to [0, 1] and normalised as the file's metadata states) in, L2-normalised features [B, D] out. "
         "The written file is run once and compared with the network. ONNX needs pip install 'svllreid[onnx]'.",
     )
-    export.add_argument("--checkpoint", required=True, help="checkpoint file, run directory, model folder or hf-hub:ORG/NAME")
+    export.add_argument(
+        "--checkpoint", required=True, help="checkpoint file, run directory, model folder or hf-hub:ORG/NAME"
+    )
     export.add_argument(
         "--format",
         required=True,

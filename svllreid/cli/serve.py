@@ -97,7 +97,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"Needs the serve extra: {SERVE_EXTRA}.",
     )
     serve.add_argument("--index", required=True, help="index file from 'svllreid index build'")
-    serve.add_argument("--checkpoint", default=None, help="checkpoint, run directory, model folder or hf-hub:ORG/NAME (default: the index's own)")
+    serve.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint, run directory, model folder or hf-hub:ORG/NAME (default: the index's own)",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     serve.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")

@@ -16,8 +16,8 @@ holds, under these names:
 - SVLL-ReID only: ``image_mlp.*`` and ``text_mlp.*``, the SimCLR projectors (``layer1``, ``bn1``,
   ``layer2``, ``bn2``, ``layer3``), or ``image_mlp.{linear1,bn1,layer2}``, a SimSiam predictor.
 
-A file saved from several GPUs has ``module.`` before every key; CLIP's own tensors are fp16 (their CLIP
-builder casts them for the GPU).
+A file saved from several GPUs has ``module.`` before every key. Their files hold fp32 tensors (their
+``convert_weights`` casts CLIP's layers to fp32, whatever its name says); an fp16 file converts as well.
 """
 
 from __future__ import annotations

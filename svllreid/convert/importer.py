@@ -62,6 +62,8 @@ CANDIDATE_SIZES = (
     (128, 64),
     (64, 32),
 )
+#: The sizes the authors train and test at (persons, vehicles): preferred where a token grid fits several.
+AUTHORS_SIZES = ((256, 128), (256, 256))
 RECORD_NAME = "conversion.json"
 
 
@@ -216,6 +218,15 @@ def _geometry(
             f"the checkpoint's {where} fits none of the usual input sizes and strides; pass --config with image_size "
             "(and stride)"
         )
+    preferred = [option for option in options if option[0] in AUTHORS_SIZES]
+    if len(options) > 1 and len(preferred) == 1:  # e.g. 210 tokens: 256×128 at stride 12, or 320×160 at 15
+        others = "; ".join(f"{_show(s)} stride {t}" if t else _show(s) for s, t in options if (s, t) != preferred[0])
+        (size, stride) = preferred[0]
+        how = f"inferred from the {where}: the authors' input size (it also fits {others}; --config to choose)"
+        facts.set("image size", size, how)
+        if vit:
+            facts.set("patch stride", stride, how)
+        return size, stride
     if len(options) > 1:
         shown = "; ".join(f"{_show(s)} stride {t}" if t else _show(s) for s, t in options)
         raise ConversionError(
@@ -328,6 +339,30 @@ def _clip_token_embedding(model: Any, their_text: dict[str, torch.Tensor], weigh
         )
 
 
+def _template_kind(model: Any, word: torch.Tensor, kind_given: str | None) -> str:
+    """Which template, person or vehicle, the checkpoint's saved embedding of the template's object word
+    (``word``, the position after the identity words) spells, read in CLIP's complete token table (before
+    the template's rows are written into it)."""
+    import open_clip
+
+    from svllreid.models.prompts import PROMPT_TEMPLATES
+
+    table = model.text_encoder.token_embedding.weight.detach()
+    end = model.prompt_learner.start + 4
+    tokenizer = open_clip.get_tokenizer(model.spec.arch)
+    words = {k: int(tokenizer([v])[0, end]) for k, v in PROMPT_TEMPLATES.items()}
+    close = {k: float((table[w] - word.float()).abs().max()) for k, w in words.items()}
+    best = min(close, key=lambda k: close[k])
+    scale = float(table.abs().max())
+    if close[best] > 2e-3 * scale + 1e-6:
+        raise ConversionError(
+            "the checkpoint's prompt template does not spell CLIP-ReID's template with the given --clip-weights "
+            "(neither 'person' nor 'vehicle'); pass the CLIP the checkpoint was trained from"
+        )
+    _check("the prompt template's object", best, kind_given, "the config", "prompt template")
+    return best
+
+
 def _template_rows(
     model: Any, template: dict[str, torch.Tensor], facts: _Facts, with_clip: bool, kind_given: str | None
 ) -> str:
@@ -349,21 +384,9 @@ def _template_rows(
     table = text.token_embedding.weight
     kind = learner.kind
     if with_clip:
-        # Which template: the word before "." is "person" or "vehicle", and CLIP's table knows both.
-        import open_clip
-
-        tokenizer = open_clip.get_tokenizer(model.spec.arch)
-        words = {k: int(tokenizer([v])[0, end]) for k, v in PROMPT_TEMPLATES.items()}
-        close = {k: float((table[w].detach() - saved[end]).abs().max()) for k, w in words.items()}
-        best = min(close, key=lambda k: close[k])
-        scale = float(table.detach().abs().max())
-        if close[best] > 2e-3 * scale + 1e-6:
-            raise ConversionError(
-                "the checkpoint's prompt template does not spell CLIP-ReID's template with the given --clip-weights "
-                "(neither 'person' nor 'vehicle'); pass the CLIP the checkpoint was trained from"
-            )
-        _check("the prompt template's object", best, kind_given, "the config", "prompt template")
-        kind = best
+        kind = _template_kind(model, saved[end], kind_given)
+        if kind != learner.kind:  # the caller builds the learner for the template (see _template_kind)
+            raise ConversionError(f"the network's prompt template is {learner.kind}'s, the checkpoint's {kind}'s")
     written: set[int] = set()
     with torch.no_grad():
         for position in [*range(start), *range(end, full)]:
@@ -475,30 +498,45 @@ def convert_authors_checkpoint(
     from svllreid.errors import PretrainedError
     from svllreid.models.factory import create_model
 
-    try:
-        model = create_model(
-            arch,
-            classes,
-            num_cameras=cams,
-            num_views=views,
-            image_size=size,
-            stride=stride,
-            sie=sie,  # type: ignore[arg-type]
-            sie_coef=coef,
-            pretrained=clip_weights,
-            kind=kind_given or "person",
-            last_stride=1,
-            lang_ssl_head=lang_head,
-            vis_ssl_head=vis_head,
-            ssl_hidden_dim=hidden,
-            ssl_out_dim=out_dim,
-            force_quick_gelu=True,  # OpenAI's CLIP, which the authors build, uses QuickGELU
-        )
-    except PretrainedError as err:
-        raise ConversionError(f"--clip-weights {clip_weights}: {err}") from None
+    def build(kind: str) -> Any:
+        try:
+            return create_model(
+                arch,
+                classes,
+                num_cameras=cams,
+                num_views=views,
+                image_size=size,
+                stride=stride,
+                sie=sie,  # type: ignore[arg-type]
+                sie_coef=coef,
+                pretrained=clip_weights,
+                kind=kind,
+                last_stride=1,
+                lang_ssl_head=lang_head,
+                vis_ssl_head=vis_head,
+                ssl_hidden_dim=hidden,
+                ssl_out_dim=out_dim,
+                force_quick_gelu=True,  # OpenAI's CLIP, which the authors build, uses QuickGELU
+            )
+        except PretrainedError as err:
+            raise ConversionError(f"--clip-weights {clip_weights}: {err}") from None
+
+    model = build(kind_given or "person")
     has_text = any(k.startswith("text_encoder.") for k in ours)
     if clip_weights and has_text:
         _clip_token_embedding(model, ours, clip_weights)
+    if (
+        clip_weights
+        and prompts is not None
+        and template
+        and template["token_prefix"].shape[1] == model.prompt_learner.start
+    ):
+        # With CLIP's table the template's object word is read: a vehicle template needs the network built for
+        # it, else the template's rows would land in the person template's rows ("person" would embed as
+        # "vehicle" in descriptions).
+        kind_read = _template_kind(model, template["token_suffix"][0, 0], kind_given)
+        if kind_read != model.prompt_learner.kind:
+            model = build(kind_read)
     expected = model.state_dict()
     mis_shaped = [
         f"{k}: file {tuple(v.shape)}, network {tuple(expected[k].shape)}"
