@@ -366,3 +366,27 @@ def test_a_grid_that_fits_several_sizes_takes_the_authors_size(tmp_path: Path) -
         (256, 256),
         12,
     )
+
+
+def test_svllreid_eval_of_a_converted_model_reaches_its_model_card(tmp_path: Path, market_root: Path) -> None:
+    import json
+
+    import yaml
+
+    from svllreid.export.pretrained import save_pretrained
+
+    state = authors_state(sie_rows=3)
+    file = save(state, tmp_path / "ViT_60.pth")
+    model = tmp_path / "converted"
+    settings = ConversionSettings(origin="tiny", image_size=(64, 32), sie_coef=1.0, dataset="market1501")
+    convert_authors_checkpoint(file, "clip-reid", model, settings=settings)
+    args = ["eval", "--checkpoint", str(model), "--dataset", "market1501", "--root", str(market_root)]
+    assert main(args) == 0
+    measured = json.loads((model / "eval" / "market1501" / "eval.json").read_text())["result"]
+    saved = save_pretrained(model, tmp_path / "folder")
+    card = (saved.folder / "README.md").read_text()
+    metric = yaml.safe_load(card.split("---")[1])["model-index"][0]["results"][0]["metrics"][0]
+    assert metric["value"] == round(100 * measured["mAP"], 2)
+    row = f"| this model (`svllreid eval`, market1501) | market1501 | {measured['protocol']} |"
+    assert f"{row} {100 * measured['mAP']:.2f}" in card
+    assert "converted with `svllreid convert` from the clip-reid authors' checkpoint `ViT_60.pth`" in card

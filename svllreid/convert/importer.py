@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from svllreid.config import Config, config_to_dict
+from svllreid.config import Config, config_to_dict, save_config
 from svllreid.convert.authors_layout import (
     ACCEPTED,
     SOURCES,
@@ -423,8 +423,9 @@ def convert_authors_checkpoint(
     clip_weights: str | None = None,
     overwrite: bool = False,
 ) -> ConversionResult:
-    """Convert an authors' ``.pth`` checkpoint into an svllreid model folder ``out`` (its
-    ``checkpoints/model.safetensors``, which every command takes, and ``conversion.json``, the record).
+    """Convert an authors' ``.pth`` checkpoint into a folder ``out`` laid out as a run directory:
+    ``checkpoints/model.safetensors`` (every command takes the folder), ``config.yaml`` and
+    ``conversion.json``, the record of the conversion.
 
     Args:
         source: ``clip-reid`` or ``svll-reid``: whose code saved the file.
@@ -604,6 +605,9 @@ def convert_authors_checkpoint(
     }
     write_checkpoint(target, model, meta)
     atomic_write_text(target.parent.parent / RECORD_NAME, json.dumps(result.record(), indent=2) + "\n")
+    # A run directory's layout: 'svllreid eval' then writes its results into the folder (eval/<dataset>),
+    # where save_pretrained finds them for the model card.
+    save_config(config, target.parent.parent)
     return result
 
 

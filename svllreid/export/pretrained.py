@@ -58,21 +58,36 @@ def _run_folder(source: str | Path, checkpoint: Path) -> Path | None:
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
 
 
-def _results(run: Path | None) -> dict[str, Any]:
-    """The headline metrics of a run's ``eval.json`` (the final model, and the untrained start)."""
-    if run is None or not (run / "eval.json").is_file():
-        return {}
+_METRICS = ("dataset", "protocol", "reranked", "mAP", "rank1", "rank5", "mINP")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        saved = json.loads((run / "eval.json").read_text(encoding="utf-8"))
+        saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    out = {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def _results(run: Path | None) -> dict[str, Any]:
+    """The headline metrics of a run: its ``eval.json`` (the final model and the untrained start), and the
+    evaluations ``svllreid eval`` wrote into it (``eval/<dataset>/eval.json``; a converted model has only
+    those), by folder name."""
+    if run is None:
+        return {}
+    out: dict[str, Any] = {}
+    saved = _read_json(run / "eval.json")
     for key in ("final", "untrained"):
         entry = saved.get(key)
         if isinstance(entry, dict) and "mAP" in entry:
-            out[key] = {
-                k: entry[k] for k in ("dataset", "protocol", "reranked", "mAP", "rank1", "rank5", "mINP") if k in entry
-            }
+            out[key] = {k: entry[k] for k in _METRICS if k in entry}
+    evaluated = {}
+    for file in sorted(run.glob("eval/*/eval.json")):
+        entry = _read_json(file).get("result")
+        if isinstance(entry, dict) and "mAP" in entry:
+            evaluated[file.parent.name] = {k: entry[k] for k in _METRICS if k in entry}
+    if evaluated:
+        out["evaluated"] = evaluated
     return out
 
 
@@ -167,7 +182,8 @@ def model_card(config: dict[str, Any], *, load_as: str) -> str:
         "datasets": [dataset] if dataset not in ("unknown", "?") else [],
         "pipeline_tag": "image-feature-extraction",
     }
-    final = results.get("final")
+    evaluated = results.get("evaluated") or {}
+    final = results.get("final") or next(iter(evaluated.values()), None)
     if final:
         front["metrics"] = ["mAP", "rank-1"]
         front["model-index"] = [
@@ -176,7 +192,7 @@ def model_card(config: dict[str, Any], *, load_as: str) -> str:
                 "results": [
                     {
                         "task": {"type": "image-feature-extraction", "name": f"{kind.capitalize()} re-identification"},
-                        "dataset": {"name": dataset, "type": dataset},
+                        "dataset": {"name": final.get("dataset", dataset), "type": final.get("dataset", dataset)},
                         "metrics": [
                             {"type": "mAP", "value": round(100 * float(final["mAP"]), 2), "name": "mAP"},
                             {"type": "rank-1", "value": round(100 * float(final["rank1"]), 2), "name": "Rank-1"},
@@ -208,14 +224,21 @@ def model_card(config: dict[str, Any], *, load_as: str) -> str:
     ]
     if final:
         lines += ["| model | dataset | protocol | mAP | Rank-1 | Rank-5 | mINP |", "|---|---|---|---|---|---|---|"]
-        for key, label in (("final", "this model"), ("untrained", "its pretrained start")):
-            row = results.get(key)
+        rows = [
+            (label, results.get(key)) for key, label in (("final", "this model"), ("untrained", "its pretrained start"))
+        ]
+        rows += [(f"this model (`svllreid eval`, {name})", row) for name, row in evaluated.items()]
+        for label, row in rows:
             if row:
                 lines.append(
                     f"| {label} | {row.get('dataset', dataset)} | {row.get('protocol', '–')} | {_percent(row['mAP'])} "
                     f"| {_percent(row.get('rank1'))} | {_percent(row.get('rank5'))} | {_percent(row.get('mINP'))} |"
                 )
-        lines += ["", "Measured by svllreid on the dataset's test split when the run ended (its `eval.json`), in %."]
+        lines += [
+            "",
+            "Measured by svllreid on the test splits, in %: when the run ended (its `eval.json`) and by "
+            "`svllreid eval` (`eval/<dataset>/eval.json`).",
+        ]
     else:
         lines.append(
             "Not measured by svllreid for this folder. Measure them with `svllreid eval --checkpoint FOLDER "
