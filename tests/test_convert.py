@@ -390,3 +390,6 @@ def test_svllreid_eval_of_a_converted_model_reaches_its_model_card(tmp_path: Pat
     row = f"| this model (`svllreid eval`, market1501) | market1501 | {measured['protocol']} |"
     assert f"{row} {100 * measured['mAP']:.2f}" in card
     assert "converted with `svllreid convert` from the clip-reid authors' checkpoint `ViT_60.pth`" in card
+    # converted again over it: the evaluation of the weights it replaced stays off the card
+    convert_authors_checkpoint(file, "clip-reid", model, settings=settings, overwrite=True)
+    assert "evaluated" not in save_pretrained(model, tmp_path / "again").config["results"]

@@ -69,10 +69,10 @@ def _read_json(path: Path) -> dict[str, Any]:
     return saved if isinstance(saved, dict) else {}
 
 
-def _results(run: Path | None) -> dict[str, Any]:
+def _results(run: Path | None, checkpoint: Path) -> dict[str, Any]:
     """The headline metrics of a run: its ``eval.json`` (the final model and the untrained start), and the
     evaluations ``svllreid eval`` wrote into it (``eval/<dataset>/eval.json``; a converted model has only
-    those), by folder name."""
+    those), by folder name, but not those older than ``checkpoint`` (of weights it has replaced)."""
     if run is None:
         return {}
     out: dict[str, Any] = {}
@@ -82,7 +82,10 @@ def _results(run: Path | None) -> dict[str, Any]:
         if isinstance(entry, dict) and "mAP" in entry:
             out[key] = {k: entry[k] for k in _METRICS if k in entry}
     evaluated = {}
+    written = checkpoint.stat().st_mtime if checkpoint.is_file() else 0.0
     for file in sorted(run.glob("eval/*/eval.json")):
+        if file.stat().st_mtime < written:
+            continue
         entry = _read_json(file).get("result")
         if isinstance(entry, dict) and "mAP" in entry:
             evaluated[file.parent.name] = {k: entry[k] for k in _METRICS if k in entry}
@@ -356,7 +359,7 @@ def save_pretrained(
         tensors,
         name=name or folder.name,
         identities=names,
-        results=_results(_run_folder(source, resolved)),
+        results=_results(_run_folder(source, resolved), resolved),
         license=license,
     )
     folder.parent.mkdir(parents=True, exist_ok=True)
