@@ -254,7 +254,7 @@ def test_the_command_line_converts_lists_and_refuses_to_overwrite(tmp_path: Path
     )
     assert "the learned prompts; free-text search needs CLIP's token embedding" in printed
     assert main(["convert", "--from", "clip-reid", str(file), "--config", str(settings), "--out", str(out)]) == 2
-    assert "exists already; pass another --out, or --overwrite" in capsys.readouterr().err
+    assert "holds a converted model already; pass another --out, or --overwrite" in capsys.readouterr().err
     assert main(["convert", "--list"]) == 0
     assert "clip-reid/vit-sie-olp/msmt17" in capsys.readouterr().out
     assert main(["convert", "--to", "clip-reid", str(out), "--out", str(tmp_path / "back.pth")]) == 2
@@ -390,6 +390,59 @@ def test_svllreid_eval_of_a_converted_model_reaches_its_model_card(tmp_path: Pat
     row = f"| this model (`svllreid eval`, market1501) | market1501 | {measured['protocol']} |"
     assert f"{row} {100 * measured['mAP']:.2f}" in card
     assert "converted with `svllreid convert` from the clip-reid authors' checkpoint `ViT_60.pth`" in card
-    # converted again over it: the evaluation of the weights it replaced stays off the card
+    # the same weights converted again keep their evaluation; other weights over it do not get it
     convert_authors_checkpoint(file, "clip-reid", model, settings=settings, overwrite=True)
-    assert "evaluated" not in save_pretrained(model, tmp_path / "again").config["results"]
+    assert "market1501" in save_pretrained(model, tmp_path / "same").config["results"]["evaluated"]
+    other = save(authors_state(sie_rows=3, seed=5), tmp_path / "other.pth")
+    convert_authors_checkpoint(other, "clip-reid", model, settings=settings, overwrite=True)
+    assert "evaluated" not in save_pretrained(model, tmp_path / "other").config["results"]
+
+
+def test_convert_writes_only_a_new_folder_or_over_an_earlier_conversion(tmp_path: Path) -> None:
+    from svllreid.inference.checkpoint import read_checkpoint
+
+    file = save(authors_state(), tmp_path / "ViT_60.pth")
+    run = tmp_path / "my-run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("mine")
+    for overwrite in (False, True):
+        with pytest.raises(ConversionError, match=r"holds something else than a conversion \(no conversion\.json\)"):
+            convert_authors_checkpoint(file, "clip-reid", run, settings=TINY, overwrite=overwrite)
+    assert (run / "config.yaml").read_text() == "mine" and not (run / "checkpoints" / "model.safetensors").exists()
+    out = tmp_path / "converted"
+    convert_authors_checkpoint(file, "clip-reid", out, settings=TINY)
+    with pytest.raises(ConversionError, match="holds a converted model already; pass another --out, or --overwrite"):
+        convert_authors_checkpoint(file, "clip-reid", out, settings=TINY)
+    convert_authors_checkpoint(file, "clip-reid", out, settings=TINY, overwrite=True)
+    assert read_checkpoint(out).meta["converted"]["file"] == "ViT_60.pth"  # the folder reads as a checkpoint
+    trained = load_trained_model(out, "cpu")
+    first = write_authors_checkpoint(trained, "clip-reid", tmp_path / "back.pth", any_architecture=True)
+    with pytest.raises(ConversionError, match=r"back\.pth and .*back\.yml exist already; pass another --out"):
+        write_authors_checkpoint(trained, "clip-reid", tmp_path / "back.pth", any_architecture=True)
+    assert write_authors_checkpoint(trained, "clip-reid", first.checkpoint, any_architecture=True, overwrite=True)
+
+
+def test_incomplete_files_and_malformed_settings_get_messages(tmp_path: Path) -> None:
+    state = authors_state()
+    del state["image_encoder.positional_embedding"]
+    with pytest.raises(ConversionError, match=r"lacks tensors every CLIP-ReID / SVLL-ReID network has"):
+        convert(tmp_path, state)
+    settings = tmp_path / "bad.yaml"
+    for text, message in (
+        ("image_size: 256\n", r"image_size is 256; it must be \[height, width\]"),
+        ("stride: '8'\n", "stride is '8'; it must be a positive integer"),
+        ("sie: cameras\n", "sie is 'cameras'; it must be none, camera, view or camera_view"),
+        ("colour: red\n", r"unknown setting\(s\) colour"),
+    ):
+        settings.write_text(text)
+        with pytest.raises(ConversionError, match=message):
+            load_settings(str(settings))
+
+
+def test_a_setting_of_another_method_or_an_ambiguous_sie_table_is_refused(tmp_path: Path) -> None:
+    baseline = ConversionSettings(origin="clip-reid/vit-baseline/x", image_size=(64, 32), text=False)
+    with pytest.raises(ConversionError, match="has learned prompts, but clip-reid/vit-baseline/x describes a baseline"):
+        convert(tmp_path, authors_state(), settings=baseline)
+    square = ConversionSettings(origin="square.yaml", image_size=(64, 32), cameras=4, views=4)
+    with pytest.raises(ConversionError, match=r"4 rows, which fit camera or view .* say which with 'sie'"):
+        convert(tmp_path, authors_state(sie_rows=4), settings=square)

@@ -1,6 +1,6 @@
 """benchmarks/converted_parity.py against the authors' own code: a file their make_model saves, converted
 by ``svllreid convert`` and back, gives their network's features. Runs when SVLLREID_REFERENCE names a
-checkout of Syliz517/CLIP-ReID or BinWangGzhu/SVLL-ReID (two to three minutes on a 2-core CPU)."""
+checkout of Syliz517/CLIP-ReID or BinWangGzhu/SVLL-ReID (about a minute per repository on a 2-core CPU)."""
 
 from __future__ import annotations
 

@@ -38,7 +38,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     print(result.summary())
     if args.json:
         print(json.dumps(result.record(), indent=2))
-    print(f"use it as any checkpoint: svllreid eval {args.out} ... / svllreid search ... --checkpoint {args.out}")
+    print(
+        f"use it as any checkpoint: svllreid eval --checkpoint {args.out} --dataset NAME --root DATA, "
+        f"svllreid index build --checkpoint {args.out} --images DIR --out INDEX, ..."
+    )
     return 0
 
 
@@ -51,7 +54,7 @@ def _to_authors(args: argparse.Namespace) -> int:
         raise ConversionError("--config and --clip-weights are for --from (import); --to writes the config itself")
     trained = load_trained_model(args.file, "cpu")
     print(f"model: {trained.describe()}")
-    written = write_authors_checkpoint(trained, args.target, args.out)
+    written = write_authors_checkpoint(trained, args.target, args.out, overwrite=args.overwrite)
     print(f"wrote {written.checkpoint}: {written.tensors} tensors under the {args.target} authors' names")
     print(f"  and {written.config}: their config for it (set DATASETS.ROOT_DIR, then run their test script with it)")
     for note in written.notes:
@@ -85,7 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the CLIP the checkpoint was trained from (file or open_clip tag, e.g. openai): its token embedding "
         "makes free-text search possible",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier conversion in --out (with --to: the file there)"
+    )
     parser.add_argument("--list", action="store_true", help="list the released checkpoints' settings and links")
     parser.add_argument("--json", action="store_true", help="also print the conversion record as JSON")
     parser.set_defaults(func=cmd_convert)

@@ -83,8 +83,9 @@ def cmd_model_save(args: argparse.Namespace) -> int:
     saved = save_pretrained(
         args.source, args.out, identities=args.identities, license=args.license, overwrite=args.overwrite
     )
-    results = saved.config.get("results", {}).get("final")
-    measured = f"mAP {100 * results['mAP']:.2f}" if results else "no results in the source (no eval.json)"
+    results = saved.config.get("results", {})
+    final = results.get("final") or next(iter(results.get("evaluated", {}).values()), None)
+    measured = f"mAP {100 * final['mAP']:.2f}" if final else "no results of these weights in the source (no eval.json)"
     print(f"wrote {saved.folder}: {', '.join(p.name for p in saved.files)} ({measured})")
     print(f"  load it with svllreid.from_pretrained('{saved.folder}') or --checkpoint {saved.folder}")
     return 0

@@ -243,7 +243,7 @@ def _geometry(
 
 
 def _side_info(
-    ours: dict[str, torch.Tensor], vit: bool, settings: ConversionSettings | None, facts: _Facts, notes: list[str]
+    ours: dict[str, torch.Tensor], vit: bool, settings: ConversionSettings | None, facts: _Facts
 ) -> tuple[str | None, int, int, float]:
     table = ours.get("image_encoder.sie.table")
     mode = settings.sie if settings else None
@@ -278,6 +278,12 @@ def _side_info(
             raise ConversionError(
                 f"the checkpoint's SIE table has {rows} rows, but {origin} has {cams} cameras and {views} views: it "
                 "fits neither cameras, views nor their pairs. Pass the config of the setting the file was trained with"
+            )
+        elif len(options) > 1:
+            shown = " or ".join(option[0] for option in options)
+            raise ConversionError(
+                f"the checkpoint's SIE table has {rows} rows, which fit {shown} with {origin}'s {cams} cameras and "
+                f"{views} views; say which with 'sie' in --config"
             )
         else:
             mode, cams, views = options[0]
@@ -322,9 +328,9 @@ def _side_info(
     return mode, int(cams or 0), int(views or 0), float(coef)
 
 
-def _clip_token_embedding(model: Any, their_text: dict[str, torch.Tensor], weights: str) -> None:
+def _check_clip_weights(model: Any, their_text: dict[str, torch.Tensor], weights: str) -> None:
     """Check that the CLIP of ``weights`` (loaded into ``model``) is the one the checkpoint's text tower
-    came from (their copy is fp16)."""
+    came from, by the text tower's positional embedding (to fp16 rounding: their CLIP came as fp16)."""
     mine = model.text_encoder.positional_embedding.detach()
     theirs = their_text.get("text_encoder.positional_embedding")
     if theirs is None:
@@ -384,9 +390,7 @@ def _template_rows(
     table = text.token_embedding.weight
     kind = learner.kind
     if with_clip:
-        kind = _template_kind(model, saved[end], kind_given)
-        if kind != learner.kind:  # the caller builds the learner for the template (see _template_kind)
-            raise ConversionError(f"the network's prompt template is {learner.kind}'s, the checkpoint's {kind}'s")
+        kind = _template_kind(model, saved[end], kind_given)  # the caller built the learner for it
     written: set[int] = set()
     with torch.no_grad():
         for position in [*range(start), *range(end, full)]:
@@ -441,9 +445,16 @@ def convert_authors_checkpoint(
     if source not in SOURCES:
         raise ConversionError(f"--from must be one of {', '.join(SOURCES)}; got {source!r}")
     path = Path(path).expanduser()
-    target = Path(out).expanduser() / "checkpoints" / "model.safetensors"
-    if target.exists() and not overwrite:
-        raise ConversionError(f"{target} exists already; pass another --out, or --overwrite to replace that model")
+    folder = Path(out).expanduser()
+    target = folder / "checkpoints" / "model.safetensors"
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        if not (folder / RECORD_NAME).is_file():
+            raise ConversionError(
+                f"{folder} exists and holds something else than a conversion (no {RECORD_NAME}); convert writes a "
+                "new folder: pass another --out"
+            )
+        if not overwrite:
+            raise ConversionError(f"{folder} holds a converted model already; pass another --out, or --overwrite")
     state = read_authors_file(path)
     foreign = identify_foreign(state)
     if foreign is not None:
@@ -456,20 +467,34 @@ def convert_authors_checkpoint(
             f"{path} has {len(unknown)} tensors with no place in a CLIP-ReID / SVLL-ReID network (e.g. "
             f"{', '.join(unknown[:4])}); it is not a file of theirs, or of a version svllreid does not know"
         )
+    vit = "image_encoder.visual.proj" in ours
+    grid = "image_encoder.visual." + ("positional_embedding" if vit else "attnpool.positional_embedding")
+    needed = [grid, "neck.classifier.weight", "neck_proj.classifier.weight", "neck.bn.weight", "neck_proj.bn.weight"]
+    lacking = [key for key in needed if key not in ours]
+    if lacking:
+        raise ConversionError(
+            f"{path} lacks tensors every CLIP-ReID / SVLL-ReID network has (e.g. {', '.join(lacking[:3])}); the "
+            "file is incomplete or of another layout"
+        )
     facts, notes = _Facts(), list(settings.notes) if settings else []
     arch = _architecture(ours, settings, facts)
-    vit = "image_encoder.visual.proj" in ours
     classes = int(ours["neck.classifier.weight"].shape[0])
     if settings is not None:
         _check("identities", classes, settings.identities, settings.origin, "classifier")
     facts.set("identities", classes, "inferred from the classifier's rows")
     prompts = ours.get("prompt_learner.cls_ctx")
+    if settings is not None and settings.text is not None and settings.text != (prompts is not None):
+        has, says = ("has", "a baseline without") if prompts is not None else ("has no", "a network with")
+        raise ConversionError(
+            f"the checkpoint {has} learned prompts, but {settings.origin} describes {says} prompts; pass the "
+            "setting of the method the file was trained with (a baseline or CLIP-ReID)"
+        )
     if prompts is not None and int(prompts.shape[0]) != classes:
         raise ConversionError(
             f"{path}: {prompts.shape[0]} learned prompts but {classes} classifier rows; the file is inconsistent"
         )
     size, stride = _geometry(ours, vit, settings, facts)
-    sie, cams, views, coef = _side_info(ours, vit, settings, facts, notes)
+    sie, cams, views, coef = _side_info(ours, vit, settings, facts)
     if settings and settings.pixel_mean is not None and settings.pixel_std is not None:
         mean, std = settings.pixel_mean, settings.pixel_std
         facts.set("normalisation", {"mean": list(mean), "std": list(std)}, f"given by {settings.origin}")
@@ -525,7 +550,7 @@ def convert_authors_checkpoint(
     model = build(kind_given or "person")
     has_text = any(k.startswith("text_encoder.") for k in ours)
     if clip_weights and has_text:
-        _clip_token_embedding(model, ours, clip_weights)
+        _check_clip_weights(model, ours, clip_weights)
     if (
         clip_weights
         and prompts is not None

@@ -180,11 +180,42 @@ def _own_settings(values: dict[str, Any], origin: str) -> ConversionSettings:
             f"{origin}: unknown setting(s) {', '.join(unknown)}; the settings are {', '.join(sorted(_OWN_FIELDS))} "
             "(or pass the authors' own config, or a released setting's name)"
         )
-    fields = dict(values)
-    for key in ("image_size", "pixel_mean", "pixel_std"):
-        if fields.get(key) is not None:
-            fields[key] = tuple(fields[key])
+    fields = {key: _checked(key, value, origin) for key, value in values.items() if value is not None}
     return ConversionSettings(origin=origin, **fields)
+
+
+#: Each setting's check and what it must be (for the message).
+_SHAPES: dict[str, tuple[Any, str]] = {
+    "arch": (lambda v: isinstance(v, str), "an open_clip architecture name, e.g. ViT-B-16"),
+    "image_size": (
+        lambda v: isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and x > 0 for x in v),
+        "[height, width], e.g. [256, 128]",
+    ),
+    "stride": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
+    "sie": (lambda v: v in ("none", "camera", "view", "camera_view", "table"), "none, camera, view or camera_view"),
+    "sie_coef": (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number, e.g. 1.0"),
+    "identities": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
+    "cameras": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
+    "views": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer"),
+    "pixel_mean": (
+        lambda v: isinstance(v, list) and len(v) == 3 and all(isinstance(x, int | float) for x in v),
+        "three numbers, e.g. [0.5, 0.5, 0.5]",
+    ),
+    "pixel_std": (
+        lambda v: isinstance(v, list) and len(v) == 3 and all(isinstance(x, int | float) and x > 0 for x in v),
+        "three positive numbers, e.g. [0.5, 0.5, 0.5]",
+    ),
+    "dataset": (lambda v: isinstance(v, str), "svllreid's dataset name, e.g. market1501"),
+    "kind": (lambda v: v in ("person", "vehicle"), "person or vehicle"),
+    "text": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _checked(key: str, value: Any, origin: str) -> Any:
+    check, wanted = _SHAPES[key]
+    if not check(value):
+        raise ConversionError(f"{origin}: {key} is {value!r}; it must be {wanted}")
+    return tuple(value) if isinstance(value, list) else value
 
 
 def load_settings(config: str | None) -> ConversionSettings | None:

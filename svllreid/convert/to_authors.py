@@ -83,13 +83,15 @@ def authors_config(trained: TrainedModel, weight: Path, dataset: str) -> str:
 
 
 def write_authors_checkpoint(
-    trained: TrainedModel, source: str, out: str | Path, *, any_architecture: bool = False
+    trained: TrainedModel, source: str, out: str | Path, *, any_architecture: bool = False, overwrite: bool = False
 ) -> AuthorsExport:
     """Write ``trained`` as the authors' ``source`` code saves it, and the config to test it with.
 
     Args:
         any_architecture: write another CLIP architecture in their layout too (for a fork of their code
             that builds it); by default only what their builder knows, ViT-B-16 and RN50.
+        overwrite: replace an existing file and config (by default they are kept: they may be the authors'
+            own download).
 
     Raises:
         ConversionError: a network their code cannot build (another backbone, a ResNet at last stride 2).
@@ -109,6 +111,12 @@ def write_authors_checkpoint(
     out = Path(out).expanduser()
     if out.is_dir() or not out.suffix:
         out = out / f"{spec.arch}_svllreid_{source.replace('-', '')}.pth"
+    existing = [p for p in (out, out.with_suffix(".yml")) if p.exists()]
+    if existing and not overwrite:
+        raise ConversionError(
+            f"{' and '.join(str(p) for p in existing)} exist already; pass another --out, or --overwrite to replace "
+            "them"
+        )
     check_writable(out)
     notes = []
     dataset = _THEIR_DATASETS.get(trained.trained_on)
@@ -129,7 +137,7 @@ def write_authors_checkpoint(
     tensors = to_authors_names(
         trained.model.state_dict(), svll_heads=source == "svll-reid", prefix=learner.token_prefix, suffix=suffix
     )
-    if trained.checkpoint.meta.get("text") == "none":
+    if trained.text_support == "none":
         tensors = {k: v for k, v in tensors.items() if not k.startswith(("prompt_learner.", "text_encoder."))}
         notes.append("a baseline without prompts: no text side is written (load it with their make_model.py)")
     buffer = io.BytesIO()

@@ -139,8 +139,9 @@ def evaluate_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     result = CheckpointEvaluation(out, trained, data, evaluation, side_info, notes)
     payload = {
-        "checkpoint": str(trained.checkpoint.path),
+        "checkpoint": trained.checkpoint.name,
         "model": trained.describe(),
+        "weights_sha256": trained.weights_digest(),  # which weights these results are of (model cards check it)
         "dataset": {"name": data.name, "root": data.root},
         "flip": flip,
         "rerank": rerank,

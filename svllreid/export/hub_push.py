@@ -9,7 +9,7 @@ from pathlib import Path
 
 from svllreid.errors import ExportError
 from svllreid.export.pretrained import SavedModel, save_pretrained
-from svllreid.inference.model_folder import HUB_PREFIX
+from svllreid.inference.model_folder import HUB_PREFIX, check_repo_id, first_line
 
 __all__ = ["Pushed", "push_to_hub"]
 
@@ -53,10 +53,10 @@ def push_to_hub(
     (``ORG/NAME``, created if missing).
 
     Raises:
-        ExportError: a malformed repository name, no token, or an upload the Hub refused.
+        CheckpointError: a malformed repository name.
+        ExportError: no token, or an upload the Hub refused.
     """
-    if repo.count("/") != 1 or not all(repo.split("/")):
-        raise ExportError(f"--repo {repo!r}: a Hub repository is ORG/NAME (your user name or an organisation)")
+    check_repo_id(repo, f"--repo {repo!r}")
     secret = _token(token)
     from huggingface_hub import HfApi
 
@@ -80,7 +80,7 @@ def push_to_hub(
             )
         except Exception as err:  # HTTP errors: a bad token, no write access, the Hub unreachable
             raise ExportError(
-                f"the Hub refused the upload to {repo} ({type(err).__name__}: {str(err).splitlines()[0]}); check the "
+                f"the Hub refused the upload to {repo} ({type(err).__name__}: {first_line(err)}); check the "
                 "token's write access and the repository name"
             ) from None
     commit = getattr(info, "oid", None)

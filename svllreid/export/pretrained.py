@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from safetensors.torch import save_file
 
@@ -28,7 +27,10 @@ from svllreid.inference.model_folder import (
     FOLDER_FORMAT,
     FOLDER_VERSION,
     WEIGHTS_FILE,
+    first_line,
     is_hub_name,
+    is_model_folder,
+    read_folder_config,
     weights_sha256,
 )
 from svllreid.version import __version__
@@ -69,25 +71,24 @@ def _read_json(path: Path) -> dict[str, Any]:
     return saved if isinstance(saved, dict) else {}
 
 
-def _results(run: Path | None, checkpoint: Path) -> dict[str, Any]:
-    """The headline metrics of a run: its ``eval.json`` (the final model and the untrained start), and the
-    evaluations ``svllreid eval`` wrote into it (``eval/<dataset>/eval.json``; a converted model has only
-    those), by folder name, but not those older than ``checkpoint`` (of weights it has replaced)."""
+def _results(run: Path | None, checkpoint: Path, weights: str) -> dict[str, Any]:
+    """The headline metrics of a run: its ``eval.json`` (the final model and the untrained start) when
+    ``checkpoint`` is the run's final model, and the evaluations ``svllreid eval`` wrote into it
+    (``eval/<dataset>/eval.json``; a converted model has only those) of these ``weights`` (their SHA-256)."""
     if run is None:
         return {}
     out: dict[str, Any] = {}
-    saved = _read_json(run / "eval.json")
-    for key in ("final", "untrained"):
-        entry = saved.get(key)
-        if isinstance(entry, dict) and "mAP" in entry:
-            out[key] = {k: entry[k] for k in _METRICS if k in entry}
+    if checkpoint == run / "checkpoints" / "model.safetensors":
+        saved = _read_json(run / "eval.json")
+        for key in ("final", "untrained"):
+            entry = saved.get(key)
+            if isinstance(entry, dict) and "mAP" in entry:
+                out[key] = {k: entry[k] for k in _METRICS if k in entry}
     evaluated = {}
-    written = checkpoint.stat().st_mtime if checkpoint.is_file() else 0.0
     for file in sorted(run.glob("eval/*/eval.json")):
-        if file.stat().st_mtime < written:
-            continue
-        entry = _read_json(file).get("result")
-        if isinstance(entry, dict) and "mAP" in entry:
+        saved = _read_json(file)
+        entry = saved.get("result")
+        if saved.get("weights_sha256") == weights and isinstance(entry, dict) and "mAP" in entry:
             evaluated[file.parent.name] = {k: entry[k] for k in _METRICS if k in entry}
     if evaluated:
         out["evaluated"] = evaluated
@@ -104,7 +105,7 @@ def _identities(checkpoint: Checkpoint) -> list[str]:
     except (DatasetError, OSError) as err:
         raise ExportError(
             f"the identity names come from the training set ({data.dataset} at {data.root or 'its default root'}), "
-            f"which cannot be read here: {str(err).splitlines()[0]}. Save without identity names, or where the "
+            f"which cannot be read here: {first_line(err)}. Save without identity names, or where the "
             "training set is"
         ) from None
     classes = int(checkpoint.meta["spec"]["num_classes"])
@@ -126,7 +127,7 @@ def _shareable_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def folder_config(
     checkpoint: Checkpoint,
-    tensors: dict[str, torch.Tensor],
+    weights: str,
     *,
     name: str,
     identities: list[str] | None,
@@ -160,7 +161,7 @@ def folder_config(
         "training": {"stage": meta.get("stage"), "epoch": meta.get("epoch"), "config": _shareable_config(saved)},
         "results": results,
         "license": license,
-        "weights_sha256": weights_sha256(tensors),
+        "weights_sha256": weights,
     }
     if meta.get("converted"):
         config["converted"] = meta["converted"]
@@ -220,7 +221,7 @@ def model_card(config: dict[str, Any], *, load_as: str) -> str:
     lines += [
         f"A {kind} re-identification model: {spec['arch']} at {', '.join(geometry)}, {made}, on "
         f"**{dataset}** ({spec['num_classes']} training identities). It turns a {kind} crop into a "
-        "feature vector; two crops of the same {kind} have a high cosine similarity.",
+        f"feature vector; two crops of the same {kind} have a high cosine similarity.",
         "",
         "## Results",
         "",
@@ -343,28 +344,39 @@ def save_pretrained(
         CheckpointError: no trained model at ``source``.
         ExportError: ``folder`` exists (without ``overwrite``), or the identity names cannot be read.
     """
-    folder = Path(folder).expanduser()
-    if folder.exists() and not overwrite and (not folder.is_dir() or any(folder.iterdir())):
-        raise ExportError(
-            f"{folder} exists already; pass another folder, or overwrite=True (--overwrite) to replace it"
-        )
+    folder = Path(folder).expanduser().resolve()
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        if not is_model_folder(folder):
+            raise ExportError(
+                f"{folder} exists and is not a model folder; svllreid replaces nothing else. Pass a new or empty folder"
+            )
+        if not overwrite:
+            raise ExportError(
+                f"{folder} exists already; pass another folder, or overwrite=True (--overwrite) to replace it"
+            )
     resolved = resolve_checkpoint(source)
+    if resolved.resolve().is_relative_to(folder):
+        raise ExportError(f"{folder} holds the model being saved ({resolved}); save it to another folder")
     checkpoint = read_checkpoint(source if is_hub_name(source) else resolved)
     if checkpoint.meta.get("task") == PRETRAIN_TASK or "spec" not in checkpoint.meta:
         raise CheckpointError(f"{checkpoint.path} is not a trained ReID model (a pretraining checkpoint?)")
     tensors = {k: v.contiguous() for k, v in checkpoint.group("model").items()}
-    names = _identities(checkpoint) if identities else None
+    weights = weights_sha256(tensors)
+    # A model folder saved again keeps what it knew: results, identity names, license.
+    prior = read_folder_config(resolved.parent) if is_model_folder(resolved.parent) else {}
+    names = _identities(checkpoint) if identities else prior.get("identities")
     config = folder_config(
         checkpoint,
-        tensors,
+        weights,
         name=name or folder.name,
         identities=names,
-        results=_results(_run_folder(source, resolved), resolved),
-        license=license,
+        results=_results(_run_folder(source, resolved), resolved, weights) or prior.get("results") or {},
+        license=license or prior.get("license"),
     )
     folder.parent.mkdir(parents=True, exist_ok=True)
+    for stale in folder.parent.glob(f".{folder.name}.partial-*"):  # left by an interrupted save
+        shutil.rmtree(stale, ignore_errors=True)
     staging = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})

@@ -28,12 +28,14 @@ from torch import nn
 from svllreid.errors import CheckpointError
 from svllreid.fileio import atomic_write_safetensors
 from svllreid.inference.model_folder import (
+    CONFIG_FILE,
     WEIGHTS_FILE,
     is_hub_name,
     is_model_folder,
     read_folder_config,
     read_model_folder,
     resolve_hub_name,
+    weights_sha256,
 )
 from svllreid.version import __version__
 
@@ -185,10 +187,10 @@ def read_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
     if hub is not None:
         path = resolve_checkpoint(hub)
     path = Path(path).expanduser()
-    if path.is_dir() and is_model_folder(path):
-        path = path / WEIGHTS_FILE
+    if path.is_dir() and (path / "checkpoints" / "last.safetensors").is_file():
+        path = path / "checkpoints" / "last.safetensors"  # where a run resumes (and --from starts) from
     elif path.is_dir():
-        path = path / "checkpoints" / "last.safetensors" if (path / "checkpoints").is_dir() else path
+        path = resolve_checkpoint(path)
     if _in_model_folder(path):  # its own messages for a missing or damaged file
         weights, config, tensors = read_model_folder(path.parent)
         meta = folder_checkpoint_meta(config)
@@ -239,12 +241,12 @@ def folder_checkpoint_meta(config: dict[str, Any]) -> dict[str, Any]:
         "stage": training.get("stage"),
         "epoch": training.get("epoch"),
         "text": config.get("text", "free-text"),
-        "model_folder": {k: config.get(k) for k in ("name", "hub") if config.get(k)},
+        "model_folder": {"name": config.get("name")},
     }
     if config.get("converted"):
         meta["converted"] = config["converted"]
     # The key of compiled query encoders (svllreid.inference.query_encoder): the weights and what feeds them.
-    facts = json.dumps({k: v for k, v in config.items() if k not in ("hub",)}, sort_keys=True)
+    facts = json.dumps(config, sort_keys=True)
     meta[DIGEST_KEY] = hashlib.sha256(facts.encode()).hexdigest()
     return meta
 
@@ -263,6 +265,17 @@ def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path).expanduser()
     if path.is_dir() and is_model_folder(path):
         return path / WEIGHTS_FILE
+    weights = path / WEIGHTS_FILE
+    if (
+        path.is_dir()
+        and weights.is_file()
+        and not (path / "checkpoints").is_dir()
+        and not read_checkpoint_meta(weights)
+    ):
+        raise CheckpointError(
+            f"{path} is an incomplete model folder: {CONFIG_FILE} missing (a model folder holds {WEIGHTS_FILE}, "
+            f"{CONFIG_FILE} and README.md); copy or download the whole folder again"
+        )
     if path.is_dir():
         folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
         for name in RUN_CHECKPOINTS:
@@ -292,12 +305,8 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any] | None:
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:
     """SHA-256 of a model's tensors (names, shapes, dtypes, bytes): equal for copies of the same weights,
-    wherever they were loaded (an eager model, its TorchScript copy)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(state.items()):
-        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().data)
-    return digest.hexdigest()
+    wherever they were loaded (an eager model, its TorchScript copy, a model folder's checksum)."""
+    return weights_sha256(state)
 
 
 def load_model_state(model: nn.Module, checkpoint: Checkpoint) -> None:

@@ -28,6 +28,8 @@ __all__ = [
     "FOLDER_VERSION",
     "HUB_PREFIX",
     "WEIGHTS_FILE",
+    "check_repo_id",
+    "first_line",
     "is_hub_name",
     "is_model_folder",
     "read_folder_config",
@@ -61,13 +63,25 @@ def is_model_folder(path: str | Path) -> bool:
 
 
 def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of tensors by name, dtype, shape and bytes (name order)."""
+    """SHA-256 of a network's tensors (names, shapes, dtypes, bytes, in name order): equal for copies of the
+    same weights wherever they were loaded, and what feature files, indexes and evaluations record
+    (:meth:`svllreid.inference.trained.TrainedModel.weights_digest`)."""
     digest = hashlib.sha256()
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().to("cpu").contiguous()
-        digest.update(f"\0{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+    for name, tensor in sorted(tensors.items()):
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().data)
     return digest.hexdigest()
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type's name for an empty one)."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def check_repo_id(repo_id: str, shown: str) -> None:
+    """Refuse a Hub repository name that is not ORG/NAME."""
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise CheckpointError(f"{shown}: a Hub model is named ORG/NAME (a user or organisation, then the model)")
 
 
 def read_folder_config(folder: Path) -> dict[str, Any]:
@@ -131,33 +145,40 @@ def resolve_hub_name(name: str) -> Path:
         CheckpointError: a malformed name, or one not in the cache while offline (``HF_HUB_OFFLINE=1``), or a
             download that failed.
     """
-    spec = name[len(HUB_PREFIX) :]
-    repo_id, _, revision = spec.partition("@")
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise CheckpointError(f"{name}: a Hub name is hf-hub:ORG/NAME or hf-hub:ORG/NAME@REVISION")
+    repo_id, _, revision = name[len(HUB_PREFIX) :].partition("@")
+    check_repo_id(repo_id, f"{name} (hf-hub:ORG/NAME or hf-hub:ORG/NAME@REVISION)")
     try:
         from huggingface_hub import constants, snapshot_download
         from huggingface_hub.errors import LocalEntryNotFoundError
     except ImportError as err:  # pragma: no cover (a dependency of svllreid)
         raise CheckpointError(f"{name} needs huggingface_hub: pip install huggingface_hub ({err})") from None
     offline = bool(constants.HF_HUB_OFFLINE)
+    where = f"revision {revision}" if revision else "its main revision"
     try:
-        path = snapshot_download(
-            repo_id,
-            revision=revision or None,
-            allow_patterns=list(FOLDER_FILES),
-            local_files_only=offline,
+        path = Path(
+            snapshot_download(
+                repo_id, revision=revision or None, allow_patterns=list(FOLDER_FILES), local_files_only=offline
+            )
         )
     except LocalEntryNotFoundError:
-        where = f"revision {revision}" if revision else "its main revision"
+        if offline:
+            raise CheckpointError(
+                f"{name} ({where}) is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is "
+                f"set, so it cannot be downloaded. Download it once while online (unset HF_HUB_OFFLINE and run the "
+                f"command again, or run: hf download {repo_id}), or pass a local model folder"
+            ) from None
         raise CheckpointError(
-            f"{name} ({where}) is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is set, "
-            f"so it cannot be downloaded. Download it once while online (unset HF_HUB_OFFLINE and run the command "
-            f"again, or run: hf download {repo_id}), or pass a local model folder"
+            f"{name} ({where}) could not be downloaded (is the Hub reachable?) and is not in the Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}); check your connection, or pass a local model folder"
         ) from None
-    except Exception as err:  # network errors, a repository that does not exist, a private one without a token
+    except Exception as err:  # a repository that does not exist, a private one without a token, HTTP errors
         raise CheckpointError(
-            f"{name} cannot be fetched from the Hugging Face Hub ({type(err).__name__}: {str(err).splitlines()[0]}); "
-            "check the name and your connection (a private model needs HF_TOKEN or 'hf auth login')"
+            f"{name} cannot be fetched from the Hugging Face Hub ({type(err).__name__}: {first_line(err)}); check the "
+            "name and your connection (a private model needs HF_TOKEN or 'hf auth login')"
         ) from None
-    return Path(path)
+    if not is_model_folder(path):
+        raise CheckpointError(
+            f"{name} ({where}) holds no svllreid model folder ({CONFIG_FILE} of format {FOLDER_FORMAT!r} and "
+            f"{WEIGHTS_FILE}); svllreid loads models written by 'svllreid model save' or 'svllreid push'"
+        )
+    return path

@@ -129,13 +129,13 @@ class TrainedModel:
         source = self.checkpoint.meta.get("converted", {}).get("from", "another codebase")
         if support == "prompts":
             raise CheckpointError(
-                f"{self.checkpoint.path} was converted from a {source} checkpoint without CLIP's token embedding, "
+                f"{self.checkpoint.name} was converted from a {source} checkpoint without CLIP's token embedding, "
                 "which searching by description needs (the authors' files do not hold it). Convert it again with "
                 f"the CLIP it was trained from: svllreid convert --from {source} FILE.pth --clip-weights openai "
                 "(or a CLIP weights file) --out DIR --overwrite"
             )
         raise CheckpointError(
-            f"{self.checkpoint.path} is a {source} baseline without prompts or text encoder: it searches by photo only"
+            f"{self.checkpoint.name} is a {source} baseline without prompts or text encoder: it searches by photo only"
         )
 
     @property
@@ -264,10 +264,13 @@ def load_trained_model(path: str | Path, device: str = "auto") -> TrainedModel:
     """
     from svllreid.models.factory import ModelSpec, create_model  # open_clip
 
-    resolved = resolve_checkpoint(path)
-    if resolved.suffix.lower() == ".onnx":
-        raise CheckpointError(f"{resolved} is an ONNX export, not a checkpoint: pass it as --model {resolved}")
-    checkpoint = read_checkpoint(path if is_hub_name(path) else resolved)  # a hub name is kept, pinned
+    if is_hub_name(path):
+        checkpoint = read_checkpoint(path)  # resolved once, and kept as the name pinned to its revision
+    else:
+        resolved = resolve_checkpoint(path)
+        if resolved.suffix.lower() == ".onnx":
+            raise CheckpointError(f"{resolved} is an ONNX export, not a checkpoint: pass it as --model {resolved}")
+        checkpoint = read_checkpoint(resolved)
     meta = checkpoint.meta
     if meta.get("task") == PRETRAIN_TASK:
         raise CheckpointError(

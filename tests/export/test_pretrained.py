@@ -89,6 +89,7 @@ def test_a_saved_folder_describes_itself_and_loads_bit_identical(run: Path, imag
     assert metric == {"type": "mAP", "value": round(100 * evaluation["final"]["mAP"], 2), "name": "mAP"}
     assert f"{100 * evaluation['untrained']['mAP']:.2f}" in card and "its pretrained start" in card
     assert f'svllreid.FeatureExtractor("{saved.folder}")' in card
+    assert "{" not in card.split("---", 2)[2]  # every placeholder of the body filled in
     assert np.array_equal(features(saved.folder, images), features(run, images))
     trained = svllreid.from_pretrained(saved.folder, device="cpu")
     assert trained.weights_digest() == load_trained_model(run, "cpu").weights_digest()
@@ -100,16 +101,29 @@ def test_identity_names_come_from_the_training_set(run: Path, tmp_path: Path) ->
     assert len(names) == load_trained_model(run, "cpu").spec.num_classes and all(isinstance(n, str) for n in names)
 
 
-def test_an_existing_folder_is_kept_unless_overwrite(run: Path, tmp_path: Path) -> None:
+def test_only_a_model_folder_is_replaced_and_only_with_overwrite(run: Path, tmp_path: Path) -> None:
     folder = tmp_path / "kept"
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
-    with pytest.raises(ExportError, match="exists already; pass another folder, or overwrite"):
-        svllreid.save_pretrained(run, folder)
+    for overwrite in (False, True):
+        with pytest.raises(ExportError, match="exists and is not a model folder; svllreid replaces nothing else"):
+            svllreid.save_pretrained(run, folder, overwrite=overwrite)
     assert (folder / "notes.txt").read_text() == "mine"
-    svllreid.save_pretrained(run, folder, overwrite=True)
-    assert not (folder / "notes.txt").exists() and (folder / "model.safetensors").is_file()
-    assert not list(tmp_path.glob(".kept.*"))  # no staging or old copy left behind
+    model = tmp_path / "model"
+    svllreid.save_pretrained(run, model)
+    with pytest.raises(ExportError, match="exists already; pass another folder, or overwrite"):
+        svllreid.save_pretrained(run, model)
+    (model / "stray.txt").write_text("x")
+    svllreid.save_pretrained(run, model, overwrite=True, license="mit")
+    assert not (model / "stray.txt").exists() and (model / "model.safetensors").is_file()
+    assert not list(tmp_path.glob(".model.*"))  # no staging or old copy left behind
+    with pytest.raises(ExportError, match="holds the model being saved"):
+        svllreid.save_pretrained(model, model, overwrite=True)
+    with pytest.raises(ExportError, match="exists and is not a model folder"):
+        svllreid.save_pretrained(run, run.parent, overwrite=True)  # a folder of runs is never replaced
+    again = svllreid.save_pretrained(model, tmp_path / "copy")  # a folder saved again keeps what it knew
+    assert again.config["results"] == json.loads((model / "config.json").read_text())["results"]
+    assert again.config["license"] == "mit"
 
 
 def test_hf_hub_names_load_offline_from_the_cache_pinned_to_their_revision(
@@ -133,6 +147,14 @@ def test_hf_hub_names_load_offline_from_the_cache_pinned_to_their_revision(
     assert np.allclose(np.load(out)["feats"], expected, atol=1e-6)
     with pytest.raises(CheckpointError, match=r"not in the Hugging Face cache .* HF_HUB_OFFLINE is set"):
         svllreid.from_pretrained("hf-hub:svll/missing", device="cpu")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "README.md").write_text("a repository of something else")
+    offline_hub(hub_cache(tmp_path / "second", other, repo="svll/other"))
+    with pytest.raises(
+        CheckpointError, match=r"hf-hub:svll/other \(its main revision\) holds no svllreid model folder"
+    ):
+        svllreid.from_pretrained("hf-hub:svll/other", device="cpu")
 
 
 def test_a_folder_of_a_newer_version_or_with_a_missing_or_damaged_file_is_refused(run: Path, tmp_path: Path) -> None:
@@ -149,6 +171,11 @@ def test_a_folder_of_a_newer_version_or_with_a_missing_or_damaged_file_is_refuse
     (missing / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"incomplete model folder: model\.safetensors missing"):
         svllreid.from_pretrained(missing, device="cpu")
+    no_config = tmp_path / "no-config"
+    shutil.copytree(saved.folder, no_config)
+    (no_config / "config.json").unlink()
+    with pytest.raises(CheckpointError, match=r"incomplete model folder: config\.json missing"):
+        svllreid.from_pretrained(no_config, device="cpu")
     damaged = tmp_path / "damaged"
     shutil.copytree(saved.folder, damaged)
     from safetensors.torch import load_file, save_file
