@@ -288,7 +288,9 @@ def test_a_converted_model_searches_by_photo_and_by_description_and_exports(
     by_photo = json.loads(capsys.readouterr().out)
     assert Path(by_photo[0]["results"][0]["path"]).name == pictures[0].name  # the image itself ranks first
     assert main(["search", "--index", str(index), "--text", "a man in a red coat", "--topk", "3", "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)[0]["results"]) == 3
+    by_text = json.loads(capsys.readouterr().out)[0]["results"]
+    scores = [hit["score"] for hit in by_text]
+    assert len(by_text) == 3 and scores == sorted(scores, reverse=True)
     onnx = tmp_path / "converted.onnx"
     assert main(["export", "--checkpoint", str(model), "--format", "onnx", "--out", str(onnx)]) == 0
     assert "max abs difference" in capsys.readouterr().out and onnx.stat().st_size > 0
@@ -446,3 +448,14 @@ def test_a_setting_of_another_method_or_an_ambiguous_sie_table_is_refused(tmp_pa
     square = ConversionSettings(origin="square.yaml", image_size=(64, 32), cameras=4, views=4)
     with pytest.raises(ConversionError, match=r"4 rows, which fit camera or view .* say which with 'sie'"):
         convert(tmp_path, authors_state(sie_rows=4), settings=square)
+
+
+def test_a_vehicle_dataset_in_the_settings_gives_the_vehicle_template(tmp_path: Path) -> None:
+    state = authors_state(kind="vehicle")
+    settings = ConversionSettings(origin="veri.yaml", image_size=(64, 32), dataset="veri776")
+    result, trained = convert(tmp_path, state, settings=settings)
+    assert trained.spec.kind == "vehicle" and result.facts["prompt template"]["value"].endswith("vehicle.")
+    pids = torch.tensor([1, 4])
+    with torch.no_grad():
+        ours = trained.model.encode_text(pids)
+    assert (ours - prompt_features(tiny_clip("svll-tiny-vit"), state, pids)).abs().max() < 1e-5

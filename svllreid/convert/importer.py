@@ -410,6 +410,13 @@ def _template_rows(
     return kind
 
 
+def _dataset_kind(name: str) -> str | None:
+    """The prompt template's object for a dataset svllreid knows (person or vehicle), else None."""
+    from svllreid.data.datasets.registry import available_datasets, get_dataset_entry
+
+    return get_dataset_entry(name).kind if name in available_datasets() else None
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -520,6 +527,8 @@ def convert_authors_checkpoint(
             int(ours["lang_projector.net.6.weight"].shape[0]),
         )
     kind_given = settings.kind if settings else None
+    if kind_given is None and settings is not None and settings.dataset:
+        kind_given = _dataset_kind(settings.dataset)
 
     from svllreid.errors import PretrainedError
     from svllreid.models.factory import create_model

@@ -137,7 +137,7 @@ def test_hf_hub_names_load_offline_from_the_cache_pinned_to_their_revision(
         assert trained.checkpoint.name == f"hf-hub:svll/tiny@{COMMIT}"
         assert trained.identity()["checkpoint"] == f"hf-hub:svll/tiny@{COMMIT}"
         assert np.array_equal(features(name, images), expected)
-    # every command takes the name where it takes a checkpoint
+    # a command takes the name where it takes a checkpoint (extract here; all go through load_trained_model)
     out = tmp_path / "feats.npz"
     gallery = tmp_path / "gallery"
     gallery.mkdir()
