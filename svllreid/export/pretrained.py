@@ -238,11 +238,10 @@ def model_card(config: dict[str, Any], *, load_as: str) -> str:
                     f"| {label} | {row.get('dataset', dataset)} | {row.get('protocol', '–')} | {_percent(row['mAP'])} "
                     f"| {_percent(row.get('rank1'))} | {_percent(row.get('rank5'))} | {_percent(row.get('mINP'))} |"
                 )
-        lines += [
-            "",
-            "Measured by svllreid on the test splits, in %: when the run ended (its `eval.json`) and by "
-            "`svllreid eval` (`eval/<dataset>/eval.json`).",
-        ]
+        sources = (["when the run ended (its `eval.json`)"] if results.get("final") else []) + (
+            ["by `svllreid eval` (`eval/<dataset>/eval.json`)"] if evaluated else []
+        )
+        lines += ["", f"Measured by svllreid on the test splits, in %: {' and '.join(sources)}."]
     else:
         lines.append(
             "Not measured by svllreid for this folder. Measure them with `svllreid eval --checkpoint FOLDER "
