@@ -291,11 +291,11 @@ def test_a_converted_model_searches_by_photo_and_by_description_and_exports(
     by_text = json.loads(capsys.readouterr().out)[0]["results"]
     scores = [hit["score"] for hit in by_text]
     assert len(by_text) == 3 and scores == sorted(scores, reverse=True)
-    onnx = tmp_path / "converted.onnx"
-    assert main(["export", "--checkpoint", str(model), "--format", "onnx", "--out", str(onnx)]) == 0
-    assert "max abs difference" in capsys.readouterr().out and onnx.stat().st_size > 0
+    # BoxMOT's route for a network its CLIP builder cannot hold is an ONNX export, checked against the network
+    # before it is written (the plain --format onnx shares that exporter; tests/export covers it)
     assert main(["export", "--checkpoint", str(model), "--format", "boxmot", "--out", str(tmp_path)]) == 0
     assert "ONNX for BoxMOT's ONNX backend" in capsys.readouterr().out
+    assert (tmp_path / "osnet_x0_25_market1501-svll-tiny-vit.onnx").stat().st_size > 0
 
 
 def _settings(tmp_path: Path) -> Path:
