@@ -78,13 +78,12 @@ def add_card_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_model_save(args: argparse.Namespace) -> int:
-    from svllreid.export.pretrained import save_pretrained
+    from svllreid.export.pretrained import headline_result, save_pretrained
 
     saved = save_pretrained(
         args.source, args.out, identities=args.identities, license=args.license, overwrite=args.overwrite
     )
-    results = saved.config.get("results", {})
-    final = results.get("final") or next(iter(results.get("evaluated", {}).values()), None)
+    final = headline_result(saved.config.get("results") or {})
     measured = f"mAP {100 * final['mAP']:.2f}" if final else "no results of these weights in the source (no eval.json)"
     print(f"wrote {saved.folder}: {', '.join(p.name for p in saved.files)} ({measured})")
     print(f"  load it with svllreid.from_pretrained('{saved.folder}') or --checkpoint {saved.folder}")

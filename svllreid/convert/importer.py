@@ -369,11 +369,9 @@ def _template_kind(model: Any, word: torch.Tensor, kind_given: str | None) -> st
     return best
 
 
-def _template_rows(
-    model: Any, template: dict[str, torch.Tensor], facts: _Facts, with_clip: bool, kind_given: str | None
-) -> str:
-    """Put the template's saved embeddings in their rows of the token embedding. Returns the template kind
-    (person / vehicle): checked against CLIP's table when it is complete."""
+def _template_rows(model: Any, template: dict[str, torch.Tensor]) -> None:
+    """Put the template's saved embeddings in the rows of the token embedding that spell the network's
+    template (its learner was built for the template the caller decided: :func:`_template_kind`)."""
     from svllreid.models.prompts import PROMPT_TEMPLATES  # open_clip via the factory's imports
 
     learner, text = model.prompt_learner, model.text_encoder
@@ -387,10 +385,7 @@ def _template_rows(
             f'CLIP-ReID\'s "{PROMPT_TEMPLATES["person"]}" ({start} + 4 + {full - end} positions)'
         )
     saved = torch.cat([prefix[0], torch.zeros(4, prefix.shape[2]), suffix[0]])  # [77, width]
-    table = text.token_embedding.weight
-    kind = learner.kind
-    if with_clip:
-        kind = _template_kind(model, saved[end], kind_given)  # the caller built the learner for it
+    table, kind = text.token_embedding.weight, learner.kind
     written: set[int] = set()
     with torch.no_grad():
         for position in [*range(start), *range(end, full)]:
@@ -402,12 +397,6 @@ def _template_rows(
                 )
             table[row] = saved[position]
             written.add(row)
-    if not with_clip:
-        how = "given" if kind_given else "assumed (the template's words cannot be read without --clip-weights)"
-        facts.set("prompt template", PROMPT_TEMPLATES[kind], how)
-    else:
-        facts.set("prompt template", PROMPT_TEMPLATES[kind], "inferred: the template's saved embeddings match CLIP's")
-    return kind
 
 
 def _dataset_kind(name: str) -> str | None:
@@ -560,6 +549,8 @@ def convert_authors_checkpoint(
     has_text = any(k.startswith("text_encoder.") for k in ours)
     if clip_weights and has_text:
         _check_clip_weights(model, ours, clip_weights)
+    unread = "assumed (the template's words cannot be read without --clip-weights)"
+    template_how = "given" if kind_given else unread
     if (
         clip_weights
         and prompts is not None
@@ -570,6 +561,7 @@ def convert_authors_checkpoint(
         # it, else the template's rows would land in the person template's rows ("person" would embed as
         # "vehicle" in descriptions).
         kind_read = _template_kind(model, template["token_suffix"][0, 0], kind_given)
+        template_how = "inferred: the template's saved embeddings match CLIP's"
         if kind_read != model.prompt_learner.kind:
             model = build(kind_read)
     expected = model.state_dict()
@@ -594,8 +586,10 @@ def convert_authors_checkpoint(
             raise ConversionError(
                 f"{path} has learned prompts but not their template (prompt_learner.token_prefix/suffix)"
             )
-        kind = _template_rows(model, template, facts, bool(clip_weights), kind_given)
+        _template_rows(model, template)
         model.prompt_learner.refresh_template(model.text_encoder)
+        kind = model.prompt_learner.kind
+        facts.set("prompt template", model.prompt_learner.template, template_how)
         text_support = "free-text" if clip_weights else "prompts"
     else:
         kind = kind_given or "person"

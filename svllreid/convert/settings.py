@@ -23,8 +23,8 @@ import yaml
 from svllreid.errors import ConversionError
 
 __all__ = [
-    "AUTHORS_DATASETS",
     "ConversionSettings",
+    "authors_dataset_name",
     "authors_settings",
     "load_settings",
     "released",
@@ -83,12 +83,14 @@ def released_names() -> list[str]:
     return list(_table()["releases"])
 
 
-#: The authors' dataset names -> the facts of released.yaml (svllreid name, kind, size, ids, cameras, views).
 def _datasets() -> dict[str, dict[str, Any]]:
+    """The authors' dataset names -> the facts of released.yaml (svllreid name, kind, size, ids, cameras, views)."""
     return dict(_table()["datasets"])
 
 
-AUTHORS_DATASETS = tuple(_datasets())
+def authors_dataset_name(svllreid_name: str) -> str | None:
+    """The authors' name of a dataset svllreid knows by ``svllreid_name`` (None: their code has no loader)."""
+    return next((theirs for theirs, facts in _datasets().items() if facts["svllreid"] == svllreid_name), None)
 
 
 def _dataset_facts(name: str) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from svllreid.convert.authors_layout import SOURCES, to_authors_names
-from svllreid.convert.settings import AUTHORS_DATASETS
+from svllreid.convert.settings import authors_dataset_name
 from svllreid.errors import ConversionError
 from svllreid.fileio import atomic_write, atomic_write_text, check_writable
 
@@ -28,15 +28,6 @@ __all__ = ["AuthorsExport", "authors_config", "write_authors_checkpoint"]
 
 #: What the authors' model builder knows (their ``in_planes`` table).
 AUTHORS_ARCHS = ("ViT-B-16", "RN50")
-#: svllreid's dataset names -> theirs (their make_dataloader keys; the prompt template follows from them).
-_THEIR_DATASETS = {
-    "msmt17": "msmt17",
-    "market1501": "market1501",
-    "dukemtmc": "dukemtmc",
-    "occluded_duke": "occ_duke",
-    "veri776": "veri",
-    "vehicleid": "VehicleID",
-}
 
 
 @dataclass
@@ -119,7 +110,7 @@ def write_authors_checkpoint(
         )
     check_writable(out)
     notes = []
-    dataset = _THEIR_DATASETS.get(trained.trained_on)
+    dataset = authors_dataset_name(trained.trained_on)
     if dataset is None:
         dataset = "veri" if spec.kind == "vehicle" else "market1501"
         notes.append(
@@ -127,7 +118,6 @@ def write_authors_checkpoint(
             f"(their template for a {spec.kind}); their test builds the network for that dataset's training "
             f"identities, so give it a dataset class with {spec.num_classes} identities"
         )
-    assert dataset in AUTHORS_DATASETS
     if trained.interpolation != "bilinear":
         notes.append(
             f"this model was tested with {trained.interpolation} resizing; the authors' test resizes bilinearly"

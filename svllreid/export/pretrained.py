@@ -35,7 +35,7 @@ from svllreid.inference.model_folder import (
 )
 from svllreid.version import __version__
 
-__all__ = ["SavedModel", "model_card", "save_pretrained"]
+__all__ = ["SavedModel", "headline_result", "model_card", "save_pretrained"]
 
 _SIE_WORDS = {"camera": "SIE on cameras", "view": "SIE on views", "camera_view": "SIE on cameras and views"}
 
@@ -50,13 +50,8 @@ class SavedModel:
         return [self.folder / name for name in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE)]
 
 
-def _run_folder(source: str | Path, checkpoint: Path) -> Path | None:
-    """The run directory a checkpoint belongs to (where its ``eval.json`` is), if any."""
-    if is_hub_name(source):
-        return None
-    given = Path(source).expanduser()
-    if given.is_dir() and (given / "checkpoints").is_dir():
-        return given
+def _run_folder(checkpoint: Path) -> Path | None:
+    """The run directory a checkpoint file belongs to (where its ``eval.json`` is), if any."""
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
 
 
@@ -168,6 +163,11 @@ def folder_config(
     return config
 
 
+def headline_result(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The result a model folder leads with: the run's final evaluation, else the first ``svllreid eval``."""
+    return results.get("final") or next(iter((results.get("evaluated") or {}).values()), None)
+
+
 def _percent(value: Any) -> str:
     return f"{100 * float(value):.2f}" if isinstance(value, int | float) else "–"
 
@@ -187,7 +187,7 @@ def model_card(config: dict[str, Any], *, load_as: str) -> str:
         "pipeline_tag": "image-feature-extraction",
     }
     evaluated = results.get("evaluated") or {}
-    final = results.get("final") or next(iter(evaluated.values()), None)
+    final = headline_result(results)
     if final:
         front["metrics"] = ["mAP", "rank-1"]
         front["model-index"] = [
@@ -369,7 +369,7 @@ def save_pretrained(
         weights,
         name=name or folder.name,
         identities=names,
-        results=_results(_run_folder(source, resolved), resolved, weights) or prior.get("results") or {},
+        results=_results(_run_folder(resolved), resolved, weights) or prior.get("results") or {},
         license=license or prior.get("license"),
     )
     folder.parent.mkdir(parents=True, exist_ok=True)
