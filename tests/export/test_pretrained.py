@@ -223,3 +223,22 @@ def test_push_uploads_the_model_folder(run: Path, tmp_path: Path, monkeypatch: p
     assert 'from_pretrained("hf-hub:svll/tiny")' in (tmp_path / "sent" / "README.md").read_text()
     assert "load it anywhere as hf-hub:svll/tiny@feedbeef" in capsys.readouterr().out
     assert json.loads((tmp_path / "sent" / "config.json").read_text())["name"] == "svll/tiny"
+
+
+def test_malformed_hub_names_and_a_failed_download_get_their_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from svllreid.export.hub_push import push_to_hub
+
+    with pytest.raises(CheckpointError, match=r"hf-hub:tiny .*a Hub model is named ORG/NAME"):
+        svllreid.from_pretrained("hf-hub:tiny", device="cpu")
+    with pytest.raises(CheckpointError, match=r"--repo 'svll/tiny/x'.*a Hub model is named ORG/NAME"):
+        push_to_hub("unused", "svll/tiny/x", token="hf_test")
+
+    def unreachable(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise LocalEntryNotFoundError("connection error, and no cached snapshot")
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
+    with pytest.raises(CheckpointError, match=r"could not be downloaded \(is the Hub reachable\?\) and is not in"):
+        svllreid.from_pretrained("hf-hub:svll/tiny", device="cpu")
