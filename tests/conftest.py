@@ -148,3 +148,42 @@ def pku_root(tmp_path: Path) -> Path:
     write_images(root / "images", names)
     (root / "split.json").write_text('{"train_ids": ["001", "002"], "test_ids": ["003", "004"]}')
     return root
+
+
+@pytest.fixture(scope="session")
+def verification_run(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny trained run with a validation split (5 of its 20 synthetic identities held out), shared by
+    the verification and calibration tests: the :class:`svllreid.training.run.RunResult`."""
+    from svllreid.config import load_config
+    from svllreid.training.run import train
+    from tests.tiny_runs import TINY, small
+
+    tmp = tmp_path_factory.mktemp("verification")
+    overrides = small(
+        tmp,
+        "run",
+        **{
+            "data.options": "{ids: 20, cameras: 3, images_per_camera: 3, seed: 1}",
+            "data.validation_ids": 5,
+            "stage1.epochs": 1,
+            "stage2.epochs": 1,
+        },
+    )
+    return train(load_config(TINY, overrides), progress=False)
+
+
+@pytest.fixture(scope="session")
+def trained_eval_features(verification_run):
+    """The test features of :func:`verification_run`'s delivered model, with pids, cameras and the rows
+    of its query and gallery: ``(feats, pids, camids, q_rows, g_rows)``."""
+    import numpy as np
+
+    details = verification_run.final_details
+    row = {s.path: i for i, s in enumerate(details.samples)}
+    split = details.splits[0][0]
+    feats = details.feats.cpu().numpy()
+    pids = np.array([s.pid for s in details.samples])
+    camids = np.array([s.camid for s in details.samples])
+    q_rows = np.array([row[s.path] for s in split.query])
+    g_rows = np.array([row[s.path] for s in split.gallery])
+    return feats, pids, camids, q_rows, g_rows

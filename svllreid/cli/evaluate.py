@@ -51,8 +51,21 @@ def cmd_eval_text(args: argparse.Namespace) -> int:
 def cmd_eval_features(args: argparse.Namespace) -> int:
     from svllreid.metrics import KReciprocal, evaluate
     from svllreid.metrics.feature_file import read_feature_pair
+    from svllreid.metrics.summary import summarize
+    from svllreid.metrics.verification import verify
 
     query, gallery = read_feature_pair(args.query, args.gallery)
+    checked = None
+    if not args.no_verification:
+        checked = verify(
+            query["feats"],
+            gallery["feats"],
+            query["pids"],
+            gallery["pids"],
+            query.get("camids"),
+            gallery.get("camids"),
+            curves=False,
+        )
     result = evaluate(
         query["feats"],
         gallery["feats"],
@@ -64,14 +77,51 @@ def cmd_eval_features(args: argparse.Namespace) -> int:
         rerank=KReciprocal(args.k1, args.k2, args.lambda_value) if args.rerank else None,
     )
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps({**result.to_dict(), **({"verification": checked.to_dict()} if checked else {})}, indent=2))
         return 0
     rerank = f"; re-ranked (k1={args.k1}, k2={args.k2}, lambda={args.lambda_value})" if args.rerank else ""
     print(f"protocol: {result.protocol} ({result.protocol_rule}){rerank}")
     print(f"queries: {result.num_queries} ({result.num_skipped} skipped without a true match)")
     ranks = "  ".join(f"Rank-{k} {100 * result.rank(k):.2f}" for k in (1, 5, 10) if k <= args.max_rank)
     print(f"mAP {100 * result.mAP:.2f}  mINP {100 * result.mINP:.2f}  {ranks}")
+    if checked is not None:
+        print(verification_table(summarize("features", [("features", result)], [checked])))
     return 0
+
+
+def _rate(value: float | None, width: int = 10) -> str:
+    return f"{'–':>{width}}" if value is None else f"{100 * value:{width}.2f}"
+
+
+def verification_table(summary: dict[str, Any]) -> str:
+    """The verification metrics as a text table, one row per split (and the mean over several), then
+    the thresholds: "same identity" when the cosine similarity is at least the threshold. "–": an FPR
+    below one false accept of the split's pairs (not resolvable)."""
+    rows = [(split["split"], split.get("verification")) for split in summary["splits"]]
+    if any(checked is None for _, checked in rows):
+        return "verification: not computed (a split has no same- or no different-identity pairs)"
+    keys = list(rows[0][1]["tpr_at_fpr"])
+    rates = "".join(f"{'TPR@' + k:>10}" for k in keys)
+    header = f"{'split':<22}{'AUC':>8}{'EER':>8}{rates}   pairs (same / different)"
+    lines = ["verification (cosine similarity; TPR at FPR)", header, "-" * len(header)]
+    if len(rows) > 1:
+        rows.append(("mean", summary["verification"]))
+    for name, checked in rows:
+        pairs = f"{checked['positive_pairs']:,} / {checked['negative_pairs']:,}"
+        lines.append(
+            f"{name[:21]:<22}{_rate(checked['auc'], 8)}{_rate(checked['eer'], 8)}"
+            + "".join(_rate(checked["tpr_at_fpr"][k]) for k in keys)
+            + f"   {pairs}"
+        )
+    mean = summary["verification"] if len(rows) > 1 else rows[0][1]
+    thresholds = ", ".join(f"FPR {k}: {v:.4f}" for k, v in mean["threshold_at_fpr"].items() if v is not None)
+    lines.append(f"thresholds (same identity when similarity >= it): {thresholds}; EER at {mean['eer_threshold']:.4f}")
+    if not mean["exact"]:
+        lines.append(
+            f"(different-identity scores binned: AUC within {mean['auc_bound']:.1e}, EER within "
+            f"{mean['eer_bound']:.1e} of the exact values)"
+        )
+    return "\n".join(lines)
 
 
 def summary_table(summary: dict[str, Any]) -> str:
@@ -127,6 +177,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(summary_table(summary))
     print(format_summary(summary))
+    if "verification" in summary:
+        print(verification_table(summary))
     for name, path in result.files.items():
         print(f"{name:<14} {path}")
     return 0
@@ -161,7 +213,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="mAP / CMC / mINP of features extracted elsewhere",
         description="Evaluate query and gallery features saved as .npz files with arrays 'feats' [N, D], "
         "'pids' [N] and optionally 'camids' [N] (with cameras, same-identity-same-camera gallery images are "
-        "junk; without, nothing is excluded). Ranking is by Euclidean distance of the given features.",
+        "junk; without, nothing is excluded). Ranking is by Euclidean distance of the given features; the verification "
+        "metrics (ROC AUC, EER, TPR at FPR 1e-4 to 1e-1 with thresholds) by their cosine similarity.",
     )
     eval_features.add_argument("--query", required=True, help="query .npz")
     eval_features.add_argument("--gallery", required=True, help="gallery .npz")
@@ -173,6 +226,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--lambda", dest="lambda_value", type=float, default=0.3, help="re-ranking lambda (default 0.3)"
     )
     eval_features.add_argument("--json", action="store_true", help="print JSON (with the whole CMC curve)")
+    eval_features.add_argument(
+        "--no-verification", action="store_true", help="skip the verification metrics (ROC AUC, EER, TPR at FPR)"
+    )
     eval_features.set_defaults(func=cmd_eval_features)
 
     evaluate = subparsers.add_parser(

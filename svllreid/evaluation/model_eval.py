@@ -16,6 +16,7 @@ from svllreid.metrics.ranking import RankingResult, evaluate
 from svllreid.metrics.rerank import KReciprocal
 from svllreid.metrics.spread import feature_spread
 from svllreid.metrics.summary import summarize
+from svllreid.metrics.verification import VerificationResult, pair_scores
 
 __all__ = ["RANKED_LIST_LENGTH", "EvalOptions", "ModelEvaluation", "evaluate_model", "unique_test_samples"]
 
@@ -36,6 +37,8 @@ class EvalOptions:
         rerank: a re-ranker (:class:`svllreid.metrics.rerank.KReciprocal`) or None.
         topk: keep each query's first ``topk`` ranked gallery items (for pictures of ranked lists).
         side_info: feed cameras and views to an SIE model (False: as unknown, see :func:`image_encoder`).
+        verification: also the verification metrics of the splits' pairs (ROC AUC, EER, TPR at FPR;
+            :mod:`svllreid.metrics.verification`).
     """
 
     batch_size: int = 256
@@ -46,6 +49,7 @@ class EvalOptions:
     rerank: KReciprocal | None = None
     topk: int = 0
     side_info: bool = True
+    verification: bool = True
 
 
 def unique_test_samples(dataset: ReIDDataset) -> tuple[list[Sample], dict[str, int]]:
@@ -71,6 +75,8 @@ class ModelEvaluation:
         feats: float32 ``[N, D]`` test features on the evaluation device.
         identity_names: the dataset's own names of test pids where they differ from the numbers
             (:attr:`svllreid.data.types.ReIDDataset.test_names`), for the pictures.
+        verification: each split's verification metrics, in the order of ``splits`` (None where they
+            were not asked for, or a split lacks same- or different-identity pairs).
     """
 
     summary: dict[str, Any]
@@ -78,6 +84,7 @@ class ModelEvaluation:
     samples: list[Sample]
     feats: torch.Tensor = field(repr=False)
     identity_names: dict[int, str] = field(default_factory=dict)
+    verification: list[VerificationResult | None] = field(default_factory=list)
 
     def identity_name(self, pid: int) -> str:
         return self.identity_names.get(pid, str(pid))
@@ -105,6 +112,7 @@ def evaluate_model(
     model.train(was_training)
     cameras = dataset.has_cameras
     splits = []
+    verification: list[VerificationResult | None] = []
     for split in dataset.splits:
         q_rows = np.array([row[s.path] for s in split.query], dtype=np.int64)
         g_rows = np.array([row[s.path] for s in split.gallery], dtype=np.int64)
@@ -122,8 +130,30 @@ def evaluate_model(
             topk=options.topk,
         )
         splits.append((split, result))
-    summary = summarize(dataset.name, [(split.name, result) for split, result in splits])
+        verification.append(_verification(feats, split, q_rows, g_rows, cameras) if options.verification else None)
+    summary = summarize(dataset.name, [(split.name, result) for split, result in splits], verification)
     gallery_rows = sorted({row[s.path] for split in dataset.splits for s in split.gallery})
     if len(gallery_rows) >= 2:  # how spread out the gallery's features are (collapse shows here)
         summary["spread"] = feature_spread(feats[torch.tensor(gallery_rows, device=feats.device)])
-    return ModelEvaluation(summary, splits, samples, feats, identity_names=dict(dataset.test_names))
+    return ModelEvaluation(
+        summary, splits, samples, feats, identity_names=dict(dataset.test_names), verification=verification
+    )
+
+
+def _verification(
+    feats: torch.Tensor, split: EvalSplit, q_rows: np.ndarray, g_rows: np.ndarray, cameras: bool
+) -> VerificationResult | None:
+    """The split's verification metrics over the pairs its ranking keeps (None without pairs of both kinds)."""
+    scores = pair_scores(
+        feats[torch.from_numpy(q_rows).to(feats.device)],
+        feats[torch.from_numpy(g_rows).to(feats.device)],
+        np.array([s.pid for s in split.query]),
+        np.array([s.pid for s in split.gallery]),
+        np.array([s.camid for s in split.query]) if cameras else None,
+        np.array([s.camid for s in split.gallery]) if cameras else None,
+        query_keys=q_rows,
+        gallery_keys=g_rows,
+    )
+    if not scores.num_positive or not scores.num_negative:
+        return None
+    return scores.result()

@@ -47,7 +47,7 @@ from svllreid.inference.checkpoint import (
 )
 from svllreid.inference.features import TestImages, extract_features, f12_encoder, projection_encoder
 from svllreid.metrics.spread import collapse_warning
-from svllreid.metrics.summary import format_summary
+from svllreid.metrics.summary import format_summary, verification_record
 from svllreid.models.factory import ModelSpec, create_model
 from svllreid.models.reid_model import ReIDModel
 from svllreid.precision import resolve_precision
@@ -479,6 +479,7 @@ class Run:
                 "step": self.trainer.global_step,
                 **{key: float(summary[key]) for key in ("mAP", "rank1", "mINP") if summary.get(key) is not None},
                 **{key: float(value) for key, value in spread.items() if key != "images"},
+                **verification_record(summary),  # TensorBoard draws each as validation/<key>
             }
             self.metrics.write(record, self.trainer.global_step)
             log.info(
