@@ -9,6 +9,7 @@ callers caught before the base existed (``ValueError``, ``OSError``, ``RuntimeEr
 from __future__ import annotations
 
 __all__ = [
+    "CalibrationError",
     "CheckpointError",
     "ConfigError",
     "ConversionError",
@@ -71,6 +72,11 @@ class ImageReadError(SvllreidError, OSError):
 
 class CheckpointError(SvllreidError, ValueError):
     """A checkpoint cannot be read or does not fit the model / run it is loaded into."""
+
+
+class CalibrationError(SvllreidError, ValueError):
+    """A same-identity threshold that cannot be chosen (a calibration set without pairs, an FPR it cannot
+    resolve), read (a damaged file), or used (made for another network)."""
 
 
 class PretrainedError(SvllreidError, ValueError):

@@ -10,7 +10,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "svllreid"
 MAX_POSITIONAL = 4
 #: The ReID evaluators' convention (torchreid's eval_func and every reference implementation): query
 #: and gallery features, pids and camids in that order. Swapped arrays have other lengths and are refused.
-ALLOWED = {"metrics/ranking.py:evaluate"}
+#: The verification metrics take the same six arrays as the ranking.
+ALLOWED = {"metrics/ranking.py:evaluate", "metrics/verification.py:verify", "metrics/verification.py:pair_scores"}
 
 
 def _public_name(name: str) -> bool:

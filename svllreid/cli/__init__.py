@@ -14,7 +14,21 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from svllreid.cli import configs, convert, data, demo, evaluate, export, model, search, serve, share, train, tune
+from svllreid.cli import (
+    calibrate,
+    configs,
+    convert,
+    data,
+    demo,
+    evaluate,
+    export,
+    model,
+    search,
+    serve,
+    share,
+    train,
+    tune,
+)
 from svllreid.errors import SvllreidError
 from svllreid.version import __version__
 
@@ -40,7 +54,7 @@ examples:
 """
 
 #: The command groups in the order ``--help`` lists them.
-COMMAND_GROUPS = (demo, configs, train, tune, evaluate, search, serve, export, convert, model, share, data)
+COMMAND_GROUPS = (demo, configs, train, tune, evaluate, calibrate, search, serve, export, convert, model, share, data)
 
 
 def build_parser() -> argparse.ArgumentParser:

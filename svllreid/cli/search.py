@@ -121,9 +121,11 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
 
 def _caption(item: dict[str, Any], *, score: bool = True) -> str:
-    """Under a thumbnail: the score (of a result) and the identity and camera where the index knows
-    them, else the file name."""
+    """Under a thumbnail: the score (of a result, with "same" or "other" by the calibrated threshold) and
+    the identity and camera where the index knows them, else the file name."""
     shown = [f"{item['score']:.3f}"] if score else []
+    if score and "same_identity" in item:
+        shown[0] += " same" if item["same_identity"] else " other"
     if "identity" in item:
         shown += [f"id {item['identity']}"] + ([f"cam {item['camera']}"] if "camera" in item else [])
     else:
@@ -180,18 +182,22 @@ def _report_features(args: argparse.Namespace, feats: FileFeatures, device: torc
 
 def _print_answers(args: argparse.Namespace, search: GallerySearch, answers: list[Answer], *, text: bool) -> None:
     """Print (or ``--json``) the ranked lists and draw them with ``--out``."""
-    listing = [{**answer.query, "results": answer.results} for answer in answers]
+    listing = [{**answer.query, "results": answer.results, "decision": answer.decision} for answer in answers]
     labels = search.labels
     if args.json:
         print(json.dumps(listing, indent=2))
     else:
+        if not text:  # the threshold the "same" / "other" column follows, or that there is none
+            calibration = search.calibration
+            print(calibration.describe() if calibration is not None else search.decision["message"])
         for item in listing:
             shown = repr(item["query"]) if text else item["query"]
             measure = "cosine similarity of f_proj to the text" if text else "cosine similarity"
             print(f"query {shown}: top {len(item['results'])} of {len(search.index)} ({measure})")
             for hit in item["results"]:
                 named = "".join(f"  {what} {hit[what]}" for what in labels)
-                print(f"  {hit['rank']:>3}  {hit['score']:.4f}  {hit['path']}{named}")
+                same = ("  same " if hit["same_identity"] else "  other") if "same_identity" in hit else ""
+                print(f"  {hit['rank']:>3}  {hit['score']:.4f}{same}  {hit['path']}{named}")
     if args.out:
         from svllreid.report import RankedList, draw_ranked_lists
 

@@ -22,6 +22,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.evaluation is not None:
         print(f"results ({result.evaluation['protocol']} protocol), in %:")
         print("\n".join(result.results_text(pretrained=bool(cfg.model.pretrained))))
+        from svllreid.metrics.summary import format_verification
+
+        verification = format_verification(result.evaluation)
+        if verification:
+            print(f"delivered model on the test set, {verification}")
     return 0
 
 

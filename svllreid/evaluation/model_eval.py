@@ -16,9 +16,16 @@ from svllreid.metrics.ranking import RankingResult, evaluate
 from svllreid.metrics.rerank import KReciprocal
 from svllreid.metrics.spread import feature_spread
 from svllreid.metrics.summary import summarize
-from svllreid.metrics.verification import VerificationResult, pair_scores
+from svllreid.metrics.verification import PairScores, VerificationResult, pair_scores
 
-__all__ = ["RANKED_LIST_LENGTH", "EvalOptions", "ModelEvaluation", "evaluate_model", "unique_test_samples"]
+__all__ = [
+    "RANKED_LIST_LENGTH",
+    "EvalOptions",
+    "ModelEvaluation",
+    "evaluate_model",
+    "split_pair_scores",
+    "unique_test_samples",
+]
 
 
 #: Ranked gallery items kept per query for the report's pictures.
@@ -140,11 +147,18 @@ def evaluate_model(
     )
 
 
-def _verification(
+def split_pair_scores(evaluation: ModelEvaluation, split: EvalSplit, cameras: bool) -> PairScores:
+    """The verification pairs of one of ``evaluation``'s splits, scored by its features."""
+    row = {s.path: i for i, s in enumerate(evaluation.samples)}
+    q_rows = np.array([row[s.path] for s in split.query], dtype=np.int64)
+    g_rows = np.array([row[s.path] for s in split.gallery], dtype=np.int64)
+    return _pair_scores(evaluation.feats, split, q_rows, g_rows, cameras)
+
+
+def _pair_scores(
     feats: torch.Tensor, split: EvalSplit, q_rows: np.ndarray, g_rows: np.ndarray, cameras: bool
-) -> VerificationResult | None:
-    """The split's verification metrics over the pairs its ranking keeps (None without pairs of both kinds)."""
-    scores = pair_scores(
+) -> PairScores:
+    return pair_scores(
         feats[torch.from_numpy(q_rows).to(feats.device)],
         feats[torch.from_numpy(g_rows).to(feats.device)],
         np.array([s.pid for s in split.query]),
@@ -154,6 +168,13 @@ def _verification(
         query_keys=q_rows,
         gallery_keys=g_rows,
     )
+
+
+def _verification(
+    feats: torch.Tensor, split: EvalSplit, q_rows: np.ndarray, g_rows: np.ndarray, cameras: bool
+) -> VerificationResult | None:
+    """The split's verification metrics over the pairs its ranking keeps (None without pairs of both kinds)."""
+    scores = _pair_scores(feats, split, q_rows, g_rows, cameras)
     if not scores.num_positive or not scores.num_negative:
         return None
     return scores.result()

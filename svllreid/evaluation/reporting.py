@@ -7,6 +7,7 @@ worst queries, a few identities for the embedding) from evaluation results and t
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ from svllreid.inference.features import extract_features, projection_encoder
 from svllreid.metrics.ranking import RankingResult
 from svllreid.metrics.spread import COLLAPSE_MEAN_COSINE
 from svllreid.metrics.summary import METRICS
+from svllreid.metrics.verification import OperatingPoint, VerificationResult, fpr_label
 from svllreid.report import (
     RankedList,
     Section,
@@ -37,6 +39,7 @@ from svllreid.report import (
     plot_losses,
     plot_metrics_table,
     plot_validation,
+    plot_verification,
     read_metrics,
     write_report,
 )
@@ -283,6 +286,100 @@ def _ranked_section(
     return Section("Ranked lists", text=text, images=pictures), {p.stem: p for p in pictures}
 
 
+def _drawn_points(result: VerificationResult) -> list[OperatingPoint]:
+    """The operating points a figure can show: resolvable, with a finite threshold."""
+    return [p for p in result.points if p.resolvable and math.isfinite(p.threshold)]
+
+
+def _verification_words(result: VerificationResult) -> str:
+    """One split's verification metrics as a sentence or two."""
+    text = f"AUC {100 * result.auc:.2f}%, EER {100 * result.eer:.2f}%"
+    if math.isfinite(result.eer_threshold):
+        text += f" (threshold {result.eer_threshold:.3f})"
+    rates = []
+    for p in result.points:
+        if not p.resolvable:
+            continue
+        at = f"threshold {p.threshold:.3f}" if math.isfinite(p.threshold) else "no threshold but rejecting every pair"
+        rates.append(f"{100 * p.tpr:.2f}% at FPR {fpr_label(p.target_value)} ({at})")
+    if rates:
+        text += "; TPR " + ", ".join(rates)
+    unresolvable = [fpr_label(p.target_value) for p in result.points if not p.resolvable]
+    if unresolvable:
+        text += f"; FPR {', '.join(unresolvable)} not resolvable (a rate x needs at least 1/x different-identity pairs)"
+    pairs = f"{result.num_positive:,} same-identity and {result.num_negative:,} different-identity pairs"
+    if result.exact:
+        return f"{text}. Over {pairs}, every score kept (exact)."
+    return (
+        f"{text}. Over {pairs}; the different-identity scores were binned (width 2^-20), so the exact values "
+        f"can differ by up to {100 * result.auc_bound:.3f} points of AUC and {100 * result.eer_bound:.3f} of EER."
+    )
+
+
+def _verification_section(
+    evaluation: ModelEvaluation, path: Path, *, name: str, where: str
+) -> tuple[Section, dict[str, Path]] | None:
+    """The "Verification" section and ``verification.png`` (:func:`svllreid.report.plot_verification`) of
+    the splits' verification metrics; None when none were computed (with their curves).
+
+    Args:
+        name: the model's name, the curve's label when there is one split (several: the splits' names).
+        where: the dataset, for the title.
+    """
+    measured = [
+        (split.name, checked)
+        for (split, _), checked in zip(evaluation.splits, evaluation.verification, strict=False)
+        if checked is not None and len(checked.curve_fpr) and len(checked.histogram_edges)
+    ]
+    if not measured:
+        return None
+    several = len(measured) > 1
+    first_name, first = measured[0]
+    curves = {(split if several else name): (r.curve_fpr, r.curve_tpr) for split, r in measured}
+    aucs = {(split if several else name): r.auc for split, r in measured}
+    points = [(f"FPR {fpr_label(p.target_value)}", p.threshold, p.fpr, p.tpr) for p in _drawn_points(first)]
+    eer = (first.eer, first.eer_threshold) if math.isfinite(first.eer_threshold) else None
+    figure = plot_verification(
+        curves,
+        (first.histogram_edges, first.positive_histogram, first.negative_histogram),
+        path,
+        auc=aucs,
+        points=points,
+        eer=eer,
+        title=f"Verification on {where} · {name}",
+    )
+    kept = (
+        "those the ranking counts: a query's same-identity images from its own camera and its own image are left out"
+        if evaluation.summary.get("protocol") == "camera"
+        else "those the ranking counts: only a query's own image is left out"
+    )
+    paragraphs = [
+        "Verification asks of a query–gallery pair whether it shows one identity. The pairs are "
+        f"{kept}. A pair's score is the cosine similarity of its two features, and the pair is declared the same "
+        "identity when the score is at least a threshold t. AUC is the chance that a same-identity pair scores "
+        "above a different-identity one; the EER (equal error rate) is where as many same-identity pairs are "
+        "rejected as different-identity pairs accepted; TPR at FPR x is the share of same-identity pairs accepted "
+        "at the lowest threshold that accepts at most a share x of the different-identity pairs."
+    ]
+    paragraphs += [(f"Split {split}: " if several else "") + _verification_words(result) for split, result in measured]
+    if evaluation.summary.get("reranked"):
+        paragraphs.append("The scores are the features' cosine similarities: re-ranking changes the ranking only.")
+    ratio = first.num_negative / max(first.num_positive, 1)
+    paragraphs.append(
+        "Left: the ROC curve"
+        + (" of each split" if several else "")
+        + " (the share of same-identity pairs accepted against the share of different-identity pairs accepted, "
+        "on a log scale), with the operating points (dots) and the EER (diamond)"
+        + (f" of split {first_name}" if several else "")
+        + ". Right: the scores of same- and different-identity pairs"
+        + (f" of split {first_name}" if several else "")
+        + f" as densities (the different-identity pairs are {ratio:,.0f} times as many), with the same thresholds "
+        "as vertical lines: everything right of a line is accepted."
+    )
+    section = Section("Verification", text="\n\n".join(paragraphs), images=[figure])
+    return section, {"verification_png": figure}
+
+
 def write_evaluation_report(result: CheckpointEvaluation) -> dict[str, Path]:
     """Figures and ``report.html`` of ``svllreid eval`` in ``result.out_dir``."""
     out, ev = result.out_dir, result.evaluation
@@ -301,6 +398,12 @@ def write_evaluation_report(result: CheckpointEvaluation) -> dict[str, Path]:
         "device": str(result.trained.device),
     }
     sections.insert(0, Section("Evaluation", text="\n\n".join(result.notes), facts=_facts(facts)))
+    verification = _verification_section(
+        ev, out / "verification.png", name=result.trained.spec.arch, where=summary["dataset"]
+    )
+    if verification is not None:
+        sections.append(verification[0])
+        files.update(verification[1])
     split, first = ev.splits[0]
     if first.ranked is not None and first.num_evaluated:
         section, ranked_files = _ranked_section(split, first, out, ev.identity_names)
@@ -347,6 +450,12 @@ def write_training_report(
     if notes:
         results.text = "\n\n".join([*notes, results.text])
     sections.insert(0, Section("Run", facts=_facts(facts)))
+    verification = _verification_section(
+        final, run_dir / "verification.png", name="delivered model", where=f"{summary['dataset']}'s test set"
+    )
+    if verification is not None:
+        sections.append(verification[0])
+        files.update(verification[1])
     if selection is not None and selection.history:
         files["validation_png"] = _validation_plot(selection, run_dir / "validation.png")
         sections.append(

@@ -6,6 +6,7 @@
     feats = extractor([Image.open("a.jpg")])                     # PIL images
     feats = extractor(crops, bgr=True)                           # HWC uint8 arrays from OpenCV
     feats = extractor(torch.stack(batch))                        # a uint8 [N, 3, H, W] RGB tensor
+    extractor.same_identity(track_crops, gallery_feats)          # [N, M] bools, by the calibrated threshold
 
 Every kind becomes what ``svllreid extract`` makes of a file (RGB, resized to the network's input by its
 test filter, normalised as it was trained), so the features equal extract's: ``[N, D]`` float32 numpy,
@@ -13,6 +14,11 @@ L2-normalised, in batches of ``batch_size``. Cameras are unknown, as in extract.
 file of at least four times the input size is decoded by extract (and here, given as a path) at a
 reduced scale (``svllreid.data.loaders.REDUCED_DECODING``), which an image already in memory cannot be,
 so such a photo given decoded differs slightly.
+
+"Same person?" decisions follow the model's calibrated threshold (``svllreid calibrate``; the sidecar
+beside a checkpoint, or the metadata of an ONNX export): :meth:`FeatureExtractor.same_identity` and
+:meth:`FeatureExtractor.verify`. An uncalibrated model raises instead of guessing, unless a threshold
+is given.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import torch
 from PIL import Image
 
 from svllreid.data.loaders import read_resized, resized_pixels
+from svllreid.errors import CalibrationError
+from svllreid.inference.calibration import UNCALIBRATED, Calibration, read_calibration, sidecar_path
 from svllreid.inference.features import Encoder, encode_batch
 from svllreid.inference.onnx_backend import OnnxModel, is_onnx_file, load_onnx_model
 from svllreid.precision import resolve_precision
@@ -55,9 +63,22 @@ class FeatureExtractor:
         device: for a checkpoint: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         batch_size: images per forward pass.
         flip: add the features of the horizontally flipped images (as ``extract --flip``).
+        threshold: the same-identity threshold on cosine similarity for :meth:`same_identity`; None: the
+            model's calibrated one (:attr:`calibration`).
     """
 
-    def __init__(self, model: str | Path, *, device: str = "auto", batch_size: int = 64, flip: bool = False):
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        device: str = "auto",
+        batch_size: int = 64,
+        flip: bool = False,
+        threshold: float | None = None,
+    ):
+        if threshold is not None and not -1.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold is a cosine similarity, in [-1, 1]; got {threshold}")
+        self.threshold_given = threshold
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1; got {batch_size}")
         self.encoder: Any
@@ -88,6 +109,86 @@ class FeatureExtractor:
 
     def describe(self) -> str:
         return str(self.encoder.describe())
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The model's calibrated threshold: the sidecar beside a checkpoint, or what an ONNX export
+        carries; None when uncalibrated.
+
+        Raises:
+            CalibrationError: a sidecar chosen on other weights than the checkpoint's, or a damaged one.
+        """
+        if not hasattr(self, "_calibration"):
+            found: Calibration | None
+            if isinstance(self.encoder, OnnxModel):
+                found = getattr(self.encoder, "calibration", None)
+            else:
+                sidecar = sidecar_path(self.encoder.checkpoint.path)
+                found = read_calibration(sidecar) if sidecar.is_file() else None
+                if found is not None:
+                    found.check_weights(self.encoder.weights_digest(), str(self.encoder.checkpoint.name))
+            self._calibration = found
+        return self._calibration
+
+    @property
+    def threshold(self) -> float:
+        """The same-identity threshold: the one given, else the calibrated one.
+
+        Raises:
+            CalibrationError: neither (the model is uncalibrated).
+        """
+        if self.threshold_given is not None:
+            return self.threshold_given
+        if self.calibration is None:
+            raise CalibrationError(f"{self.describe()} is {UNCALIBRATED}; or pass threshold= to FeatureExtractor")
+        return self.calibration.threshold
+
+    def _features(self, images: Sequence[ImageInput] | torch.Tensor | np.ndarray, bgr: bool) -> np.ndarray:
+        """Features of images, or 2-D float features given as they are (L2-normalised here)."""
+        if isinstance(images, np.ndarray) and images.ndim == 2 and np.issubdtype(images.dtype, np.floating):
+            if images.shape[1] != self.feature_dim:
+                raise ValueError(f"features must be [N, {self.feature_dim}] for this model; got {images.shape}")
+            norms = np.linalg.norm(images, axis=1, keepdims=True)
+            return (images / np.maximum(norms, np.finfo(np.float32).tiny)).astype(np.float32)
+        return self(images, bgr=bgr)
+
+    def similarity(
+        self, a: Sequence[ImageInput] | np.ndarray, b: Sequence[ImageInput] | np.ndarray, *, bgr: bool = False
+    ) -> np.ndarray:
+        """``[len(a), len(b)]`` cosine similarities of two sets of images (or of features [N, D] this
+        extractor made)."""
+        return self._features(a, bgr) @ self._features(b, bgr).T
+
+    def same_identity(
+        self, a: Sequence[ImageInput] | np.ndarray, b: Sequence[ImageInput] | np.ndarray, *, bgr: bool = False
+    ) -> np.ndarray:
+        """``[len(a), len(b)]`` booleans: whether each pair shows the same identity, by :attr:`threshold`.
+
+        Raises:
+            CalibrationError: an uncalibrated model and no ``threshold`` given.
+        """
+        threshold = self.threshold  # an uncalibrated model fails before any image is encoded
+        return self.similarity(a, b, bgr=bgr) >= threshold
+
+    def verify(self, a: ImageInput | np.ndarray, b: ImageInput | np.ndarray, *, bgr: bool = False) -> dict[str, Any]:
+        """Whether two images (or two feature vectors) show the same identity: ``same_identity``, the
+        ``score`` (cosine similarity), the ``threshold`` and the ``operating_point`` it stands for.
+
+        Raises:
+            CalibrationError: an uncalibrated model and no ``threshold`` given.
+        """
+        threshold = self.threshold
+
+        def one(x: ImageInput | np.ndarray) -> Any:
+            return x[None] if isinstance(x, np.ndarray) and x.ndim == 1 else [x]
+
+        score = float(self.similarity(one(a), one(b), bgr=bgr)[0, 0])
+        point = (
+            "given threshold"
+            if self.threshold_given is not None or self.calibration is None
+            else self.calibration.operating_point
+        )
+        return {"same_identity": score >= threshold, "score": score, "threshold": threshold, "operating_point": point}
 
     def _pixels(self, image: ImageInput, bgr: bool) -> torch.Tensor:
         size, interpolation = self.encoder.image_size, self.encoder.interpolation

@@ -9,8 +9,11 @@ together share a forward pass).
 
 Every hit is a dict with the keys of :data:`HIT_KEYS`: ``rank``, ``score`` (cosine similarity),
 ``row`` (the gallery image's row in the index), ``path``, then ``identity`` and ``camera`` where the index
-stores labels, and ``match`` (whether the hit shows the query's identity) where the query's identity is
-known: a query that is itself one of the gallery's images.
+stores labels, ``match`` (whether the hit shows the query's identity) where the query's identity is
+known: a query that is itself one of the gallery's images, and ``same_identity`` (``score >=`` the
+model's calibrated threshold, :mod:`svllreid.inference.calibration`) for photo and gallery queries of a
+calibrated model. Each answer's ``decision`` says which threshold and operating point that is, or that
+the model is uncalibrated; description scores are on another scale and get no decision.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any, Literal, cast
 import torch
 
 from svllreid.errors import CheckpointError, IndexFileError, UploadError
+from svllreid.inference.calibration import Calibration, calibration_for_index, decision
 from svllreid.inference.features import Encoder, FileFeatures, encode_batch, extract_model_features
 from svllreid.inference.model_protocol import FeatureModel
 from svllreid.inference.onnx_backend import load_onnx_model
@@ -35,7 +39,13 @@ from svllreid.search import GalleryIndex, SearchResult
 __all__ = ["HIT_KEYS", "IMAGE_BRANCH_ONLY", "Answer", "FileSearch", "GallerySearch", "Query", "QueryKind"]
 
 #: The keys of a hit, in order; ``identity``, ``camera`` and ``match`` only where known.
-HIT_KEYS = ("rank", "score", "row", "path", "identity", "camera", "match")
+HIT_KEYS = ("rank", "score", "row", "path", "identity", "camera", "match", "same_identity")
+
+#: The decision of a description's answer: the threshold holds for image features only.
+TEXT_DECISION = {
+    "calibrated": False,
+    "message": "no same-identity decision for a description: the threshold is calibrated on photo-to-photo scores",
+}
 
 QueryKind = Literal["image", "text", "gallery"]
 
@@ -61,11 +71,13 @@ class Query:
 
 @dataclass
 class Answer:
-    """The ranked gallery of one query: ``query`` (what was asked, with its labels where known) and
-    ``results`` (hits, see :data:`HIT_KEYS`)."""
+    """The ranked gallery of one query: ``query`` (what was asked, with its labels where known),
+    ``results`` (hits, see :data:`HIT_KEYS`) and ``decision`` (the threshold the hits' ``same_identity``
+    follows, or why there is none: :func:`svllreid.inference.calibration.decision`)."""
 
     query: dict[str, Any]
     results: list[dict[str, Any]]
+    decision: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,6 +100,7 @@ class GallerySearch:
             server does, so that it never shows its clients its file system); else as the index stores it.
         legacy_keys: also give each hit the keys of svllreid 0.1's web API, ``index`` (= ``row``) and
             ``name`` (= the relative path); removed in svllreid 0.3.
+        calibration: the same-identity threshold of the index's network (None: uncalibrated).
     """
 
     def __init__(
@@ -98,8 +111,10 @@ class GallerySearch:
         index_path: str | Path,
         relative_paths: bool = False,
         legacy_keys: bool = False,
+        calibration: Calibration | None = None,
     ):
         self.index = index
+        self.calibration = calibration
         self.model = model
         self.index_path = Path(index_path)
         self.flip = query_flip(index.meta)
@@ -165,13 +180,31 @@ class GallerySearch:
                 raise ValueError(IMAGE_BRANCH_ONLY)
             index.text_dim  # noqa: B018 - an index that cannot answer text queries is refused before the model loads
         model: FeatureModel
+        # The threshold stored in the index, else beside the checkpoint; refused when made for other weights.
+        calibration = calibration_for_index(index.meta, str(index_path), checkpoint)
         if model_file:  # an exported file, checked to be the index's network whichever runtime built it
             onnx = load_onnx_model(model_file, device=device)
             onnx.check_same_features(index.meta, str(index_path))
             model = onnx
+            carried = getattr(onnx, "calibration", None)  # the threshold the export carries
+            if calibration is None and carried is not None:
+                carried.check_weights(index.meta.get("weights_sha256"), str(index_path))
+                calibration = carried
         else:
             model = load_index_model(index.meta, index_path, checkpoint, device, compiled=compiled and not text)
-        return cls(index, model, index_path=index_path, relative_paths=relative_paths, legacy_keys=legacy_keys)
+        return cls(
+            index,
+            model,
+            index_path=index_path,
+            relative_paths=relative_paths,
+            legacy_keys=legacy_keys,
+            calibration=calibration,
+        )
+
+    @property
+    def decision(self) -> dict[str, Any]:
+        """What the answers to photos say of their scores (:func:`svllreid.inference.calibration.decision`)."""
+        return decision(self.calibration)
 
     # ------------------------------------------------------------------------------------------------
     # Image files (svllreid search)
@@ -296,21 +329,26 @@ class GallerySearch:
     ) -> Answer:
         """Answer ``i`` of ``result``: at most ``topk`` hits, without the query's own row (a gallery query)."""
         known = about.get("identity")
+        photo = about.get("kind") != "text"
         hits: list[dict[str, Any]] = []
         for score, row in zip(result.scores[i], result.indices[i], strict=True):
             if row < 0 or row == skip_row:
                 continue
-            hits.append(self.hit(len(hits) + 1, float(score), int(row), known))
+            hits.append(self.hit(len(hits) + 1, float(score), int(row), known, decide=photo))
             if len(hits) == topk:
                 break
-        return Answer(about, hits)
+        return Answer(about, hits, self.decision if photo else dict(TEXT_DECISION))
 
-    def hit(self, rank: int, score: float, row: int, query_identity: str | None = None) -> dict[str, Any]:
-        """One result in the schema of :data:`HIT_KEYS`."""
+    def hit(
+        self, rank: int, score: float, row: int, query_identity: str | None = None, *, decide: bool = True
+    ) -> dict[str, Any]:
+        """One result in the schema of :data:`HIT_KEYS` (``decide``: with ``same_identity`` when calibrated)."""
         hit: dict[str, Any] = {"rank": rank, "score": score, "row": row, "path": self.shown_path(row)}
         hit.update(self._row_labels(row))
         if query_identity is not None and "identity" in hit:
             hit["match"] = hit["identity"] == query_identity
+        if decide and self.calibration is not None:
+            hit["same_identity"] = self.calibration.same_identity(score)
         if self.legacy_keys:
             hit.update(index=row, name=self.display_name(row))
         return hit

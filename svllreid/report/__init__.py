@@ -15,6 +15,7 @@ from svllreid.report.plots import (
     plot_losses,
     plot_metrics_table,
     plot_validation,
+    plot_verification,
     read_metrics,
 )
 from svllreid.report.ranked import RankedList, draw_ranked_lists
@@ -32,6 +33,7 @@ __all__ = [
     "plot_losses",
     "plot_metrics_table",
     "plot_validation",
+    "plot_verification",
     "read_metrics",
     "write_report",
 ]

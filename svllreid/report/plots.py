@@ -1,4 +1,4 @@
-"""Report figures: training losses, CMC curves, a metrics table and a 2-D feature embedding.
+"""Report figures: training losses, CMC curves, a metrics table, verification and a 2-D feature embedding.
 
 Every ``plot_*`` function draws one matplotlib figure (no pyplot state), writes it atomically as a PNG
 at ``path`` (parent folders created) and returns the path.
@@ -34,6 +34,7 @@ __all__ = [
     "plot_losses",
     "plot_metrics_table",
     "plot_validation",
+    "plot_verification",
     "read_metrics",
 ]
 
@@ -372,6 +373,212 @@ def plot_validation(
         twin.set_ylabel("mean pairwise cosine")
     ax.legend(handles, labels, loc="lower right", fontsize="small", framealpha=0.9)
     ax.set_title("Choosing the checkpoint on the validation split")
+    return save_figure(figure, path)
+
+
+# --- verification --------------------------------------------------------------------------------------
+
+#: Colours of the operating points (lowest target FPR first), shared by the dot on the ROC curve and the
+#: threshold's line on the histograms; the EER's is black.
+_POINT_COLOURS = ("tab:red", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+_EER_COLOUR = "black"
+#: Colours of the ROC curves (the first is the one whose points and histograms are drawn).
+_CURVE_COLOURS = ("tab:blue", "tab:cyan", "tab:gray", "navy")
+
+
+def _vector(values: Any, what: str) -> np.ndarray:
+    """A 1-D float array of finite values, or a ValueError naming ``what``."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1:
+        raise ValueError(f"plot_verification: {what} must be 1-D; got shape {tuple(array.shape)}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"plot_verification: {what} contains NaN or infinite values")
+    return array
+
+
+def _rate(value: float, what: str) -> float:
+    value = float(value)
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise ValueError(f"plot_verification: {what} must be a rate within [0, 1]; got {value}")
+    return value
+
+
+def plot_verification(
+    curves: Mapping[str, tuple[Any, Any]],
+    histogram: tuple[Any, Any, Any],
+    path: str | Path,
+    *,
+    auc: Mapping[str, float] | None = None,
+    points: Sequence[tuple[str, float, float, float]] = (),
+    eer: tuple[float, float] | None = None,
+    title: str = "Verification",
+) -> Path:
+    """Verification ("is this pair the same identity?") in two panels: the ROC curve on the left, the
+    score histograms of same- and different-identity pairs on the right.
+
+    Left: TPR against FPR, the FPR on a log scale from the smallest positive FPR of the curves to 1; each
+    operating point a coloured dot labelled with its target and threshold, the EER a black diamond at
+    ``(EER, 1 - EER)``. Right: the two histograms as densities (each integrates to 1: different-identity
+    pairs outnumber the others by orders of magnitude), with a vertical line at each operating point's
+    threshold and at the EER's, in the colours of the left. A pair counts as the same identity when its
+    score is at least the threshold.
+
+    Several curves (e.g. PKU's two directions) are drawn together; ``points``, ``eer`` and ``histogram``
+    belong to the first one.
+
+    Args:
+        curves: name → ``(fpr, tpr)``, the ROC points as equally long arrays of rates in [0, 1], FPR
+            ascending (a point at FPR 0 is not drawn on the log scale).
+        histogram: ``(edges, same, different)``: the score bins' ``K + 1`` edges and the ``K`` counts of
+            same- and different-identity pairs.
+        path: where to write the PNG.
+        auc: name → area under the curve, quoted in the left title (one curve) or the legend.
+        points: ``(label, threshold, fpr, tpr)`` of each operating point, e.g. ``("FPR 1e-3", 0.712,
+            0.00099, 0.85)``; thresholds must be finite (leave out the points that are not resolvable).
+        eer: ``(rate, threshold)`` of the equal error rate.
+        title: figure title (e.g. the model and the dataset).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: no curves; a curve whose FPRs and TPRs differ in length, hold values outside [0, 1] or
+            no positive FPR; histogram edges that are not one more than the counts or not increasing,
+            negative counts; a point or EER with a rate outside [0, 1] or a non-finite threshold.
+    """
+    if not curves:
+        raise ValueError("plot_verification: no ROC curves to plot")
+    rocs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, (fpr_values, tpr_values) in curves.items():
+        fpr, tpr = _vector(fpr_values, f"the FPRs of {name!r}"), _vector(tpr_values, f"the TPRs of {name!r}")
+        if len(fpr) != len(tpr):
+            raise ValueError(f"plot_verification: the curve {name!r} has {len(fpr)} FPRs but {len(tpr)} TPRs")
+        if fpr.size and (min(fpr.min(), tpr.min()) < 0 or max(fpr.max(), tpr.max()) > 1):
+            raise ValueError(f"plot_verification: the curve {name!r} must hold rates within [0, 1]")
+        if not np.any(fpr > 0):
+            raise ValueError(f"plot_verification: the curve {name!r} has no positive FPR to draw on a log scale")
+        rocs[name] = (fpr, tpr)
+    edges = _vector(histogram[0], "the histogram edges")
+    same, different = (
+        _vector(histogram[1], "the same-identity counts"),
+        _vector(histogram[2], "the different-identity counts"),
+    )
+    if len(same) != len(edges) - 1 or len(different) != len(edges) - 1:
+        raise ValueError(
+            f"plot_verification: {len(edges)} histogram edges need {len(edges) - 1} counts each; got "
+            f"{len(same)} same-identity and {len(different)} different-identity counts"
+        )
+    if len(edges) < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError("plot_verification: the histogram edges must be at least two, increasing")
+    if min(same.min(), different.min()) < 0:
+        raise ValueError("plot_verification: histogram counts cannot be negative")
+    marks: list[tuple[str, float, float, float]] = []
+    for label, threshold, fpr_value, tpr_value in points:
+        if not math.isfinite(threshold):
+            raise ValueError(f"plot_verification: the point {label!r} has threshold {threshold}; leave it out")
+        marks.append(
+            (
+                label,
+                float(threshold),
+                _rate(fpr_value, f"the FPR of {label!r}"),
+                _rate(tpr_value, f"the TPR of {label!r}"),
+            )
+        )
+    marks.sort(key=lambda mark: mark[2])
+    if eer is not None:
+        if not math.isfinite(eer[1]):
+            raise ValueError(f"plot_verification: the EER threshold is {eer[1]}; leave the EER out")
+        eer = (_rate(eer[0], "the EER"), float(eer[1]))
+    colours = [_POINT_COLOURS[i % len(_POINT_COLOURS)] for i in range(len(marks))]
+    aucs = dict(auc or {})
+
+    figure = new_figure(11.5, 4.6)
+    figure.suptitle(title, fontweight="bold")
+    roc_ax, hist_ax = figure.subplots(1, 2)
+
+    # --- left: ROC -------------------------------------------------------------------------------------
+    low = min(float(fpr[fpr > 0].min()) for fpr, _ in rocs.values())
+    several = len(rocs) > 1
+    for i, (name, (fpr, tpr)) in enumerate(rocs.items()):
+        shown = fpr > 0
+        quoted = f" (AUC {100 * aucs[name]:.2f}%)" if several and name in aucs else ""
+        roc_ax.plot(
+            fpr[shown], tpr[shown], lw=1.8, color=_CURVE_COLOURS[i % len(_CURVE_COLOURS)], label=f"{name}{quoted}"
+        )
+    chance = np.geomspace(low, 1.0, 200)
+    roc_ax.plot(chance, chance, lw=0.9, ls=":", color="grey", label="chance")
+    # The labels stand in a column in the lower right, under the curve, each joined to its dot by a thin line.
+    labelled = [
+        (f"{label}: t={threshold:.3f}", max(fpr_value, low), tpr_value, colour, "o")
+        for (label, threshold, fpr_value, tpr_value), colour in zip(marks, colours, strict=True)
+    ]
+    if eer is not None:
+        labelled.append((f"EER {100 * eer[0]:.2f}%: t={eer[1]:.3f}", max(eer[0], low), 1.0 - eer[0], _EER_COLOUR, "D"))
+    labelled.sort(key=lambda item: item[1])  # the leftmost dot's label lowest, so the lines do not cross
+    for row, (text, x, y, colour, marker) in enumerate(labelled):
+        # The EER's diamond is larger and under the dots: a dot on it (FPR 1e-1 often) leaves its corners showing.
+        eer_mark = marker == "D"
+        roc_ax.plot(
+            [x],
+            [y],
+            ls="none",
+            marker=marker,
+            ms=9 if eer_mark else 7,
+            color=colour,
+            markeredgecolor="white",
+            zorder=3.5 if eer_mark else 4,
+        )
+        roc_ax.annotate(
+            text,
+            xy=(x, y),
+            xytext=(0.97, 0.05 + 0.075 * row),
+            textcoords="axes fraction",
+            ha="right",
+            va="center",
+            fontsize="small",
+            color=colour,
+            bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.85},
+            arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.7, "alpha": 0.7, "shrinkB": 4},
+            zorder=5,
+        )
+    roc_ax.set_xscale("log")
+    roc_ax.set_xlim(low, 1.0)
+    roc_ax.set_ylim(0, 1.02)
+    roc_ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
+    roc_ax.set_xlabel("false positive rate (different identities accepted, log scale)")
+    roc_ax.set_ylabel("true positive rate (same identity accepted)")
+    first = next(iter(rocs))
+    roc_ax.set_title("ROC" + (f" · AUC {100 * aucs[first]:.2f}%" if not several and first in aucs else ""))
+    roc_ax.grid(alpha=0.3, which="major")
+    roc_ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
+
+    # --- right: score histograms -----------------------------------------------------------------------
+    widths = np.diff(edges)
+    peak = 0.0
+    for counts, name, colour in (
+        (different, "different identity", "tab:gray"),
+        (same, "same identity", "tab:blue"),
+    ):
+        total = counts.sum()
+        if total <= 0:
+            continue
+        density = counts / (total * widths)
+        peak = max(peak, float(density.max()))
+        hist_ax.stairs(density, edges, fill=True, alpha=0.3, color=colour)
+        hist_ax.stairs(density, edges, lw=1.2, color=colour, label=f"{name} ({int(total):,} pairs)")
+    for (label, threshold, _, _), colour in zip(marks, colours, strict=True):
+        hist_ax.axvline(threshold, color=colour, lw=1.3, ls="--", zorder=3, label=f"{label}: t={threshold:.3f}")
+    if eer is not None:  # wide and under the dashed lines: one on it still shows in its gaps and beside it
+        hist_ax.axvline(eer[1], color=_EER_COLOUR, lw=2.4, alpha=0.45, zorder=2.5, label=f"EER: t={eer[1]:.3f}")
+    hist_ax.set_xlim(edges[0], edges[-1])
+    # Headroom above the histograms for the legend in the upper left (about 0.055 of the height an entry).
+    entries = len(hist_ax.get_legend_handles_labels()[1])
+    hist_ax.set_ylim(0, (peak or 1.0) / max(1.0 - 0.055 * entries - 0.06, 0.3))
+    hist_ax.set_xlabel("score (cosine similarity); same identity when ≥ t")
+    hist_ax.set_ylabel("density")
+    hist_ax.set_title("Scores of pairs" + (f" · {first}" if several else ""))
+    hist_ax.grid(alpha=0.3)
+    hist_ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
     return save_figure(figure, path)
 
 

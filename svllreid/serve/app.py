@@ -2,10 +2,12 @@
 
     GET  /                     the search page (static HTML and JavaScript, no build step)
     POST /api/search           a query: form fields ``image`` (a file) | ``text`` | ``gallery`` (a row), ``topk``;
-                               or JSON ``{"text": ..., "topk": ...}`` / ``{"gallery": row}``
+                               or JSON ``{"text": ..., "topk": ...}`` / ``{"gallery": row}``; the answer's
+                               ``decision`` names the threshold its hits' ``same_identity`` follows
     GET  /api/image/{row}      gallery image ``row`` as stored (only images the index lists)
     GET  /api/thumbnail/{row}  the same as a JPEG of at most 256 pixels a side
-    GET  /api/model            what the model and the index are, and which queries they take
+    GET  /api/model            what the model and the index are, which queries they take, and its ``decision``:
+                               the same-identity threshold of :mod:`svllreid.inference.calibration`, or none
     GET  /healthz              liveness, with the counts of queries and batches
 
 Every error is JSON ``{"error": message}`` with a 4xx status for bad requests; a failure of the server
@@ -186,7 +188,8 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
 
     @app.get("/api/model")
     async def model() -> dict[str, Any]:
-        return service.describe()
+        # The same-identity threshold the answers to photos follow, or why there is none.
+        return {**service.describe(), "decision": service.search.decision}
 
     @app.get("/api/image/{row}")
     def image(row: str) -> FileResponse:  # a plain def: FastAPI runs it off the event loop (it stats a file)
@@ -220,6 +223,7 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
             "results": answer.results,
             "gallery_size": len(service.index),
             "took_ms": round(1000 * (time.perf_counter() - start), 2),
+            "decision": answer.decision,
         }
 
     return app

@@ -19,6 +19,7 @@ from typing import Any
 
 from svllreid.data.uploads import decode_upload
 from svllreid.errors import UploadError
+from svllreid.inference.calibration import Calibration
 from svllreid.inference.gallery_search import Answer, GallerySearch, Query
 from svllreid.inference.trained import TrainedModel
 from svllreid.search import GalleryIndex
@@ -36,8 +37,17 @@ THUMBNAIL_SIDE = 256
 class SearchService:
     """An index with the network that made it, in eval mode, ready for queries of every kind."""
 
-    def __init__(self, index: GalleryIndex, trained: TrainedModel, *, index_path: str | Path):
-        self.search = GallerySearch(index, trained, index_path=index_path, relative_paths=True, legacy_keys=True)
+    def __init__(
+        self,
+        index: GalleryIndex,
+        trained: TrainedModel,
+        *,
+        index_path: str | Path,
+        calibration: Calibration | None = None,
+    ):
+        self.search = GallerySearch(
+            index, trained, index_path=index_path, relative_paths=True, legacy_keys=True, calibration=calibration
+        )
         self.index = index
         self.trained = trained
 
@@ -56,7 +66,7 @@ class SearchService:
         """
         search = GallerySearch.open(index_path, checkpoint=checkpoint, device=device, compiled=False)
         assert isinstance(search.model, TrainedModel)  # compiled=False: the network itself, with its text encoder
-        return cls(search.index, search.model, index_path=index_path)
+        return cls(search.index, search.model, index_path=index_path, calibration=search.calibration)
 
     # ------------------------------------------------------------------------------------------------
     # Queries (checked in the caller's thread; encoding waits for :meth:`answer`)

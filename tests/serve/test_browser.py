@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.serve.conftest import free_port, wait_until_up
+from tests.serve.conftest import CALIBRATED_ROW, free_port, serving, wait_until_up
 
 pytestmark = pytest.mark.slow
 
@@ -191,3 +191,55 @@ def test_the_page_shows_the_servers_message_for_a_file_that_is_no_image(served: 
     assert "not an image in a format the server reads" in error.text
     assert browser.find_elements(By.CSS_SELECTOR, "[data-testid=hit]") == []
     screenshot(browser, "4-error", tmp_path)
+
+
+@pytest.fixture(scope="module")
+def served_calibrated(calibrated: dict) -> Iterator[str]:
+    """The calibrated copy of the index (see conftest) served in this process."""
+    with serving(calibrated["service"]) as server:
+        yield server["url"]
+
+
+def test_a_calibrated_model_marks_its_hits_same_or_other(served_calibrated: str, browser: Any, calibrated: dict,
+                                                          world: dict, tmp_path: Path) -> None:  # fmt: skip
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    threshold = calibrated["calibration"].threshold
+
+    def find(testid: str) -> Any:
+        return browser.find_element(By.CSS_SELECTOR, f"[data-testid={testid}]")
+
+    def hits() -> list[Any]:
+        return browser.find_elements(By.CSS_SELECTOR, "[data-testid=hit]")
+
+    def wait_for(condition: Any, what: str) -> None:
+        WebDriverWait(browser, 30).until(lambda _: condition(), message=f"the page did not show {what}")
+
+    browser.get(served_calibrated)
+    about = browser.find_element(By.ID, "about")
+    wait_for(lambda: "same identity at FPR 1e-3" in about.text, "the model's operating point")
+
+    # A photo of the gallery (the row the threshold splits): the operating point once, a badge on every hit.
+    find("file").send_keys(calibrated["service"].index.paths[CALIBRATED_ROW])
+    wait_for(lambda: len(hits()) == 12, "12 results for the photo")
+    line = find("decision")
+    assert line.is_displayed() and line.text == f"same identity at FPR 1e-3: similarity ≥ {threshold:.4f}"
+    badges = [h.find_element(By.CSS_SELECTOR, "[data-testid=same-identity]").text for h in hits()]
+    scores = [float(h.find_element(By.CSS_SELECTOR, ".score").text) for h in hits()]
+    assert badges[0] == "same" and set(badges) == {"same", "other"}
+    assert all((b == "same") == (s >= round(threshold, 4)) for b, s in zip(badges, scores, strict=True))
+
+    # Click a result: a gallery query, decided the same way (its screenshot shows the green and grey badges).
+    hits()[1].click()
+    wait_for(lambda: "for gallery image" in find("status").text, "results for the clicked image")
+    wait_for(lambda: all(h.find_elements(By.CSS_SELECTOR, "[data-testid=same-identity]") for h in hits()), "badges")
+    screenshot(browser, "5-calibrated", tmp_path)
+
+    # A description: the answer's message instead of a threshold, muted, and no badge.
+    find("text").send_keys(world["captions"][0].caption)
+    find("search-text").click()
+    wait_for(lambda: "for the description" in find("status").text, "results for the description")
+    assert "no same-identity decision for a description" in find("decision").text
+    assert find("decision").get_attribute("class") == "muted"
+    assert browser.find_elements(By.CSS_SELECTOR, "[data-testid=same-identity]") == []
