@@ -225,8 +225,8 @@ def calibrate_model(
         smallest = _round_up(scores.smallest_fpr())
         raise CalibrationError(
             f"--fpr {value:g} is below what {where} resolves: its {scores.num_negative:,} different-identity pairs "
-            f"resolve an FPR of 1/{scores.num_negative:,} (about {smallest:.3g}) at the smallest (one false accept). Ask for "
-            f"--fpr {smallest:.3g} or more, or hold out more identities (--validation-ids)"
+            f"resolve an FPR of 1/{scores.num_negative:,} (about {smallest:.3g}) at the smallest (one false accept). "
+            f"Ask for --fpr {smallest:.3g} or more, or hold out more identities (--validation-ids)"
         )
     point = scores.at_fpr(value) if target == "fpr" else scores.at_tpr(value)
     if not math.isfinite(point.threshold):
