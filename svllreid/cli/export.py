@@ -4,13 +4,35 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from svllreid.cli.common import positive_int
 
+if TYPE_CHECKING:
+    from svllreid.inference.calibration import Calibration
+
+
+def _calibration_line(calibration: Calibration | None, where: str) -> str:
+    """One line: the same-identity threshold a written file carries (``where``), or that there is none."""
+    from svllreid.inference.calibration import UNCALIBRATED
+
+    if calibration is None:
+        return f"  {UNCALIBRATED}; then export again"
+    return (
+        f"  threshold: {calibration.describe()}; max cosine distance {1 - calibration.threshold:.4f} for a "
+        f"tracker; in {where}"
+    )
+
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from svllreid.export.exporter import check_export_options, check_suffix, export_image_branch
+    from svllreid.export.exporter import (
+        TORCHSCRIPT_CALIBRATION,
+        check_export_options,
+        check_suffix,
+        export_image_branch,
+    )
     from svllreid.fileio import check_writable
+    from svllreid.inference.onnx_backend import CALIBRATION_KEY, DISTANCE_KEY
     from svllreid.inference.trained import load_trained_model
 
     if args.format == "boxmot":
@@ -35,13 +57,22 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"(pixel / 255 - mean) / std with mean {pre['mean']}, std {pre['std']}"
     )
     print(f"  checked with {report.checked_with}: max abs difference {report.max_abs_diff:.2e} from the network")
+    where = (
+        f"metadata {CALIBRATION_KEY} and {DISTANCE_KEY}"
+        if report.format == "onnx"
+        else f"extra file {TORCHSCRIPT_CALIBRATION}"
+    )
+    print(_calibration_line(report.calibration, where))
     if args.json:
-        print(json.dumps({"path": str(report.path), "max_abs_diff": report.max_abs_diff, **facts}, indent=2))
+        calibration = report.calibration.to_dict() if report.calibration else None
+        summary = {"path": str(report.path), "max_abs_diff": report.max_abs_diff, **facts, "calibration": calibration}
+        print(json.dumps(summary, indent=2))
     return 0
 
 
 def _export_boxmot(args: argparse.Namespace) -> int:
-    from svllreid.export.boxmot import export_boxmot, uses_imagenet_statistics
+    from svllreid.export.boxmot import PT_UNCALIBRATED, export_boxmot, uses_imagenet_statistics
+    from svllreid.inference.onnx_backend import CALIBRATION_KEY, DISTANCE_KEY
     from svllreid.inference.trained import load_trained_model
 
     if args.fp16 or args.opset or args.side_info:
@@ -66,6 +97,10 @@ def _export_boxmot(args: argparse.Namespace) -> int:
             f"wrote {written.path}: ONNX for BoxMOT's ONNX backend ({written.why_onnx}); the graph takes BoxMOT's "
             "256x128 ImageNet-normalised crops and gives the network's own features"
         )
+    if written.calibration is not None and not written.carries_calibration:
+        print(f"  note: {PT_UNCALIBRATED}")
+    else:
+        print(_calibration_line(written.calibration, f"metadata {DISTANCE_KEY} and {CALIBRATION_KEY}"))
     print(f"  use it with BoxMOT as --reid-model {written.path} (keep the file name: BoxMOT reads it)")
     return 0
 

@@ -78,7 +78,8 @@ def add_card_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_model_save(args: argparse.Namespace) -> int:
-    from svllreid.export.pretrained import headline_result, save_pretrained
+    from svllreid.export.pretrained import CALIBRATION_FILE, headline_result, save_pretrained
+    from svllreid.inference.calibration import UNCALIBRATED
 
     saved = save_pretrained(
         args.source, args.out, identities=args.identities, license=args.license, overwrite=args.overwrite
@@ -86,5 +87,9 @@ def cmd_model_save(args: argparse.Namespace) -> int:
     final = headline_result(saved.config.get("results") or {})
     measured = f"mAP {100 * final['mAP']:.2f}" if final else "no results of these weights in the source (no eval.json)"
     print(f"wrote {saved.folder}: {', '.join(p.name for p in saved.files)} ({measured})")
+    if saved.calibration is None:
+        print(f"  {UNCALIBRATED}; then save again")
+    else:
+        print(f"  threshold: {saved.calibration.describe()}; in {CALIBRATION_FILE} and the card")
     print(f"  load it with svllreid.from_pretrained('{saved.folder}') or --checkpoint {saved.folder}")
     return 0

@@ -201,9 +201,11 @@ def _print_answers(args: argparse.Namespace, search: GallerySearch, answers: lis
     if args.out:
         from svllreid.report import RankedList, draw_ranked_lists
 
+        calibration = None if text else search.calibration
+        rule = f" · same: ≥ {calibration.threshold:.4f} (at {calibration.target_label})" if calibration else ""
         lists = [
             RankedList(
-                title="text query" if text else f"query {Path(item['query']).name}",
+                title="text query" if text else f"query {Path(item['query']).name}{rule}",
                 query_path="" if text else item["query"],
                 query_caption="description" if text else _caption(item, score=False),
                 query_text=item["query"] if text else None,

@@ -99,7 +99,8 @@ def _calibration_data(
         CalibrationError: the training set with no identity held out, or a dataset with none to hold out.
     """
     data_cfg = trained.config.data
-    own = _same_dataset(trained, dataset, root) and options is None  # the training set itself
+    # The training set itself (its options given again or left out): only its held-out identities are unseen.
+    own = _same_dataset(trained, dataset, root) and (options is None or dict(options) == dict(data_cfg.options))
     if own:
         held = data_cfg.validation_ids
         if validation_ids is not None and held not in (AUTO, validation_ids):

@@ -20,6 +20,12 @@ So a ViT-B-16 at stride 16, 256×128, without SIE becomes a ``.pt`` state dict u
 (:func:`boxmot_state_dict`). Any other network becomes an ONNX file whose graph takes BoxMOT's input as
 it comes: it undoes the ImageNet normalisation, applies the network's own, resizes to the network's input
 size where that differs from 256×128, and runs the image branch (:class:`BoxmotInput`).
+
+A calibrated checkpoint's same-identity threshold (``svllreid calibrate``) goes into the ONNX file's
+metadata as ``svllreid export`` puts it there: ``svllreid.calibration`` and ``svllreid.max_cosine_distance``
+(``1 - threshold``, the value for a tracker's appearance gate). The ``.pt`` route carries none: the
+threshold was chosen on the network's own features, and BoxMOT's CLIP builder computes others (after the
+BNNecks, from ImageNet-normalised crops), on which it means nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from torch import nn
 
 from svllreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from svllreid.fileio import atomic_write, check_writable
+from svllreid.inference.calibration import Calibration
 from svllreid.inference.image_branch import ImageBranch
 from svllreid.inference.trained import TrainedModel
 
@@ -43,6 +50,7 @@ __all__ = [
     "BOXMOT_FACTS",
     "BOXMOT_INPUT",
     "ONNX_NAME_TYPE",
+    "PT_UNCALIBRATED",
     "ROUTES",
     "BoxmotExport",
     "BoxmotInput",
@@ -156,12 +164,23 @@ class BoxmotInput(nn.Module):
         return self.path(x)
 
 
+#: Why a ``.pt`` file carries no calibration (see the module docstring).
+PT_UNCALIBRATED = (
+    "the same-identity threshold was chosen on the network's own features; BoxMOT's CLIP builder computes "
+    "others (after the BNNecks, from ImageNet-normalised crops), so the .pt file carries none: "
+    "--boxmot-route onnx writes a file that keeps the features and carries the threshold"
+)
+
+
 @dataclass
 class BoxmotExport:
     path: Path
     kind: str  # "pt" or "onnx"
     why_onnx: str | None
     tensors: int
+    #: The checkpoint's calibration (None: uncalibrated), and whether the file carries it (only ONNX does).
+    calibration: Calibration | None = None
+    carries_calibration: bool = False
 
 
 def boxmot_file_name(trained: TrainedModel, kind: str) -> str:
@@ -200,12 +219,16 @@ def export_boxmot(trained: TrainedModel, out: str | Path, *, route: str = "auto"
         route: ``auto``: a ``.pt`` state dict where BoxMOT's CLIP builder can hold the network, else an
             ONNX file taking BoxMOT's input; ``pt`` or ``onnx`` to choose. The ``.pt`` route feeds the
             network BoxMOT's ImageNet statistics and takes the features after the BNNecks (docs/DEPLOY.md
-            measures the cost); the ONNX route keeps the network's own features.
+            measures the cost); the ONNX route keeps the network's own features, and carries the
+            checkpoint's calibration (the ``.pt`` file carries none: :data:`PT_UNCALIBRATED`).
 
     Raises:
         ValueError: an unknown route, ``pt`` for a network the builder cannot hold, or a file name BoxMOT
             would misread.
+        CalibrationError: the checkpoint's calibration sidecar is damaged or was chosen on other weights.
     """
+    from svllreid.export.exporter import checkpoint_calibration, export_module_onnx
+
     if route not in ROUTES:
         raise ValueError(f"unknown BoxMOT route {route!r}; choose one of {', '.join(ROUTES)}")
     why_onnx = pt_incompatibility(trained)
@@ -218,16 +241,16 @@ def export_boxmot(trained: TrainedModel, out: str | Path, *, route: str = "auto"
     check_boxmot_name(out, kind)
     check_writable(out)
     if kind == "pt":
+        calibration = checkpoint_calibration(trained)  # not carried, but one of other weights is refused
         tensors = boxmot_state_dict(trained)
         payload = {"state_dict": tensors, "model_name": "clip", "num_classes": trained.spec.num_classes}
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         atomic_write(out, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
-        return BoxmotExport(out, kind, None, len(tensors))
-    from svllreid.export.exporter import export_module_onnx
-
-    export_module_onnx(trained, BoxmotInput(trained).eval(), out, input_size=BOXMOT_INPUT, facts=BOXMOT_FACTS)
-    return BoxmotExport(out, kind, why_onnx or "asked for", 0)
+        return BoxmotExport(out, kind, None, len(tensors), calibration, carries_calibration=False)
+    report = export_module_onnx(trained, BoxmotInput(trained).eval(), out, input_size=BOXMOT_INPUT, facts=BOXMOT_FACTS)
+    calibrated = report.calibration is not None
+    return BoxmotExport(out, kind, why_onnx or "asked for", 0, report.calibration, carries_calibration=calibrated)
 
 
 def uses_imagenet_statistics(trained: TrainedModel) -> bool:

@@ -10,6 +10,11 @@ ONNX goes through ``torch.export`` (the exporter BoxMOT and torch recommend) and
 TorchScript-based exporter where that fails; the metadata names the one used. After writing, the file is
 run (onnxruntime, or torch for TorchScript) on a batch of another size than the traced one and compared
 with the network: a file that does not reproduce its features is not kept.
+
+A checkpoint calibrated by ``svllreid calibrate`` (its sidecar, :func:`svllreid.inference.calibration.sidecar_path`)
+passes its same-identity threshold on: ONNX ``metadata_props`` ``svllreid.calibration`` (the calibration's
+JSON) and ``svllreid.max_cosine_distance`` (``1 - threshold``, a tracker's gate), TorchScript's extra file
+``calibration.json``. An uncalibrated checkpoint's file records no threshold.
 """
 
 from __future__ import annotations
@@ -30,8 +35,17 @@ import torch
 
 from svllreid.errors import ExportError, MissingExtraError
 from svllreid.fileio import atomic_write, check_writable
+from svllreid.inference.calibration import Calibration, read_calibration, sidecar_path
 from svllreid.inference.image_branch import ImageBranch, quiet_tracing
-from svllreid.inference.onnx_backend import FORMAT, METADATA_KEY, ONNX_EXTRA, cpu_session, parse_export_facts
+from svllreid.inference.onnx_backend import (
+    CALIBRATION_KEY,
+    DISTANCE_KEY,
+    FORMAT,
+    METADATA_KEY,
+    ONNX_EXTRA,
+    cpu_session,
+    parse_export_facts,
+)
 from svllreid.inference.trained import TrainedModel
 from svllreid.version import __version__
 
@@ -39,10 +53,14 @@ __all__ = [
     "FORMATS",
     "SUFFIXES",
     "TOLERANCE",
+    "TORCHSCRIPT_CALIBRATION",
     "VERSION",
     "ExportReport",
+    "calibration_props",
     "check_export_options",
     "check_suffix",
+    "checkpoint_calibration",
+    "distance_threshold",
     "export_facts",
     "export_image_branch",
     "export_module_onnx",
@@ -56,6 +74,8 @@ VERSION = 1
 #: Largest difference from the (fp32) network's L2-normalised features that a written file may show. A
 #: feature of ViT-B/16 has 1,280 elements of about 0.03: an fp16 file that is wrong cannot stay within 5e-3.
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-3}
+#: TorchScript extra file of a calibrated export: the calibration's JSON (ONNX: ``CALIBRATION_KEY``).
+TORCHSCRIPT_CALIBRATION = "calibration.json"
 
 
 @dataclass(kw_only=True)
@@ -71,6 +91,36 @@ class ExportReport:
     checked_with: str
     seconds: float
     facts: dict[str, Any]
+    #: The same-identity threshold the file carries (None: the checkpoint is uncalibrated).
+    calibration: Calibration | None = None
+
+
+def checkpoint_calibration(trained: TrainedModel) -> Calibration | None:
+    """The calibration beside the checkpoint ``trained`` was loaded from (``NAME.calibration.json``),
+    checked against its weights; None: the checkpoint is uncalibrated.
+
+    Raises:
+        CalibrationError: a damaged sidecar, or one chosen on other weights than ``trained``'s.
+    """
+    sidecar = sidecar_path(trained.checkpoint.path)
+    if not sidecar.is_file():
+        return None
+    calibration = read_calibration(sidecar)
+    calibration.check_weights(trained.weights_digest(), str(trained.checkpoint.path))
+    return calibration
+
+
+def distance_threshold(calibration: Calibration) -> float:
+    """A tracker's cosine-distance gate for a similarity threshold: ``1 - threshold`` (same identity when
+    the distance is at most this)."""
+    return 1.0 - calibration.threshold
+
+
+def calibration_props(calibration: Calibration | None) -> dict[str, str]:
+    """The ONNX ``metadata_props`` that carry a calibration (none for an uncalibrated model)."""
+    if calibration is None:
+        return {}
+    return {CALIBRATION_KEY: calibration.to_json(), DISTANCE_KEY: repr(distance_threshold(calibration))}
 
 
 def export_facts(trained: TrainedModel, *, side_info: bool, precision: str, exporter: str) -> dict[str, Any]:
@@ -202,10 +252,13 @@ def export_image_branch(
         opset: ONNX opset (default: the exporter's).
         side_info: add the ``side_info`` input (networks with SIE only).
 
+    The checkpoint's calibration, if it has one, goes into the file (see the module docstring).
+
     Raises:
         ValueError: an unknown format, ``side_info`` for a network without SIE, or ``opset`` for TorchScript.
         MissingExtraError: ONNX without onnx / onnxscript / onnxruntime installed.
         ExportError: the written file does not give the network's features.
+        CalibrationError: the checkpoint's calibration sidecar is damaged or was chosen on other weights.
     """
     check_export_options(fmt, opset=opset)
     if side_info and not trained.spec.sie:
@@ -224,7 +277,13 @@ def export_module_onnx(
 ) -> ExportReport:
     """Export a module around ``trained``'s image branch (such as BoxMOT's input adapter) to ONNX: one
     ``images`` input of ``input_size``, checked as :func:`export_image_branch` checks its files. ``facts``
-    replace entries of the metadata (:func:`export_facts`): the inputs and preprocessing the module expects."""
+    replace entries of the metadata (:func:`export_facts`): the inputs and preprocessing the module expects.
+    The checkpoint's calibration goes into the file as :func:`export_image_branch` puts it there; the
+    module must then give the network's own features.
+
+    Raises:
+        CalibrationError: the checkpoint's calibration sidecar is damaged or was chosen on other weights.
+    """
     check_export_options("onnx")
     return _write(trained, module, out, fmt="onnx", input_size=input_size, facts=facts)
 
@@ -243,6 +302,7 @@ def _write(
 ) -> ExportReport:
     out = check_writable(out)
     check_suffix(out, fmt)
+    calibration = checkpoint_calibration(trained)  # a sidecar of other weights fails before the export
     start = time.perf_counter()
     precision = "fp16" if fp16 else "fp32"
     dtype = torch.float16 if fp16 else torch.float32
@@ -261,8 +321,11 @@ def _write(
     if fmt == "onnx":
         proto, exporter = _onnx_model(module, example, opset)
         written = facts_of(exporter)
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, json.dumps(written)
+        import onnx
+
+        props = {entry.key: entry.value for entry in proto.metadata_props}
+        props |= {METADATA_KEY: json.dumps(written), **calibration_props(calibration)}
+        onnx.helper.set_model_props(proto, props)
         data = proto.SerializeToString()
         got, checked_with = _run_onnx(data, check), "onnxruntime (CPU)"
     else:
@@ -271,7 +334,10 @@ def _write(
         with quiet_tracing(), torch.no_grad():
             script = torch.jit.trace(module, example, check_trace=False)
             buffer = io.BytesIO()
-            torch.jit.save(script, buffer, _extra_files={f"{METADATA_KEY}.json": json.dumps(written)})
+            extra = {f"{METADATA_KEY}.json": json.dumps(written)}
+            if calibration is not None:
+                extra[TORCHSCRIPT_CALIBRATION] = calibration.to_json()
+            torch.jit.save(script, buffer, _extra_files=extra)
             data = buffer.getvalue()
             got, checked_with = script(*check).float().numpy(), "torch (the traced module)"
     gap = float(np.abs(got.astype(np.float32) - expected).max())
@@ -292,6 +358,7 @@ def _write(
         checked_with=checked_with,
         seconds=time.perf_counter() - start,
         facts=written,
+        calibration=calibration,
     )
 
 

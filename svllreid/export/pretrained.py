@@ -2,7 +2,8 @@
 :mod:`svllreid.inference.model_folder`), with a model card whose metrics come from the run's ``eval.json``.
 
 The folder is written beside its destination and renamed into place, so a failure leaves no half-written
-folder and an existing one intact.
+folder and an existing one intact. A calibrated checkpoint's same-identity threshold (its sidecar,
+``NAME.calibration.json``) is copied into the folder as ``model.calibration.json`` and stated on the card.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from safetensors.torch import save_file
 
 from svllreid.config import config_from_dict
 from svllreid.errors import CheckpointError, DatasetError, ExportError
+from svllreid.inference.calibration import Calibration, read_calibration, sidecar_path
 from svllreid.inference.checkpoint import PRETRAIN_TASK, Checkpoint, read_checkpoint, resolve_checkpoint
 from svllreid.inference.model_folder import (
+    CALIBRATION_FILE,
     CARD_FILE,
     CONFIG_FILE,
     FOLDER_FORMAT,
@@ -35,19 +38,23 @@ from svllreid.inference.model_folder import (
 )
 from svllreid.version import __version__
 
-__all__ = ["SavedModel", "headline_result", "model_card", "save_pretrained"]
+__all__ = ["CALIBRATION_FILE", "SavedModel", "headline_result", "model_card", "save_pretrained"]
 
 _SIE_WORDS = {"camera": "SIE on cameras", "view": "SIE on views", "camera_view": "SIE on cameras and views"}
+
 
 
 @dataclass
 class SavedModel:
     folder: Path
     config: dict[str, Any]
+    #: The same-identity threshold copied into the folder (None: the model is uncalibrated).
+    calibration: Calibration | None = None
 
     @property
     def files(self) -> list[Path]:
-        return [self.folder / name for name in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE)]
+        names = (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE) + ((CALIBRATION_FILE,) if self.calibration else ())
+        return [self.folder / name for name in names]
 
 
 def _run_folder(checkpoint: Path) -> Path | None:
@@ -172,9 +179,31 @@ def _percent(value: Any) -> str:
     return f"{100 * float(value):.2f}" if isinstance(value, int | float) else "–"
 
 
-def model_card(config: dict[str, Any], *, load_as: str) -> str:
+def _threshold_line(calibration: Calibration | None, kind: str) -> str:
+    """The card's line on the same-identity threshold, or on its absence."""
+    if calibration is None:
+        return (
+            f"- Same {kind}: uncalibrated. No same-identity threshold was chosen for these weights; "
+            "`svllreid calibrate` chooses one on labelled held-out identities."
+        )
+    t, v, test = calibration.threshold, calibration.validation, calibration.test
+    chosen = f"{v.get('dataset', '?')} validation, {v.get('identities', '?')} held-out identities"
+    measured = (
+        f"; on the test split TPR {_percent(test.get('tpr'))}%, FPR {100 * float(test.get('fpr', 0)):.4f}%"
+        if test
+        else ""
+    )
+    return (
+        f"- Same {kind}: cosine similarity ≥ **{t:.4f}**, {calibration.operating_point} (chosen by "
+        f"`svllreid calibrate` on {chosen}{measured}). A tracker's cosine-distance gate is 1 − {t:.4f} = "
+        f"{1 - t:.4f}. Stored in `{CALIBRATION_FILE}`; it holds for these weights only."
+    )
+
+
+def model_card(config: dict[str, Any], *, load_as: str, calibration: Calibration | None = None) -> str:
     """The folder's ``README.md``: YAML front matter (library, tags, license, datasets, metrics) and a body
-    stating what the model was trained on, its measured results and how to load it."""
+    stating what the model was trained on, its measured results, its same-identity threshold
+    (``calibration``; None: uncalibrated) and how to load it."""
     spec, pre, trained_on = config["architecture"], config["preprocessing"], config.get("trained_on", {})
     kind = trained_on.get("kind", spec.get("kind", "person"))
     dataset = trained_on.get("name", "unknown")
@@ -278,6 +307,7 @@ def model_card(config: dict[str, Any], *, load_as: str) -> str:
         f"- RGB crops resized to {pre['image_size'][0]}×{pre['image_size'][1]} ({pre['resize']}), "
         f"{pre['scale']}, then `(x - mean) / std` with mean {pre['mean']} and std {pre['std']}.",
         f"- Output: {pre['feature']}. Compare features by cosine similarity (a dot product).",
+        _threshold_line(calibration, kind),
         "",
         "## Files",
         "",
@@ -285,6 +315,11 @@ def model_card(config: dict[str, Any], *, load_as: str) -> str:
         f"- `{CONFIG_FILE}`: the network's spec, preprocessing, training recipe and results; a SHA-256 of the "
         "tensors is checked on load.",
         f"- `{CARD_FILE}`: this card.",
+        *(
+            [f"- `{CALIBRATION_FILE}`: the same-identity threshold (`svllreid calibrate`) and how it was chosen."]
+            if calibration
+            else []
+        ),
         "",
         "## License",
         "",
@@ -319,7 +354,8 @@ def save_pretrained(
     load_as: str | None = None,
     overwrite: bool = False,
 ) -> SavedModel:
-    """Write a trained model as a model folder: ``model.safetensors``, ``config.json`` and ``README.md``.
+    """Write a trained model as a model folder: ``model.safetensors``, ``config.json`` and ``README.md``,
+    and ``model.calibration.json`` where the source has a calibration sidecar (``svllreid calibrate``).
 
     Example:
         ``checkpoint`` is what ``svllreid train`` wrote (a run directory works too, and adds its results):
@@ -342,6 +378,7 @@ def save_pretrained(
     Raises:
         CheckpointError: no trained model at ``source``.
         ExportError: ``folder`` exists (without ``overwrite``), or the identity names cannot be read.
+        CalibrationError: the source's calibration sidecar is damaged or was chosen on other weights.
     """
     folder = Path(folder).expanduser().resolve()
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
@@ -361,6 +398,10 @@ def save_pretrained(
         raise CheckpointError(f"{checkpoint.path} is not a trained ReID model (a pretraining checkpoint?)")
     tensors = {k: v.contiguous() for k, v in checkpoint.group("model").items()}
     weights = weights_sha256(tensors)
+    sidecar = sidecar_path(resolved)
+    calibration = read_calibration(sidecar) if sidecar.is_file() else None
+    if calibration is not None:
+        calibration.check_weights(weights, str(resolved))
     # A model folder saved again keeps what it knew: results, identity names, license.
     prior = read_folder_config(resolved.parent) if is_model_folder(resolved.parent) else {}
     names = _identities(checkpoint) if identities else prior.get("identities")
@@ -380,8 +421,11 @@ def save_pretrained(
     try:
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        (staging / CARD_FILE).write_text(model_card(config, load_as=load_as or str(folder)), encoding="utf-8")
+        card = model_card(config, load_as=load_as or str(folder), calibration=calibration)
+        (staging / CARD_FILE).write_text(card, encoding="utf-8")
+        if calibration is not None:
+            shutil.copyfile(sidecar, staging / CALIBRATION_FILE)
         _publish_folder(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return SavedModel(folder, config)
+    return SavedModel(folder, config, calibration)

@@ -86,9 +86,14 @@ class Calibration:
             raise CalibrationError(f"a calibration's target is 'fpr' or 'tpr', got {self.target!r}")
 
     @property
+    def target_label(self) -> str:
+        """The rate it holds on the calibration set: ``FPR 1e-3`` (or ``TPR 0.9``)."""
+        return f"{self.target.upper()} {_rate(self.target_value)}"
+
+    @property
     def operating_point(self) -> str:
         """In words: ``same identity at FPR 1e-3`` (or ``at TPR 0.9``), on the calibration set."""
-        return f"same identity at {self.target.upper()} {_rate(self.target_value)}"
+        return f"same identity at {self.target_label}"
 
     def same_identity(self, score: float) -> bool:
         return bool(score >= self.threshold)

@@ -44,6 +44,9 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
 FOLDER_FILES = (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE)
+#: A calibrated folder's same-identity threshold (``svllreid calibrate``): the sidecar of its weights file
+#: (:func:`svllreid.inference.calibration.sidecar_path`), optional.
+CALIBRATION_FILE = "model.calibration.json"
 HUB_PREFIX = "hf-hub:"
 
 
@@ -157,7 +160,11 @@ def resolve_hub_name(name: str) -> Path:
     try:
         path = Path(
             snapshot_download(
-                repo_id, revision=revision or None, allow_patterns=list(FOLDER_FILES), local_files_only=offline
+                repo_id,
+                revision=revision or None,
+                # The folder's files and, where it was calibrated, its same-identity threshold.
+                allow_patterns=[*FOLDER_FILES, CALIBRATION_FILE],
+                local_files_only=offline,
             )
         )
     except LocalEntryNotFoundError:

@@ -1,8 +1,9 @@
 """An exported ONNX image branch (``svllreid export --format onnx``) run by onnxruntime, with what
 ``extract``, ``index build``, ``search`` and :class:`svllreid.FeatureExtractor` read of a model: the
 input size, the resize filter, the pixel statistics and the network's identity, all from the file's
-metadata. Importing this module imports neither open_clip nor torchvision; onnxruntime is imported
-when a file is loaded (``pip install 'svllreid[onnx]'``).
+metadata, and the same-identity threshold it carries (:attr:`OnnxModel.calibration`). Importing this
+module imports neither open_clip nor torchvision; onnxruntime is imported when a file is loaded
+(``pip install 'svllreid[onnx]'``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from svllreid.errors import MissingExtraError
+from svllreid.errors import CalibrationError, MissingExtraError
+from svllreid.inference.calibration import Calibration
 from svllreid.inference.image_branch import CompiledImageBranch
 from svllreid.inference.trained import require_same_features
 
 __all__ = [
+    "CALIBRATION_KEY",
+    "DISTANCE_KEY",
     "FORMAT",
     "METADATA_KEY",
     "ONNX_EXTRA",
@@ -37,6 +41,10 @@ ONNX_EXTRA = "pip install 'svllreid[onnx]' (onnx, onnxscript and onnxruntime)"
 #: Metadata key (ONNX ``metadata_props``; TorchScript ``<key>.json``) and format tag of an export's facts.
 METADATA_KEY = "svllreid"
 FORMAT = "svllreid-image-path"
+#: ONNX ``metadata_props`` of a calibrated export: the :class:`~svllreid.inference.calibration.Calibration`
+#: as JSON, and a tracker's cosine-distance gate, ``1 - threshold``, as a decimal number.
+CALIBRATION_KEY = "svllreid.calibration"
+DISTANCE_KEY = "svllreid.max_cosine_distance"
 
 
 class _SessionImagePath(nn.Module):
@@ -80,6 +88,29 @@ class OnnxModel(CompiledImageBranch):
     path: Path
     feature_dim: int
     facts: dict[str, Any] = field(repr=False)
+    #: The file's ``svllreid.calibration`` metadata as written (None: an uncalibrated export).
+    calibration_json: str | None = field(default=None, repr=False)
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The same-identity threshold the file carries (``svllreid.calibration``), None where it carries
+        none (an uncalibrated export).
+
+        Raises:
+            CalibrationError: a damaged calibration, or one chosen on other weights than those the file
+                records.
+        """
+        if not self.calibration_json:
+            return None
+        where = f"the calibration in {self.path}"
+        try:
+            data = json.loads(self.calibration_json)
+        except json.JSONDecodeError as err:
+            raise CalibrationError(f"{where} is not JSON ({err}); export the calibrated checkpoint again") from None
+        calibration = Calibration.from_dict(data, where)
+        digest = self.network.get("weights_sha256")
+        calibration.check_weights(str(digest) if digest else None, str(self.path))
+        return calibration
 
     def identity(self) -> dict[str, Any]:
         """What identifies the network (stored with feature files and indexes), as a checkpoint's
@@ -183,7 +214,8 @@ def load_onnx_model(path: str | Path, *, device: str = "auto", threads: int | No
         raise
     except Exception as err:  # onnxruntime's own errors for a file it cannot read
         raise ValueError(f"{path} is not a readable ONNX file ({type(err).__name__}: {err})") from err
-    facts = parse_export_facts(session.get_modelmeta().custom_metadata_map.get(METADATA_KEY), path)
+    metadata = session.get_modelmeta().custom_metadata_map
+    facts = parse_export_facts(metadata.get(METADATA_KEY), path)
     if facts.get("precision") != "fp16":
         session = cpu_session(str(path), float16=False, threads=threads)
     pre = facts["preprocessing"]
@@ -203,6 +235,7 @@ def load_onnx_model(path: str | Path, *, device: str = "auto", threads: int | No
         network=dict(facts.get("identity", {})),
         feature_dim=int(session.get_outputs()[0].shape[1]),
         facts=facts,
+        calibration_json=metadata.get(CALIBRATION_KEY),
     )
 
 

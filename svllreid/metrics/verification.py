@@ -66,8 +66,8 @@ CHUNK_BYTES = 256 * 2**20
 #: Bins of the binned path: ``2**21`` of width ``2**-20`` over [-1, 1]; scores beyond fall in the end bins.
 BIN_SCALE = 2**20
 NUM_BINS = 2 * BIN_SCALE
-#: Width of the score histograms drawn in reports (a whole number of bins).
-HISTOGRAM_WIDTH = 2**-6
+#: About how many bins the score histograms drawn in reports have over the scores' range.
+HISTOGRAM_BINS = 80
 
 
 def fpr_label(fpr: float) -> str:
@@ -426,23 +426,35 @@ class PairScores:
         tprs.append(1.0)
         return np.array(fprs), np.array(tprs)
 
+    def _negative_quantile(self, share: float) -> float:
+        """The score below which ``share`` of the negatives lie (binned: the left edge of its bin)."""
+        k = min(int(share * self.num_negative), self.num_negative - 1)
+        if self.negatives is not None:
+            return float(self.negatives[k])
+        assert self.counts is not None
+        b = int(np.searchsorted(np.cumsum(self.counts), k + 1))
+        return (b - BIN_SCALE) / BIN_SCALE
+
     def histograms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Edges (width :data:`HISTOGRAM_WIDTH`, over the scores' range) and the positive and negative counts."""
-        low = self._lowest_score() if self.negatives is not None else None
-        per = int(HISTOGRAM_WIDTH * BIN_SCALE)
+        """Edges and the positive and negative counts of the scores, for drawing.
+
+        The bins are a power-of-two width (one or more of the binned path's bins) giving about
+        :data:`HISTOGRAM_BINS` bins between the lowest 0.1 % of either kind of score and the highest
+        score: scores that cluster near 1 still get a readable histogram. The lowest 0.1 % are counted
+        in the first bin.
+        """
+        low = min(self._negative_quantile(0.001), float(self.positives[int(0.001 * self.num_positive)]))
+        high = max(float(self.positives[-1]), self._negative_quantile(1.0))
+        shift = int(np.clip(math.floor(math.log2(max(high - low, 2**-20) / HISTOGRAM_BINS * BIN_SCALE)), 0, 15))
+        width = 2**shift / BIN_SCALE
+        first, last = math.floor(low / width), math.floor(high / width)
+        edges = np.arange(first, last + 2) * width
+        n = last - first + 1
+        pos_idx = np.clip(np.floor(self.positives.astype(np.float64) / width).astype(np.int64) - first, 0, n - 1)
+        positive = np.bincount(pos_idx, minlength=n)
         if self.counts is not None:
-            coarse = self.counts.reshape(-1, per).sum(1)
-            nonzero = np.flatnonzero(coarse)
-            first, last = int(nonzero[0]), int(nonzero[-1])
-        else:
-            first = int(self._bins(np.array([low]))[0]) // per
-            last = int(self._bins(self.negatives[-1:])[0]) // per  # type: ignore[index]
-        pos_bins = self._bins(self.positives) // per
-        first, last = min(first, int(pos_bins[0])), max(last, int(pos_bins[-1]))
-        edges = (np.arange(first, last + 2) * per - BIN_SCALE) / BIN_SCALE
-        positive = np.bincount(pos_bins - first, minlength=last - first + 1)
-        if self.counts is not None:
-            negative = coarse[first : last + 1]
+            fine = (np.arange(NUM_BINS, dtype=np.int64) - BIN_SCALE) >> shift  # floor(edge / width)
+            negative = np.bincount(np.clip(fine - first, 0, n - 1), weights=self.counts, minlength=n).astype(np.int64)
         else:
             assert self.negatives is not None
             at = np.searchsorted(self.negatives, edges[1:-1].astype(self.dtype), "left")

@@ -507,13 +507,23 @@ def plot_verification(
         )
     chance = np.geomspace(low, 1.0, 200)
     roc_ax.plot(chance, chance, lw=0.9, ls=":", color="grey", label="chance")
+    # Thresholds with as many decimals (3 to 5) as it takes to tell them apart: scores may crowd near 1.
+    shown_thresholds = [float(t) for _, t, _, _ in points] + ([float(eer[1])] if eer is not None else [])
+    decimals = next(
+        (d for d in (3, 4, 5) if len({round(t, d) for t in shown_thresholds}) == len(set(shown_thresholds))), 5
+    )
+
+    def t_text(value: float) -> str:
+        return f"t={value:.{decimals}f}"
+
     # The labels stand in a column in the lower right, under the curve, each joined to its dot by a thin line.
     labelled = [
-        (f"{label}: t={threshold:.3f}", max(fpr_value, low), tpr_value, colour, "o")
+        (f"{label}: {t_text(threshold)}", max(fpr_value, low), tpr_value, colour, "o")
         for (label, threshold, fpr_value, tpr_value), colour in zip(marks, colours, strict=True)
     ]
     if eer is not None:
-        labelled.append((f"EER {100 * eer[0]:.2f}%: t={eer[1]:.3f}", max(eer[0], low), 1.0 - eer[0], _EER_COLOUR, "D"))
+        eer_text = f"EER {100 * eer[0]:.2f}%: {t_text(eer[1])}"
+        labelled.append((eer_text, max(eer[0], low), 1.0 - eer[0], _EER_COLOUR, "D"))
     labelled.sort(key=lambda item: item[1])  # the leftmost dot's label lowest, so the lines do not cross
     for row, (text, x, y, colour, marker) in enumerate(labelled):
         # The EER's diamond is larger and under the dots: a dot on it (FPR 1e-1 often) leaves its corners showing.
@@ -567,9 +577,9 @@ def plot_verification(
         hist_ax.stairs(density, edges, fill=True, alpha=0.3, color=colour)
         hist_ax.stairs(density, edges, lw=1.2, color=colour, label=f"{name} ({int(total):,} pairs)")
     for (label, threshold, _, _), colour in zip(marks, colours, strict=True):
-        hist_ax.axvline(threshold, color=colour, lw=1.3, ls="--", zorder=3, label=f"{label}: t={threshold:.3f}")
+        hist_ax.axvline(threshold, color=colour, lw=1.3, ls="--", zorder=3, label=f"{label}: {t_text(threshold)}")
     if eer is not None:  # wide and under the dashed lines: one on it still shows in its gaps and beside it
-        hist_ax.axvline(eer[1], color=_EER_COLOUR, lw=2.4, alpha=0.45, zorder=2.5, label=f"EER: t={eer[1]:.3f}")
+        hist_ax.axvline(eer[1], color=_EER_COLOUR, lw=2.4, alpha=0.45, zorder=2.5, label=f"EER: {t_text(eer[1])}")
     hist_ax.set_xlim(edges[0], edges[-1])
     # Headroom above the histograms for the legend in the upper left (about 0.055 of the height an entry).
     entries = len(hist_ax.get_legend_handles_labels()[1])

@@ -17,6 +17,7 @@ from svllreid.config import Config, load_config
 from svllreid.data.datasets import get_dataset_entry
 from svllreid.errors import ConfigError, DatasetError
 from svllreid.evaluation.results import ResultRow
+from svllreid.metrics.summary import format_verification
 from svllreid.models.info import model_info
 from svllreid.training.dataprep import prepare_data
 from svllreid.training.run import RunResult, build_model, evaluate_random_init, method_name, train
@@ -141,6 +142,9 @@ def run_demo(cfg: Config, *, say: Callable[[str], None], own_config: bool = Fals
     say(f"[4/4] results ({result.evaluation['protocol']} protocol), in %:")
     for line in result.results_text(pretrained=bool(cfg.model.pretrained), random=random):
         say(f"      {line}")
+    verification = format_verification(result.evaluation)
+    if verification:  # "same person?" of the trained network: how well one threshold separates pairs
+        say(f"      trained, {verification}")
     say(f"      report:  {result.report or '(not written; see the log above)'}")
     say(f"      run:     {result.run_dir}")
     seconds = time.perf_counter() - started
