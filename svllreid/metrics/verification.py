@@ -552,11 +552,14 @@ def pair_scores(
     negatives = np.empty(num_negative, qf.dtype) if exact else None
     counts = None if exact else np.zeros(NUM_BINS + 1, np.int64)  # the last: removed pairs
     positives = np.empty(num_positive, qf.dtype)
-    rows_per_chunk = max(1, CHUNK_BYTES // (ng * (itemsize + 8)))
+    rows_per_chunk = min(max(1, CHUNK_BYTES // (ng * (itemsize + 8))), nq)
+    # Buffers reused by every chunk: allocating them anew costs as much as the arithmetic (page faults).
+    score_buf = np.empty((rows_per_chunk, ng), qf.dtype)
+    bin_buf = None if exact else np.empty((rows_per_chunk, ng), np.int64)
     filled_pos = filled_neg = 0
     for lo in range(0, nq, rows_per_chunk):
         rows = np.arange(lo, min(lo + rows_per_chunk, nq))
-        scores = qn[rows[0] : rows[-1] + 1] @ gn_t
+        scores = np.matmul(qn[rows[0] : rows[-1] + 1], gn_t, out=score_buf[: len(rows)])
         index, kind = candidates(plan, rows, qc, gc, qk=qk, gk=gk)
         owner = np.broadcast_to(np.arange(len(rows))[:, None], index.shape)
         pos = scores[owner[kind == 1], index[kind == 1]]
@@ -568,14 +571,16 @@ def pair_scores(
             negatives[filled_neg : filled_neg + len(kept)] = kept
             filled_neg += len(kept)
         else:
-            assert counts is not None
+            assert counts is not None and bin_buf is not None
             np.multiply(scores, BIN_SCALE, out=scores)  # exact: a power of two
             np.floor(scores, out=scores)
-            bins = scores.astype(np.int64).reshape(-1)
-            bins += BIN_SCALE
-            np.clip(bins, 0, NUM_BINS - 1, out=bins)
-            bins[flat] = NUM_BINS
-            counts += np.bincount(bins, minlength=NUM_BINS + 1)
+            bins = bin_buf[: len(rows)]
+            np.copyto(bins, scores, casting="unsafe")  # whole numbers already: exact
+            flat_bins = bins.reshape(-1)
+            flat_bins += BIN_SCALE
+            np.clip(flat_bins, 0, NUM_BINS - 1, out=flat_bins)
+            flat_bins[flat] = NUM_BINS
+            counts += np.bincount(flat_bins, minlength=NUM_BINS + 1)
     assert filled_pos == num_positive
     positives.sort()
     if negatives is not None:
