@@ -541,7 +541,7 @@ def pair_scores(
     tiny = np.finfo(qf.dtype).tiny
     qn = qf / np.maximum(np.linalg.norm(qf, axis=1, keepdims=True), tiny)
     gn = gf / np.maximum(np.linalg.norm(gf, axis=1, keepdims=True), tiny)
-    gn_t = np.ascontiguousarray(gn.T)
+    gn_t = gn.T  # a transposed view: BLAS reads it as it is (no copy of the gallery)
 
     plan = plan_queries(qp, gp, qc, gc, qk=qk, gk=gk)
     num_positive = int(plan.num_matches.sum())
