@@ -206,3 +206,20 @@ def test_vision_ssl_factors_match_the_papers_erased_token_share(monkeypatch):
     assert factors[matched][1] is False and factors["SIE on cameras"] == (["model.sie=camera"], True)
     combined = factors["combined"][0]
     assert "data.image_size=[128,64]" in combined and "stage2.id_weight=0.25" in combined
+
+
+def test_verification_speed_benchmark_measures_the_binned_path_against_the_exact_one(monkeypatch):
+    """The worker of benchmarks/verification_speed.py, in process on its small size: the binned path's
+    numbers lie within the bounds it states of the exact path's."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import verification_speed
+
+    row = verification_speed.worker("small", "both", 16, 1.0, binned=True)
+    assert row["path"] == "binned" and 0 < row["pairs"] <= 300 * 2000  # less the same-camera pairs of one identity
+    assert abs(row["auc"] - row["exact_auc"]) <= row["auc_bound"]
+    assert abs(row["eer"] - row["exact_eer"]) <= row["eer_bound"]
+    for binned, exact, bound in zip(row["tpr"], row["exact_tpr"], row["tpr_bound"], strict=True):
+        assert binned is None or 0 <= exact - binned <= bound + 1e-12
+    assert row["wall_s"] > 0 and row["call_peak_gb"] > 0
+    ranking = verification_speed.worker("small", "ranking", 16, 1.0)
+    assert 0 < ranking["mAP"] < 1
