@@ -295,12 +295,12 @@ def _verification_words(result: VerificationResult) -> str:
     """One split's verification metrics as a sentence or two."""
     text = f"AUC {100 * result.auc:.2f}%, EER {100 * result.eer:.2f}%"
     if math.isfinite(result.eer_threshold):
-        text += f" (threshold {result.eer_threshold:.3f})"
+        text += f" (threshold {result.eer_threshold:.4f})"
     rates = []
     for p in result.points:
         if not p.resolvable:
             continue
-        at = f"threshold {p.threshold:.3f}" if math.isfinite(p.threshold) else "no threshold but rejecting every pair"
+        at = f"threshold {p.threshold:.4f}" if math.isfinite(p.threshold) else "no threshold but rejecting every pair"
         rates.append(f"{100 * p.tpr:.2f}% at FPR {fpr_label(p.target_value)} ({at})")
     if rates:
         text += "; TPR " + ", ".join(rates)
