@@ -43,7 +43,6 @@ __all__ = ["CALIBRATION_FILE", "SavedModel", "headline_result", "model_card", "s
 _SIE_WORDS = {"camera": "SIE on cameras", "view": "SIE on views", "camera_view": "SIE on cameras and views"}
 
 
-
 @dataclass
 class SavedModel:
     folder: Path
