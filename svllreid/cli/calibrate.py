@@ -12,10 +12,12 @@ from svllreid.errors import ConfigError
 
 
 def _rates(rates: dict[str, float | int]) -> str:
+    uncertain = int(rates.get("false_accepts_bound", 0))
+    binned = f", of which up to {uncertain:,} may lie below it (binned scores)" if uncertain else ""
     return (
         f"TPR {100 * float(rates['tpr']):.2f}% ({int(rates['true_accepts']):,} of {int(rates['positive_pairs']):,} "
         f"same-identity pairs), FPR {100 * float(rates['fpr']):.4f}% ({int(rates['false_accepts']):,} of "
-        f"{int(rates['negative_pairs']):,} different-identity pairs)"
+        f"{int(rates['negative_pairs']):,} different-identity pairs{binned})"
     )
 
 
@@ -44,9 +46,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if index is not None:  # the threshold must hold for the index's features: same network, same encoding
         trained.check_same_features(index.meta, str(args.index), checkpoint=str(checkpoint))
         flip = bool(index.meta.get("flip", False))
-    out = Path(args.out) if args.out else (None if args.no_sidecar else default_sidecar(trained))
-    if out is not None:
-        check_writable(out)  # before the features are computed
+    # Beside the checkpoint by default; with --index, into the index (its flip setting may not be the
+    # checkpoint's other users'), and beside it too only with --out.
+    sidecar = None if args.no_sidecar or index is not None else default_sidecar(trained)
+    out = Path(args.out) if args.out else sidecar
+    for target in [out, Path(args.index) if index is not None else None]:
+        if target is not None:
+            check_writable(target)  # before the features are computed
     run = calibrate_model(
         trained,
         dataset=args.dataset,
@@ -65,12 +71,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if out is not None:
         written.append(write_calibration(out, calibration))
     if index is not None:
+        from svllreid.search import GalleryIndex
+
+        index = GalleryIndex.load(args.index)  # as it is now (the features took a while), checked again
+        trained.check_same_features(index.meta, str(args.index), checkpoint=str(checkpoint))
         index.meta["calibration"] = calibration.to_dict()
         written.append(index.save(args.index))
     if args.json:
         print(json.dumps({**calibration.to_dict(), "written": [str(p) for p in written]}, indent=2))
         return 0
     print(f"model: {trained.describe()}")
+    for note in run.notes:
+        print(f"note: {note}")
     print(
         f"calibration set: the validation split of {run.dataset.name} at {run.dataset.root}: {run.validation_ids} "
         "identities the model did not train on (features without camera information"
@@ -100,10 +112,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "gives the asked false positive rate (--fpr, default 1e-3) or true positive rate (--tpr) on that split's "
         "query-gallery pairs; the test split's rates at it are measured to show how it transfers, never used to "
         "choose it. Writes it beside the checkpoint (NAME.calibration.json), where search, serve, "
-        "FeatureExtractor and exports find it; --index also stores it in an index.",
+        "FeatureExtractor and exports find it; with --index, in that index instead (features made as the index's: "
+        "flipped or not), and --out FILE writes a copy.",
     )
     parser.add_argument("--checkpoint", default=None, help="checkpoint file, run directory or model folder")
-    parser.add_argument("--index", default=None, help="also store it in this index (default checkpoint: the index's)")
+    parser.add_argument("--index", default=None, help="store it in this index (default checkpoint: the index's)")
     parser.add_argument("--dataset", default=None, help="dataset name (default: the model's training set)")
     parser.add_argument("--root", default=None, help="dataset folder (with --dataset)")
     add_option_arg(parser)
@@ -116,7 +129,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="training identities of --dataset to hold out and calibrate on (another dataset than the model's)",
     )
-    parser.add_argument("--flip", action="store_true", help="features with their flipped images' added")
+    parser.add_argument(
+        "--flip", action="store_true", help="features with their flipped images' added (as extract --flip)"
+    )
     parser.add_argument("--out", default=None, help="write the calibration here instead of beside the checkpoint")
     parser.add_argument("--no-sidecar", action="store_true", help="do not write beside the checkpoint")
     parser.add_argument("--no-test", action="store_true", help="skip measuring the test split at the threshold")

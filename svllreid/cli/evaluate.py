@@ -115,7 +115,12 @@ def verification_table(summary: dict[str, Any]) -> str:
         )
     mean = summary["verification"] if len(rows) > 1 else rows[0][1]
     thresholds = ", ".join(f"FPR {k}: {v:.4f}" for k, v in mean["threshold_at_fpr"].items() if v is not None)
-    lines.append(f"thresholds (same identity when similarity >= it): {thresholds}; EER at {mean['eer_threshold']:.4f}")
+    eer_at = "–" if mean["eer_threshold"] is None else f"{mean['eer_threshold']:.4f}"
+    lines.append(f"thresholds (same identity when similarity >= it): {thresholds or '–'}; EER at {eer_at}")
+    lines.append(
+        "(these thresholds are this split's own; a threshold for deployment is chosen on held-out identities by "
+        "'svllreid calibrate')"
+    )
     if not mean["exact"]:
         lines.append(
             f"(different-identity scores binned: AUC within {mean['auc_bound']:.1e}, EER within "

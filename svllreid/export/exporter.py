@@ -35,7 +35,7 @@ import torch
 
 from svllreid.errors import ExportError, MissingExtraError
 from svllreid.fileio import atomic_write, check_writable
-from svllreid.inference.calibration import Calibration, read_calibration, sidecar_path
+from svllreid.inference.calibration import Calibration, sidecar_calibration
 from svllreid.inference.image_branch import ImageBranch, quiet_tracing
 from svllreid.inference.onnx_backend import (
     CALIBRATION_KEY,
@@ -97,17 +97,14 @@ class ExportReport:
 
 def checkpoint_calibration(trained: TrainedModel) -> Calibration | None:
     """The calibration beside the checkpoint ``trained`` was loaded from (``NAME.calibration.json``),
-    checked against its weights; None: the checkpoint is uncalibrated.
+    checked against its weights and against the exports' features (no flipped images added); None: the
+    checkpoint is uncalibrated.
 
     Raises:
-        CalibrationError: a damaged sidecar, or one chosen on other weights than ``trained``'s.
+        CalibrationError: a damaged sidecar, one chosen on other weights than ``trained``'s, or on
+            features with their flipped images' added.
     """
-    sidecar = sidecar_path(trained.checkpoint.path)
-    if not sidecar.is_file():
-        return None
-    calibration = read_calibration(sidecar)
-    calibration.check_weights(trained.weights_digest(), str(trained.checkpoint.path))
-    return calibration
+    return sidecar_calibration(trained.checkpoint.path, trained.weights_digest(), str(trained.checkpoint.path))
 
 
 def distance_threshold(calibration: Calibration) -> float:

@@ -33,6 +33,7 @@ __all__ = [
     "calibration_for_index",
     "decision",
     "read_calibration",
+    "sidecar_calibration",
     "sidecar_path",
     "write_calibration",
 ]
@@ -160,6 +161,21 @@ class Calibration:
                 "Calibrate this model: svllreid calibrate --checkpoint CKPT --dataset D --root R"
             )
 
+    def check_flip(self, flip: bool, used_with: str) -> None:
+        """Refuse a threshold chosen on features with (without) their flipped images' added for features
+        made the other way: the two score on different scales.
+
+        Raises:
+            CalibrationError: the settings differ.
+        """
+        if bool(flip) != self.flip:
+            chosen, used = ("with", "without") if self.flip else ("without", "with")
+            raise CalibrationError(
+                f"the same-identity threshold for {used_with} was chosen on features {chosen} their flipped images' "
+                f"added, and {used_with} makes them {used}: the scores differ. Calibrate "
+                f"{'with' if flip else 'without'} --flip (or with --index INDEX, which follows the index)"
+            )
+
 
 def sidecar_path(checkpoint: str | Path) -> Path:
     """Where a checkpoint file's calibration is kept: beside it, ``NAME.calibration.json``."""
@@ -189,34 +205,54 @@ def read_calibration(path: str | Path) -> Calibration:
     return Calibration.from_dict(data, str(path))
 
 
+def sidecar_calibration(
+    checkpoint: str | Path, weights_sha256: str | None, used_with: str, *, flip: bool = False
+) -> Calibration | None:
+    """The calibration beside a checkpoint file, checked to be of ``weights_sha256`` and ``flip``; None:
+    the checkpoint is uncalibrated.
+
+    Raises:
+        CalibrationError: a damaged sidecar, or one of other weights or another flip setting.
+    """
+    sidecar = sidecar_path(checkpoint)
+    if not sidecar.is_file():
+        return None
+    calibration = read_calibration(sidecar)
+    calibration.check_weights(weights_sha256, used_with)
+    calibration.check_flip(flip, used_with)
+    return calibration
+
+
 def calibration_for_index(
     meta: Mapping[str, Any], index: str, checkpoint: str | Path | None = None
 ) -> Calibration | None:
     """The threshold that applies to an index's scores: the one stored in it, else the one beside the
-    checkpoint that encodes its queries (``checkpoint``, else the one it names); None: uncalibrated.
+    checkpoint that encodes its queries (``checkpoint``, else the one it names: a file, a run directory,
+    a model folder or an ``hf-hub:`` name in the local cache); None: uncalibrated.
 
     Raises:
-        CalibrationError: a stored or sidecar threshold chosen on other weights than the index's, or a
-            damaged one.
+        CalibrationError: a stored or sidecar threshold chosen on other weights than the index's or with
+            another flip setting, or a damaged one.
     """
+    from svllreid.errors import CheckpointError
+    from svllreid.inference.checkpoint import resolve_checkpoint
+
     digest = meta.get("weights_sha256")
+    flip = bool(meta.get("flip", False))
     stored = meta.get("calibration")
     if stored is not None:
         calibration = Calibration.from_dict(stored, f"the calibration stored in {index}")
         calibration.check_weights(digest, index)
+        calibration.check_flip(flip, index)
         return calibration
     source = checkpoint if checkpoint is not None else meta.get("checkpoint")
-    if not source or str(source).startswith("hf-hub:"):
+    if not source:
         return None
-    path = Path(str(source))
-    if path.is_dir():  # a run directory: its delivered model
-        path = path / "checkpoints" / "model.safetensors"
-    sidecar = sidecar_path(path)
-    if not sidecar.is_file():
+    try:
+        path = resolve_checkpoint(str(source))
+    except CheckpointError:  # the checkpoint is not here: the search says so when it loads it
         return None
-    calibration = read_calibration(sidecar)
-    calibration.check_weights(digest, index)
-    return calibration
+    return sidecar_calibration(path, str(digest) if digest else None, index, flip=flip)
 
 
 def decision(calibration: Calibration | None) -> dict[str, Any]:

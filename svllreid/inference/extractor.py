@@ -33,7 +33,7 @@ from PIL import Image
 
 from svllreid.data.loaders import read_resized, resized_pixels
 from svllreid.errors import CalibrationError
-from svllreid.inference.calibration import UNCALIBRATED, Calibration, read_calibration, sidecar_path
+from svllreid.inference.calibration import UNCALIBRATED, Calibration, sidecar_calibration
 from svllreid.inference.features import Encoder, encode_batch
 from svllreid.inference.onnx_backend import OnnxModel, is_onnx_file, load_onnx_model
 from svllreid.precision import resolve_precision
@@ -116,17 +116,20 @@ class FeatureExtractor:
         carries; None when uncalibrated.
 
         Raises:
-            CalibrationError: a sidecar chosen on other weights than the checkpoint's, or a damaged one.
+            CalibrationError: a sidecar chosen on other weights than the checkpoint's or with another
+                ``flip`` than this extractor's, or a damaged one.
         """
         if not hasattr(self, "_calibration"):
             found: Calibration | None
             if isinstance(self.encoder, OnnxModel):
-                found = getattr(self.encoder, "calibration", None)
-            else:
-                sidecar = sidecar_path(self.encoder.checkpoint.path)
-                found = read_calibration(sidecar) if sidecar.is_file() else None
+                found = self.encoder.calibration
                 if found is not None:
-                    found.check_weights(self.encoder.weights_digest(), str(self.encoder.checkpoint.name))
+                    found.check_flip(self.flip, self.describe())
+            else:
+                checkpoint = self.encoder.checkpoint
+                found = sidecar_calibration(
+                    checkpoint.path, self.encoder.weights_digest(), str(checkpoint.name), flip=self.flip
+                )
             self._calibration = found
         return self._calibration
 

@@ -5,8 +5,12 @@ Pairs and scores
     The pairs are the query–gallery pairs the ranking protocol keeps (:mod:`svllreid.metrics.ranking`):
     with cameras, pairs of one identity seen by one camera are left out; a gallery image with the
     query's key (the query's own image) always is. A kept pair of one identity is a *positive*, any
-    other kept pair a *negative*. A pair's score is the cosine similarity of its two features (what
-    ``svllreid search`` shows), and a pair is declared "same identity" when ``score >= threshold``.
+    other kept pair a *negative*. Queries without a true match, which the ranking skips, still give
+    their negatives. Where query and gallery share images (image keys on both sides, as a validation
+    split that queries every image against the others), a pair of two such images appears in both
+    directions with one score: it is counted once (as the query of the smaller key). A pair's score is
+    the cosine similarity of its two features (what ``svllreid search`` shows), and a pair is declared
+    "same identity" when ``score >= threshold``.
 
 The curve
     Every distinct score is a threshold, as in ``sklearn.metrics.roc_curve(drop_intermediate=False)``:
@@ -26,9 +30,10 @@ Exact and binned negatives
       134 M float32 scores; Market-1501's 53 M pairs are exact). Results equal scikit-learn's.
     - *binned*: beyond that (MSMT17: 958 M pairs), negatives are counted on ``2**21`` bins of width
       ``2**-20`` over ``[-1, 1]`` (16 MiB). A bin's edges are exact thresholds (``floor(score * 2**20)``
-      is exact in floating point), so every reported operating point is achieved exactly at its
-      threshold; what is approximate is *which* threshold: the exact optimum lies within one bin of
-      it. Each metric carries a bound computed from the bins it could move within
+      is exact in floating point; a last bin holds the scores of 1 and above), so every reported
+      operating point is achieved exactly at its threshold; what is approximate is *which* threshold:
+      the exact optimum lies within one bin of it. Each metric carries a bound computed from the bins
+      it could move within
       (:attr:`OperatingPoint.tpr_bound`, :attr:`OperatingPoint.fpr_bound`,
       :attr:`VerificationResult.auc_bound`, :attr:`VerificationResult.eer_bound`); they are 0 on the
       exact path.
@@ -63,9 +68,10 @@ FPR_TARGETS = (1e-4, 1e-3, 1e-2, 1e-1)
 EXACT_BYTES = 512 * 2**20
 #: Working memory of one chunk of query rows (scores and their bin numbers).
 CHUNK_BYTES = 256 * 2**20
-#: Bins of the binned path: ``2**21`` of width ``2**-20`` over [-1, 1]; scores beyond fall in the end bins.
+#: Bins of the binned path: ``2**21`` of width ``2**-20`` over [-1, 1) (the first also holding scores below
+#: -1) and one for scores of 1 and above (rounding can give a cosine a little over 1): ``2**21 + 1``.
 BIN_SCALE = 2**20
-NUM_BINS = 2 * BIN_SCALE
+NUM_BINS = 2 * BIN_SCALE + 1
 #: About how many bins the score histograms drawn in reports have over the scores' range.
 HISTOGRAM_BINS = 80
 
@@ -293,10 +299,11 @@ class PairScores:
             following = [a[i] for a, i in after if i < len(a)]
             threshold = float(min(following)) if following else math.inf
         else:
-            # The lowest edge with few enough negatives above (b >= 1: all n are in bins >= 0). The exact
-            # threshold lies in bin b-1 or at this edge: that bin's positives bound the TPR it could add.
+            # The lowest edge with few enough negatives above (b >= 1: all n are in bins >= 0; b = NUM_BINS:
+            # even the top bin holds too many, and no edge but rejecting all will do). The exact threshold
+            # lies in bin b-1 or at this edge: that bin's positives bound the TPR it could add.
             b = int(np.argmax(self.suffix <= allowed))
-            threshold = (b - BIN_SCALE) / BIN_SCALE
+            threshold = (b - BIN_SCALE) / BIN_SCALE if b < NUM_BINS else math.inf
             low = (b - 1 - BIN_SCALE) / BIN_SCALE if b > 1 else -math.inf
             tpr_bound = (self._positives_at_least(low) - self._positives_at_least(threshold)) / self.num_positive
         point = self.at_threshold(threshold)
@@ -541,20 +548,28 @@ def pair_scores(
     tiny = np.finfo(qf.dtype).tiny
     qn = qf / np.maximum(np.linalg.norm(qf, axis=1, keepdims=True), tiny)
     gn = gf / np.maximum(np.linalg.norm(gf, axis=1, keepdims=True), tiny)
+    del qf, gf, qf_t, gf_t  # the normalised copies are all that is read from here
     gn_t = gn.T  # a transposed view: BLAS reads it as it is (no copy of the gallery)
+    # Images on both sides: a pair of two of them comes twice (each as the query), counted once.
+    shared = None
+    if qk is not None and gk is not None:
+        query_shared, gallery_shared = np.isin(qk, gk), np.isin(gk, qk)
+        if query_shared.any():
+            shared = (query_shared, gallery_shared)
 
     plan = plan_queries(qp, gp, qc, gc, qk=qk, gk=gk)
+    # Upper counts (before pairs counted twice are dropped); the arrays are cut to what was filled.
     num_positive = int(plan.num_matches.sum())
     removed = int((plan.pid_count - plan.num_matches + plan.extra_count).sum())
     num_negative = nq * ng - num_positive - removed
-    itemsize = qf.dtype.itemsize
+    itemsize = qn.dtype.itemsize
     exact = num_negative * itemsize <= exact_bytes
-    negatives = np.empty(num_negative, qf.dtype) if exact else None
-    counts = None if exact else np.zeros(NUM_BINS + 1, np.int64)  # the last: removed pairs
-    positives = np.empty(num_positive, qf.dtype)
+    negatives = np.empty(num_negative, qn.dtype) if exact else None
+    counts = None if exact else np.zeros(NUM_BINS + 1, np.int64)  # the last: pairs not counted
+    positives = np.empty(num_positive, qn.dtype)
     rows_per_chunk = min(max(1, CHUNK_BYTES // (ng * (itemsize + 8))), nq)
     # Buffers reused by every chunk: allocating them anew costs as much as the arithmetic (page faults).
-    score_buf = np.empty((rows_per_chunk, ng), qf.dtype)
+    score_buf = np.empty((rows_per_chunk, ng), qn.dtype)
     bin_buf = None if exact else np.empty((rows_per_chunk, ng), np.int64)
     filled_pos = filled_neg = 0
     for lo in range(0, nq, rows_per_chunk):
@@ -562,12 +577,21 @@ def pair_scores(
         scores = np.matmul(qn[rows[0] : rows[-1] + 1], gn_t, out=score_buf[: len(rows)])
         index, kind = candidates(plan, rows, qc, gc, qk=qk, gk=gk)
         owner = np.broadcast_to(np.arange(len(rows))[:, None], index.shape)
-        pos = scores[owner[kind == 1], index[kind == 1]]
+        twice = None  # [c, G]: pairs whose other direction is the one counted
+        if shared is not None:
+            assert qk is not None and gk is not None
+            twice = shared[0][rows][:, None] & shared[1][None, :] & (qk[rows][:, None] > gk[None, :])
+        match = kind == 1
+        if twice is not None:
+            match &= ~twice[owner, index]
+        pos = scores[owner[match], index[match]]
         positives[filled_pos : filled_pos + len(pos)] = pos
         filled_pos += len(pos)
         flat = (owner * ng + index)[kind > 0]
         if negatives is not None:
-            kept = np.delete(scores.reshape(-1), flat)
+            keep = np.ones(scores.shape, bool) if twice is None else ~twice
+            keep.reshape(-1)[flat] = False
+            kept = scores[keep]
             negatives[filled_neg : filled_neg + len(kept)] = kept
             filled_neg += len(kept)
         else:
@@ -580,11 +604,13 @@ def pair_scores(
             flat_bins += BIN_SCALE
             np.clip(flat_bins, 0, NUM_BINS - 1, out=flat_bins)
             flat_bins[flat] = NUM_BINS
+            if twice is not None:
+                bins[twice] = NUM_BINS
             counts += np.bincount(flat_bins, minlength=NUM_BINS + 1)
-    assert filled_pos == num_positive
+    positives = positives[:filled_pos]
     positives.sort()
     if negatives is not None:
-        assert filled_neg == num_negative
+        negatives = negatives[:filled_neg]
         negatives.sort()
         return PairScores(positives, negatives=negatives)
     assert counts is not None

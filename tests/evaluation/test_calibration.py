@@ -49,6 +49,7 @@ def test_calibrate_chooses_on_validation_and_measures_test(calibrated: dict[str,
     data = calibrate(capsys, "--checkpoint", str(checkpoint), "--fpr", "0.05")
     validation = data["validation"]
     assert validation["identities"] == 5  # the run's held-out identities (data.validation_ids=5)
+    assert "root" not in validation and data["checkpoint"] == "model.safetensors"  # no local paths
     assert validation["fpr"] <= 0.05 and validation["false_accepts"] >= 1
     assert 0 < validation["tpr"] <= 1 and validation["positive_pairs"] > 0
     test = data["test"]
@@ -91,13 +92,17 @@ def test_search_and_extractor_decide_by_the_threshold(calibrated: dict[str, Any]
     verdict = extractor.verify(queries[0], queries[1])
     assert verdict["same_identity"] == (verdict["score"] >= calibration.threshold)
     assert verdict["operating_point"] == "same identity at FPR 0.05"
-    assert FeatureExtractor(checkpoint, device="cpu", threshold=2 * -0.5).same_identity(feats, feats).all()
+    given = float(np.median(sims))  # a threshold given outright wins over the calibrated one
+    np.testing.assert_array_equal(
+        FeatureExtractor(checkpoint, device="cpu", threshold=given).same_identity(feats, feats), sims >= given
+    )
 
 
 def test_calibrate_into_an_index(calibrated: dict[str, Any], capsys, tmp_path: Path) -> None:
     index = tmp_path / "gallery.npz"
     shutil.copy(calibrated["index"], index)
-    data = calibrate(capsys, "--index", str(index), "--fpr", "0.1", "--no-sidecar", "--no-test")
+    data = calibrate(capsys, "--index", str(index), "--fpr", "0.1", "--no-test")
+    assert data["written"] == [str(index)]  # with --index, only the index (the sidecar stays FPR 0.05)
     stored = GalleryIndex.load(index).meta["calibration"]
     assert stored["threshold"] == data["threshold"] and stored["target_value"] == 0.1
     # The index's threshold wins over the checkpoint's sidecar (FPR 0.05).
@@ -154,7 +159,7 @@ def test_an_fpr_the_pairs_cannot_resolve(calibrated: dict[str, Any], capsys) -> 
     smallest = float(err.split("Ask for --fpr ")[1].split()[0])
     data = calibrate(capsys, "--checkpoint", str(calibrated["checkpoint"]), "--fpr", str(smallest), "--no-sidecar",
                      "--no-test")  # fmt: skip
-    assert data["validation"]["false_accepts"] <= 1  # the smallest resolvable: one false accept
+    assert data["validation"]["false_accepts"] == 1  # the smallest resolvable: one false accept
 
 
 def test_the_training_set_without_held_out_identities(tmp_path: Path, capsys) -> None:
@@ -184,3 +189,45 @@ def test_a_set_without_two_images_of_an_identity(calibrated: dict[str, Any], tmp
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "cannot hold identities of folder out to calibrate on" in err and "two images or more" in err
+
+
+def test_a_threshold_of_other_features_flipped_or_not_is_refused(calibrated: dict[str, Any]) -> None:
+    """The sidecar was chosen without flipped images; an extractor that adds them refuses it."""
+    with pytest.raises(CalibrationError, match="without their flipped images"):
+        FeatureExtractor(calibrated["checkpoint"], device="cpu", flip=True).calibration  # noqa: B018
+
+
+def test_a_model_folders_threshold_reaches_search(calibrated: dict[str, Any], capsys, tmp_path: Path) -> None:
+    """An index built from a model folder finds the folder's threshold (model.calibration.json)."""
+    folder = tmp_path / "folder"
+    assert main(["model", "save", str(calibrated["checkpoint"]), "--out", str(folder)]) == 0
+    assert (folder / "model.calibration.json").is_file()
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in calibrated["gallery"][:6]:
+        shutil.copy(path, images / path.name)
+    index = tmp_path / "folder.npz"
+    assert main(["index", "build", "--checkpoint", str(folder), "--images", str(images), "--out", str(index),
+                 *calibrated["args"]]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["search", "--index", str(index), "--query", str(images / calibrated["gallery"][0].name), "--json",
+                 *calibrated["args"]]) == 0  # fmt: skip
+    (answer,) = json.loads(capsys.readouterr().out)
+    assert answer["decision"]["calibrated"] and answer["decision"]["operating_point"] == "same identity at FPR 0.05"
+
+
+def test_the_training_set_elsewhere_offers_only_its_held_out_identities(
+    verification_run: Any, calibrated: dict[str, Any], capsys, tmp_path: Path
+) -> None:
+    """A copy of the training images at another root is recognised by their bytes: only the identities
+    held out in training are calibrated on, and another number of them is refused."""
+    copy = tmp_path / "copy"
+    shutil.copytree(verification_run.run_dir.parents[1] / "synthetic", copy)
+    options = ["-o", "ids=20", "-o", "cameras=3", "-o", "images_per_camera=3", "-o", "seed=1"]
+    argv = ["--checkpoint", str(calibrated["checkpoint"]), "--dataset", "synthetic", "--root", str(copy), *options,
+            "--fpr", "0.05"]  # fmt: skip
+    assert main(["calibrate", *argv, "--no-sidecar", "--no-test", "--device", "cpu", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "model.safetensors trained on (a copy of" in out and ": 5 identities the model did not" in out
+    assert main(["calibrate", *argv, "--validation-ids", "3", "--no-sidecar", "--device", "cpu"]) == 2
+    assert "would calibrate on other identities, some of which it trained on" in capsys.readouterr().err

@@ -89,6 +89,8 @@ def dense_pairs(qf, gf, qp, gp, qc=None, gc=None, qk=None, gk=None):
         kept &= ~(same & (qc[:, None] == gc[None]))
     if qk is not None:
         kept &= qk[:, None] != gk[None]
+        # A pair of two images on both sides comes twice: kept once, as the query of the smaller key.
+        kept &= ~(np.isin(qk, gk)[:, None] & np.isin(gk, qk)[None] & (qk[:, None] > gk[None]))
     return sim[kept], same[kept]
 
 
@@ -105,6 +107,54 @@ def test_pairs_follow_the_ranking_protocol() -> None:
     np.testing.assert_allclose(stats.positives, np.sort(scores[same]), atol=1e-6)
     np.testing.assert_allclose(stats.negatives, np.sort(scores[~same]), atol=1e-6)
     assert stats.exact
+
+
+def test_a_key_shared_with_another_identity_is_left_out() -> None:
+    """A gallery image with the query's key is never paired with it, even labelled another identity."""
+    rng = np.random.default_rng(6)
+    gf, gp, gc = clustered_features(rng, 120, 10, 8)
+    qf, qp, qc = gf[:20], gp[:20].copy(), gc[:20]
+    gk = np.arange(120)
+    qk = gk[:20].copy()
+    qp[0] = gp[0] + 100  # query 0's own image is in the gallery under another identity
+    stats = pair_scores(qf, gf, qp, gp, qc, gc, query_keys=qk, gallery_keys=gk)
+    scores, same = dense_pairs(qf, gf, qp, gp, qc, gc, qk, gk)
+    assert (stats.num_positive, stats.num_negative) == (same.sum(), (~same).sum())
+    np.testing.assert_allclose(stats.negatives, np.sort(scores[~same]), atol=1e-6)
+
+
+def test_images_on_both_sides_are_paired_once() -> None:
+    """A validation split queries every image against the others: each pair is counted once, so the
+    smallest resolvable FPR is one false accept."""
+    rng = np.random.default_rng(7)
+    feats, pids, cams = clustered_features(rng, 90, 15, 8)
+    keys = np.arange(90)
+    stats = pair_scores(feats, feats, pids, pids, cams, cams, query_keys=keys, gallery_keys=keys)
+    same_id, same_cam = pids[:, None] == pids[None], cams[:, None] == cams[None]
+    upper = np.triu(np.ones((90, 90), bool), k=1)
+    assert stats.num_positive == (upper & same_id & ~same_cam).sum()
+    assert stats.num_negative == (upper & ~same_id).sum()
+    point = stats.at_fpr(stats.smallest_fpr())
+    assert point.resolvable and point.false_accepts == 1
+
+
+def test_scores_of_one_and_above_in_the_binned_path() -> None:
+    """Scores at 1 (duplicates across identities) fall in a bin of their own: an FPR they exceed gets no
+    threshold but rejecting every pair, as on the exact path."""
+    positives = np.linspace(0.2, 0.9, 30)
+    negatives = np.concatenate([np.linspace(-0.5, 0.5, 995), np.ones(5)])
+    scores = np.concatenate([positives, negatives])
+    same = np.arange(len(scores)) < len(positives)
+    exact = scores_from_labels(scores, same)
+    counts = np.bincount(
+        PairScores(np.sort(positives), negatives=np.sort(negatives))._bins(negatives), minlength=2**21 + 1
+    )
+    binned = PairScores(np.sort(positives), counts=counts)
+    for stats in (exact, binned):
+        point = stats.at_fpr(1e-3)
+        assert point.threshold == math.inf and point.tpr == 0 and point.false_accepts == 0
+    point = binned.at_fpr(0.005)  # the five at 1 allowed: counted exactly, above 0.5
+    assert point.false_accepts == 5 and point.fpr_bound == 0 and 0.5 < point.threshold < 0.5 + 2**-19
 
 
 def test_exact_features_equal_sklearn_on_their_pairs() -> None:
