@@ -497,7 +497,8 @@ def plot_verification(
     roc_ax, hist_ax = figure.subplots(1, 2)
 
     # --- left: ROC -------------------------------------------------------------------------------------
-    low = min(float(fpr[fpr > 0].min()) for fpr, _ in rocs.values())
+    # At most 0.1: a split too small to resolve any FPR below 1 still gets a readable axis.
+    low = min(0.1, *(float(fpr[fpr > 0].min()) for fpr, _ in rocs.values()))
     several = len(rocs) > 1
     for i, (name, (fpr, tpr)) in enumerate(rocs.items()):
         shown = fpr > 0
