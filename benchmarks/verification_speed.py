@@ -37,9 +37,13 @@ def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def worker(name: str, metric: str, dim: int, noise: float, binned: bool = False) -> dict[str, Any]:
-    """One size and metric (``ranking``, ``verification``, or ``both`` to compare binned with exact)."""
+def worker(
+    name: str, metric: str, dim: int, noise: float, binned: bool = False, sklearn: bool = False
+) -> dict[str, Any]:
+    """One size and metric (``ranking``, ``verification``, or ``both`` to compare binned with exact);
+    ``sklearn``: also scikit-learn's ROC curve of the exact path's scores, compared with its metrics."""
     import eval_speed
+    import numpy as np
 
     from svllreid.metrics import evaluate
     from svllreid.metrics.verification import EXACT_BYTES, FPR_TARGETS, pair_scores
@@ -69,6 +73,20 @@ def worker(name: str, metric: str, dim: int, noise: float, binned: bool = False)
             tpr=[pt.tpr if pt.resolvable else None for pt in summary.points],
             tpr_bound=[pt.tpr_bound for pt in summary.points],
         )
+        if sklearn and scores.exact:  # scikit-learn's ROC of the same scores: the peer of the exact path
+            from sklearn.metrics import roc_auc_score, roc_curve
+
+            same = np.concatenate([np.ones(scores.num_positive, bool), np.zeros(scores.num_negative, bool)])
+            values = np.concatenate([scores.positives, scores.negatives])
+            fpr, tpr, thresholds = roc_curve(same, values, drop_intermediate=False)
+            last = [int(np.flatnonzero(fpr <= target)[-1]) for target in FPR_TARGETS]
+            row.update(
+                sklearn_auc_diff=abs(float(roc_auc_score(same, values)) - summary.auc),
+                sklearn_tpr_equal=all(
+                    tpr[i] == pt.tpr and thresholds[i] == pt.threshold
+                    for i, pt in zip(last, summary.points, strict=True)
+                ),
+            )
         if metric == "both":  # the exact path on the same pairs, to measure the binned one's error
             exact = pair_scores(*args).result(curves=False)
             row.update(
@@ -89,18 +107,22 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64, help="feature width (64; 1280 is a ViT-B/16's test feature)")
     parser.add_argument("--noise", type=float, default=1.0, help="per-image noise of the synthetic features")
     parser.add_argument("--binned", action="store_true", help="force the binned path and compare it with the exact one")
+    parser.add_argument(
+        "--sklearn", action="store_true", help="compare the exact path with scikit-learn's roc_curve (slow, memory)"
+    )
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         name, metric = args.worker
-        print(json.dumps(worker(name, metric, args.dim, args.noise, binned=args.binned)))
+        print(json.dumps(worker(name, metric, args.dim, args.noise, binned=args.binned, sklearn=args.sklearn)))
         return
     rows = []
     for name in args.sizes:
         for metric in ("ranking", "both" if args.binned else "verification"):
             cmd = [sys.executable, __file__, "--worker", name, metric, "--dim", str(args.dim)]
             cmd += ["--noise", str(args.noise)] + (["--binned"] if args.binned else [])
+            cmd += ["--sklearn"] if args.sklearn else []
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode:
                 sys.exit(f"{name} {metric}: worker failed\n{proc.stderr}")
@@ -130,6 +152,13 @@ def main() -> None:
                 + f"  load {row['load']:.2f}",
                 flush=True,
             )
+            if "sklearn_auc_diff" in row:
+                same = "equal" if row["sklearn_tpr_equal"] else "NOT equal"
+                print(
+                    f"{'':<22} scikit-learn on the same scores: AUC differs by {row['sklearn_auc_diff']:.1e}; TPR and "
+                    f"threshold at the four targets {same}",
+                    flush=True,
+                )
             if metric == "both":
                 errors = [abs(a - b) for a, b in zip(row["tpr"], row["exact_tpr"], strict=True) if a is not None]
                 print(

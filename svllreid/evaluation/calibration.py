@@ -276,8 +276,8 @@ def calibrate_model(
         raise CalibrationError(
             f"{asked} is below what {where} resolves: its {scores.num_negative:,} different-identity pairs "
             f"resolve an FPR of 1/{scores.num_negative:,} (about {smallest:.3g}) at the smallest (one false accept). "
-            f"Ask for --fpr {smallest:.3g} or more, or calibrate on more identities (a larger --validation-ids of "
-            "another labelled set)"
+            f"Ask for --fpr {smallest:.3g} or more, or calibrate on more identities (another labelled set with "
+            "a larger --validation-ids)"
         )
     point = scores.at_fpr(value) if target == "fpr" else scores.at_tpr(value)
     if not math.isfinite(point.threshold):
