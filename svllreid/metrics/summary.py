@@ -73,14 +73,15 @@ def _mean_verification(splits: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def verification_record(summary: dict[str, Any]) -> dict[str, float]:
-    """The summary's verification metrics as flat numbers (for metrics.jsonl and TensorBoard)."""
+    """The summary's verification metrics as flat numbers (for metrics.jsonl and TensorBoard, whose tags
+    take letters, digits, "_", "-" and "." only: `TPR_at_FPR_1e-3`)."""
     checked = summary.get("verification")
     if not checked:
         return {}
     record = {"AUC": float(checked["auc"]), "EER": float(checked["eer"])}
     for key, value in checked["tpr_at_fpr"].items():
         if value is not None:
-            record[f"TPR@FPR={key}"] = float(value)
+            record[f"TPR_at_FPR_{key}"] = float(value)
     return record
 
 

@@ -237,3 +237,26 @@ def test_bad_inputs() -> None:
     with pytest.raises(ValueError, match="NaN"):
         scores_from_labels(np.array([0.9, math.nan]), np.array([True, False]))
     assert stats.smallest_fpr() == 0.5
+
+
+def test_validation_records_and_tensorboard_carry_the_metrics(verification_run) -> None:
+    """Each validation of a run logs AUC, EER and the resolvable TPRs to metrics.jsonl and TensorBoard."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    run_dir = verification_run.run_dir
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    validations = [r for r in records if r["stage"] == "validation"]
+    assert validations and all({"AUC", "EER", "TPR_at_FPR_1e-1"} <= set(r) for r in validations)
+    assert all(0 <= r["AUC"] <= 1 and 0 <= r["EER"] <= 1 for r in validations)
+    tags = set()
+    for path in (run_dir / "tensorboard").glob("events*"):
+        data, i = path.read_bytes(), 0
+        while i < len(data):  # TFRecord framing: length, its CRC, the event, its CRC
+            (length,) = struct.unpack("Q", data[i : i + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[i + 12 : i + 12 + length])
+            tags |= {value.tag for value in event.summary.value}
+            i += 16 + length
+    assert {"validation/AUC", "validation/EER", "validation/TPR_at_FPR_1e-1"} <= tags
