@@ -75,6 +75,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"model: {facts['model']['description']}")
     texts = "image and text queries" if facts["queries"]["text"] else "image queries (this index takes no text)"
     print(f"index: {args.index}: {len(service.index)} images, {texts}")
+    calibration = service.search.calibration  # what the "same" / "other" marks of photo queries follow
+    print(calibration.describe() if calibration is not None else service.search.decision["message"])
     if not _is_loopback(args.host):
         print(
             f"warning: listening on {args.host}: anyone who can reach this machine can search the gallery and see "
