@@ -40,10 +40,25 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_export_options(args.format, opset=args.opset)  # before the network is loaded
     check_suffix(args.out, args.format)
     check_writable(args.out)
+    int8_images = None
+    if args.int8 or args.calibration_images:
+        from svllreid.data.images import list_images
+        from svllreid.export.exporter import check_int8_options
+
+        if not (args.int8 and args.calibration_images):
+            raise ValueError("--int8 and --calibration-images go together: INT8 calibrates on your images")
+        int8_images = list_images(args.calibration_images)
+        check_int8_options(args.format, fp16=args.fp16, images=int8_images)
     trained = load_trained_model(args.checkpoint, "cpu")  # exported from the CPU: the file runs anywhere
     print(f"model: {trained.describe()}")
     report = export_image_branch(
-        trained, args.out, fmt=args.format, fp16=args.fp16, opset=args.opset, side_info=args.side_info
+        trained,
+        args.out,
+        fmt=args.format,
+        fp16=args.fp16,
+        opset=args.opset,
+        side_info=args.side_info,
+        int8_images=int8_images,
     )
     facts = report.facts
     pre = facts["preprocessing"]
@@ -52,6 +67,19 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"{', '.join(report.inputs)} (dynamic batch) -> features [B, {report.feature_dim}], L2-normalised"
     )
     print(f"  side information: {facts['side_info']}")
+    if report.int8 is not None:
+        q = report.int8
+        print(
+            f"  INT8: {q['method']}, calibrated on {q['images']} images; against the fp32 network their features "
+            f"keep a cosine similarity of {q['min_cosine']:.4f} at least (mean {q['mean_cosine']:.4f}, allowed "
+            f"down to {q['tolerance']}); each image ranking the others, the first hit agrees for "
+            f"{100 * q['top1_agreement']:.1f}% and the top {q['topk']} overlap {100 * q['topk_overlap']:.1f}%"
+        )
+        if report.calibration is not None:
+            print(
+                "  note: the same-identity threshold below was chosen on the fp32 network's features; INT8 moves "
+                f"scores by up to {1 - q['min_cosine']:.1e} here: check it on your data before relying on it"
+            )
     print(
         f"  preprocessing: resize to {pre['image_size'][0]}x{pre['image_size'][1]} ({pre['resize']}), "
         f"(pixel / 255 - mean) / std with mean {pre['mean']}, std {pre['std']}"
@@ -75,8 +103,10 @@ def _export_boxmot(args: argparse.Namespace) -> int:
     from svllreid.inference.onnx_backend import CALIBRATION_KEY, DISTANCE_KEY
     from svllreid.inference.trained import load_trained_model
 
-    if args.fp16 or args.opset or args.side_info:
-        raise ValueError("--format boxmot takes no --fp16, --opset or --side-info: BoxMOT feeds fp32 crops, one input")
+    if args.fp16 or args.opset or args.side_info or args.int8:
+        raise ValueError(
+            "--format boxmot takes no --fp16, --int8, --opset or --side-info: BoxMOT feeds fp32 crops, one input"
+        )
     trained = load_trained_model(args.checkpoint, "cpu")
     print(f"model: {trained.describe()}")
     written = export_boxmot(trained, args.out, route=args.boxmot_route)
@@ -128,6 +158,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="file to write (.onnx, .pt); for boxmot a folder, where the file gets the name BoxMOT reads",
     )
     export.add_argument("--fp16", action="store_true", help="half precision (for GPUs)")
+    export.add_argument(
+        "--int8",
+        action="store_true",
+        help="ONNX quantised to INT8 for CPUs (onnxruntime static quantisation; needs --calibration-images)",
+    )
+    export.add_argument(
+        "--calibration-images",
+        metavar="DIR",
+        default=None,
+        help="with --int8: a folder (or list file) of at least 16 images like those the model will see",
+    )
     export.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default: the exporter's)")
     export.add_argument(
         "--side-info",

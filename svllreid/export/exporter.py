@@ -11,6 +11,9 @@ TorchScript-based exporter where that fails; the metadata names the one used. Af
 run (onnxruntime, or torch for TorchScript) on a batch of another size than the traced one and compared
 with the network: a file that does not reproduce its features is not kept.
 
+``int8_images`` quantises an ONNX file to INT8 for CPUs (:func:`quantize_int8`: onnxruntime's static
+quantisation, calibrated on the user's images), checked against the fp32 network by a cosine tolerance.
+
 A checkpoint calibrated by ``svllreid calibrate`` (its sidecar, :func:`svllreid.inference.calibration.sidecar_path`)
 passes its same-identity threshold on: ONNX ``metadata_props`` ``svllreid.calibration`` (the calibration's
 JSON) and ``svllreid.max_cosine_distance`` (``1 - threshold``, a tracker's gate), TorchScript's extra file
@@ -51,6 +54,8 @@ from svllreid.version import __version__
 
 __all__ = [
     "FORMATS",
+    "INT8_MIN_COSINE",
+    "INT8_MIN_IMAGES",
     "SUFFIXES",
     "TOLERANCE",
     "TORCHSCRIPT_CALIBRATION",
@@ -74,6 +79,12 @@ VERSION = 1
 #: Largest difference from the (fp32) network's L2-normalised features that a written file may show. A
 #: feature of ViT-B/16 has 1,280 elements of about 0.03: an fp16 file that is wrong cannot stay within 5e-3.
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-3}
+#: INT8 ONNX: the fewest images to calibrate its activation ranges on, and the lowest cosine similarity
+#: between one image's INT8 features and the fp32 network's that a written file may show.
+INT8_MIN_IMAGES = 16
+INT8_MIN_COSINE = 0.98
+#: Images per batch when calibrating or checking an INT8 file.
+INT8_BATCH = 16
 #: TorchScript extra file of a calibrated export: the calibration's JSON (ONNX: ``CALIBRATION_KEY``).
 TORCHSCRIPT_CALIBRATION = "calibration.json"
 
@@ -93,6 +104,8 @@ class ExportReport:
     facts: dict[str, Any]
     #: The same-identity threshold the file carries (None: the checkpoint is uncalibrated).
     calibration: Calibration | None = None
+    #: An INT8 file: how it was quantised and how close it stays to the fp32 network (None: not INT8).
+    int8: dict[str, Any] | None = None
 
 
 def checkpoint_calibration(trained: TrainedModel) -> Calibration | None:
@@ -241,11 +254,14 @@ def export_image_branch(
     fp16: bool = False,
     opset: int | None = None,
     side_info: bool = False,
+    int8_images: list[str] | None = None,
 ) -> ExportReport:
     """Write ``trained``'s test-time image branch to ``out`` as ``fmt`` ("onnx" or "torchscript").
 
     Args:
         fp16: export in half precision (for GPUs; the check then allows :data:`TOLERANCE` ["fp16"]).
+        int8_images: quantise the ONNX file to INT8 (:func:`quantize_int8`), its activation ranges
+            calibrated on these image files (at least :data:`INT8_MIN_IMAGES`).
         opset: ONNX opset (default: the exporter's).
         side_info: add the ``side_info`` input (networks with SIE only).
 
@@ -260,8 +276,10 @@ def export_image_branch(
     check_export_options(fmt, opset=opset)
     if side_info and not trained.spec.sie:
         raise ValueError("side_info: this network has no SIE, so cameras and views change nothing; export without it")
+    if int8_images is not None:
+        check_int8_options(fmt, fp16=fp16, images=int8_images)
     module = ImageBranch(trained.model, side_info=side_info).eval().cpu()
-    return _write(trained, module, out, fmt=fmt, fp16=fp16, opset=opset, side_info=side_info)
+    return _write(trained, module, out, fmt=fmt, fp16=fp16, opset=opset, side_info=side_info, int8_images=int8_images)
 
 
 def export_module_onnx(
@@ -296,6 +314,7 @@ def _write(
     side_info: bool = False,
     input_size: tuple[int, int] | None = None,
     facts: Mapping[str, Any] | None = None,
+    int8_images: list[str] | None = None,
 ) -> ExportReport:
     out = check_writable(out)
     check_suffix(out, fmt)
@@ -343,6 +362,17 @@ def _write(
             f"the exported {fmt} file gives features that differ from the network's by {gap:.3g} (allowed "
             f"{TOLERANCE[precision]:g}); nothing was written to {out}. Try the other format or fp32"
         )
+    int8 = None
+    if int8_images is not None:  # the fp32 graph is right: quantise it, and check the INT8 file in turn
+        data, int8 = quantize_int8(trained, module, data, int8_images, side_info=side_info)
+        written = {**written, "precision": "int8", "int8": int8}
+        proto = onnx.load_from_string(data)
+        props = {entry.key: entry.value for entry in proto.metadata_props}
+        props |= {METADATA_KEY: json.dumps(written), **calibration_props(calibration)}
+        onnx.helper.set_model_props(proto, props)
+        data = proto.SerializeToString()
+        checked_with = f"onnxruntime (CPU), the INT8 file on {int8['images']} calibration images"
+        gap = int8["max_abs_diff"]
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
     inputs = ["images", "side_info"][: len(example)]
     return ExportReport(
@@ -356,7 +386,136 @@ def _write(
         seconds=time.perf_counter() - start,
         facts=written,
         calibration=calibration,
+        int8=int8,
     )
+
+
+def check_int8_options(fmt: str, *, fp16: bool, images: list[str]) -> None:
+    """The checks of an INT8 export that need no network (a command makes them before it loads one).
+
+    Raises:
+        ValueError: INT8 asked of TorchScript or together with fp16, or fewer than :data:`INT8_MIN_IMAGES`
+            calibration images.
+        MissingExtraError: onnxruntime's quantisation tools missing.
+    """
+    if fmt != "onnx":
+        raise ValueError("--int8 quantises ONNX files (onnxruntime's static quantisation); use --format onnx")
+    if fp16:
+        raise ValueError("--int8 and --fp16 are two precisions; choose one")
+    if len(images) < INT8_MIN_IMAGES:
+        raise ValueError(
+            f"INT8 calibration needs at least {INT8_MIN_IMAGES} images of the kind the model will see (crops of "
+            f"people or vehicles); got {len(images)}. Pass a folder of them with --calibration-images"
+        )
+    try:
+        from onnxruntime.quantization import quantize_static  # noqa: F401
+    except ImportError as err:
+        raise MissingExtraError(f"INT8 export needs onnxruntime's quantisation tools: {ONNX_EXTRA}") from err
+
+
+def _int8_batches(trained: TrainedModel, images: list[str], side_info: bool) -> list[dict[str, np.ndarray]]:
+    """The images as the network's own preprocessing makes them (resize, scale, normalise), in batches
+    of the ONNX inputs; cameras and views unknown.
+
+    Raises:
+        ImageReadError: a file that is not a readable image.
+    """
+    from svllreid.data.loaders import read_resized
+
+    transform = trained.transform
+    pixels = [transform(read_resized(path, trained.image_size, trained.interpolation)) for path in images]
+    batches = []
+    for lo in range(0, len(pixels), INT8_BATCH):
+        batch = torch.stack(pixels[lo : lo + INT8_BATCH]).numpy().astype(np.float32)
+        feed = {"images": batch}
+        if side_info:
+            feed["side_info"] = np.full((len(batch), 2), -1, np.int64)
+        batches.append(feed)
+    return batches
+
+
+def quantize_int8(
+    trained: TrainedModel, module: torch.nn.Module, data: bytes, images: list[str], *, side_info: bool
+) -> tuple[bytes, dict[str, Any]]:
+    """An fp32 ONNX file quantised to INT8 by onnxruntime's static post-training quantisation (QDQ
+    format, per-channel INT8 weights, UINT8 activations), its activation ranges calibrated on ``images``
+    through the network's own preprocessing; and what it measured.
+
+    The INT8 file is then run on the same images and compared with the fp32 network (``module``): every
+    image's features must keep a cosine similarity of at least :data:`INT8_MIN_COSINE` with the network's,
+    or nothing is written. The agreement of a small search (each image ranking the others) is measured
+    and reported, not required.
+
+    Raises:
+        ImageReadError: a calibration file that is not an image. ExportError: the INT8 file strays from
+            the network beyond the tolerance.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    batches = _int8_batches(trained, images, side_info)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.left = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.left, None)
+
+    with tempfile.TemporaryDirectory() as folder:
+        fp32, prepared, int8_file = (Path(folder) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        fp32.write_bytes(data)
+        # ONNX's own shape inference and graph clean-up (onnxruntime's symbolic one fails on torch.export graphs).
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # the tool warns on the root logger about every 1-D weight it skips
+        try:
+            quantize_static(
+                str(prepared),
+                str(int8_file),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
+        finally:
+            root.setLevel(level)
+        quantized = int8_file.read_bytes()
+    session = cpu_session(quantized, float16=False)
+    got = np.concatenate([np.asarray(session.run(None, feed)[0]) for feed in batches])
+    with torch.no_grad():
+        expected = np.concatenate(
+            [module(*(torch.from_numpy(v) for v in feed.values())).float().numpy() for feed in batches]
+        )
+    got = got / np.maximum(np.linalg.norm(got, axis=1, keepdims=True), 1e-12)
+    expected = expected / np.maximum(np.linalg.norm(expected, axis=1, keepdims=True), 1e-12)
+    cosine = (got * expected).sum(1)
+    k = min(10, len(images) - 1)
+    ranked_fp32 = np.argsort(-(expected @ expected.T), axis=1, kind="stable")[:, 1 : k + 1]
+    ranked_int8 = np.argsort(-(got @ got.T), axis=1, kind="stable")[:, 1 : k + 1]
+    overlap = [len(set(a) & set(b)) / k for a, b in zip(ranked_fp32, ranked_int8, strict=True)]
+    lowest = float(cosine.min())
+    report = {
+        "method": "onnxruntime static quantisation: QDQ, per-channel INT8 weights, UINT8 activations",
+        "images": len(images),
+        "max_abs_diff": float(np.abs(got - expected).max()),
+        "min_cosine": lowest,
+        "mean_cosine": float(cosine.mean()),
+        "tolerance": INT8_MIN_COSINE,
+        # Each calibration image ranks the others: how often the INT8 file's first hit and top k agree.
+        "top1_agreement": float((ranked_fp32[:, 0] == ranked_int8[:, 0]).mean()),
+        "topk": k,
+        "topk_overlap": float(np.mean(overlap)),
+    }
+    if not lowest >= INT8_MIN_COSINE:
+        raise ExportError(
+            f"the INT8 file's features of one calibration image keep a cosine similarity of only "
+            f"{lowest:.4f} with the network's (allowed down to {INT8_MIN_COSINE}); nothing was written. "
+            "Calibrate on more images like those the model will see, or export fp32"
+        )
+    return quantized, report
 
 
 #: File suffixes by format: ONNX files end in .onnx (the backends and FeatureExtractor tell them by it).
