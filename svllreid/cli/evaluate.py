@@ -55,24 +55,11 @@ def cmd_eval_features(args: argparse.Namespace) -> int:
     from svllreid.metrics.verification import verify
 
     query, gallery = read_feature_pair(args.query, args.gallery)
-    checked = None
-    if not args.no_verification:
-        checked = verify(
-            query["feats"],
-            gallery["feats"],
-            query["pids"],
-            gallery["pids"],
-            query.get("camids"),
-            gallery.get("camids"),
-            curves=False,
-        )
+    feats, pids = (query["feats"], gallery["feats"]), (query["pids"], gallery["pids"])
+    arrays = (*feats, *pids, query.get("camids"), gallery.get("camids"))
+    checked = None if args.no_verification else verify(*arrays, curves=False)
     result = evaluate(
-        query["feats"],
-        gallery["feats"],
-        query["pids"],
-        gallery["pids"],
-        query.get("camids"),
-        gallery.get("camids"),
+        *arrays,
         max_rank=args.max_rank,
         rerank=KReciprocal(args.k1, args.k2, args.lambda_value) if args.rerank else None,
     )

@@ -121,23 +121,16 @@ def evaluate_model(
     splits = []
     verification: list[VerificationResult | None] = []
     for split in dataset.splits:
-        q_rows = np.array([row[s.path] for s in split.query], dtype=np.int64)
-        g_rows = np.array([row[s.path] for s in split.gallery], dtype=np.int64)
+        arrays, keys = _split_arrays(feats, split, row, cameras)  # ranked and verified alike
         result = evaluate(
-            feats[torch.from_numpy(q_rows).to(device)],
-            feats[torch.from_numpy(g_rows).to(device)],
-            np.array([s.pid for s in split.query]),
-            np.array([s.pid for s in split.gallery]),
-            np.array([s.camid for s in split.query]) if cameras else None,
-            np.array([s.camid for s in split.gallery]) if cameras else None,
-            query_keys=q_rows,
-            gallery_keys=g_rows,
+            *arrays,
+            **keys,
             max_rank=options.max_rank,
             rerank=options.rerank,
             topk=options.topk,
         )
         splits.append((split, result))
-        verification.append(_verification(feats, split, q_rows, g_rows, cameras) if options.verification else None)
+        verification.append(_verification(pair_scores(*arrays, **keys)) if options.verification else None)
     summary = summarize(dataset.name, [(split.name, result) for split, result in splits], verification)
     gallery_rows = sorted({row[s.path] for split in dataset.splits for s in split.gallery})
     if len(gallery_rows) >= 2:  # how spread out the gallery's features are (collapse shows here)
@@ -150,31 +143,30 @@ def evaluate_model(
 def split_pair_scores(evaluation: ModelEvaluation, split: EvalSplit, cameras: bool) -> PairScores:
     """The verification pairs of one of ``evaluation``'s splits, scored by its features."""
     row = {s.path: i for i, s in enumerate(evaluation.samples)}
+    arrays, keys = _split_arrays(evaluation.feats, split, row, cameras)
+    return pair_scores(*arrays, **keys)
+
+
+def _split_arrays(
+    feats: torch.Tensor, split: EvalSplit, row: dict[str, int], cameras: bool
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A split's query and gallery features, pids and cameras (None without cameras), in the order
+    :func:`svllreid.metrics.ranking.evaluate` takes them, and its image keys (rows of ``feats``)."""
     q_rows = np.array([row[s.path] for s in split.query], dtype=np.int64)
     g_rows = np.array([row[s.path] for s in split.gallery], dtype=np.int64)
-    return _pair_scores(evaluation.feats, split, q_rows, g_rows, cameras)
-
-
-def _pair_scores(
-    feats: torch.Tensor, split: EvalSplit, q_rows: np.ndarray, g_rows: np.ndarray, cameras: bool
-) -> PairScores:
-    return pair_scores(
+    arrays = (
         feats[torch.from_numpy(q_rows).to(feats.device)],
         feats[torch.from_numpy(g_rows).to(feats.device)],
         np.array([s.pid for s in split.query]),
         np.array([s.pid for s in split.gallery]),
         np.array([s.camid for s in split.query]) if cameras else None,
         np.array([s.camid for s in split.gallery]) if cameras else None,
-        query_keys=q_rows,
-        gallery_keys=g_rows,
     )
+    return arrays, {"query_keys": q_rows, "gallery_keys": g_rows}
 
 
-def _verification(
-    feats: torch.Tensor, split: EvalSplit, q_rows: np.ndarray, g_rows: np.ndarray, cameras: bool
-) -> VerificationResult | None:
-    """The split's verification metrics over the pairs its ranking keeps (None without pairs of both kinds)."""
-    scores = _pair_scores(feats, split, q_rows, g_rows, cameras)
+def _verification(scores: PairScores) -> VerificationResult | None:
+    """A split's verification metrics over the pairs its ranking keeps (None without pairs of both kinds)."""
     if not scores.num_positive or not scores.num_negative:
         return None
     return scores.result()

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Array", "ArrayLike", "as_feature_pair", "as_features", "check_pair", "labels"]
+__all__ = ["Array", "ArrayLike", "PairLabels", "as_feature_pair", "as_features", "check_pair", "labels", "pair_labels"]
 
 ArrayLike = Any  # numpy array, torch tensor, or anything np.asarray accepts
 Array = Any  # numpy array or torch tensor
@@ -62,3 +62,34 @@ def check_pair(q: object, g: object, name: str) -> None:
     """Camera ids and keys are needed for both sides or neither."""
     if (q is None) != (g is None):
         raise ValueError(f"query_{name} and gallery_{name} must be given together (got only one)")
+
+
+#: ``(qp, gp, qc, gc, qk, gk)``: query and gallery pids, cameras and image keys (those two None where not given).
+PairLabels = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]
+
+
+def pair_labels(
+    *,
+    query_pids: ArrayLike,
+    gallery_pids: ArrayLike,
+    query_camids: ArrayLike | None,
+    gallery_camids: ArrayLike | None,
+    query_keys: ArrayLike | None,
+    gallery_keys: ArrayLike | None,
+    num_query: int,
+    num_gallery: int,
+) -> PairLabels:
+    """The labels the ranking and verification protocols take, checked: pids of both sides, and cameras
+    and keys given for both sides or neither, each as long as its side's features."""
+    check_pair(query_camids, gallery_camids, "camids")
+    check_pair(query_keys, gallery_keys, "keys")
+    qp, gp = labels(query_pids, "query_pids", num_query), labels(gallery_pids, "gallery_pids", num_gallery)
+    assert qp is not None and gp is not None
+    return (
+        qp,
+        gp,
+        labels(query_camids, "query_camids", num_query),
+        labels(gallery_camids, "gallery_camids", num_gallery),
+        labels(query_keys, "query_keys", num_query),
+        labels(gallery_keys, "gallery_keys", num_gallery),
+    )

@@ -58,7 +58,7 @@ import numpy as np
 import torch
 
 from svllreid.metrics import ranking_numpy, ranking_torch
-from svllreid.metrics.inputs import Array, ArrayLike, as_feature_pair, check_pair, labels
+from svllreid.metrics.inputs import Array, ArrayLike, as_feature_pair, pair_labels
 from svllreid.metrics.ranking_plan import candidates, plan_queries
 
 __all__ = ["RankingResult", "Reranker", "default_chunk_size", "evaluate"]
@@ -403,12 +403,16 @@ def evaluate(
         )
     qf, gf = as_feature_pair(query_feats, gallery_feats)
     nq, ng = qf.shape[0], gf.shape[0]
-    check_pair(query_camids, gallery_camids, "camids")
-    check_pair(query_keys, gallery_keys, "keys")
-    qp, gp = labels(query_pids, "query_pids", nq), labels(gallery_pids, "gallery_pids", ng)
-    qc, gc = labels(query_camids, "query_camids", nq), labels(gallery_camids, "gallery_camids", ng)
-    qk, gk = labels(query_keys, "query_keys", nq), labels(gallery_keys, "gallery_keys", ng)
-    assert qp is not None and gp is not None
+    qp, gp, qc, gc, qk, gk = pair_labels(
+        query_pids=query_pids,
+        gallery_pids=gallery_pids,
+        query_camids=query_camids,
+        gallery_camids=gallery_camids,
+        query_keys=query_keys,
+        gallery_keys=gallery_keys,
+        num_query=nq,
+        num_gallery=ng,
+    )
     protocol = "camera" if qc is not None else "no-camera"
 
     plan = plan_queries(qp, gp, qc, gc, qk=qk, gk=gk)

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from svllreid.metrics.inputs import ArrayLike, as_feature_pair, check_pair, labels
+from svllreid.metrics.inputs import ArrayLike, as_feature_pair, pair_labels
 from svllreid.metrics.ranking_plan import candidates, plan_queries
 
 __all__ = [
@@ -538,12 +538,16 @@ def pair_scores(
     qf_t, gf_t = as_feature_pair(query_feats, gallery_feats)
     qf, gf = qf_t.cpu().numpy(), gf_t.cpu().numpy()
     nq, ng = len(qf), len(gf)
-    check_pair(query_camids, gallery_camids, "camids")
-    check_pair(query_keys, gallery_keys, "keys")
-    qp, gp = labels(query_pids, "query_pids", nq), labels(gallery_pids, "gallery_pids", ng)
-    qc, gc = labels(query_camids, "query_camids", nq), labels(gallery_camids, "gallery_camids", ng)
-    qk, gk = labels(query_keys, "query_keys", nq), labels(gallery_keys, "gallery_keys", ng)
-    assert qp is not None and gp is not None
+    qp, gp, qc, gc, qk, gk = pair_labels(
+        query_pids=query_pids,
+        gallery_pids=gallery_pids,
+        query_camids=query_camids,
+        gallery_camids=gallery_camids,
+        query_keys=query_keys,
+        gallery_keys=gallery_keys,
+        num_query=nq,
+        num_gallery=ng,
+    )
 
     tiny = np.finfo(qf.dtype).tiny
     qn = qf / np.maximum(np.linalg.norm(qf, axis=1, keepdims=True), tiny)
