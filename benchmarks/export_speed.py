@@ -1,28 +1,39 @@
-"""Latency of an exported image branch: torch (eager, the network itself) against onnxruntime on the CPU.
+"""Speed of an exported image branch on the CPU: torch eager against onnxruntime and OpenVINO, fp32 and INT8.
 
-For each network (random weights: speed does not depend on training) this script exports the ONNX file
-with ``svllreid.export.exporter.export_image_branch`` and times one forward pass at each batch size, torch
-under ``torch.no_grad()`` and onnxruntime's CPU provider with its default graph optimisations, both
-with the same number of threads. Each figure is the median of ``--repeats`` runs after one warm-up run.
-With ``--int8`` each network is also exported as INT8 ONNX (``export_image_branch(int8_images=...)``),
-calibrated on 32 synthetic pedestrian crops, and timed the same way; a file that misses the exporter's
-cosine tolerance is reported with the exporter's message instead of a time. It prints measured numbers
-only:
-    python benchmarks/export_speed.py                       # the tiny networks and ViT-B/16 (stride 12)
+For each network (random weights: speed does not depend on training) this script exports the files with
+``svllreid.export.exporter.export_image_branch`` and times one forward pass at each batch size in each
+runtime, all with the same number of threads:
+- ``torch``: the network itself under ``torch.no_grad()``, eager;
+- ``onnxruntime``: the fp32 ONNX file on onnxruntime's CPU provider, default graph optimisations;
+- ``onnxruntime-int8``: the INT8 ONNX file (onnxruntime static quantisation, QDQ);
+- ``openvino``: the fp32 OpenVINO IR on OpenVINO's CPU plugin, compiled with fp32 arithmetic;
+- ``openvino-int8``: the INT8 IR (NNCF).
+INT8 files are calibrated on 32 synthetic pedestrian crops; a file that misses the exporter's cosine
+tolerance is reported with the exporter's message instead of a time. The runtimes are timed one after
+another, each session released before the next is made: an idle session's threads spin for a while after
+each run, and on a small CPU they would slow whichever session runs next. Each figure is the median of
+``--repeats`` runs after one warm-up run: milliseconds per batch (the latency of a batch) and images per
+second. The load averages before and after are printed. It prints measured numbers only:
+    python benchmarks/export_speed.py                       # every network and runtime, batches 1 16 64
     python benchmarks/export_speed.py --networks tiny-vit --batches 1 16 --repeats 3
-    python benchmarks/export_speed.py --networks vit-b16-s12 --batches 1 16 64 --int8
+    python benchmarks/export_speed.py --networks vit-b16 --runtimes torch onnxruntime onnxruntime-int8
+The paper's network is ViT-B/16 with stride 12 (``vit-b16-s12``: 231 tokens at 256x128; stride 16: 129).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import os
 import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +42,16 @@ import torch
 NETWORKS = {
     "tiny-vit": ("svll-tiny-vit", (64, 32), None),
     "tiny-rn": ("svll-tiny-rn", (64, 32), None),
+    "vit-b16": ("ViT-B-16", (256, 128), 16),
     "vit-b16-s12": ("ViT-B-16", (256, 128), 12),
+}
+#: runtime -> (export format, INT8)
+RUNTIMES = {
+    "torch": (None, False),
+    "onnxruntime": ("onnx", False),
+    "onnxruntime-int8": ("onnx", True),
+    "openvino": ("openvino", False),
+    "openvino-int8": ("openvino", True),
 }
 
 
@@ -45,10 +65,11 @@ def trained_model(arch: str, image_size: tuple[int, int], stride: int | None, fo
     model = create_model(arch, num_classes=10, image_size=image_size, stride=stride)
     config = load_config(None, [f"data.image_size=[{image_size[0]},{image_size[1]}]", f"model.arch={arch}"])
     meta = {"spec": model.spec.to_dict(), "quick_gelu": False, "config": config_to_dict(config), "stage": 2}
-    return load_trained_model(write_checkpoint(folder / f"{arch}.safetensors", model, meta), "cpu")
+    name = f"{arch}-s{stride}" if stride else arch
+    return load_trained_model(write_checkpoint(folder / f"{name}.safetensors", model, meta), "cpu")
 
 
-def median_seconds(run, repeats: int) -> float:
+def median_seconds(run: Callable[[], object], repeats: int) -> float:
     run()  # warm-up
     times = []
     for _ in range(repeats):
@@ -58,29 +79,57 @@ def median_seconds(run, repeats: int) -> float:
     return statistics.median(times)
 
 
+def runner(runtime: str, trained: Any, path: Path | None, threads: int) -> Callable[[np.ndarray], object]:
+    """A function that runs one batch of pixels through ``runtime``."""
+    if runtime == "torch":
+        from svllreid.inference.image_branch import ImageBranch
+
+        network = ImageBranch(trained.model).eval()
+
+        def run_torch(pixels: np.ndarray) -> object:
+            with torch.no_grad():
+                return network(torch.from_numpy(pixels))
+
+        return run_torch
+    if runtime.startswith("onnxruntime"):
+        from svllreid.inference.onnx_backend import cpu_session
+
+        session = cpu_session(str(path), float16=False, threads=threads)
+        return lambda pixels: session.run(None, {"images": pixels})
+    from svllreid.inference.openvino_backend import compile_cpu, import_openvino
+
+    compiled = compile_cpu(import_openvino().Core().read_model(str(path)), threads=threads)
+    request = compiled.create_infer_request()
+    return lambda pixels: request.infer({"images": pixels})
+
+
+def versions() -> dict[str, str]:
+    found = {"torch": torch.__version__}
+    for module in ("onnxruntime", "openvino", "nncf"):
+        with contextlib.suppress(ImportError):
+            found[module] = __import__(module).__version__
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--networks", nargs="+", choices=list(NETWORKS), default=list(NETWORKS))
+    parser.add_argument("--networks", nargs="+", choices=list(NETWORKS), default=["tiny-vit", "tiny-rn", "vit-b16-s12"])
+    parser.add_argument("--runtimes", nargs="+", choices=list(RUNTIMES), default=list(RUNTIMES))
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (median; default 5)")
-    parser.add_argument("--int8", action="store_true", help="also an INT8 ONNX file of each network")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    import onnxruntime as ort
-
     from svllreid.errors import ExportError
     from svllreid.export.exporter import export_image_branch
-    from svllreid.inference.image_branch import ImageBranch
 
     threads = torch.get_num_threads()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    rows = []
+    load_before = os.getloadavg()
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         crops: list[str] = []
-        if args.int8:
+        if any(RUNTIMES[r][1] for r in args.runtimes):
             from svllreid.data.synthesis import generate_synthetic
 
             generate_synthetic(folder / "crops", num_ids=8, num_cameras=2, images_per_camera=2, seed=3, workers=1)
@@ -88,83 +137,63 @@ def main() -> None:
         for name in args.networks:
             arch, size, stride = NETWORKS[name]
             trained = trained_model(arch, size, stride, folder)
-            report = export_image_branch(trained, folder / f"{name}.onnx", fmt="onnx")
-            session = ort.InferenceSession(str(report.path), options, providers=["CPUExecutionProvider"])
-            network = ImageBranch(trained.model).eval()
-            int8_path, int8_facts, int8_error = None, None, None
-            if args.int8:
-                try:
-                    int8 = export_image_branch(trained, folder / f"{name}.int8.onnx", fmt="onnx", int8_images=crops)
-                    int8_path, int8_facts = int8.path, int8.int8
-                except ExportError as err:
-                    int8_error = str(err)
-            timed = []
-            for batch in args.batches:
-                images = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(batch))
-                pixels = images.numpy()
-
-                def torch_run(images: torch.Tensor = images, network: torch.nn.Module = network) -> None:
-                    with torch.no_grad():
-                        network(images)
-
-                def onnx_run(pixels: np.ndarray = pixels, session: ort.InferenceSession = session) -> None:
-                    session.run(None, {"images": pixels})
-
-                torch_s = median_seconds(torch_run, args.repeats)
-                onnx_s = median_seconds(onnx_run, args.repeats)
-                row = {
-                    "network": f"{arch} {size[0]}x{size[1]}" + (f" stride {stride}" if stride else ""),
-                    "batch": batch,
-                    "torch_ms": 1000 * torch_s,
-                    "onnxruntime_ms": 1000 * onnx_s,
-                    "ratio": onnx_s / torch_s,
-                    "exporter": report.exporter,
-                    "max_abs_diff": report.max_abs_diff,
-                }
-                if int8_error is not None:
-                    row["int8_error"] = int8_error
-                rows.append(row)
-                timed.append((row, pixels, onnx_s))
-            if int8_path is not None:
-                # Timed after the fp32 session is gone: an idle onnxruntime session's threads spin for a
-                # while after each run, and on two cores they would slow whichever session runs next.
-                del session
-                int8_session = ort.InferenceSession(str(int8_path), options, providers=["CPUExecutionProvider"])
-                for row, pixels, onnx_s in timed:
-
-                    def int8_run(pixels: np.ndarray = pixels, session: ort.InferenceSession = int8_session) -> None:
-                        session.run(None, {"images": pixels})
-
-                    int8_s = median_seconds(int8_run, args.repeats)
-                    row.update(int8_ms=1000 * int8_s, int8_speedup=onnx_s / int8_s, int8=int8_facts)
+            label = f"{arch} {size[0]}x{size[1]}" + (f" stride {stride}" if stride else "")
+            pixels = {
+                b: torch.randn(b, 3, *size, generator=torch.Generator().manual_seed(b)).numpy() for b in args.batches
+            }
+            for runtime in args.runtimes:
+                fmt, int8 = RUNTIMES[runtime]
+                row: dict[str, Any] = {"network": label, "runtime": runtime}
+                path = None
+                if fmt is not None:
+                    suffix = ".xml" if fmt == "openvino" else ".onnx"
+                    path = folder / f"{name}.{runtime}{suffix}"
+                    try:
+                        report = export_image_branch(trained, path, fmt=fmt, int8_images=crops if int8 else None)
+                    except ExportError as err:
+                        rows.append({**row, "error": str(err)})
+                        continue
+                    row["max_abs_diff"] = report.max_abs_diff
+                    if report.int8 is not None:
+                        row["int8"] = report.int8
+                run = runner(runtime, trained, path, threads)
+                for batch in args.batches:
+                    seconds = median_seconds(lambda run=run, batch=pixels[batch]: run(batch), args.repeats)
+                    rows.append({**row, "batch": batch, "ms": 1000 * seconds, "images_per_s": batch / seconds})
+                del run
+                gc.collect()  # the session and its threads go before the next runtime's are made
     report_json = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "threads": threads,
-        "precision": "fp32",
-        "torch": torch.__version__,
-        "onnxruntime": ort.__version__,
+        "versions": versions(),
         "repeats": args.repeats,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
         "rows": rows,
     }
     if args.json:
         print(json.dumps(report_json, indent=2))
         return
     print(
-        f"{report_json['machine']}, {threads} threads, fp32, torch {torch.__version__}, onnxruntime "
-        f"{ort.__version__}; median of {args.repeats} runs after a warm-up"
+        f"{report_json['machine']}, {threads} threads; "
+        + ", ".join(f"{k} {v}" for k, v in report_json["versions"].items())
+        + f"; median of {args.repeats} runs after a warm-up"
     )
-    int8_header = f"{'int8 ms':>10}{'fp32/int8':>11}{'min cos':>9}" if args.int8 else ""
-    print(f"{'network':<34}{'batch':>6}{'torch ms':>11}{'onnxrt ms':>11}{'onnxrt/torch':>14}{int8_header}")
+    print("load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}".format(*load_before))
+    print(f"{'network':<32}{'runtime':<18}{'batch':>6}{'ms/batch':>10}{'images/s':>10}{'vs torch':>10}{'min cos':>9}")
+    torch_ms = {(r["network"], r["batch"]): r["ms"] for r in rows if r["runtime"] == "torch" and "ms" in r}
     for row in rows:
-        int8_cells = ""
-        if "int8_ms" in row:
-            int8_cells = f"{row['int8_ms']:10.1f}{row['int8_speedup']:10.2f}×{row['int8']['min_cosine']:9.4f}"
-        elif "int8_error" in row:
-            int8_cells = "  INT8 not kept: " + row["int8_error"]
+        if "error" in row:
+            print(f"{row['network']:<32}{row['runtime']:<18}  not kept: {row['error']}")
+            continue
+        base = torch_ms.get((row["network"], row["batch"]))
+        speedup = f"{base / row['ms']:9.2f}×" if base else f"{'':>10}"
+        cosine = f"{row['int8']['min_cosine']:9.4f}" if "int8" in row else ""
         print(
-            f"{row['network']:<34}{row['batch']:>6}{row['torch_ms']:11.1f}{row['onnxruntime_ms']:11.1f}"
-            f"{row['ratio']:13.2f}×{int8_cells}"
+            f"{row['network']:<32}{row['runtime']:<18}{row['batch']:>6}{row['ms']:10.1f}"
+            f"{row['images_per_s']:10.1f}{speedup}{cosine}"
         )
+    print("load average (1, 5, 15 min) after: {:.2f} {:.2f} {:.2f}".format(*report_json["load_average_after"]))
 
 
 if __name__ == "__main__":

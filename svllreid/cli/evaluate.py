@@ -152,6 +152,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_workers=args.workers,
         progress=not args.no_progress,
+        model_file=args.model,
     )
     if not args.no_report:
         from svllreid.evaluation.reporting import write_evaluation_report
@@ -162,6 +163,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     print(f"model: {result.trained.describe()}")
+    if result.model_file is not None:
+        print(f"features: {result.model_file}")
     print(f"dataset: {result.dataset.name} at {result.dataset.root}")
     rerank = "; re-ranked (k-reciprocal)" if summary["reranked"] else ""
     print(f"protocol: {summary['protocol']} ({summary['protocol_rule']}){rerank}")
@@ -233,6 +236,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument(
         "--checkpoint", required=True, help="checkpoint file, run directory, model folder or hf-hub:ORG/NAME"
+    )
+    evaluate.add_argument(
+        "--model",
+        metavar="FILE.onnx|FILE.xml",
+        default=None,
+        help="evaluate this export of the checkpoint's network (ONNX, OpenVINO, INT8 included) on the CPU instead "
+        "of the network itself: what INT8 costs, measured",
     )
     evaluate.add_argument("--dataset", default=None, help="dataset name (default: the one the model was trained on)")
     evaluate.add_argument("--root", default=None, help="dataset folder (with --dataset)")

@@ -1,4 +1,5 @@
-"""``svllreid export``: a trained network's image branch as an ONNX or TorchScript file for deployment."""
+"""``svllreid export``: a trained network's image branch as an ONNX file, an OpenVINO IR or a TorchScript
+file for deployment."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.format == "boxmot":
         return _export_boxmot(args)
-    check_export_options(args.format, opset=args.opset)  # before the network is loaded
+    check_export_options(args.format, opset=args.opset, fp16=args.fp16)  # before the network is loaded
     check_suffix(args.out, args.format)
     check_writable(args.out)
     int8_images = None
@@ -85,11 +86,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"(pixel / 255 - mean) / std with mean {pre['mean']}, std {pre['std']}"
     )
     print(f"  checked with {report.checked_with}: max abs difference {report.max_abs_diff:.2e} from the network")
-    where = (
-        f"metadata {CALIBRATION_KEY} and {DISTANCE_KEY}"
-        if report.format == "onnx"
-        else f"extra file {TORCHSCRIPT_CALIBRATION}"
-    )
+    if report.format == "openvino":
+        print(f"  weights: {report.path.with_suffix('.bin')} (keep it beside {report.path.name})")
+    where = {
+        "onnx": f"metadata {CALIBRATION_KEY} and {DISTANCE_KEY}",
+        "openvino": f"rt_info {CALIBRATION_KEY} and {DISTANCE_KEY}",
+    }.get(report.format, f"extra file {TORCHSCRIPT_CALIBRATION}")
     print(_calibration_line(report.calibration, where))
     if args.json:
         calibration = report.calibration.to_dict() if report.calibration else None
@@ -122,26 +124,35 @@ def _export_boxmot(args: argparse.Namespace) -> int:
                 "ImageNet's, which BoxMOT feeds it: that cost 5.3 mAP points on the PKU subset (docs/DEPLOY.md). "
                 "--boxmot-route onnx writes a file that keeps the network's own features"
             )
-    else:
+    elif written.kind == "onnx":
         print(
             f"wrote {written.path}: ONNX for BoxMOT's ONNX backend ({written.why_onnx}); the graph takes BoxMOT's "
             "256x128 ImageNet-normalised crops and gives the network's own features"
         )
+    else:
+        print(
+            f"wrote {written.path} and its .bin: an OpenVINO IR for BoxMOT's OpenVINO backend; the graph takes "
+            "BoxMOT's 256x128 ImageNet-normalised crops and gives the network's own features. BoxMOT compiles it "
+            "with OpenVINO's default precision, bfloat16 on processors that have it (features move by about 1e-3)"
+        )
     if written.calibration is not None and not written.carries_calibration:
         print(f"  note: {PT_UNCALIBRATED}")
     else:
-        print(_calibration_line(written.calibration, f"metadata {DISTANCE_KEY} and {CALIBRATION_KEY}"))
-    print(f"  use it with BoxMOT as --reid-model {written.path} (keep the file name: BoxMOT reads it)")
+        where = "rt_info" if written.kind == "openvino" else "metadata"
+        print(_calibration_line(written.calibration, f"{where} {DISTANCE_KEY} and {CALIBRATION_KEY}"))
+    given = written.path.parent if written.kind == "openvino" else written.path
+    print(f"  use it with BoxMOT as --reid-model {given} (keep the name: BoxMOT reads it)")
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     export = subparsers.add_parser(
         "export",
-        help="write a trained network's image branch as ONNX or TorchScript (dynamic batch, metadata)",
+        help="write a trained network's image branch as ONNX, OpenVINO or TorchScript (dynamic batch, metadata)",
         description="Export the test-time image branch of a trained checkpoint: images [B, 3, H, W] (resized, "
         "scaled to [0, 1] and normalised as the file's metadata states) in, L2-normalised features [B, D] out. "
-        "The written file is run once and compared with the network. ONNX needs pip install 'svllreid[onnx]'.",
+        "The written file is run once and compared with the network. ONNX needs pip install 'svllreid[onnx]', "
+        "OpenVINO pip install 'svllreid[openvino]'.",
     )
     export.add_argument(
         "--checkpoint", required=True, help="checkpoint file, run directory, model folder or hf-hub:ORG/NAME"
@@ -149,19 +160,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--format",
         required=True,
-        choices=["onnx", "torchscript", "boxmot"],
-        help="file format (boxmot: what the BoxMOT tracker loads, a .pt state dict or an ONNX file)",
+        choices=["onnx", "openvino", "torchscript", "boxmot"],
+        help="file format (openvino: an IR, NAME.xml and NAME.bin; boxmot: what the BoxMOT tracker loads, a .pt "
+        "state dict, an ONNX file or an OpenVINO folder)",
     )
     export.add_argument(
         "--out",
         required=True,
-        help="file to write (.onnx, .pt); for boxmot a folder, where the file gets the name BoxMOT reads",
+        help="file to write (.onnx, .xml, .pt); for boxmot a folder, where the file gets the name BoxMOT reads",
     )
     export.add_argument("--fp16", action="store_true", help="half precision (for GPUs)")
     export.add_argument(
         "--int8",
         action="store_true",
-        help="ONNX quantised to INT8 for CPUs (onnxruntime static quantisation; needs --calibration-images)",
+        help="quantised to INT8 for CPUs (ONNX: onnxruntime static quantisation; OpenVINO: NNCF); needs "
+        "--calibration-images",
     )
     export.add_argument(
         "--calibration-images",
@@ -178,10 +191,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     export.add_argument(
         "--boxmot-route",
-        choices=["auto", "pt", "onnx"],
+        choices=["auto", "pt", "onnx", "openvino"],
         default="auto",
         help="for --format boxmot: auto (a .pt state dict where BoxMOT's CLIP builder can hold the network, "
-        "else ONNX), pt, or onnx (keeps the network's own preprocessing and features)",
+        "else ONNX), pt, onnx (keeps the network's own preprocessing and features), or openvino (the ONNX route's "
+        "graph as an OpenVINO IR in a *_openvino_model folder)",
     )
     export.add_argument("--json", action="store_true", help="also print the file's metadata as JSON")
     export.set_defaults(func=cmd_export)

@@ -22,11 +22,12 @@ if TYPE_CHECKING:  # imported by the commands themselves, so that light commands
 
 
 def _load_model(args: argparse.Namespace) -> IndexingModel:
-    """The network of ``--checkpoint`` (torch) or ``--model FILE.onnx`` (onnxruntime, CPU)."""
+    """The network of ``--checkpoint`` (torch) or ``--model FILE.onnx|FILE.xml`` (onnxruntime or OpenVINO,
+    CPU)."""
     if args.model:
-        from svllreid.inference.onnx_backend import load_onnx_model
+        from svllreid.inference.exported import load_exported_model
 
-        return load_onnx_model(args.model, device=args.device)
+        return load_exported_model(args.model, device=args.device)
     from svllreid.inference.trained import load_trained_model
 
     return load_trained_model(args.checkpoint, args.device)
@@ -228,8 +229,9 @@ def _add_model_args(parser: argparse.ArgumentParser, *, required: bool = True) -
     )
     which.add_argument(
         "--model",
-        metavar="FILE.onnx",
-        help="an ONNX file from 'svllreid export', run by onnxruntime on the CPU (pip install 'svllreid[onnx]')",
+        metavar="FILE.onnx|FILE.xml",
+        help="a file from 'svllreid export' run on the CPU: .onnx by onnxruntime (pip install 'svllreid[onnx]'), "
+        ".xml (OpenVINO IR, its .bin beside it) by OpenVINO (pip install 'svllreid[openvino]')",
     )
 
 

@@ -69,7 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from svllreid.serve.search_service import SearchService
 
     _check_free(args.host, args.port)
-    service = SearchService.open(args.index, args.checkpoint, args.device)
+    service = SearchService.open(args.index, args.checkpoint, args.device, model_file=args.model)
     app = create_app(service, max_upload_bytes=int(args.max_upload_mb * 2**20), max_batch=args.max_batch)
     facts = service.describe()
     print(f"model: {facts['model']['description']}")
@@ -99,10 +99,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"Needs the serve extra: {SERVE_EXTRA}.",
     )
     serve.add_argument("--index", required=True, help="index file from 'svllreid index build'")
-    serve.add_argument(
+    which = serve.add_mutually_exclusive_group()
+    which.add_argument(
         "--checkpoint",
         default=None,
         help="checkpoint, run directory, model folder or hf-hub:ORG/NAME (default: the index's own)",
+    )
+    which.add_argument(
+        "--model",
+        metavar="FILE.onnx|FILE.xml",
+        default=None,
+        help="serve photo queries with a file from 'svllreid export' on the CPU: .onnx (onnxruntime) or .xml "
+        "(OpenVINO); descriptions need --checkpoint",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")

@@ -35,6 +35,8 @@ class CheckpointEvaluation:
     side_info: bool
     notes: list[str] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
+    #: The exported file whose features were evaluated, described (None: the checkpoint's network in torch).
+    model_file: str | None = None
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -65,10 +67,15 @@ def uses_side_info(trained: TrainedModel, dataset: ReIDDataset) -> tuple[bool, s
     return True, None
 
 
-def default_out_dir(trained: TrainedModel, dataset_name: str, rerank: bool, flip: bool) -> Path:
-    """``<run>/eval/<dataset>[-rerank][-flip]`` for a checkpoint inside a run directory, else
-    ``eval/<dataset>...-<time>``; a folder that exists already gets the time too (nothing is overwritten)."""
+def default_out_dir(
+    trained: TrainedModel, dataset_name: str, rerank: bool, flip: bool, *, model_file: str | Path | None = None
+) -> Path:
+    """``<run>/eval/<dataset>[-rerank][-flip][-<exported file>]`` for a checkpoint inside a run directory,
+    else ``eval/<dataset>...-<time>``; a folder that exists already gets the time too (nothing is
+    overwritten)."""
     leaf = f"{dataset_name}{'-rerank' if rerank else ''}{'-flip' if flip else ''}"
+    if model_file is not None:
+        leaf += f"-{Path(model_file).name}"
     ckpt = trained.checkpoint.path
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if ckpt.parent.name == "checkpoints" and (ckpt.parent.parent / "config.yaml").is_file():
@@ -90,6 +97,7 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     num_workers: int = 0,
     progress: bool = False,
+    model_file: str | Path | None = None,
 ) -> CheckpointEvaluation:
     """Evaluate a checkpoint on its own test set or, with ``dataset``, on another one (cross-domain).
 
@@ -103,8 +111,14 @@ def evaluate_checkpoint(
             same identities without, say, ``occluded_queries``).
         rerank: k-reciprocal re-ranking with the checkpoint's ``eval.rerank_*`` parameters.
         flip: add the features of flipped images.
+        model_file: evaluate this exported file (ONNX, INT8 included, or OpenVINO) instead of the torch
+            network: the checkpoint gives the dataset and the protocol, the file the features. The file
+            must hold the checkpoint's network and weights.
+
+    Raises:
+        CheckpointError: ``model_file`` holds another network or other weights.
     """
-    trained = load_trained_model(checkpoint, device)
+    trained = load_trained_model(checkpoint, "cpu" if model_file is not None else device)
     cfg = trained.config
     data_cfg = cfg.data
     same = dataset is None or dataset == data_cfg.dataset  # the training set's root and options still apply
@@ -118,6 +132,18 @@ def evaluate_checkpoint(
     data = build_dataset(data_cfg)
     side_info, note = uses_side_info(trained, data)
     notes = [note] if note else []
+    exported = None
+    if model_file is not None:
+        from svllreid.inference.exported import load_exported_model
+
+        exported = load_exported_model(model_file, device=device if device != "auto" else "cpu")
+        exported.check_same_features(trained.identity(), str(trained.checkpoint.path))
+        if side_info and not getattr(exported.model, "side_info", False):
+            side_info = False
+            notes.append(
+                f"{Path(model_file).name} was exported without the side_info input: cameras are unknown to it "
+                "(export with --side-info to give them)"
+            )
     if data.kind != trained.spec.kind:
         notes.append(f"the model was trained on {trained.spec.kind} images and is evaluated on {data.kind} images")
     for text in notes:
@@ -125,22 +151,28 @@ def evaluate_checkpoint(
     evaluation_options = eval_options(
         cfg.eval,
         num_workers=num_workers,
-        amp_dtype=resolve_precision("auto", trained.device),
+        amp_dtype=None if exported is not None else resolve_precision("auto", trained.device),
         rerank=rerank,
         flip=flip,
         batch_size=batch_size,
         side_info=side_info,
     )
-    images = TestImages(trained.transform, trained.image_size, trained.interpolation)
+    runs = exported if exported is not None else trained
+    images = TestImages(runs.transform, runs.image_size, runs.interpolation)
     evaluation = evaluate_model(
-        trained.model, data, images=images, device=trained.device, options=evaluation_options, progress=progress
+        runs.model, data, images=images, device=runs.device, options=evaluation_options, progress=progress
     )
-    out = Path(out_dir) if out_dir is not None else default_out_dir(trained, data.name, rerank, flip)
+    if out_dir is None:
+        out_dir = default_out_dir(trained, data.name, rerank, flip, model_file=model_file)
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    result = CheckpointEvaluation(out, trained, data, evaluation, side_info, notes)
+    result = CheckpointEvaluation(
+        out, trained, data, evaluation, side_info, notes, model_file=exported.describe() if exported else None
+    )
     payload = {
         "checkpoint": trained.checkpoint.name,
-        "model": trained.describe(),
+        "model": runs.describe(),
+        **({"model_file": str(exported.path), "precision": exported.facts.get("precision")} if exported else {}),
         "weights_sha256": trained.weights_digest(),  # which weights these results are of (model cards check it)
         "dataset": {"name": data.name, "root": data.root},
         "flip": flip,

@@ -21,6 +21,12 @@ So a ViT-B-16 at stride 16, 256×128, without SIE becomes a ``.pt`` state dict u
 it comes: it undoes the ImageNet normalisation, applies the network's own, resizes to the network's input
 size where that differs from 256×128, and runs the image branch (:class:`BoxmotInput`).
 
+The ``openvino`` route writes the ONNX route's graph as an OpenVINO IR into a folder whose name ends in
+``_openvino_model`` (BoxMOT's OpenVINO backend takes that folder and opens the ``.xml`` in it). Read in
+BoxMOT's ``openvino_backend.py`` and ``base_backend.py``: it compiles the IR on the CPU with OpenVINO's
+default precision (bfloat16 where the processor has it), and, the weights being a folder and not a file,
+it builds the named network with ``pretrained=True`` before it opens the IR.
+
 A calibrated checkpoint's same-identity threshold (``svllreid calibrate``) goes into the ONNX file's
 metadata as ``svllreid export`` puts it there: ``svllreid.calibration`` and ``svllreid.max_cosine_distance``
 (``1 - threshold``, the value for a tracker's appearance gate). The ``.pt`` route carries none: the
@@ -175,20 +181,24 @@ PT_UNCALIBRATED = (
 @dataclass
 class BoxmotExport:
     path: Path
-    kind: str  # "pt" or "onnx"
+    kind: str  # "pt", "onnx" or "openvino"
     why_onnx: str | None
     tensors: int
-    #: The checkpoint's calibration (None: uncalibrated), and whether the file carries it (only ONNX does).
+    #: The checkpoint's calibration (None: uncalibrated), and whether the file carries it (ONNX and OpenVINO do).
     calibration: Calibration | None = None
     carries_calibration: bool = False
 
 
 def boxmot_file_name(trained: TrainedModel, kind: str) -> str:
-    """A file name BoxMOT reads the right way (see the module docstring)."""
+    """A file name BoxMOT reads the right way (see the module docstring); for ``openvino`` the IR's
+    path inside the folder BoxMOT is given."""
     dataset = BOXMOT_DATASETS.get(trained.trained_on, "svllreid")
     if kind == "pt":
         return f"clip_{dataset}_svllreid.pt"  # BoxMOT reads the identities from the second "_" field
-    return f"{ONNX_NAME_TYPE}_{dataset}-{trained.spec.arch.lower()}.onnx"
+    stem = f"{ONNX_NAME_TYPE}_{dataset}-{trained.spec.arch.lower()}"
+    if kind == "openvino":
+        return f"{stem}{OPENVINO_FOLDER}/{stem}.xml"
+    return f"{stem}.onnx"
 
 
 def check_boxmot_name(path: Path, kind: str) -> None:
@@ -199,6 +209,15 @@ def check_boxmot_name(path: Path, kind: str) -> None:
             f"BoxMOT picks its CLIP builder by 'clip' in a .pt file's name; {path.name} would not load. Name it "
             "like clip_market1501_svllreid.pt (or pass a folder and svllreid names it)"
         )
+    if kind == "openvino":
+        folder = path.parent.name.lower()
+        named = folder.endswith(OPENVINO_FOLDER) and "clip" not in folder and ONNX_NAME_TYPE in folder
+        if path.suffix != ".xml" or not named:
+            raise ValueError(
+                f"BoxMOT opens an OpenVINO model from a folder named after a network type it knows, ending in "
+                f"{OPENVINO_FOLDER} and without 'clip'; {path.parent.name} does not qualify. Pass a folder, and "
+                f"svllreid writes {ONNX_NAME_TYPE}_market1501-svllreid{OPENVINO_FOLDER}/ inside it"
+            )
     if kind == "onnx" and (path.suffix != ".onnx" or "clip" in name or ONNX_NAME_TYPE not in name):
         raise ValueError(
             f"BoxMOT needs an ONNX file named after a network type it knows, and without 'clip' (which newer "
@@ -208,7 +227,9 @@ def check_boxmot_name(path: Path, kind: str) -> None:
 
 
 #: ``route`` of :func:`export_boxmot`.
-ROUTES = ("auto", "pt", "onnx")
+ROUTES = ("auto", "pt", "onnx", "openvino")
+#: The end of the folder name by which BoxMOT tells an OpenVINO model (its export_formats suffix).
+OPENVINO_FOLDER = "_openvino_model"
 
 
 def export_boxmot(trained: TrainedModel, out: str | Path, *, route: str = "auto") -> BoxmotExport:
@@ -217,26 +238,30 @@ def export_boxmot(trained: TrainedModel, out: str | Path, *, route: str = "auto"
 
     Args:
         route: ``auto``: a ``.pt`` state dict where BoxMOT's CLIP builder can hold the network, else an
-            ONNX file taking BoxMOT's input; ``pt`` or ``onnx`` to choose. The ``.pt`` route feeds the
-            network BoxMOT's ImageNet statistics and takes the features after the BNNecks (docs/DEPLOY.md
-            measures the cost); the ONNX route keeps the network's own features, and carries the
-            checkpoint's calibration (the ``.pt`` file carries none: :data:`PT_UNCALIBRATED`).
+            ONNX file taking BoxMOT's input; ``pt`` or ``onnx`` to choose; ``openvino``: the ONNX route's
+            graph as an OpenVINO IR, in the ``*_openvino_model`` folder BoxMOT's OpenVINO backend opens.
+            The ``.pt`` route feeds the network BoxMOT's ImageNet statistics and takes the features after
+            the BNNecks (docs/DEPLOY.md measures the cost); the ONNX and OpenVINO routes keep the network's
+            own features, and carry the checkpoint's calibration (the ``.pt`` file carries none:
+            :data:`PT_UNCALIBRATED`).
 
     Raises:
         ValueError: an unknown route, ``pt`` for a network the builder cannot hold, or a file name BoxMOT
             would misread.
         CalibrationError: the checkpoint's calibration sidecar is damaged or was chosen on other weights.
     """
-    from svllreid.export.exporter import checkpoint_calibration, export_module_onnx
+    from svllreid.export.exporter import checkpoint_calibration, export_module
 
     if route not in ROUTES:
         raise ValueError(f"unknown BoxMOT route {route!r}; choose one of {', '.join(ROUTES)}")
     why_onnx = pt_incompatibility(trained)
     if route == "pt" and why_onnx:
         raise ValueError(f"BoxMOT's CLIP builder cannot hold this network: {why_onnx}; use the ONNX route")
-    kind = "onnx" if why_onnx or route == "onnx" else "pt"
+    kind = route if route in ("onnx", "openvino") else ("onnx" if why_onnx else "pt")
     out = Path(out)
-    if out.is_dir() or not out.suffix:
+    if kind == "openvino" and out.name.lower().endswith(OPENVINO_FOLDER):  # the folder BoxMOT is given
+        out = out / f"{out.name[: -len(OPENVINO_FOLDER)]}.xml"
+    elif out.is_dir() or not out.suffix:
         out = out / boxmot_file_name(trained, kind)
     check_boxmot_name(out, kind)
     check_writable(out)
@@ -248,7 +273,9 @@ def export_boxmot(trained: TrainedModel, out: str | Path, *, route: str = "auto"
         torch.save(payload, buffer)
         atomic_write(out, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
         return BoxmotExport(out, kind, None, len(tensors), calibration, carries_calibration=False)
-    report = export_module_onnx(trained, BoxmotInput(trained).eval(), out, input_size=BOXMOT_INPUT, facts=BOXMOT_FACTS)
+    report = export_module(
+        trained, BoxmotInput(trained).eval(), out, input_size=BOXMOT_INPUT, facts=BOXMOT_FACTS, fmt=kind
+    )
     calibrated = report.calibration is not None
     return BoxmotExport(out, kind, why_onnx or "asked for", 0, report.calibration, carries_calibration=calibrated)
 

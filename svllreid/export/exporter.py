@@ -11,8 +11,12 @@ TorchScript-based exporter where that fails; the metadata names the one used. Af
 run (onnxruntime, or torch for TorchScript) on a batch of another size than the traced one and compared
 with the network: a file that does not reproduce its features is not kept.
 
-``int8_images`` quantises an ONNX file to INT8 for CPUs (:func:`quantize_int8`: onnxruntime's static
-quantisation, calibrated on the user's images), checked against the fp32 network by a cosine tolerance.
+OpenVINO IRs go through ONNX and OpenVINO's converter (:mod:`svllreid.export.openvino`) and are checked
+with OpenVINO's CPU plugin in fp32.
+
+``int8_images`` quantises an ONNX file or OpenVINO IR to INT8 for CPUs (:mod:`svllreid.export.int8`:
+onnxruntime's static quantisation or NNCF, calibrated on the user's images), checked against the fp32
+network by a cosine tolerance.
 
 A checkpoint calibrated by ``svllreid calibrate`` (its sidecar, :func:`svllreid.inference.calibration.sidecar_path`)
 passes its same-identity threshold on: ONNX ``metadata_props`` ``svllreid.calibration`` (the calibration's
@@ -23,6 +27,7 @@ JSON) and ``svllreid.max_cosine_distance`` (``1 - threshold``, a tracker's gate)
 from __future__ import annotations
 
 import copy
+import importlib
 import io
 import json
 import logging
@@ -37,6 +42,8 @@ import numpy as np
 import torch
 
 from svllreid.errors import ExportError, MissingExtraError
+from svllreid.export import int8 as int8_tools
+from svllreid.export.int8 import INT8_MIN_COSINE, INT8_MIN_IMAGES, calibration_batches, check_int8_options
 from svllreid.fileio import atomic_write, check_writable
 from svllreid.inference.calibration import Calibration, sidecar_calibration
 from svllreid.inference.image_branch import ImageBranch, quiet_tracing
@@ -49,7 +56,9 @@ from svllreid.inference.onnx_backend import (
     cpu_session,
     parse_export_facts,
 )
+from svllreid.inference.openvino_backend import OPENVINO_EXTRA, import_openvino, read_rt_info
 from svllreid.inference.trained import TrainedModel
+from svllreid.models.image_encoders import ViTImageEncoder
 from svllreid.version import __version__
 
 __all__ = [
@@ -68,23 +77,17 @@ __all__ = [
     "distance_threshold",
     "export_facts",
     "export_image_branch",
-    "export_module_onnx",
+    "export_module",
     "read_export_facts",
 ]
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "openvino", "torchscript")
 VERSION = 1
 #: Largest difference from the (fp32) network's L2-normalised features that a written file may show. A
 #: feature of ViT-B/16 has 1,280 elements of about 0.03: an fp16 file that is wrong cannot stay within 5e-3.
-TOLERANCE = {"fp32": 1e-4, "fp16": 5e-3}
-#: INT8 ONNX: the fewest images to calibrate its activation ranges on, and the lowest cosine similarity
-#: between one image's INT8 features and the fp32 network's that a written file may show.
-INT8_MIN_IMAGES = 16
-INT8_MIN_COSINE = 0.98
-#: Images per batch when calibrating or checking an INT8 file.
-INT8_BATCH = 16
+TOLERANCE = {"fp32": 1e-5, "fp16": 5e-3}
 #: TorchScript extra file of a calibrated export: the calibration's JSON (ONNX: ``CALIBRATION_KEY``).
 TORCHSCRIPT_CALIBRATION = "calibration.json"
 
@@ -225,25 +228,38 @@ def _run_onnx(data: bytes, inputs: tuple[torch.Tensor, ...]) -> np.ndarray:
     return np.asarray(session.run(None, feed)[0])
 
 
-def check_export_options(fmt: str, *, opset: int | None = None) -> None:
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+def check_export_options(fmt: str, *, opset: int | None = None, fp16: bool = False) -> None:
     """The checks of :func:`export_image_branch` that need no network, for a command to make before it
     loads one.
 
     Raises:
-        ValueError: an unknown format, or ``opset`` for TorchScript.
-        MissingExtraError: ONNX without onnx / onnxscript / onnxruntime installed.
+        ValueError: an unknown format, ``opset`` for TorchScript, or fp16 for OpenVINO.
+        MissingExtraError: ONNX without onnx / onnxscript / onnxruntime installed, OpenVINO without
+            onnx / onnxscript / openvino.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if opset is not None and fmt != "onnx":
-        raise ValueError("--opset applies to ONNX exports only")
-    if fmt == "onnx":
-        try:
-            import onnx  # noqa: F401 (the exporters need it)
-            import onnxruntime  # noqa: F401 (the written file is checked with it)
-            import onnxscript  # noqa: F401
-        except ImportError as err:
-            raise MissingExtraError(f"ONNX export needs onnx, onnxscript and onnxruntime: {ONNX_EXTRA}") from err
+    if opset is not None and fmt == "torchscript":
+        raise ValueError("--opset applies to ONNX and OpenVINO exports only")
+    if fp16 and fmt == "openvino":
+        raise ValueError(
+            "--fp16 is for GPUs, and OpenVINO's CPU plugin computes fp32 (or INT8): export OpenVINO in fp32, "
+            "or with --int8 for speed; --format onnx --fp16 writes a half-precision file"
+        )
+    # The network goes through ONNX for both formats; onnxruntime checks ONNX files, OpenVINO its own.
+    needed = {"onnx": ("onnx", "onnxscript", "onnxruntime"), "openvino": ("onnx", "onnxscript", "openvino")}
+    missing = [name for name in needed.get(fmt, ()) if not _importable(name)]
+    if missing:
+        extra = OPENVINO_EXTRA if fmt == "openvino" else ONNX_EXTRA
+        raise MissingExtraError(f"{fmt} export needs {', '.join(needed[fmt])} ({', '.join(missing)} missing): {extra}")
 
 
 def export_image_branch(
@@ -259,21 +275,23 @@ def export_image_branch(
     """Write ``trained``'s test-time image branch to ``out`` as ``fmt`` ("onnx" or "torchscript").
 
     Args:
+        fmt: "onnx" (``.onnx``), "openvino" (``.xml`` and its ``.bin``) or "torchscript".
         fp16: export in half precision (for GPUs; the check then allows :data:`TOLERANCE` ["fp16"]).
-        int8_images: quantise the ONNX file to INT8 (:func:`quantize_int8`), its activation ranges
-            calibrated on these image files (at least :data:`INT8_MIN_IMAGES`).
+        int8_images: quantise the ONNX file or OpenVINO IR to INT8 (:mod:`svllreid.export.int8`), its
+            activation ranges calibrated on these image files (at least :data:`INT8_MIN_IMAGES`).
         opset: ONNX opset (default: the exporter's).
         side_info: add the ``side_info`` input (networks with SIE only).
 
     The checkpoint's calibration, if it has one, goes into the file (see the module docstring).
 
     Raises:
-        ValueError: an unknown format, ``side_info`` for a network without SIE, or ``opset`` for TorchScript.
-        MissingExtraError: ONNX without onnx / onnxscript / onnxruntime installed.
+        ValueError: an unknown format, ``side_info`` for a network without SIE, ``opset`` for TorchScript,
+            or fp16 for OpenVINO.
+        MissingExtraError: the format's tools are not installed.
         ExportError: the written file does not give the network's features.
         CalibrationError: the checkpoint's calibration sidecar is damaged or was chosen on other weights.
     """
-    check_export_options(fmt, opset=opset)
+    check_export_options(fmt, opset=opset, fp16=fp16)
     if side_info and not trained.spec.sie:
         raise ValueError("side_info: this network has no SIE, so cameras and views change nothing; export without it")
     if int8_images is not None:
@@ -282,25 +300,28 @@ def export_image_branch(
     return _write(trained, module, out, fmt=fmt, fp16=fp16, opset=opset, side_info=side_info, int8_images=int8_images)
 
 
-def export_module_onnx(
+def export_module(
     trained: TrainedModel,
     module: torch.nn.Module,
     out: str | Path,
     *,
     input_size: tuple[int, int],
     facts: Mapping[str, Any],
+    fmt: str = "onnx",
 ) -> ExportReport:
-    """Export a module around ``trained``'s image branch (such as BoxMOT's input adapter) to ONNX: one
-    ``images`` input of ``input_size``, checked as :func:`export_image_branch` checks its files. ``facts``
-    replace entries of the metadata (:func:`export_facts`): the inputs and preprocessing the module expects.
-    The checkpoint's calibration goes into the file as :func:`export_image_branch` puts it there; the
-    module must then give the network's own features.
+    """Export a module around ``trained``'s image branch (such as BoxMOT's input adapter) to ONNX or an
+    OpenVINO IR (``fmt``): one ``images`` input of ``input_size``, checked as :func:`export_image_branch`
+    checks its files. ``facts`` replace entries of the metadata (:func:`export_facts`): the inputs and
+    preprocessing the module expects. The checkpoint's calibration goes into the file as
+    :func:`export_image_branch` puts it there; the module must then give the network's own features.
 
     Raises:
         CalibrationError: the checkpoint's calibration sidecar is damaged or was chosen on other weights.
     """
-    check_export_options("onnx")
-    return _write(trained, module, out, fmt="onnx", input_size=input_size, facts=facts)
+    if fmt not in ("onnx", "openvino"):
+        raise ValueError(f"a module is exported to onnx or openvino, not {fmt!r}")
+    check_export_options(fmt)
+    return _write(trained, module, out, fmt=fmt, input_size=input_size, facts=facts)
 
 
 def _write(
@@ -334,16 +355,23 @@ def _write(
     def facts_of(exporter: str) -> dict[str, Any]:
         return {**export_facts(trained, side_info=side_info, precision=precision, exporter=exporter), **(facts or {})}
 
-    if fmt == "onnx":
+    if fmt in ("onnx", "openvino"):
         proto, exporter = _onnx_model(module, example, opset)
+        exporter = exporter if fmt == "onnx" else f"{exporter}, then openvino.convert_model"
         written = facts_of(exporter)
         import onnx
 
-        props = {entry.key: entry.value for entry in proto.metadata_props}
-        props |= {METADATA_KEY: json.dumps(written), **calibration_props(calibration)}
-        onnx.helper.set_model_props(proto, props)
-        data = proto.SerializeToString()
-        got, checked_with = _run_onnx(data, check), "onnxruntime (CPU)"
+        if fmt == "onnx":
+            props = {entry.key: entry.value for entry in proto.metadata_props}
+            props |= {METADATA_KEY: json.dumps(written), **calibration_props(calibration)}
+            onnx.helper.set_model_props(proto, props)
+            data = proto.SerializeToString()
+            got, checked_with = _run_onnx(data, check), "onnxruntime (CPU)"
+        else:
+            from svllreid.export.openvino import onnx_to_openvino, run_openvino
+
+            ov_model = onnx_to_openvino(proto.SerializeToString())
+            got, checked_with = run_openvino(ov_model, check), "OpenVINO (CPU plugin, fp32)"
     else:
         exporter = "torch.jit.trace"
         written = facts_of(exporter)
@@ -364,16 +392,31 @@ def _write(
         )
     int8 = None
     if int8_images is not None:  # the fp32 graph is right: quantise it, and check the INT8 file in turn
-        data, int8 = quantize_int8(trained, module, data, int8_images, side_info=side_info)
-        written = {**written, "precision": "int8", "int8": int8}
-        proto = onnx.load_from_string(data)
-        props = {entry.key: entry.value for entry in proto.metadata_props}
-        props |= {METADATA_KEY: json.dumps(written), **calibration_props(calibration)}
-        onnx.helper.set_model_props(proto, props)
-        data = proto.SerializeToString()
-        checked_with = f"onnxruntime (CPU), the INT8 file on {int8['images']} calibration images"
+        batches = calibration_batches(trained, int8_images, side_info)
+        written = {**written, "precision": "int8"}
+        if fmt == "onnx":
+            data, int8 = int8_tools.quantize_onnx_int8(module, data, batches)
+            proto = onnx.load_from_string(data)
+            props = {entry.key: entry.value for entry in proto.metadata_props}
+            props |= {METADATA_KEY: json.dumps({**written, "int8": int8}), **calibration_props(calibration)}
+            onnx.helper.set_model_props(proto, props)
+            data = proto.SerializeToString()
+            checked_with = f"onnxruntime (CPU), the INT8 file on {int8['images']} calibration images"
+        else:
+            from svllreid.export.openvino import quantize_openvino_int8
+
+            ov_model, int8 = quantize_openvino_int8(
+                ov_model, module, batches, transformer=isinstance(trained.model.image_encoder, ViTImageEncoder)
+            )
+            checked_with = f"OpenVINO (CPU plugin), the INT8 model on {int8['images']} calibration images"
+        written = {**written, "int8": int8}
         gap = int8["max_abs_diff"]
-    atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
+    if fmt == "openvino":
+        from svllreid.export.openvino import save_openvino
+
+        save_openvino(ov_model, out, {METADATA_KEY: json.dumps(written), **calibration_props(calibration)})
+    else:
+        atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
     inputs = ["images", "side_info"][: len(example)]
     return ExportReport(
         path=out,
@@ -390,136 +433,10 @@ def _write(
     )
 
 
-def check_int8_options(fmt: str, *, fp16: bool, images: list[str]) -> None:
-    """The checks of an INT8 export that need no network (a command makes them before it loads one).
-
-    Raises:
-        ValueError: INT8 asked of TorchScript or together with fp16, or fewer than :data:`INT8_MIN_IMAGES`
-            calibration images.
-        MissingExtraError: onnxruntime's quantisation tools missing.
-    """
-    if fmt != "onnx":
-        raise ValueError("--int8 quantises ONNX files (onnxruntime's static quantisation); use --format onnx")
-    if fp16:
-        raise ValueError("--int8 and --fp16 are two precisions; choose one")
-    if len(images) < INT8_MIN_IMAGES:
-        raise ValueError(
-            f"INT8 calibration needs at least {INT8_MIN_IMAGES} images of the kind the model will see (crops of "
-            f"people or vehicles); got {len(images)}. Pass a folder of them with --calibration-images"
-        )
-    try:
-        from onnxruntime.quantization import quantize_static  # noqa: F401
-    except ImportError as err:
-        raise MissingExtraError(f"INT8 export needs onnxruntime's quantisation tools: {ONNX_EXTRA}") from err
-
-
-def _int8_batches(trained: TrainedModel, images: list[str], side_info: bool) -> list[dict[str, np.ndarray]]:
-    """The images as the network's own preprocessing makes them (resize, scale, normalise), in batches
-    of the ONNX inputs; cameras and views unknown.
-
-    Raises:
-        ImageReadError: a file that is not a readable image.
-    """
-    from svllreid.data.loaders import read_resized
-
-    transform = trained.transform
-    pixels = [transform(read_resized(path, trained.image_size, trained.interpolation)) for path in images]
-    batches = []
-    for lo in range(0, len(pixels), INT8_BATCH):
-        batch = torch.stack(pixels[lo : lo + INT8_BATCH]).numpy().astype(np.float32)
-        feed = {"images": batch}
-        if side_info:
-            feed["side_info"] = np.full((len(batch), 2), -1, np.int64)
-        batches.append(feed)
-    return batches
-
-
-def quantize_int8(
-    trained: TrainedModel, module: torch.nn.Module, data: bytes, images: list[str], *, side_info: bool
-) -> tuple[bytes, dict[str, Any]]:
-    """An fp32 ONNX file quantised to INT8 by onnxruntime's static post-training quantisation (QDQ
-    format, per-channel INT8 weights, UINT8 activations), its activation ranges calibrated on ``images``
-    through the network's own preprocessing; and what it measured.
-
-    The INT8 file is then run on the same images and compared with the fp32 network (``module``): every
-    image's features must keep a cosine similarity of at least :data:`INT8_MIN_COSINE` with the network's,
-    or nothing is written. The agreement of a small search (each image ranking the others) is measured
-    and reported, not required.
-
-    Raises:
-        ImageReadError: a calibration file that is not an image. ExportError: the INT8 file strays from
-            the network beyond the tolerance.
-    """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    batches = _int8_batches(trained, images, side_info)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.left = iter(batches)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.left, None)
-
-    with tempfile.TemporaryDirectory() as folder:
-        fp32, prepared, int8_file = (Path(folder) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
-        fp32.write_bytes(data)
-        # ONNX's own shape inference and graph clean-up (onnxruntime's symbolic one fails on torch.export graphs).
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # the tool warns on the root logger about every 1-D weight it skips
-        try:
-            quantize_static(
-                str(prepared),
-                str(int8_file),
-                Reader(),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-            )
-        finally:
-            root.setLevel(level)
-        quantized = int8_file.read_bytes()
-    session = cpu_session(quantized, float16=False)
-    got = np.concatenate([np.asarray(session.run(None, feed)[0]) for feed in batches])
-    with torch.no_grad():
-        expected = np.concatenate(
-            [module(*(torch.from_numpy(v) for v in feed.values())).float().numpy() for feed in batches]
-        )
-    got = got / np.maximum(np.linalg.norm(got, axis=1, keepdims=True), 1e-12)
-    expected = expected / np.maximum(np.linalg.norm(expected, axis=1, keepdims=True), 1e-12)
-    cosine = (got * expected).sum(1)
-    k = min(10, len(images) - 1)
-    ranked_fp32 = np.argsort(-(expected @ expected.T), axis=1, kind="stable")[:, 1 : k + 1]
-    ranked_int8 = np.argsort(-(got @ got.T), axis=1, kind="stable")[:, 1 : k + 1]
-    overlap = [len(set(a) & set(b)) / k for a, b in zip(ranked_fp32, ranked_int8, strict=True)]
-    lowest = float(cosine.min())
-    report = {
-        "method": "onnxruntime static quantisation: QDQ, per-channel INT8 weights, UINT8 activations",
-        "images": len(images),
-        "max_abs_diff": float(np.abs(got - expected).max()),
-        "min_cosine": lowest,
-        "mean_cosine": float(cosine.mean()),
-        "tolerance": INT8_MIN_COSINE,
-        # Each calibration image ranks the others: how often the INT8 file's first hit and top k agree.
-        "top1_agreement": float((ranked_fp32[:, 0] == ranked_int8[:, 0]).mean()),
-        "topk": k,
-        "topk_overlap": float(np.mean(overlap)),
-    }
-    if not lowest >= INT8_MIN_COSINE:
-        raise ExportError(
-            f"the INT8 file's features of one calibration image keep a cosine similarity of only "
-            f"{lowest:.4f} with the network's (allowed down to {INT8_MIN_COSINE}); nothing was written. "
-            "Calibrate on more images like those the model will see, or export fp32"
-        )
-    return quantized, report
-
-
 #: File suffixes by format: ONNX files end in .onnx (the backends and FeatureExtractor tell them by it).
-SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts")}
+SUFFIXES = {"onnx": (".onnx",), "openvino": (".xml",), "torchscript": (".pt", ".pth", ".ts")}
+#: How the formats are named in messages.
+_FORMAT_NAMES = {"onnx": "an ONNX", "openvino": "an OpenVINO", "torchscript": "a TorchScript"}
 
 
 def check_suffix(path: str | Path, fmt: str) -> None:
@@ -528,14 +445,14 @@ def check_suffix(path: str | Path, fmt: str) -> None:
     suffix = Path(path).suffix.lower()
     if suffix not in SUFFIXES[fmt]:
         raise ValueError(
-            f"{Path(path).name}: {'an ONNX' if fmt == 'onnx' else 'a TorchScript'} export is named "
+            f"{Path(path).name}: {_FORMAT_NAMES[fmt]} export is named "
             f"*{' or *'.join(SUFFIXES[fmt])}; the runtime is chosen "
             f"by the suffix, so name it e.g. {Path(path).with_suffix(SUFFIXES[fmt][0]).name}"
         )
 
 
 def read_export_facts(path: str | Path) -> dict[str, Any]:
-    """The facts :func:`export_image_branch` stored in an ONNX or TorchScript file.
+    """The facts :func:`export_image_branch` stored in an ONNX, OpenVINO or TorchScript file.
 
     Raises:
         ValueError: not a readable export of svllreid.
@@ -555,6 +472,12 @@ def read_export_facts(path: str | Path) -> dict[str, Any]:
             raise ValueError(f"{path} is not a readable ONNX file ({type(err).__name__}: {err})") from err
         props = {p.key: p.value for p in proto.metadata_props}
         text = props.get(METADATA_KEY)
+    elif path.suffix == ".xml":
+        ov = import_openvino()
+        try:
+            text = read_rt_info(ov.Core().read_model(str(path), str(path.with_suffix(".bin"))), METADATA_KEY)
+        except Exception as err:
+            raise ValueError(f"{path} is not a readable OpenVINO IR ({type(err).__name__}: {err})") from err
     else:
         extra = {f"{METADATA_KEY}.json": ""}
         try:

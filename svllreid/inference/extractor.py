@@ -1,7 +1,7 @@
 """``svllreid.FeatureExtractor``: features of images in memory or on disk, for trackers and scripts.
 
     extractor = FeatureExtractor("runs/market-svll")            # a checkpoint (torch) ...
-    extractor = FeatureExtractor("market-svll.onnx")            # ... or an exported file (onnxruntime)
+    extractor = FeatureExtractor("market-svll.onnx")            # ... or an exported file (onnxruntime; .xml: OpenVINO)
     feats = extractor(["a.jpg", "b.jpg"])                        # paths
     feats = extractor([Image.open("a.jpg")])                     # PIL images
     feats = extractor(crops, bgr=True)                           # HWC uint8 arrays from OpenCV
@@ -34,8 +34,9 @@ from PIL import Image
 from svllreid.data.loaders import read_resized, resized_pixels
 from svllreid.errors import CalibrationError
 from svllreid.inference.calibration import UNCALIBRATED, Calibration, sidecar_calibration
+from svllreid.inference.exported import is_exported_file, load_exported_model
 from svllreid.inference.features import Encoder, encode_batch
-from svllreid.inference.onnx_backend import OnnxModel, is_onnx_file, load_onnx_model
+from svllreid.inference.onnx_backend import ExportedModel
 from svllreid.precision import resolve_precision
 
 __all__ = ["FeatureExtractor", "ImageInput"]
@@ -58,8 +59,8 @@ class FeatureExtractor:
         ((2, 192), 'float32')
 
     Args:
-        model: a checkpoint file or run directory (the torch network), or an ``.onnx`` file from
-            ``svllreid export`` (onnxruntime on the CPU).
+        model: a checkpoint file or run directory (the torch network), or a file from ``svllreid export``
+            run on the CPU: ``.onnx`` (onnxruntime) or ``.xml`` (an OpenVINO IR, its ``.bin`` beside it).
         device: for a checkpoint: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         batch_size: images per forward pass.
         flip: add the features of the horizontally flipped images (as ``extract --flip``).
@@ -82,8 +83,8 @@ class FeatureExtractor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1; got {batch_size}")
         self.encoder: Any
-        if is_onnx_file(model):
-            self.encoder = load_onnx_model(model, device=device)
+        if is_exported_file(model):
+            self.encoder = load_exported_model(model, device=device)
             self.amp_dtype = None
         else:
             from svllreid.inference.trained import load_trained_model  # open_clip: only for checkpoints
@@ -95,11 +96,11 @@ class FeatureExtractor:
 
     @property
     def runtime(self) -> str:
-        return "onnxruntime" if isinstance(self.encoder, OnnxModel) else "torch"
+        return self.encoder.runtime if isinstance(self.encoder, ExportedModel) else "torch"
 
     @property
     def feature_dim(self) -> int:
-        if isinstance(self.encoder, OnnxModel):
+        if isinstance(self.encoder, ExportedModel):
             return self.encoder.feature_dim
         return int(self.encoder.model.feature_dim)
 
@@ -112,7 +113,7 @@ class FeatureExtractor:
 
     @property
     def calibration(self) -> Calibration | None:
-        """The model's calibrated threshold: the sidecar beside a checkpoint, or what an ONNX export
+        """The model's calibrated threshold: the sidecar beside a checkpoint, or what an exported file
         carries; None when uncalibrated.
 
         Raises:
@@ -121,7 +122,7 @@ class FeatureExtractor:
         """
         if not hasattr(self, "_calibration"):
             found: Calibration | None
-            if isinstance(self.encoder, OnnxModel):
+            if isinstance(self.encoder, ExportedModel):
                 found = self.encoder.calibration
                 if found is not None:
                     found.check_flip(self.flip, self.describe())

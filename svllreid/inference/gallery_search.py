@@ -28,9 +28,9 @@ import torch
 
 from svllreid.errors import CheckpointError, IndexFileError, UploadError
 from svllreid.inference.calibration import Calibration, calibration_for_index, decision
+from svllreid.inference.exported import load_exported_model
 from svllreid.inference.features import Encoder, FileFeatures, encode_batch, extract_model_features
 from svllreid.inference.model_protocol import FeatureModel
-from svllreid.inference.onnx_backend import load_onnx_model
 from svllreid.inference.text_query import DescriptionEncoder
 from svllreid.inference.trained import TrainedModel, load_index_model, query_flip
 from svllreid.precision import resolve_precision
@@ -51,7 +51,8 @@ QueryKind = Literal["image", "text", "gallery"]
 
 #: Why a model without the checkpoint's text encoder cannot answer descriptions, and what to do.
 IMAGE_BRANCH_ONLY = (
-    "an ONNX file holds only the image branch; text search needs the checkpoint's text encoder: "
+    "an exported file (ONNX or OpenVINO) holds only the image branch; text search needs the checkpoint's text "
+    "encoder: "
     "pass --checkpoint CKPT, or nothing to use the checkpoint the index names"
 )
 
@@ -160,7 +161,7 @@ class GallerySearch:
         relative_paths: bool = False,
         legacy_keys: bool = False,
     ) -> GallerySearch:
-        """Load ``index_path`` and the network that encodes its queries: ``model_file`` (an exported ONNX
+        """Load ``index_path`` and the network that encodes its queries: ``model_file`` (an exported ONNX or OpenVINO
         file), else ``checkpoint``, else the checkpoint the index names; each checked to make the index's
         features.
 
@@ -183,10 +184,10 @@ class GallerySearch:
         # The threshold stored in the index, else beside the checkpoint; refused when made for other weights.
         calibration = calibration_for_index(index.meta, str(index_path), checkpoint)
         if model_file:  # an exported file, checked to be the index's network whichever runtime built it
-            onnx = load_onnx_model(model_file, device=device)
-            onnx.check_same_features(index.meta, str(index_path))
-            model = onnx
-            carried = getattr(onnx, "calibration", None)  # the threshold the export carries
+            exported = load_exported_model(model_file, device=device)
+            exported.check_same_features(index.meta, str(index_path))
+            model = exported
+            carried = getattr(exported, "calibration", None)  # the threshold the export carries
             if calibration is None and carried is not None:
                 carried.check_weights(index.meta.get("weights_sha256"), str(index_path))
                 calibration = carried

@@ -4,8 +4,9 @@ preprocessing and a known network identity.
 Three classes implement it: :class:`~svllreid.inference.trained.TrainedModel` (the network rebuilt in
 torch from its checkpoint), :class:`~svllreid.inference.query_encoder.QueryEncoder` (its image branch
 compiled to TorchScript, for searches that start fast) and
-:class:`~svllreid.inference.onnx_backend.OnnxModel` (an exported ONNX file on onnxruntime). Whatever
-extracts, indexes or searches takes a :class:`FeatureModel` and never asks which one it has.
+:class:`~svllreid.inference.onnx_backend.ExportedModel` (an exported ONNX file on onnxruntime, or an
+OpenVINO IR on OpenVINO). Whatever extracts, indexes or searches takes a :class:`FeatureModel` and
+never asks which one it has.
 mypy checks that all three do (the assignment at the end of this module).
 """
 
@@ -81,9 +82,9 @@ class IndexingModel(FeatureModel, Protocol):
 
 
 if TYPE_CHECKING:  # the three runtimes implement the interfaces (checked by mypy, not at run time)
-    from svllreid.inference.onnx_backend import OnnxModel
+    from svllreid.inference.onnx_backend import ExportedModel
     from svllreid.inference.query_encoder import QueryEncoder
     from svllreid.inference.trained import TrainedModel
 
-    _feature_models: tuple[type[FeatureModel], ...] = (TrainedModel, QueryEncoder, OnnxModel)
-    _indexing_models: tuple[type[IndexingModel], ...] = (TrainedModel, OnnxModel)
+    _feature_models: tuple[type[FeatureModel], ...] = (TrainedModel, QueryEncoder, ExportedModel)
+    _indexing_models: tuple[type[IndexingModel], ...] = (TrainedModel, ExportedModel)

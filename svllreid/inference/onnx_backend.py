@@ -1,7 +1,7 @@
 """An exported ONNX image branch (``svllreid export --format onnx``) run by onnxruntime, with what
 ``extract``, ``index build``, ``search`` and :class:`svllreid.FeatureExtractor` read of a model: the
 input size, the resize filter, the pixel statistics and the network's identity, all from the file's
-metadata, and the same-identity threshold it carries (:attr:`OnnxModel.calibration`). Importing this
+metadata, and the same-identity threshold it carries (:attr:`ExportedModel.calibration`). Importing this
 module imports neither open_clip nor torchvision; onnxruntime is imported when a file is loaded
 (``pip install 'svllreid[onnx]'``).
 """
@@ -30,6 +30,7 @@ __all__ = [
     "FORMAT",
     "METADATA_KEY",
     "ONNX_EXTRA",
+    "ExportedModel",
     "OnnxModel",
     "cpu_session",
     "is_onnx_file",
@@ -48,7 +49,8 @@ DISTANCE_KEY = "svllreid.max_cosine_distance"
 
 
 class _SessionImagePath(nn.Module):
-    """An onnxruntime session with the ``encode_image`` signature of a ReID model."""
+    """A runtime's session (anything with onnxruntime's ``run(None, feed)``) with the ``encode_image``
+    signature of a ReID model."""
 
     def __init__(self, session: Any, *, side_info: bool, float16: bool, spec: Mapping[str, Any] | None = None):
         super().__init__()
@@ -81,13 +83,17 @@ class _SessionImagePath(nn.Module):
 
 
 @dataclass(kw_only=True)
-class OnnxModel(CompiledImageBranch):
-    """An exported image branch on onnxruntime's CPU provider; ``network`` is the network's identity (as
-    :meth:`svllreid.inference.trained.TrainedModel.identity` gave it when the file was exported)."""
+class ExportedModel(CompiledImageBranch):
+    """An exported image branch run by a CPU runtime: an ONNX file on onnxruntime's CPU provider, or an
+    OpenVINO IR on OpenVINO's CPU plugin (:func:`svllreid.inference.openvino_backend.load_openvino_model`).
+    ``network`` is the network's identity (as :meth:`svllreid.inference.trained.TrainedModel.identity` gave
+    it when the file was exported)."""
 
     path: Path
     feature_dim: int
     facts: dict[str, Any] = field(repr=False)
+    #: What runs the file: "onnxruntime" or "openvino".
+    runtime: str = "onnxruntime"
     #: The file's ``svllreid.calibration`` metadata as written (None: an uncalibrated export).
     calibration_json: str | None = field(default=None, repr=False)
 
@@ -112,6 +118,40 @@ class OnnxModel(CompiledImageBranch):
         calibration.check_weights(str(digest) if digest else None, str(self.path))
         return calibration
 
+    @classmethod
+    def from_facts(
+        cls,
+        path: Path,
+        session: Any,
+        facts: dict[str, Any],
+        *,
+        inputs: list[str],
+        feature_dim: int,
+        calibration_json: str | None,
+        runtime: str,
+    ) -> ExportedModel:
+        """The model of a loaded file: ``session`` (with onnxruntime's ``run(None, feed)``), the facts
+        ``svllreid export`` stored in it, and the names of its ``inputs``."""
+        pre = facts["preprocessing"]
+        return cls(
+            path=path,
+            model=_SessionImagePath(
+                session,
+                side_info="side_info" in inputs,
+                float16=facts.get("precision") == "fp16",
+                spec=facts.get("identity", {}).get("spec", {}),
+            ),
+            image_size=(int(pre["image_size"][0]), int(pre["image_size"][1])),
+            interpolation=str(pre["interpolation"]),
+            mean=tuple(float(v) for v in pre["mean"]),
+            std=tuple(float(v) for v in pre["std"]),
+            network=dict(facts.get("identity", {})),
+            feature_dim=feature_dim,
+            facts=facts,
+            calibration_json=calibration_json,
+            runtime=runtime,
+        )
+
     def identity(self) -> dict[str, Any]:
         """What identifies the network (stored with feature files and indexes), as a checkpoint's
         :meth:`~svllreid.inference.trained.TrainedModel.identity` does, so that the two are comparable."""
@@ -130,7 +170,7 @@ class OnnxModel(CompiledImageBranch):
         size = f"{self.image_size[0]}×{self.image_size[1]}"
         return (
             f"{spec.get('arch', '?')} {size} trained on {self.network.get('trained_on', '?')}, exported "
-            f"({self.facts.get('exporter', '?')}, {self.facts.get('precision', '?')}) to {self.path}, on onnxruntime"
+            f"({self.facts.get('exporter', '?')}, {self.facts.get('precision', '?')}) to {self.path}, on {self.runtime}"
         )
 
     def check_same_features(self, identity: Mapping[str, Any], index: str, *, checkpoint: str | None = None) -> None:
@@ -149,6 +189,10 @@ class OnnxModel(CompiledImageBranch):
             weights_sha256=lambda: str(self.network.get("weights_sha256")),
             kind="model",
         )
+
+
+#: The name the class had when ONNX was the only exported format.
+OnnxModel = ExportedModel
 
 
 def cpu_session(source: str | bytes, *, float16: bool, threads: int | None = None) -> Any:
@@ -186,7 +230,7 @@ def parse_export_facts(text: str | None, path: str | Path) -> dict[str, Any]:
     return facts
 
 
-def load_onnx_model(path: str | Path, *, device: str = "auto", threads: int | None = None) -> OnnxModel:
+def load_onnx_model(path: str | Path, *, device: str = "auto", threads: int | None = None) -> ExportedModel:
     """An ONNX file written by ``svllreid export``, ready to encode images on the CPU.
 
     Args:
@@ -202,8 +246,9 @@ def load_onnx_model(path: str | Path, *, device: str = "auto", threads: int | No
     path = Path(path).expanduser()
     if not is_onnx_file(path):
         raise ValueError(
-            f"{path} is not an .onnx file: --model takes an ONNX export of 'svllreid export --format onnx' "
-            "(a checkpoint or run directory goes to --checkpoint; TorchScript files run with torch.jit.load)"
+            f"{path} is not an .onnx file: --model takes an export of 'svllreid export --format onnx' (.onnx) or "
+            "'--format openvino' (.xml); a checkpoint or run directory goes to --checkpoint, and TorchScript files "
+            "run with torch.jit.load"
         )
     if not path.is_file():
         raise ValueError(f"{path} does not exist; write it with 'svllreid export --format onnx'")
@@ -218,24 +263,14 @@ def load_onnx_model(path: str | Path, *, device: str = "auto", threads: int | No
     facts = parse_export_facts(metadata.get(METADATA_KEY), path)
     if facts.get("precision") != "fp16":
         session = cpu_session(str(path), float16=False, threads=threads)
-    pre = facts["preprocessing"]
-    names = [arg.name for arg in session.get_inputs()]
-    return OnnxModel(
-        path=path,
-        model=_SessionImagePath(
-            session,
-            side_info="side_info" in names,
-            float16=facts.get("precision") == "fp16",
-            spec=facts.get("identity", {}).get("spec", {}),
-        ),
-        image_size=(int(pre["image_size"][0]), int(pre["image_size"][1])),
-        interpolation=str(pre["interpolation"]),
-        mean=tuple(float(v) for v in pre["mean"]),
-        std=tuple(float(v) for v in pre["std"]),
-        network=dict(facts.get("identity", {})),
+    return ExportedModel.from_facts(
+        path,
+        session,
+        facts,
+        inputs=[arg.name for arg in session.get_inputs()],
         feature_dim=int(session.get_outputs()[0].shape[1]),
-        facts=facts,
         calibration_json=metadata.get(CALIBRATION_KEY),
+        runtime="onnxruntime",
     )
 
 

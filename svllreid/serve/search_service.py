@@ -15,12 +15,14 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from svllreid.data.uploads import decode_upload
 from svllreid.errors import UploadError
 from svllreid.inference.calibration import Calibration
 from svllreid.inference.gallery_search import Answer, GallerySearch, Query
+from svllreid.inference.model_protocol import IndexingModel
+from svllreid.inference.onnx_backend import ExportedModel
 from svllreid.inference.trained import TrainedModel
 from svllreid.search import GalleryIndex
 
@@ -40,7 +42,7 @@ class SearchService:
     def __init__(
         self,
         index: GalleryIndex,
-        trained: TrainedModel,
+        trained: IndexingModel,
         *,
         index_path: str | Path,
         calibration: Calibration | None = None,
@@ -57,16 +59,28 @@ class SearchService:
         return self.search.text_error
 
     @classmethod
-    def open(cls, index_path: str | Path, checkpoint: str | Path | None = None, device: str = "auto") -> SearchService:
-        """Load ``index_path`` and its network (``checkpoint``, else the one the index names, checked
-        to make its features).
+    def open(
+        cls,
+        index_path: str | Path,
+        checkpoint: str | Path | None = None,
+        device: str = "auto",
+        *,
+        model_file: str | Path | None = None,
+    ) -> SearchService:
+        """Load ``index_path`` and its network: ``model_file`` (an exported ONNX file or OpenVINO IR, for
+        image queries only), else ``checkpoint``, else the checkpoint the index names; checked to make
+        the index's features.
 
         Raises:
-            IndexFileError: not an index file. CheckpointError: no usable checkpoint.
+            IndexFileError: not an index file. CheckpointError: no usable checkpoint, or another network.
+            ValueError: an unreadable exported file.
         """
-        search = GallerySearch.open(index_path, checkpoint=checkpoint, device=device, compiled=False)
-        assert isinstance(search.model, TrainedModel)  # compiled=False: the network itself, with its text encoder
-        return cls(search.index, search.model, index_path=index_path, calibration=search.calibration)
+        search = GallerySearch.open(
+            index_path, checkpoint=checkpoint, model_file=model_file, device=device, compiled=False
+        )
+        # compiled=False: a checkpoint gives the network itself, with its text encoder.
+        model = cast("IndexingModel", search.model)
+        return cls(search.index, model, index_path=index_path, calibration=search.calibration)
 
     # ------------------------------------------------------------------------------------------------
     # Queries (checked in the caller's thread; encoding waits for :meth:`answer`)
@@ -163,21 +177,39 @@ class SearchService:
         rgb.save(out, format="JPEG", quality=88)
         return out.getvalue()
 
-    def describe(self) -> dict[str, Any]:
-        """The model and the index, for a client: what they are and which queries they take."""
-        spec = self.trained.spec
-        meta = self.trained.checkpoint.meta
-        return {
-            "model": {
-                "arch": spec.arch,
-                "image_size": list(self.trained.image_size),
-                "trained_on": self.trained.trained_on,
+    def _model_facts(self) -> dict[str, Any]:
+        model = self.trained
+        if isinstance(model, TrainedModel):
+            meta = model.checkpoint.meta
+            return {
+                "arch": model.spec.arch,
+                "image_size": list(model.image_size),
+                "trained_on": model.trained_on,
                 "stage": meta.get("stage"),
                 "epoch": meta.get("epoch"),
-                "checkpoint": str(self.trained.checkpoint.path),
-                "device": str(self.trained.device),
-                "description": self.trained.describe(),
-            },
+                "checkpoint": str(model.checkpoint.path),
+                "device": str(model.device),
+                "runtime": "torch",
+                "description": model.describe(),
+            }
+        assert isinstance(model, ExportedModel)
+        return {
+            "arch": model.spec.get("arch"),
+            "image_size": list(model.image_size),
+            "trained_on": model.network.get("trained_on"),
+            "stage": None,
+            "epoch": None,
+            "checkpoint": None,
+            "model_file": str(model.path),
+            "device": "cpu",
+            "runtime": model.runtime,
+            "description": model.describe(),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """The model and the index, for a client: what they are and which queries they take."""
+        return {
+            "model": self._model_facts(),
             "index": {
                 "file": str(self.search.index_path),
                 "images": len(self.index),

@@ -155,3 +155,29 @@ def test_the_command_writes_the_boxmot_file(networks, tmp_path, capsys) -> None:
     argv = ["export", "--checkpoint", ckpt, "--format", "boxmot", "--out", str(tmp_path), "--fp16"]
     assert main(argv) == 2
     assert "takes no --fp16" in capsys.readouterr().err
+
+
+def test_the_openvino_route_writes_the_folder_boxmot_opens(networks, tmp_path, capsys) -> None:  # noqa: F811
+    ov = pytest.importorskip("openvino", reason="the OpenVINO route needs the openvino extra")
+    trained = networks["rn"]
+    argv = ["export", "--checkpoint", str(trained.checkpoint.path), "--format", "boxmot", "--boxmot-route"]
+    assert main([*argv, "openvino", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    (folder,) = tmp_path.glob("*_openvino_model")
+    assert "OpenVINO IR for BoxMOT's OpenVINO backend" in printed and f"--reid-model {folder}" in printed
+    # What BoxMOT does with the folder it is given: its name picks the backend and the network type, and
+    # the first .xml in it is read with the .bin beside it and compiled with OpenVINO's defaults.
+    suffixes = [".pt", ".torchscript", ".onnx", "_openvino_model", ".engine", ".tflite"]
+    assert [s in folder.name for s in suffixes] == [False, False, False, True, False, False]
+    assert folder.name.startswith("osnet_x0_25_") and "clip" not in folder.name
+    xml = next(folder.glob("*.xml"))
+    compiled = ov.Core().compile_model(ov.Core().read_model(model=xml, weights=xml.with_suffix(".bin")), "CPU")
+    crops = torch.randint(0, 256, (3, 3, 256, 128), generator=torch.Generator().manual_seed(4), dtype=torch.uint8)
+    got = compiled([boxmot_crops(crops).numpy()])[compiled.outputs[0]]
+    with torch.no_grad():
+        expected = BoxmotInput(trained)(boxmot_crops(crops)).numpy()
+    # OpenVINO's default precision is bfloat16 on processors that have it: close, not equal.
+    cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosine.min() > 0.999
+    with pytest.raises(ValueError, match="ending in _openvino_model"):
+        export_boxmot(trained, tmp_path / "clip_openvino_model" / "x.xml", route="openvino")

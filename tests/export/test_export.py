@@ -44,6 +44,10 @@ def run_export(path: Path, images: torch.Tensor, cameras: torch.Tensor | None) -
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         feed = {"images": images.numpy(), **({"side_info": side.numpy()} if side is not None else {})}
         return session.run(None, feed)[0]
+    if path.suffix == ".xml":
+        from svllreid.inference.openvino_backend import load_openvino_model
+
+        return load_openvino_model(path).model.encode_image(images, *(() if cameras is None else (cameras,))).numpy()
     module = torch.jit.load(str(path))
     with torch.no_grad():
         return (module(images) if side is None else module(images, side)).numpy()
@@ -57,14 +61,17 @@ def run_export(path: Path, images: torch.Tensor, cameras: torch.Tensor | None) -
         ("rn", "onnx", False),
         ("vit-sie", "torchscript", True),
         ("rn", "torchscript", False),
+        ("vit-sie", "openvino", True),
+        ("rn", "openvino", False),
     ],
 )
 def test_the_export_gives_the_network_features_at_batches_1_2_and_7(networks, tmp_path, name, fmt, side_info):
     trained = networks[name]
-    path = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt")
+    path = tmp_path / {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.pt"}[fmt]
     report = export_image_branch(trained, path, fmt=fmt, side_info=side_info)
     assert report.inputs == (["images", "side_info"] if side_info else ["images"])
-    assert report.exporter == ("torch.export" if fmt == "onnx" else "torch.jit.trace")
+    exporters = {"onnx": "torch.export", "openvino": "torch.export, then openvino.convert_model"}
+    assert report.exporter == exporters.get(fmt, "torch.jit.trace")
     generator = torch.Generator().manual_seed(5)
     for batch in (1, 2, 7):
         images = torch.randn(batch, 3, 64, 32, generator=generator)

@@ -4,6 +4,7 @@ search), run by every ONNX consumer; and each bad input's message."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 
 from svllreid.cli import main
 from svllreid.errors import ExportError, ImageReadError
-from svllreid.export import exporter
+from svllreid.export import int8
 from svllreid.export.exporter import INT8_MIN_COSINE, INT8_MIN_IMAGES, export_image_branch
 from svllreid.inference.extractor import FeatureExtractor
 from svllreid.inference.onnx_backend import load_onnx_model
@@ -98,7 +99,25 @@ def test_bad_int8_options_are_refused_before_the_network_loads(
     assert message in capsys.readouterr().err
 
 
-def test_int8_is_for_onnx_only(model, images, tmp_path: Path) -> None:
+def test_eval_measures_the_int8_file_on_the_checkpoints_test_set(model, int8_file, tmp_path: Path, capsys) -> None:
+    checkpoint = str(model.checkpoint.path)
+    runs = {}
+    for name, extra in (("fp32", []), ("int8", ["--model", str(int8_file["path"])])):
+        out = tmp_path / name
+        argv = ["eval", "--checkpoint", checkpoint, "--no-report", "--no-progress", "--device", "cpu"]
+        assert main([*argv, "--out", str(out), *extra]) == 0
+        printed = capsys.readouterr().out
+        runs[name] = json.loads((out / "eval.json").read_text())
+    features = next(line for line in printed.splitlines() if line.startswith("features: "))
+    assert str(int8_file["path"]) in features and "int8" in features and features.endswith("on onnxruntime")
+    assert runs["int8"]["model_file"] == str(int8_file["path"]) and runs["int8"]["precision"] == "int8"
+    # The same protocol and queries; INT8 moves the features a little, so the metrics stay close.
+    fp32, int8_result = runs["fp32"]["result"], runs["int8"]["result"]
+    assert [s["num_queries"] for s in int8_result["splits"]] == [s["num_queries"] for s in fp32["splits"]]
+    assert abs(int8_result["mAP"] - fp32["mAP"]) < 0.05
+
+
+def test_int8_is_for_onnx_and_openvino_only(model, images, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--int8 quantises ONNX files"):
         export_image_branch(model, tmp_path / "m.pt", fmt="torchscript", int8_images=images[:16])
 
@@ -112,7 +131,7 @@ def test_a_calibration_file_that_is_no_image(model, images, tmp_path: Path) -> N
 
 
 def test_a_file_beyond_the_tolerance_is_not_written(model, images, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(exporter, "INT8_MIN_COSINE", 1.01)  # no INT8 file can reach it
+    monkeypatch.setattr(int8, "INT8_MIN_COSINE", 1.01)  # no INT8 file can reach it
     out = tmp_path / "m.onnx"
     with pytest.raises(ExportError, match="nothing was written"):
         export_image_branch(model, out, fmt="onnx", int8_images=images[:16])

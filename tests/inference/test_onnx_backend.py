@@ -78,8 +78,8 @@ def test_an_index_built_by_one_runtime_is_searched_by_the_other(networks, export
     argv = ["search", "--index", str(torch_index), "--text", "a person", "--model", str(exported["vit-sie"])]
     assert main(argv) == 2
     assert capsys.readouterr().err == (
-        "svllreid: error: an ONNX file holds only the image branch; text search needs the checkpoint's text "
-        "encoder: pass --checkpoint CKPT, or nothing to use the checkpoint the index names\n"
+        "svllreid: error: an exported file (ONNX or OpenVINO) holds only the image branch; text search needs the "
+        "checkpoint's text encoder: pass --checkpoint CKPT, or nothing to use the checkpoint the index names\n"
     )
 
 
