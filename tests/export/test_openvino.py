@@ -1,6 +1,7 @@
 """OpenVINO IRs: ``svllreid export --format openvino`` (fp32, and INT8 by NNCF), run wherever an ONNX file
-runs (``extract``, ``index build``, ``search``, ``serve``, :class:`FeatureExtractor`) with the same
-identity checks; and each bad input's message. Parity at several batch sizes is in test_export.py."""
+runs (``extract``, ``index build``, ``search``, :class:`FeatureExtractor`; ``serve`` in
+tests/serve/test_exported_model.py) with the same identity checks; and each bad input's message. Parity at
+several batch sizes is in test_export.py."""
 
 from __future__ import annotations
 
@@ -115,27 +116,6 @@ def test_an_int8_ir_stays_within_its_tolerance_and_carries_the_threshold(calibra
     got = FeatureExtractor(tmp_path / "int8.xml")(held_out)
     expected = FeatureExtractor(calibrated.checkpoint.path, device="cpu")(held_out)
     assert ((got * expected).sum(1) / np.linalg.norm(got, axis=1)).min() >= INT8_MIN_COSINE
-
-
-def test_serve_answers_photos_with_the_ir_and_says_why_not_descriptions(tmp_path) -> None:
-    pytest.importorskip("fastapi")
-    from svllreid.serve.search_service import SearchService
-    from tests.captioned_gallery import build_captioned_gallery
-
-    world = build_captioned_gallery(tmp_path, "--pid-regex", r"^(\d+)_")
-    trained = load_trained_model(world["checkpoint"], "cpu")
-    ir = export_image_branch(trained, tmp_path / "served.xml", fmt="openvino").path
-    by_ir = SearchService.open(world["index"], model_file=ir)
-    by_checkpoint = SearchService.open(world["index"], device="cpu")
-    facts = by_ir.describe()
-    assert facts["model"]["runtime"] == "openvino" and facts["model"]["model_file"] == str(ir)
-    assert facts["queries"]["text"] is False and facts["queries"]["text_unavailable"] == IMAGE_BRANCH_ONLY
-    photo = Path(world["images"][5]).read_bytes()
-    got = by_ir.answer([by_ir.image_query(photo, 6)])[0].results
-    expected = by_checkpoint.answer([by_checkpoint.image_query(photo, 6)])[0].results
-    assert [h["path"] for h in got] == [h["path"] for h in expected]
-    with pytest.raises(ValueError, match="holds only the image branch"):
-        by_ir.text_query("a person in red", 5)
 
 
 def test_bad_openvino_files_and_options_say_what_to_do(networks, irs, tmp_path, monkeypatch, capsys) -> None:  # noqa: F811
