@@ -1,8 +1,9 @@
 """torch.distributed helpers: one process per device under torchrun, or a single process.
 
-Training runs DDP on them; the commands that extract features (``extract``, ``index build``) split their
-images over the processes of a launch (:func:`share`) and agree on every failure (:func:`run_everywhere`,
-:func:`run_on_main`), so that no process waits for one that stopped.
+Training runs DDP on them; the commands that extract features (``extract``, ``index build``, ``eval``)
+split their images over the processes of a launch (:func:`share`), agree on every failure
+(:func:`run_everywhere`, :func:`run_on_main`) so that no process waits for one that stopped, and gather
+rows (:func:`gather_rows`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "broadcast_flag",
     "broadcast_state",
     "describe_disagreement",
+    "gather_rows",
     "gather_with_grad",
     "init_distributed",
     "launch_group",
@@ -123,6 +125,25 @@ def all_gather_objects(value: Any, info: DistInfo) -> list[Any]:
     gathered: list[Any] = [None] * info.world_size
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def gather_rows(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Every process's rows ``[n_rank, D]`` (``n_rank`` may differ, and be 0) concatenated in rank order,
+    on every process and on ``tensor``'s device. A 1-D empty tensor counts as no rows."""
+    if not info.enabled:
+        return tensor
+    rows = tensor.shape[0]
+    shape = torch.tensor([rows, tensor.shape[1] if tensor.ndim > 1 else 0], device=tensor.device)
+    shapes = [torch.zeros_like(shape) for _ in range(info.world_size)]
+    dist.all_gather(shapes, shape)
+    counts = [int(s[0]) for s in shapes]
+    dim = max(int(s[1]) for s in shapes)
+    # all_gather takes equal shapes: each process sends its rows padded to the longest share.
+    padded = tensor.new_zeros(max(counts), dim)
+    padded[:rows] = tensor.reshape(rows, dim)
+    parts = [torch.empty_like(padded) for _ in range(info.world_size)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:count] for part, count in zip(parts, counts, strict=True)])
 
 
 def _exit_code(err: BaseException) -> int:

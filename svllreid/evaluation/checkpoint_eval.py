@@ -12,7 +12,14 @@ from typing import Any
 
 from svllreid.data.factory import build_dataset
 from svllreid.data.types import ReIDDataset
-from svllreid.evaluation.model_eval import ModelEvaluation, evaluate_model
+from svllreid.distributed import DistInfo, run_everywhere, run_on_main
+from svllreid.evaluation.model_eval import (
+    EvalOptions,
+    ModelEvaluation,
+    evaluate_features,
+    sample_features,
+    unique_test_samples,
+)
 from svllreid.evaluation.options import eval_options
 from svllreid.fileio import atomic_write_text
 from svllreid.inference.features import TestImages
@@ -90,7 +97,8 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     num_workers: int = 0,
     progress: bool = False,
-) -> CheckpointEvaluation:
+    dist: DistInfo | None = None,
+) -> CheckpointEvaluation | None:
     """Evaluate a checkpoint on its own test set or, with ``dataset``, on another one (cross-domain).
 
     Writes ``eval.json`` to ``out_dir``; :func:`svllreid.evaluation.reporting.write_evaluation_report` adds the
@@ -103,7 +111,80 @@ def evaluate_checkpoint(
             same identities without, say, ``occluded_queries``).
         rerank: k-reciprocal re-ranking with the checkpoint's ``eval.rerank_*`` parameters.
         flip: add the features of flipped images.
+        dist: the processes of a torchrun launch, every one calling this (with its own ``device``): they
+            share the feature extraction, and the main process alone computes the metrics and writes them.
+            None: this process alone.
+
+    Returns:
+        The evaluation; None on the processes of a launch other than the main one.
     """
+    info = dist or DistInfo()
+    trained, data, side_info, notes, evaluation_options = run_everywhere(
+        lambda: _prepare(
+            checkpoint,
+            dataset=dataset,
+            root=root,
+            options=options,
+            device=device,
+            rerank=rerank,
+            flip=flip,
+            batch_size=batch_size,
+            num_workers=num_workers,
+        ),
+        info,
+    )
+    if info.is_main:
+        for text in notes:
+            log.warning("%s", text)
+    images = TestImages(trained.transform, trained.image_size, trained.interpolation)
+    samples, _ = unique_test_samples(data)
+    feats = sample_features(
+        trained.model,
+        samples,
+        images=images,
+        device=trained.device,
+        options=evaluation_options,
+        progress=progress,
+        dist=info,
+    )
+
+    def finish() -> CheckpointEvaluation:
+        evaluation = evaluate_features(feats, data, options=evaluation_options)
+        out = Path(out_dir) if out_dir is not None else default_out_dir(trained, data.name, rerank, flip)
+        out.mkdir(parents=True, exist_ok=True)
+        result = CheckpointEvaluation(out, trained, data, evaluation, side_info, notes)
+        payload = {
+            "checkpoint": trained.checkpoint.name,
+            "model": trained.describe(),
+            "weights_sha256": trained.weights_digest(),  # which weights these results are of (model cards check it)
+            "dataset": {"name": data.name, "root": data.root},
+            "flip": flip,
+            "rerank": rerank,
+            "side_info": side_info,
+            "notes": notes,
+            "result": evaluation.summary,
+        }
+        result.files["json"] = out / "eval.json"
+        atomic_write_text(result.files["json"], json.dumps(payload, indent=2))
+        return result
+
+    return run_on_main(finish, info)
+
+
+def _prepare(
+    checkpoint: str | Path,
+    *,
+    dataset: str | None,
+    root: str | None,
+    options: dict[str, Any] | None,
+    device: str,
+    rerank: bool,
+    flip: bool,
+    batch_size: int | None,
+    num_workers: int,
+) -> tuple[TrainedModel, ReIDDataset, bool, list[str], EvalOptions]:
+    """The network, the dataset, whether SIE takes its cameras, the notes for the user, and the options:
+    what every process of :func:`evaluate_checkpoint` reads alike."""
     trained = load_trained_model(checkpoint, device)
     cfg = trained.config
     data_cfg = cfg.data
@@ -120,8 +201,6 @@ def evaluate_checkpoint(
     notes = [note] if note else []
     if data.kind != trained.spec.kind:
         notes.append(f"the model was trained on {trained.spec.kind} images and is evaluated on {data.kind} images")
-    for text in notes:
-        log.warning("%s", text)
     evaluation_options = eval_options(
         cfg.eval,
         num_workers=num_workers,
@@ -131,24 +210,4 @@ def evaluate_checkpoint(
         batch_size=batch_size,
         side_info=side_info,
     )
-    images = TestImages(trained.transform, trained.image_size, trained.interpolation)
-    evaluation = evaluate_model(
-        trained.model, data, images=images, device=trained.device, options=evaluation_options, progress=progress
-    )
-    out = Path(out_dir) if out_dir is not None else default_out_dir(trained, data.name, rerank, flip)
-    out.mkdir(parents=True, exist_ok=True)
-    result = CheckpointEvaluation(out, trained, data, evaluation, side_info, notes)
-    payload = {
-        "checkpoint": trained.checkpoint.name,
-        "model": trained.describe(),
-        "weights_sha256": trained.weights_digest(),  # which weights these results are of (model cards check it)
-        "dataset": {"name": data.name, "root": data.root},
-        "flip": flip,
-        "rerank": rerank,
-        "side_info": side_info,
-        "notes": notes,
-        "result": evaluation.summary,
-    }
-    result.files["json"] = out / "eval.json"
-    atomic_write_text(result.files["json"], json.dumps(payload, indent=2))
-    return result
+    return trained, data, side_info, notes, evaluation_options

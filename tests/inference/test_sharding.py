@@ -1,4 +1,4 @@
-"""Extraction and indexing split over the processes of a torchrun launch (gloo, CPU).
+"""Extraction, indexing and evaluation split over the processes of a torchrun launch (gloo, CPU).
 
 One launch of two processes runs every command below (tests/inference/torchrun_commands.py) and each
 test reads its part; the single-process references run in this process. The checks of shards and of the
@@ -163,9 +163,36 @@ def random_image(path: Path, seed: int) -> None:
     Image.fromarray(low).resize((32, 64), Image.Resampling.BILINEAR).save(path)
 
 
+def market_tree(root: Path) -> Path:
+    """A Market-1501 tree of distinct images (no ties in the ranking, which float noise could reorder)."""
+    folders = {
+        "bounding_box_train": market_names(2, [1, 2], 2),
+        "query": market_names(11, [1], 1) + market_names(12, [2], 1) + market_names(13, [3], 1),
+        "bounding_box_test": market_names(11, [1, 3], 2)
+        + market_names(12, [4], 3)
+        + market_names(13, [5], 2)
+        + market_names(0, [6], 1),  # a distractor: 11 test images, shares of 6 and 5 (gathered with padding)
+    }
+    seed = 100
+    for folder, names in folders.items():
+        for name in names:
+            seed += 1
+            random_image(root / folder / name, seed)
+    return root
+
+
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as data:
         return {key: data[key] for key in data.files}
+
+
+def numbers(tree: Any, prefix: str = "") -> dict[str, float]:
+    """Every number of a JSON tree by its path."""
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in numbers(value, f"{prefix}/{key}").items()}
+    if isinstance(tree, list):
+        return {k: v for i, value in enumerate(tree) for k, v in numbers(value, f"{prefix}/{i}").items()}
+    return {prefix: float(tree)} if isinstance(tree, int | float) and not isinstance(tree, bool) else {}
 
 
 @dataclasses.dataclass
@@ -189,12 +216,15 @@ def launch(tmp_path_factory: pytest.TempPathFactory) -> Launch:
     for i, name in enumerate(market_names(3, [1, 2], 2) + market_names(5, [1, 2, 3], 1) + market_names(8, [4], 1)):
         random_image(photos / name, i)
     (photos / "0004_c1s1_000000_00.jpg").write_bytes(b"not a jpeg")  # unreadable, in rank 0's share
+    market = market_tree(tmp / "market")
     model = ["--checkpoint", str(checkpoint), "--no-progress"]
     extract = ["extract", *model, "--images", str(photos), "--pid-regex", r"^(\d+)_", "--skip-unreadable"]
+    evaluate = ["eval", *model, "--dataset", "market1501", "--root", str(market), "--json", "--no-report"]
     index = ["index", "build", *model, "--images", str(photos), "--skip-unreadable"]
 
     # The single-process references.
     assert main([*extract, "--out", str(tmp / "single.npz"), "--device", "cpu"]) == 0
+    assert main([*evaluate, "--out", str(tmp / "eval-single"), "--device", "cpu"]) == 0
     os.environ["SVLLREID_ENCODER_CACHE"] = "0"  # no compiled query encoder: not what is tested here
     try:
         assert main([*index, "--out", str(tmp / "single.index"), "--device", "cpu"]) == 0
@@ -225,6 +255,7 @@ def launch(tmp_path_factory: pytest.TempPathFactory) -> Launch:
         "unreadable": ["extract", *model, "--images", str(photos), "--out", str(tmp / "stopped.npz")],
         "rerun": ["extract", *model, "--images", str(photos), "--out", str(tmp / "stopped.npz"), "--skip-unreadable"],
         "index": [*index, "--out", str(tmp / "sharded.index")],
+        "eval": [*evaluate, "--out", str(tmp / "eval-sharded")],
     }
     (tmp / "plan.json").write_text(json.dumps(list(plan.values())))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "SVLLREID_ENCODER_CACHE": "0"}
@@ -308,3 +339,15 @@ def test_index_build_under_torchrun(launch: Launch) -> None:
     single, sharded = GalleryIndex.load(launch.tmp / "single.index"), GalleryIndex.load(launch.tmp / "sharded.index")
     assert sharded.paths == single.paths
     np.testing.assert_allclose(sharded.feats, single.feats, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_eval_under_torchrun_gives_the_single_process_numbers(launch: Launch) -> None:
+    assert launch.result("eval")["code"] == 0, launch.result("eval")["err"]
+    assert launch.result("eval", 1)["out"] == ""
+    single = json.loads((launch.tmp / "eval-single" / "eval.json").read_text())["result"]
+    sharded = json.loads((launch.tmp / "eval-sharded" / "eval.json").read_text())["result"]
+    assert json.loads(launch.result("eval")["out"]) == sharded
+    expected, got = numbers(single), numbers(sharded)
+    assert got.keys() == expected.keys() and "/mAP" in got
+    assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
