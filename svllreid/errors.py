@@ -18,6 +18,7 @@ __all__ = [
     "ExportError",
     "ImageReadError",
     "IndexFileError",
+    "LaunchError",
     "MissingExtraError",
     "OutputError",
     "PretrainedError",
@@ -121,3 +122,14 @@ class TrainingDiverged(SvllreidError, RuntimeError):
     """A loss became NaN or infinite; the message names the stage, epoch, step and loss term."""
 
     exit_code = 1
+
+
+class LaunchError(SvllreidError, RuntimeError):
+    """A process of a torchrun launch failed, so every process stops: raised on the main process with
+    the failing rank's message, and on the others with ``shown_by_main`` (the command line prints it
+    once, from the main process). ``exit_code`` is the failing process's."""
+
+    def __init__(self, message: str, *, exit_code: int = 1, shown_by_main: bool = False):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.shown_by_main = shown_by_main

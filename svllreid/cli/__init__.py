@@ -29,7 +29,7 @@ from svllreid.cli import (
     train,
     tune,
 )
-from svllreid.errors import SvllreidError
+from svllreid.errors import LaunchError, SvllreidError
 from svllreid.version import __version__
 
 __all__ = ["build_parser", "main"]
@@ -93,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except SvllreidError as err:
-        print(f"svllreid: error: {err}", file=sys.stderr)
+        if not isinstance(err, LaunchError) or not err.shown_by_main:  # torchrun: the main process tells once
+            print(f"svllreid: error: {err}", file=sys.stderr)
         return err.exit_code
     except (ValueError, OSError) as err:  # bad input met by a library check (torch, PIL, numpy, ours)
         print(f"svllreid: error: {err}", file=sys.stderr)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from svllreid.cli.common import add_inference_args, add_option_arg, parse_options
 from svllreid.errors import ConfigError
+
+if TYPE_CHECKING:
+    from svllreid.evaluation.checkpoint_eval import CheckpointEvaluation
 
 
 def cmd_eval_text(args: argparse.Namespace) -> int:
@@ -135,25 +138,41 @@ def summary_table(summary: dict[str, Any]) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from svllreid.distributed import INFERENCE_TIMEOUT, launch_group, run_everywhere, run_on_main
     from svllreid.evaluation.checkpoint_eval import evaluate_checkpoint
-    from svllreid.metrics.summary import format_summary
 
+    # Under torchrun the processes share the feature extraction; the main one reports.
+    with launch_group(args.device, timeout=INFERENCE_TIMEOUT) as (info, device):
+        run_everywhere(lambda: _check_eval_args(args), info)  # refused once, by the main process
+        result = evaluate_checkpoint(
+            args.checkpoint,
+            dataset=args.dataset,
+            root=args.root,
+            options=parse_options(args.option) or None,  # none given: the training options (same dataset)
+            rerank=args.rerank,
+            flip=args.flip,
+            out_dir=args.out,
+            device=str(device),
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            progress=not args.no_progress,
+            dist=info,
+            model_file=args.model,
+        )
+        run_on_main(lambda: _show_evaluation(args, result), info)
+    return 0
+
+
+def _check_eval_args(args: argparse.Namespace) -> None:
     if args.root is not None and args.dataset is None:
         raise ConfigError("--root needs --dataset (the dataset's name, see 'svllreid data list')")
-    result = evaluate_checkpoint(
-        args.checkpoint,
-        dataset=args.dataset,
-        root=args.root,
-        options=parse_options(args.option) or None,  # none given: the training options (same dataset)
-        rerank=args.rerank,
-        flip=args.flip,
-        out_dir=args.out,
-        device=args.device,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        progress=not args.no_progress,
-        model_file=args.model,
-    )
+
+
+def _show_evaluation(args: argparse.Namespace, result: CheckpointEvaluation | None) -> None:
+    """``eval``'s report files, then its table (or JSON)."""
+    from svllreid.metrics.summary import format_summary
+
+    assert result is not None  # the main process's evaluation
     if not args.no_report:
         from svllreid.evaluation.reporting import write_evaluation_report
 
@@ -161,7 +180,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     summary = result.summary
     if args.json:
         print(json.dumps(summary, indent=2))
-        return 0
+        return
     print(f"model: {result.trained.describe()}")
     if result.model_file is not None:
         print(f"features: {result.model_file}")
@@ -176,7 +195,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(verification_table(summary))
     for name, path in result.files.items():
         print(f"{name:<14} {path}")
-    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

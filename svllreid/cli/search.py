@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,29 +18,53 @@ if TYPE_CHECKING:  # imported by the commands themselves, so that light commands
     import torch
 
     from svllreid.data.images import FileLabels
+    from svllreid.distributed import DistInfo
     from svllreid.inference.features import FileFeatures
     from svllreid.inference.gallery_search import Answer, GallerySearch
     from svllreid.inference.model_protocol import FeatureModel, IndexingModel
 
+#: What :func:`_inputs` reads on every process: the image list, its identity and camera labels, the model.
+Inputs = tuple[list[str], "FileLabels | None", "FileLabels | None", "IndexingModel"]
 
-def _load_model(args: argparse.Namespace) -> IndexingModel:
-    """The network of ``--checkpoint`` (torch) or ``--model FILE.onnx|FILE.xml`` (onnxruntime or OpenVINO,
-    CPU)."""
+
+def _load_model(args: argparse.Namespace, device: str) -> IndexingModel:
+    """The network of ``--checkpoint`` (torch, on ``device``: this process's) or ``--model FILE.onnx|FILE.xml``
+    (onnxruntime or OpenVINO, CPU)."""
     if args.model:
         from svllreid.inference.exported import load_exported_model
 
         return load_exported_model(args.model, device=args.device)
     from svllreid.inference.trained import load_trained_model
 
-    return load_trained_model(args.checkpoint, args.device)
+    return load_trained_model(args.checkpoint, device)
+
+
+@contextmanager
+def _launch(args: argparse.Namespace) -> Iterator[tuple[DistInfo, torch.device]]:
+    """This process's place in a torchrun launch (one process without torchrun) and its device; an exported
+    file runs on the CPU, so its processes talk over gloo."""
+    from svllreid.distributed import INFERENCE_TIMEOUT, launch_group
+
+    with launch_group("cpu" if args.model else args.device, timeout=INFERENCE_TIMEOUT) as joined:
+        yield joined
+
+
+def _inputs(args: argparse.Namespace, device: torch.device) -> Inputs:
+    """The image list, its labels and the model: what every process of a launch reads alike. ``--out``
+    is checked first, before any feature is computed."""
+    from svllreid.data.images import list_images
+
+    check_writable(args.out)
+    paths = list_images(args.images)
+    pids, camids = _labels(args, paths)
+    return paths, pids, camids, _load_model(args, str(device))
 
 
 def _extract(args: argparse.Namespace, trained: FeatureModel, paths: list[str]) -> FileFeatures:
-    """Features of image files with the progress bar; unreadable files stop the command unless
-    ``--skip-unreadable``."""
+    """Features of image files with the progress bar (a single process)."""
     from svllreid.inference.features import extract_model_features
 
-    feats = extract_model_features(
+    return extract_model_features(
         trained,
         paths,
         batch_size=args.batch_size,
@@ -46,8 +72,41 @@ def _extract(args: argparse.Namespace, trained: FeatureModel, paths: list[str]) 
         flip=args.flip,
         progress=not args.no_progress,
     )
-    _report_features(args, feats, trained.device)
-    return feats
+
+
+def _extract_then(
+    args: argparse.Namespace,
+    trained: FeatureModel,
+    paths: list[str],
+    info: DistInfo,
+    write: Callable[[FileFeatures, str], None],
+) -> None:
+    """Extract the features of ``paths``, then ``write(features, where)`` them on the main process:
+    ``where`` says what computed them. One process extracts all as before; under torchrun each process
+    extracts a share into ``--out``'s shard folder, and the main process merges them
+    (:func:`svllreid.inference.sharding.extract_sharded`)."""
+    from svllreid.inference.sharding import extract_sharded, shard_folder
+
+    if not info.enabled:
+        if shard_folder(args.out).is_dir():
+            print(
+                f"note: {shard_folder(args.out)} holds the shards of a torchrun launch that did not finish; only "
+                "a launch of as many processes resumes from them (this process extracts every image)",
+                file=sys.stderr,
+            )
+        write(_extract(args, trained, paths), str(trained.device))
+        return
+    extract_sharded(
+        trained,
+        paths,
+        out=args.out,
+        info=info,
+        then=lambda sharded: write(sharded.features, f"{trained.device.type}, {sharded.describe()}"),
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        flip=args.flip,
+        progress=not args.no_progress,
+    )
 
 
 def _labels(args: argparse.Namespace, paths: list[str]) -> tuple[FileLabels | None, FileLabels | None]:
@@ -72,52 +131,58 @@ def _label_names(feats: FileFeatures, paths: list[str], labels: FileLabels | Non
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from svllreid.data.images import list_images
+    from svllreid.distributed import run_everywhere
     from svllreid.metrics.feature_file import write_feature_file
 
-    check_writable(args.out)  # before any feature is computed
-    paths = list_images(args.images)
-    pids, camids = _labels(args, paths)
-    trained = _load_model(args)
-    print(f"model: {trained.describe()}")
-    feats = _extract(args, trained, paths)
-    names = {what: labels.names for what, labels in (("pid", pids), ("camera", camids)) if labels and labels.names}
-    shapes = write_feature_file(
-        args.out,
-        feats=feats.feats.numpy(),
-        paths=feats.paths,
-        model=trained.identity(),
-        pids=feats.readable_labels(paths, pids.ids if pids else None),
-        camids=feats.readable_labels(paths, camids.ids if camids else None),
-        label_names=names,
-    )
-    print(f"wrote {Path(args.out)} ({', '.join(f'{k} {v}' for k, v in shapes.items())})")
+    with _launch(args) as (info, device):
+        paths, pids, camids, trained = run_everywhere(lambda: _inputs(args, device), info)
+        if info.is_main:
+            print(f"model: {trained.describe()}")
+
+        def write(feats: FileFeatures, where: str) -> None:
+            _report_features(args, feats, where)
+            names = {w: labels.names for w, labels in (("pid", pids), ("camera", camids)) if labels and labels.names}
+            shapes = write_feature_file(
+                args.out,
+                feats=feats.feats.numpy(),
+                paths=feats.paths,
+                model=trained.identity(),
+                pids=feats.readable_labels(paths, pids.ids if pids else None),
+                camids=feats.readable_labels(paths, camids.ids if camids else None),
+                label_names=names,
+            )
+            print(f"wrote {Path(args.out)} ({', '.join(f'{k} {v}' for k, v in shapes.items())})")
+
+        _extract_then(args, trained, paths, info, write)
     return 0
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
-    from svllreid.data.images import list_images
+    from svllreid.distributed import run_everywhere
+    from svllreid.inference.trained import TrainedModel
     from svllreid.search import GalleryIndex
 
-    check_writable(args.out)  # before any feature is computed
-    paths = list_images(args.images)
-    pids, camids = _labels(args, paths)
-    trained = _load_model(args)
-    print(f"model: {trained.describe()}")
-    feats = _extract(args, trained, paths)
-    meta = trained.index_meta(flip=args.flip, images=args.images)
-    labels = {what: _label_names(feats, paths, given) for what, given in (("identity", pids), ("camera", camids))}
-    if any(labels.values()):
-        meta["labels"] = {what: names for what, names in labels.items() if names}  # per image, in index order
-    index = GalleryIndex.build(feats.feats.numpy(), feats.paths, meta=meta, backend=args.backend)
-    out = index.save(args.out)
-    print(f"wrote {out}: {len(index)} images, {index.dim}-d features, {args.backend} search")
-    from svllreid.inference.trained import TrainedModel
+    with _launch(args) as (info, device):
+        paths, pids, camids, trained = run_everywhere(lambda: _inputs(args, device), info)
+        if info.is_main:
+            print(f"model: {trained.describe()}")
 
-    # Searches then skip open_clip: the network's image branch compiled into the cache (not for an ONNX file).
-    compiled = trained.cache_query_encoder() if isinstance(trained, TrainedModel) else None
-    if compiled is not None:
-        print(f"query encoder for fast searches: {compiled}")
+        def write(feats: FileFeatures, where: str) -> None:
+            _report_features(args, feats, where)
+            meta = trained.index_meta(flip=args.flip, images=args.images)
+            given = (("identity", pids), ("camera", camids))
+            labels = {what: _label_names(feats, paths, labels) for what, labels in given}
+            if any(labels.values()):
+                meta["labels"] = {what: names for what, names in labels.items() if names}  # per image, in index order
+            index = GalleryIndex.build(feats.feats.numpy(), feats.paths, meta=meta, backend=args.backend)
+            out = index.save(args.out)
+            print(f"wrote {out}: {len(index)} images, {index.dim}-d features, {args.backend} search")
+            # Searches then skip open_clip: the network's image branch compiled into the cache (not for ONNX).
+            compiled = trained.cache_query_encoder() if isinstance(trained, TrainedModel) else None
+            if compiled is not None:
+                print(f"query encoder for fast searches: {compiled}")
+
+        _extract_then(args, trained, paths, info, write)
     return 0
 
 
@@ -169,14 +234,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_features(args: argparse.Namespace, feats: FileFeatures, device: torch.device) -> None:
-    """Unreadable files stop the command unless ``--skip-unreadable``; then the throughput line."""
+def _report_features(args: argparse.Namespace, feats: FileFeatures, where: str | torch.device) -> None:
+    """Unreadable files stop the command unless ``--skip-unreadable``; then the throughput line (``where``:
+    the device, or the processes of a launch)."""
     skipped = feats.check_readable(skip_unreadable=getattr(args, "skip_unreadable", False))
     if skipped:
         print(skipped, file=sys.stderr)
     print(
         f"{len(feats.paths)} image(s) → {feats.feats.shape[1]}-d features in {feats.seconds:.1f} s "
-        f"({feats.images_per_s:.1f} images/s on {device})",
+        f"({feats.images_per_s:.1f} images/s on {where})",
         file=sys.stderr if getattr(args, "json", False) else sys.stdout,  # keep --json output pure
     )
 

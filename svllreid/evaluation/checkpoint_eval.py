@@ -12,10 +12,18 @@ from typing import Any
 
 from svllreid.data.factory import build_dataset
 from svllreid.data.types import ReIDDataset
-from svllreid.evaluation.model_eval import ModelEvaluation, evaluate_model
+from svllreid.distributed import DistInfo, run_everywhere, run_on_main
+from svllreid.evaluation.model_eval import (
+    EvalOptions,
+    ModelEvaluation,
+    evaluate_features,
+    sample_features,
+    unique_test_samples,
+)
 from svllreid.evaluation.options import eval_options
 from svllreid.fileio import atomic_write_text
 from svllreid.inference.features import TestImages
+from svllreid.inference.onnx_backend import ExportedModel
 from svllreid.inference.trained import TrainedModel, load_trained_model
 from svllreid.precision import resolve_precision
 
@@ -97,8 +105,9 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     num_workers: int = 0,
     progress: bool = False,
+    dist: DistInfo | None = None,
     model_file: str | Path | None = None,
-) -> CheckpointEvaluation:
+) -> CheckpointEvaluation | None:
     """Evaluate a checkpoint on its own test set or, with ``dataset``, on another one (cross-domain).
 
     Writes ``eval.json`` to ``out_dir``; :func:`svllreid.evaluation.reporting.write_evaluation_report` adds the
@@ -111,13 +120,96 @@ def evaluate_checkpoint(
             same identities without, say, ``occluded_queries``).
         rerank: k-reciprocal re-ranking with the checkpoint's ``eval.rerank_*`` parameters.
         flip: add the features of flipped images.
+        dist: the processes of a torchrun launch, every one calling this (with its own ``device``): they
+            share the feature extraction, and the main process alone computes the metrics and writes them.
+            None: this process alone.
         model_file: evaluate this exported file (ONNX, INT8 included, or OpenVINO) instead of the torch
             network: the checkpoint gives the dataset and the protocol, the file the features. The file
             must hold the checkpoint's network and weights.
 
     Raises:
         CheckpointError: ``model_file`` holds another network or other weights.
+
+    Returns:
+        The evaluation; None on the processes of a launch other than the main one.
     """
+    info = dist or DistInfo()
+    trained, runs, data, side_info, notes, evaluation_options = run_everywhere(
+        lambda: _prepare(
+            checkpoint,
+            model_file=model_file,
+            dataset=dataset,
+            root=root,
+            options=options,
+            device=device,
+            rerank=rerank,
+            flip=flip,
+            batch_size=batch_size,
+            num_workers=num_workers,
+        ),
+        info,
+    )
+    if info.is_main:
+        for text in notes:
+            log.warning("%s", text)
+    images = TestImages(runs.transform, runs.image_size, runs.interpolation)
+    samples, _ = unique_test_samples(data)
+    feats = sample_features(
+        runs.model,
+        samples,
+        images=images,
+        device=runs.device,
+        options=evaluation_options,
+        progress=progress,
+        dist=info,
+    )
+
+    def finish() -> CheckpointEvaluation:
+        evaluation = evaluate_features(feats, data, options=evaluation_options)
+        if out_dir is None:
+            out = default_out_dir(trained, data.name, rerank, flip, model_file=model_file)
+        else:
+            out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        exported = runs if isinstance(runs, ExportedModel) else None
+        result = CheckpointEvaluation(
+            out, trained, data, evaluation, side_info, notes, model_file=exported.describe() if exported else None
+        )
+        payload = {
+            "checkpoint": trained.checkpoint.name,
+            "model": runs.describe(),
+            **({"model_file": str(exported.path), "precision": exported.facts.get("precision")} if exported else {}),
+            "weights_sha256": trained.weights_digest(),  # which weights these results are of (model cards check it)
+            "dataset": {"name": data.name, "root": data.root},
+            "flip": flip,
+            "rerank": rerank,
+            "side_info": side_info,
+            "notes": notes,
+            "result": evaluation.summary,
+        }
+        result.files["json"] = out / "eval.json"
+        atomic_write_text(result.files["json"], json.dumps(payload, indent=2))
+        return result
+
+    return run_on_main(finish, info)
+
+
+def _prepare(
+    checkpoint: str | Path,
+    *,
+    model_file: str | Path | None,
+    dataset: str | None,
+    root: str | None,
+    options: dict[str, Any] | None,
+    device: str,
+    rerank: bool,
+    flip: bool,
+    batch_size: int | None,
+    num_workers: int,
+) -> tuple[TrainedModel, TrainedModel | ExportedModel, ReIDDataset, bool, list[str], EvalOptions]:
+    """The network, what runs it (itself, or ``model_file`` checked to hold it), the dataset, whether SIE
+    takes its cameras, the notes for the user, and the options: what every process of
+    :func:`evaluate_checkpoint` reads alike."""
     trained = load_trained_model(checkpoint, "cpu" if model_file is not None else device)
     cfg = trained.config
     data_cfg = cfg.data
@@ -132,13 +224,13 @@ def evaluate_checkpoint(
     data = build_dataset(data_cfg)
     side_info, note = uses_side_info(trained, data)
     notes = [note] if note else []
-    exported = None
+    runs: TrainedModel | ExportedModel = trained
     if model_file is not None:
         from svllreid.inference.exported import load_exported_model
 
-        exported = load_exported_model(model_file, device=device if device != "auto" else "cpu")
-        exported.check_same_features(trained.identity(), str(trained.checkpoint.path))
-        if side_info and not getattr(exported.model, "side_info", False):
+        runs = load_exported_model(model_file, device="cpu")
+        runs.check_same_features(trained.identity(), str(trained.checkpoint.path))
+        if side_info and not getattr(runs.model, "side_info", False):
             side_info = False
             notes.append(
                 f"{Path(model_file).name} was exported without the side_info input: cameras are unknown to it "
@@ -146,41 +238,13 @@ def evaluate_checkpoint(
             )
     if data.kind != trained.spec.kind:
         notes.append(f"the model was trained on {trained.spec.kind} images and is evaluated on {data.kind} images")
-    for text in notes:
-        log.warning("%s", text)
     evaluation_options = eval_options(
         cfg.eval,
         num_workers=num_workers,
-        amp_dtype=None if exported is not None else resolve_precision("auto", trained.device),
+        amp_dtype=None if model_file is not None else resolve_precision("auto", trained.device),
         rerank=rerank,
         flip=flip,
         batch_size=batch_size,
         side_info=side_info,
     )
-    runs = exported if exported is not None else trained
-    images = TestImages(runs.transform, runs.image_size, runs.interpolation)
-    evaluation = evaluate_model(
-        runs.model, data, images=images, device=runs.device, options=evaluation_options, progress=progress
-    )
-    if out_dir is None:
-        out_dir = default_out_dir(trained, data.name, rerank, flip, model_file=model_file)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    result = CheckpointEvaluation(
-        out, trained, data, evaluation, side_info, notes, model_file=exported.describe() if exported else None
-    )
-    payload = {
-        "checkpoint": trained.checkpoint.name,
-        "model": runs.describe(),
-        **({"model_file": str(exported.path), "precision": exported.facts.get("precision")} if exported else {}),
-        "weights_sha256": trained.weights_digest(),  # which weights these results are of (model cards check it)
-        "dataset": {"name": data.name, "root": data.root},
-        "flip": flip,
-        "rerank": rerank,
-        "side_info": side_info,
-        "notes": notes,
-        "result": evaluation.summary,
-    }
-    result.files["json"] = out / "eval.json"
-    atomic_write_text(result.files["json"], json.dumps(payload, indent=2))
-    return result
+    return trained, runs, data, side_info, notes, evaluation_options

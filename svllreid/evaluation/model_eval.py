@@ -11,6 +11,7 @@ import torch
 
 from svllreid.data.loaders import ReIDImageDataset, build_test_loader
 from svllreid.data.types import EvalSplit, ReIDDataset, Sample
+from svllreid.distributed import DistInfo, gather_rows, run_everywhere, share
 from svllreid.inference.features import TestImages, extract_features, image_encoder
 from svllreid.metrics.ranking import RankingResult, evaluate
 from svllreid.metrics.rerank import KReciprocal
@@ -22,7 +23,9 @@ __all__ = [
     "RANKED_LIST_LENGTH",
     "EvalOptions",
     "ModelEvaluation",
+    "evaluate_features",
     "evaluate_model",
+    "sample_features",
     "split_pair_scores",
     "unique_test_samples",
 ]
@@ -107,16 +110,53 @@ def evaluate_model(
     progress: bool = False,
 ) -> ModelEvaluation:
     """Extract features of every test image once and evaluate every split of ``dataset``."""
-    samples, row = unique_test_samples(dataset)
+    samples, _ = unique_test_samples(dataset)
+    feats = sample_features(model, samples, images=images, device=device, options=options, progress=progress)
+    return evaluate_features(feats, dataset, options=options)
+
+
+def sample_features(
+    model: torch.nn.Module,
+    samples: list[Sample],
+    *,
+    images: TestImages,
+    device: torch.device,
+    options: EvalOptions,
+    progress: bool = False,
+    dist: DistInfo | None = None,
+) -> torch.Tensor:
+    """float32 ``[N, D]`` features of ``samples`` on ``device``, in their order.
+
+    Args:
+        dist: the processes of a torchrun launch, every one calling this: each extracts a contiguous share
+            of ``samples`` and every one receives all the rows (an all-gather). None: this process alone.
+    """
+    info = dist or DistInfo()
     files = ReIDImageDataset(
-        samples, images.transform, images.image_size, cache=images.cache, interpolation=images.interpolation
+        samples[share(len(samples), info)],
+        images.transform,
+        images.image_size,
+        cache=images.cache,
+        interpolation=images.interpolation,
     )
     loader = build_test_loader(files, options.batch_size, options.num_workers)
     was_training = model.training
     model.eval()
     encode = image_encoder(model, options.side_info)
-    feats = extract_features(encode, loader, device, amp_dtype=options.amp_dtype, flip=options.flip, progress=progress)
+    feats = run_everywhere(
+        lambda: extract_features(
+            encode, loader, device, amp_dtype=options.amp_dtype, flip=options.flip, progress=progress and info.is_main
+        ),
+        info,
+    )
     model.train(was_training)
+    return gather_rows(feats, info)
+
+
+def evaluate_features(feats: torch.Tensor, dataset: ReIDDataset, *, options: EvalOptions) -> ModelEvaluation:
+    """Evaluate every split of ``dataset`` on ``feats``, the features of :func:`unique_test_samples`' images
+    in its order (:func:`sample_features`)."""
+    samples, row = unique_test_samples(dataset)
     cameras = dataset.has_cameras
     splits = []
     verification: list[VerificationResult | None] = []
