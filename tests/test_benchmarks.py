@@ -228,3 +228,25 @@ def test_verification_speed_benchmark_measures_the_binned_path_against_the_exact
     assert row["wall_s"] > 0 and row["call_peak_gb"] > 0
     ranking = verification_speed.worker("small", "ranking", 16, 1.0)
     assert 0 < ranking["mAP"] < 1
+
+
+@pytest.mark.slow
+def test_search_speed_past_ram_builds_and_serves_each_size_in_its_own_processes(tmp_path):
+    """benchmarks/search_speed.py --sizes at two tiny sizes: every column measured, recall against the float64
+    reference, the reference cached in --work, and the 100 M row extrapolated from the two sizes."""
+    pytest.importorskip("faiss")
+    cmd = [sys.executable, str(REPO / "benchmarks" / "search_speed.py"), "--sizes", "3000,6000", "--queries", "60"]
+    cmd += ["--dim", "64", "--chunk", "1000", "--work", str(tmp_path), "--json"]
+    report = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300).stdout)
+    rows = report["rows"]
+    assert [r["n"] for r in rows] == [3000, 6000]
+    for row in rows:
+        assert row["recall"] >= 0.9 and row["reference_s"] > 0
+        assert 0 < row["p50_ms"] <= row["p99_ms"] and row["build_s"] > 0 and row["load_s"] > 0
+        assert 0 < row["build_rss_gb"] < 2 and 0 < row["serve_rss_gb"] < 2 and row["file_gb"] > 0
+        assert len(row["load_build"]) == len(row["load_serve"]) == 3
+        assert row["params"]["refine"] == 10 and row["params"]["train_size"] == row["n"]
+    assert len(list(tmp_path.glob("reference-*.npy"))) == 2 and len(list(tmp_path.glob("ivfpq-*.index"))) == 2
+    extrapolated = report["extrapolated"]
+    assert extrapolated["n"] == 100_000_000 and "recall" not in extrapolated
+    assert extrapolated["file_gb"] > rows[-1]["file_gb"]

@@ -174,6 +174,34 @@ def test_index_build_and_search(trained_run: Path, gallery: Path, tmp_path: Path
     assert Image.open(png).width > 5 * 64
 
 
+def test_index_build_past_ram_and_search(trained_run: Path, gallery: Path, tmp_path: Path, capsys) -> None:
+    """--backend faiss-ivfpq streams the features into an index searched from its file; its settings are
+    printed, and settings of another backend are refused before any image is encoded."""
+    pytest.importorskip("faiss")
+    index_path = tmp_path / "gallery.index"
+    argv = ["index", "build", "--checkpoint", str(trained_run), "--images", str(gallery), "--out", str(index_path)]
+    assert main([*argv, "--backend", "faiss-ivfpq", "--refine", "3", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    index = GalleryIndex.load(index_path)
+    assert index.backend == "faiss-ivfpq" and isinstance(index.feats, np.memmap) and index.params["refine"] == 3
+    settings = f"nlist 1, nprobe 1, pq_m {index.dim // 8}, pq_nbits 4, refine 3, train_size 24"
+    assert f"24 images, {index.dim}-d features, faiss-ivfpq search ({settings})" in printed
+    query = sorted(gallery.rglob("*.jpg"))[5]
+    assert main(["search", "--index", str(index_path), "--query", str(query), "--topk", "5", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)[0]["results"]
+    assert len(hits) == 5 and hits[0]["path"] == str(query) and hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    for wrong, message in (
+        (["--pq-m", "4"], "--pq-m is a setting of --backend faiss-ivfpq, not faiss-ivf"),
+        (["--nlist", "4", "--backend", "faiss-hnsw"], "--nlist is a setting of --backend faiss-ivf or faiss-ivfpq"),
+    ):
+        backend = [] if "--backend" in wrong else ["--backend", "faiss-ivf"]
+        assert main([*argv, *backend, *wrong, "--no-progress"]) == 2
+        captured = capsys.readouterr()
+        assert message in captured.err and "images/s" not in captured.out + captured.err
+    assert main([*argv, "--backend", "faiss-ivfpq", "--nlist", "25", "--no-progress"]) == 2
+    assert "nlist (25) cannot exceed the number of gallery features (24)" in capsys.readouterr().err
+
+
 def test_search_starts_from_the_compiled_encoder_without_open_clip(
     trained_run: Path, gallery: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

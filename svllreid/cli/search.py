@@ -157,12 +157,37 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The ``index build`` options of each backend's settings (the others refuse them).
+BACKEND_OPTIONS = {
+    "nlist": ("faiss-ivf", "faiss-ivfpq"),
+    "nprobe": ("faiss-ivf", "faiss-ivfpq"),
+    "pq_m": ("faiss-ivfpq",),
+    "pq_nbits": ("faiss-ivfpq",),
+    "refine": ("faiss-ivfpq",),
+    "train_size": ("faiss-ivfpq",),
+}
+
+
+def _backend_settings(args: argparse.Namespace) -> dict[str, int]:
+    """The backend settings given on the command line; one the backend does not use is refused (it would
+    otherwise be ignored without a word)."""
+    given = {key: getattr(args, key) for key in BACKEND_OPTIONS if getattr(args, key) is not None}
+    for key in given:
+        if args.backend not in BACKEND_OPTIONS[key]:
+            option = "--" + key.replace("_", "-")
+            raise ValueError(
+                f"{option} is a setting of --backend {' or '.join(BACKEND_OPTIONS[key])}, not {args.backend}"
+            )
+    return given
+
+
 def cmd_index_build(args: argparse.Namespace) -> int:
     from svllreid.distributed import run_everywhere
     from svllreid.inference.trained import TrainedModel
     from svllreid.search import GalleryIndex
 
     with _launch(args) as (info, device):
+        settings = run_everywhere(lambda: _backend_settings(args), info)  # before any feature is computed
         paths, pids, camids, trained = run_everywhere(lambda: _inputs(args, device), info)
         if info.is_main:
             print(f"model: {trained.describe()}")
@@ -174,9 +199,22 @@ def cmd_index_build(args: argparse.Namespace) -> int:
             labels = {what: _label_names(feats, paths, labels) for what, labels in given}
             if any(labels.values()):
                 meta["labels"] = {what: names for what, names in labels.items() if names}  # per image, in index order
-            index = GalleryIndex.build(feats.feats.numpy(), feats.paths, meta=meta, backend=args.backend)
-            out = index.save(args.out)
-            print(f"wrote {out}: {len(index)} images, {index.dim}-d features, {args.backend} search")
+            if args.backend == "faiss-ivfpq":
+                # Streamed into the file in chunks, as for a gallery extracted in shards: the index never holds
+                # a second copy of the features in memory, and it is opened as search and serve open it.
+                matrix = feats.feats.numpy()
+                step = 2**16
+                chunks = ((feats.paths[lo : lo + step], matrix[lo : lo + step]) for lo in range(0, len(matrix), step))
+                index = GalleryIndex.build_streamed(chunks, args.out, meta=meta, **settings)
+                out = Path(args.out)
+            else:
+                index = GalleryIndex.build(
+                    feats.feats.numpy(), feats.paths, meta=meta, backend=args.backend, **settings
+                )
+                out = index.save(args.out)
+            shown = ", ".join(f"{key} {value}" for key, value in index.params.items())
+            settings_note = f" ({shown})" if shown else ""
+            print(f"wrote {out}: {len(index)} images, {index.dim}-d features, {args.backend} search{settings_note}")
             # Searches then skip open_clip: the network's image branch compiled into the cache (not for ONNX).
             compiled = trained.cache_query_encoder() if isinstance(trained, TrainedModel) else None
             if compiled is not None:
@@ -350,10 +388,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--out", required=True, help="index file to write")
     build.add_argument(
         "--backend",
-        choices=["exact", "faiss-flat", "faiss-ivf", "faiss-hnsw"],
+        choices=["exact", "faiss-flat", "faiss-ivf", "faiss-hnsw", "faiss-ivfpq"],
         default="exact",
-        help="search structure (default exact; faiss-ivf / faiss-hnsw are approximate)",
+        help="search structure (default exact; faiss-ivf / faiss-hnsw are approximate; faiss-ivfpq is approximate "
+        "and searched from disk, for galleries past RAM: see docs/search.md)",
     )
+    tuning = build.add_argument_group("backend settings (default: chosen from the gallery's size)")
+    tuning.add_argument("--nlist", type=positive_int, help="faiss-ivf / faiss-ivfpq: clusters (inverted lists)")
+    tuning.add_argument("--nprobe", type=positive_int, help="faiss-ivf / faiss-ivfpq: clusters searched per query")
+    tuning.add_argument(
+        "--pq-m", type=positive_int, help="faiss-ivfpq: bytes per code (sub-vectors; divides the width)"
+    )
+    tuning.add_argument("--pq-nbits", type=positive_int, help="faiss-ivfpq: bits per sub-vector code (default 8)")
+    tuning.add_argument(
+        "--refine", type=positive_int, help="faiss-ivfpq: candidates re-ranked exactly, per result (default 10)"
+    )
+    tuning.add_argument("--train-size", type=positive_int, help="faiss-ivfpq: features sampled to train on")
     build.add_argument("--flip", action="store_true", help="add the features of horizontally flipped images")
     _add_label_args(build)
     build.add_argument("--skip-unreadable", action="store_true", help="leave out unreadable images (listed)")

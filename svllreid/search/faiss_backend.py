@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from svllreid.errors import IndexFileError
+from svllreid.errors import IndexFileError, MissingExtraError
 
 __all__ = ["SERIALISED", "build_faiss", "faiss_search", "faiss_threads", "import_faiss", "load_faiss"]
 
@@ -23,10 +23,15 @@ SERIALISED = ("faiss-ivf", "faiss-hnsw")
 
 
 def import_faiss() -> Any:
+    """The faiss module.
+
+    Raises:
+        MissingExtraError: faiss is not installed (an ImportError naming the extra).
+    """
     try:
         import faiss
     except ImportError as err:
-        raise ImportError(
+        raise MissingExtraError(
             "the faiss search backends need faiss: pip install faiss-cpu (or pip install 'svllreid[faiss]'), "
             'or use backend "exact"'
         ) from err

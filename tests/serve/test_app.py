@@ -327,3 +327,39 @@ def test_search_json_and_the_web_api_share_one_hit_schema(client: Any, service: 
     assert by_cli["results"][0]["row"] == row
     assert [h["row"] for h in by_cli["results"][1:]] == [h["row"] for h in by_api["results"]]
     assert [h["match"] for h in by_cli["results"][1:]] == [h["match"] for h in by_api["results"]]
+
+
+def test_a_gallery_past_ram_is_served_from_its_file(world: dict, service: Any) -> None:
+    """A faiss-ivfpq index of the same gallery: opened in place (features mapped, paths read one at a
+    time), and every kind of query answered, with the labels, as from the exact index."""
+    pytest.importorskip("faiss")
+    from fastapi.testclient import TestClient
+
+    from svllreid.search import GalleryIndex
+    from svllreid.search.stored import StoredPaths
+    from svllreid.serve.app import create_app
+    from svllreid.serve.search_service import SearchService
+
+    exact = GalleryIndex.load(world["index"])
+    file = Path(world["folder"]) / "gallery-ivfpq.index"
+    GalleryIndex.build(exact.feats, exact.paths, meta=exact.meta, backend="faiss-ivfpq").save(file)
+    past_ram = SearchService.open(file, device="cpu")
+    assert isinstance(past_ram.index.feats, np.memmap) and isinstance(past_ram.index.paths, StoredPaths)
+    with TestClient(create_app(past_ram)) as ivfpq_client, TestClient(create_app(service)) as exact_client:
+        assert ivfpq_client.get("/api/model").json()["index"]["backend"] == "faiss-ivfpq"
+        photo = world["images"][4]
+        ours, theirs = (upload(c, photo, topk="6").json() for c in (ivfpq_client, exact_client))
+        assert ours["results"][0]["path"] == theirs["results"][0]["path"] == Path(photo).name
+        assert ours["results"][0]["score"] == pytest.approx(1.0, abs=1e-3)
+        # 58 images, one list: every image is a candidate, re-ranked exactly (float16 features: ~1e-3).
+        np.testing.assert_allclose(
+            [h["score"] for h in ours["results"]], [h["score"] for h in theirs["results"]], atol=2e-3
+        )
+        row = 11
+        answer = ivfpq_client.post("/api/search", data={"gallery": str(row), "topk": "8"}).json()
+        assert row not in [h["row"] for h in answer["results"]] and len(answer["results"]) == 8
+        assert answer["query"]["identity"] == exact.labels["identity"][row]
+        assert all(h["match"] == (h["identity"] == answer["query"]["identity"]) for h in answer["results"])
+        text = ivfpq_client.post("/api/search", json={"text": "a man in a blue coat", "topk": 5}).json()
+        reference = exact_client.post("/api/search", json={"text": "a man in a blue coat", "topk": 5}).json()
+        assert [h["row"] for h in text["results"]] == [h["row"] for h in reference["results"]]
