@@ -55,19 +55,18 @@ def test_search_startup_benchmark_times_each_command_as_a_new_process():
 
 
 @pytest.mark.slow
-def test_export_speed_benchmark_times_every_runtime_fp32_and_int8():
+def test_export_speed_benchmark_times_each_runtime_and_int8():
+    # torch, and the INT8 file of each runtime (whose export writes and checks the fp32 file first).
+    runtimes = ["torch", "onnxruntime-int8", "openvino-int8"]
     cmd = [sys.executable, str(REPO / "benchmarks" / "export_speed.py"), "--networks", "tiny-rn"]
-    cmd += ["--batches", "1", "3", "--repeats", "1", "--json"]
+    cmd += ["--batches", "1", "3", "--repeats", "1", "--runtimes", *runtimes, "--json"]
     report = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300).stdout)
     assert report["threads"] >= 1 and len(report["load_average_before"]) == 3
-    runtimes = ["torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8"]
     assert [(r["runtime"], r["batch"]) for r in report["rows"]] == [(r, b) for r in runtimes for b in (1, 3)]
     for row in report["rows"]:
         assert row["ms"] > 0 and row["images_per_s"] == pytest.approx(row["batch"] * 1000 / row["ms"])
-        if row["runtime"] in ("onnxruntime", "openvino"):
-            assert row["max_abs_diff"] <= 1e-5
-        if row["runtime"].endswith("int8"):  # timed, with its measured closeness to the fp32 network
-            assert row["int8"]["min_cosine"] >= 0.98
+        if row["runtime"] != "torch":  # timed, with its measured closeness to the fp32 network
+            assert row["int8"]["min_cosine"] >= 0.98 and row["int8"]["images"] == 32
 
 
 @pytest.mark.slow
