@@ -55,7 +55,7 @@ def test_search_startup_benchmark_times_each_command_as_a_new_process():
 
 
 @pytest.mark.slow
-def test_export_speed_benchmark_times_each_runtime_and_int8():
+def test_export_speed_benchmark_times_torch_and_each_runtimes_int8_file():
     # torch, and the INT8 file of each runtime (whose export writes and checks the fp32 file first).
     runtimes = ["torch", "onnxruntime-int8", "openvino-int8"]
     cmd = [sys.executable, str(REPO / "benchmarks" / "export_speed.py"), "--networks", "tiny-rn"]

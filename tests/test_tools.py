@@ -199,7 +199,9 @@ def test_index_build_past_ram_and_search(trained_run: Path, gallery: Path, tmp_p
         captured = capsys.readouterr()
         assert message in captured.err and "images/s" not in captured.out + captured.err
     assert main([*argv, "--backend", "faiss-ivfpq", "--nlist", "25", "--no-progress"]) == 2
-    assert "nlist (25) cannot exceed the number of gallery features (24)" in capsys.readouterr().err
+    captured = capsys.readouterr()  # refused before a single image is encoded
+    assert "nlist (25) cannot exceed the number of gallery features (24)" in captured.err
+    assert "images/s" not in captured.out + captured.err
 
 
 def test_search_starts_from_the_compiled_encoder_without_open_clip(

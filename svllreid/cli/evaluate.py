@@ -142,7 +142,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from svllreid.evaluation.checkpoint_eval import evaluate_checkpoint
 
     # Under torchrun the processes share the feature extraction; the main one reports.
-    with launch_group(args.device, timeout=INFERENCE_TIMEOUT) as (info, device):
+    # An exported file runs on the CPU, so its processes talk over gloo whatever --device says.
+    with launch_group("cpu" if args.model else args.device, timeout=INFERENCE_TIMEOUT) as (info, device):
         run_everywhere(lambda: _check_eval_args(args), info)  # refused once, by the main process
         result = evaluate_checkpoint(
             args.checkpoint,

@@ -44,7 +44,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     int8_images = None
     if args.int8 or args.calibration_images:
         from svllreid.data.images import list_images
-        from svllreid.export.exporter import check_int8_options
+        from svllreid.export.int8 import check_int8_options
 
         if not (args.int8 and args.calibration_images):
             raise ValueError("--int8 and --calibration-images go together: INT8 calibrates on your images")

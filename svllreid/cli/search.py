@@ -189,6 +189,8 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     with _launch(args) as (info, device):
         settings = run_everywhere(lambda: _backend_settings(args), info)  # before any feature is computed
         paths, pids, camids, trained = run_everywhere(lambda: _inputs(args, device), info)
+        if args.backend == "faiss-ivfpq":  # settings that do not fit the gallery, refused before extraction
+            run_everywhere(lambda: _check_ivfpq(settings, len(paths), _feature_dim(trained)), info)
         if info.is_main:
             print(f"model: {trained.describe()}")
 
@@ -215,13 +217,31 @@ def cmd_index_build(args: argparse.Namespace) -> int:
             shown = ", ".join(f"{key} {value}" for key, value in index.params.items())
             settings_note = f" ({shown})" if shown else ""
             print(f"wrote {out}: {len(index)} images, {index.dim}-d features, {args.backend} search{settings_note}")
-            # Searches then skip open_clip: the network's image branch compiled into the cache (not for ONNX).
+            # Searches then skip open_clip: the network's image branch compiled into the cache (not for
+            # exported files).
             compiled = trained.cache_query_encoder() if isinstance(trained, TrainedModel) else None
             if compiled is not None:
                 print(f"query encoder for fast searches: {compiled}")
 
         _extract_then(args, trained, paths, info, write)
     return 0
+
+
+def _feature_dim(model: IndexingModel) -> int:
+    from svllreid.inference.onnx_backend import ExportedModel
+
+    if isinstance(model, ExportedModel):
+        return model.feature_dim
+    return int(model.model.feature_dim)  # type: ignore[arg-type]  # a ReIDModel's int attribute
+
+
+def _check_ivfpq(settings: dict[str, int], images: int, dim: int) -> None:
+    """faiss-ivfpq's settings checked against the gallery's size and feature width (unreadable images
+    skipped later can still make it too small: the build checks again)."""
+    from svllreid.search.ivfpq import DEFAULT_REFINE, ivfpq_params
+
+    given = {key: settings.get(key) for key in ("nlist", "nprobe", "pq_m", "pq_nbits", "train_size")}
+    ivfpq_params(images, dim, **given, refine=settings.get("refine", DEFAULT_REFINE))
 
 
 def _caption(item: dict[str, Any], *, score: bool = True) -> str:

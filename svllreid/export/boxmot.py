@@ -216,7 +216,7 @@ def check_boxmot_name(path: Path, kind: str) -> None:
             raise ValueError(
                 f"BoxMOT opens an OpenVINO model from a folder named after a network type it knows, ending in "
                 f"{OPENVINO_FOLDER} and without 'clip'; {path.parent.name} does not qualify. Pass a folder, and "
-                f"svllreid writes {ONNX_NAME_TYPE}_market1501-svllreid{OPENVINO_FOLDER}/ inside it"
+                f"svllreid writes {ONNX_NAME_TYPE}_<dataset>-<arch>{OPENVINO_FOLDER}/ inside it"
             )
     if kind == "onnx" and (path.suffix != ".onnx" or "clip" in name or ONNX_NAME_TYPE not in name):
         raise ValueError(

@@ -461,7 +461,7 @@ def read_export_facts(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path} does not exist; write it with 'svllreid export'")
-    if path.suffix == ".onnx":
+    if path.suffix.lower() == ".onnx":
         try:
             import onnx
         except ImportError as err:
@@ -472,7 +472,7 @@ def read_export_facts(path: str | Path) -> dict[str, Any]:
             raise ValueError(f"{path} is not a readable ONNX file ({type(err).__name__}: {err})") from err
         props = {p.key: p.value for p in proto.metadata_props}
         text = props.get(METADATA_KEY)
-    elif path.suffix == ".xml":
+    elif path.suffix.lower() == ".xml":
         ov = import_openvino()
         try:
             text = read_rt_info(ov.Core().read_model(str(path), str(path.with_suffix(".bin"))), METADATA_KEY)

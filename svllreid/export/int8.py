@@ -83,7 +83,9 @@ def check_int8_options(fmt: str, *, fp16: bool, images: list[str]) -> None:
 
 def calibration_batches(trained: TrainedModel, images: list[str], side_info: bool) -> list[dict[str, np.ndarray]]:
     """The images as the network's own preprocessing makes them (resize, scale, normalise), in batches
-    of the exported inputs (``images``, and ``side_info`` with cameras and views unknown).
+    of the exported inputs: ``images``, and ``side_info`` with the camera and view ids taking turns over
+    unknown (-1) and each of the network's ids, so that the ranges are calibrated, and the INT8 file
+    checked, on every SIE entry the file will be fed.
 
     Raises:
         ImageReadError: a file that is not a readable image.
@@ -92,12 +94,17 @@ def calibration_batches(trained: TrainedModel, images: list[str], side_info: boo
 
     transform = trained.transform
     pixels = [transform(read_resized(path, trained.image_size, trained.interpolation)) for path in images]
+    spec = trained.spec
+    rows = np.arange(len(pixels))
+    cameras = rows % (spec.num_cameras + 1) - 1 if spec.num_cameras else np.full(len(pixels), -1)
+    views = rows % (spec.num_views + 1) - 1 if spec.num_views else np.full(len(pixels), -1)
     batches = []
     for lo in range(0, len(pixels), INT8_BATCH):
         batch = torch.stack(pixels[lo : lo + INT8_BATCH]).numpy().astype(np.float32)
         feed = {"images": batch}
         if side_info:
-            feed["side_info"] = np.full((len(batch), 2), -1, np.int64)
+            hi = lo + len(batch)
+            feed["side_info"] = np.stack([cameras[lo:hi], views[lo:hi]], axis=1).astype(np.int64)
         batches.append(feed)
     return batches
 

@@ -5,11 +5,11 @@ OpenVINO's converter (``openvino.convert_model``) with the weights kept in fp32 
 compresses them to fp16). ``--int8`` quantises the converted model with NNCF's post-training
 quantisation, calibrated on the user's images (:func:`quantize_openvino_int8`). The facts and the
 calibration an ONNX file keeps in its metadata go into the IR's ``rt_info`` under the same keys, with the
-``.bin``'s size (:data:`~svllreid.inference.openvino_backend.WEIGHTS_BYTES_KEY`).
+``.bin``'s fingerprint (:data:`~svllreid.inference.openvino_backend.WEIGHTS_KEY`).
 
 The two files are written into a temporary folder beside the output and renamed into place, the ``.bin``
 first: a crash leaves the earlier pair whole, or a new ``.bin`` beside an old ``.xml``, which the loader
-refuses by its size instead of running it.
+refuses by its fingerprint instead of running it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 
 from svllreid.export.int8 import int8_agreement
 from svllreid.fileio import publish
-from svllreid.inference.openvino_backend import WEIGHTS_BYTES_KEY, compile_cpu, import_openvino
+from svllreid.inference.openvino_backend import WEIGHTS_KEY, compile_cpu, import_openvino, weights_fingerprint
 
 __all__ = ["NNCF_METHOD", "onnx_to_openvino", "quantize_openvino_int8", "run_openvino", "save_openvino"]
 
@@ -93,8 +93,8 @@ def save_openvino(model: Any, out: Path, props: dict[str, str]) -> None:
         for key, value in props.items():
             model.set_rt_info(value, [key])
         ov.save_model(model, str(xml), compress_to_fp16=False)
-        # Saved again with the .bin's size in the .xml: rt_info lives in the .xml, the .bin is unchanged.
-        model.set_rt_info(str(xml.with_suffix(".bin").stat().st_size), [WEIGHTS_BYTES_KEY])
+        # Saved again with the .bin's fingerprint in the .xml: rt_info lives in the .xml, the .bin is unchanged.
+        model.set_rt_info(weights_fingerprint(xml.with_suffix(".bin")), [WEIGHTS_KEY])
         ov.save_model(model, str(xml), compress_to_fp16=False)
         publish(xml.with_suffix(".bin"), out.with_suffix(".bin"))
         publish(xml, out)

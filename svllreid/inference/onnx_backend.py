@@ -155,7 +155,11 @@ class ExportedModel(CompiledImageBranch):
     def identity(self) -> dict[str, Any]:
         """What identifies the network (stored with feature files and indexes), as a checkpoint's
         :meth:`~svllreid.inference.trained.TrainedModel.identity` does, so that the two are comparable."""
-        return {**self.network, "model_file": str(self.path.resolve())}
+        files = [self.path, *([self.path.with_suffix(".bin")] if self.runtime == "openvino" else [])]
+        # The file's version too: a file exported again to the same path (INT8 after fp32, say) is other
+        # features, which a resumed sharded run must not mix with the earlier ones.
+        version = ";".join(f"{(st := f.stat()).st_size}:{st.st_mtime_ns}" for f in files)
+        return {**self.network, "model_file": str(self.path.resolve()), "model_file_version": version}
 
     def index_meta(self, *, flip: bool, images: str | Path) -> dict[str, Any]:
         """What an index built with this file stores (see ``TrainedModel.index_meta``; files exported

@@ -12,6 +12,7 @@ the network's features as the export checked them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -30,18 +31,23 @@ from svllreid.inference.onnx_backend import (
 
 __all__ = [
     "OPENVINO_EXTRA",
-    "WEIGHTS_BYTES_KEY",
+    "WEIGHTS_KEY",
     "compile_cpu",
     "import_openvino",
     "is_openvino_file",
     "load_openvino_model",
     "read_rt_info",
+    "weights_fingerprint",
 ]
 
 OPENVINO_EXTRA = "pip install 'svllreid[openvino]' (openvino and nncf)"
-#: ``rt_info`` key: the size of the ``.bin`` written with the ``.xml``, so that a pair torn by an
-#: interrupted copy is refused with a message instead of failing inside OpenVINO.
-WEIGHTS_BYTES_KEY = "svllreid.weights_bytes"
+#: ``rt_info`` key: the fingerprint of the ``.bin`` written with the ``.xml`` (:func:`weights_fingerprint`),
+#: so that an ``.xml`` beside another export's ``.bin`` (an interrupted copy, a later export of one of the
+#: two) is refused with a message instead of failing inside OpenVINO or giving other weights' features.
+WEIGHTS_KEY = "svllreid.weights_file"
+#: Bytes hashed at each end of a ``.bin`` for its fingerprint: two exports' weights differ throughout,
+#: and hashing a ViT-B/16's 350 MB whole would add a second to every start.
+FINGERPRINT_SPAN = 2**20
 
 
 def import_openvino() -> Any:
@@ -84,16 +90,28 @@ def read_rt_info(model: Any, key: str) -> str | None:
     return str(model.get_rt_info([key]).astype(str))
 
 
-def _weights_bytes(path: Path) -> int | None:
-    """The ``.bin`` size an IR's ``.xml`` records (:data:`WEIGHTS_BYTES_KEY`), read from the XML itself;
-    None for an IR that records none or an ``.xml`` that is not XML (OpenVINO then says what is wrong)."""
+def weights_fingerprint(weights: Path) -> str:
+    """``SIZE:SHA256`` of a ``.bin``: its size, and the SHA-256 of its first and last
+    :data:`FINGERPRINT_SPAN` bytes."""
+    size = weights.stat().st_size
+    digest = hashlib.sha256()
+    with open(weights, "rb") as handle:
+        digest.update(handle.read(FINGERPRINT_SPAN))
+        handle.seek(max(0, size - FINGERPRINT_SPAN))
+        digest.update(handle.read(FINGERPRINT_SPAN))
+    return f"{size}:{digest.hexdigest()}"
+
+
+def _recorded_fingerprint(path: Path) -> str | None:
+    """The ``.bin`` fingerprint an IR's ``.xml`` records (:data:`WEIGHTS_KEY`), read from the XML itself
+    (before OpenVINO reads the pair); None for an IR that records none or an ``.xml`` that is not XML
+    (OpenVINO then says what is wrong)."""
     try:
         root = ElementTree.parse(path).getroot()
     except ElementTree.ParseError:
         return None
-    entry = root.find(f"rt_info/{WEIGHTS_BYTES_KEY}")
-    value = entry.get("value") if entry is not None else None
-    return int(value) if value is not None and value.isdigit() else None
+    entry = root.find(f"rt_info/{WEIGHTS_KEY}")
+    return entry.get("value") if entry is not None else None
 
 
 def is_openvino_file(path: str | os.PathLike[str]) -> bool:
@@ -128,11 +146,12 @@ def load_openvino_model(path: str | Path, *, device: str = "auto", threads: int 
     ov = import_openvino()
     # Checked before OpenVINO reads the pair: with another export's .bin it fails with a message about
     # weight offsets, or reads the wrong numbers.
-    expected = _weights_bytes(path)
-    if expected is not None and expected != weights.stat().st_size:
+    expected = _recorded_fingerprint(path)
+    if expected is not None and expected != weights_fingerprint(weights):
         raise ValueError(
-            f"{weights} holds {weights.stat().st_size} bytes but {path.name} was written with {expected}: the two "
-            "files come from different exports (or a copy was interrupted); copy the pair again, or export again"
+            f"{weights.name} is not the weights file {path.name} was written with (their sizes or contents "
+            "differ): the two files come from different exports, or a copy was interrupted; copy the pair "
+            "again, or export again"
         )
     try:
         model = ov.Core().read_model(str(path), str(weights))

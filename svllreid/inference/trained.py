@@ -268,8 +268,9 @@ def load_trained_model(path: str | Path, device: str = "auto") -> TrainedModel:
         checkpoint = read_checkpoint(path)  # resolved once, and kept as the name pinned to its revision
     else:
         resolved = resolve_checkpoint(path)
-        if resolved.suffix.lower() == ".onnx":
-            raise CheckpointError(f"{resolved} is an ONNX export, not a checkpoint: pass it as --model {resolved}")
+        if resolved.suffix.lower() in (".onnx", ".xml"):
+            kind = "an ONNX" if resolved.suffix.lower() == ".onnx" else "an OpenVINO"
+            raise CheckpointError(f"{resolved} is {kind} export, not a checkpoint: pass it as --model {resolved}")
         checkpoint = read_checkpoint(resolved)
     meta = checkpoint.meta
     if meta.get("task") == PRETRAIN_TASK:

@@ -55,8 +55,9 @@ PARAM_KEYS = ("nlist", "nprobe", "pq_m", "pq_nbits", "refine", "train_size")
 #: 4096, a 10 M x 512 build is estimated at about a quarter of an hour on 2 cores (from the measured 1 M
 #: build), and a query scans ``nprobe / nlist`` of the gallery's codes.
 MAX_DEFAULT_NLIST = 4096
-#: Candidates per result re-ranked exactly. On the benchmark's 1 M x 512 gallery (nlist 4096, nprobe 64)
-#: the PQ codes' own top 10 held 0.85 of the true top 10; the top 100 re-ranked, 0.96; the top 200, 0.965.
+#: Candidates per result re-ranked exactly. On the benchmark's 1 M x 512 gallery, in a trial with nlist
+#: 4096 and nprobe 64, the PQ codes' own top 10 held 0.85 of the true top 10; the top 100 re-ranked,
+#: 0.96; the top 200, 0.965.
 DEFAULT_REFINE = 10
 #: Training points per centroid by default (faiss warns under 39, and uses at most 256).
 TRAIN_PER_CENTROID = 64

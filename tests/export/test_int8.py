@@ -37,9 +37,18 @@ def images(verification_run: Any) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def int8_file(model: TrainedModel, images: list[str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def training_crops(verification_run: Any) -> list[str]:
+    """The tiny run's training crops: what INT8 is calibrated on (never the test set it is measured on)."""
+    folder = verification_run.run_dir.parents[1] / "synthetic" / "bounding_box_train"
+    return [str(p) for p in sorted(folder.glob("*.jpg"))]
+
+
+@pytest.fixture(scope="module")
+def int8_file(
+    model: TrainedModel, training_crops: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
-    report = export_image_branch(model, out, fmt="onnx", int8_images=images[:32])
+    report = export_image_branch(model, out, fmt="onnx", int8_images=training_crops[::2][:32])
     return {"path": out, "report": report}
 
 
@@ -57,7 +66,7 @@ def test_the_int8_file_stays_within_its_tolerance_of_the_network(model, images, 
     onnx_model = load_onnx_model(int8_file["path"])
     assert onnx_model.identity()["weights_sha256"] == model.weights_digest()
     extractor, reference = FeatureExtractor(int8_file["path"]), FeatureExtractor(model.checkpoint.path, device="cpu")
-    held_out = images[32:48]
+    held_out = images[:16]  # test crops: not among the calibration images
     got, expected = extractor(held_out), reference(held_out)
     cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1)
     assert cosine.min() >= INT8_MIN_COSINE
@@ -114,7 +123,7 @@ def test_eval_measures_the_int8_file_on_the_checkpoints_test_set(model, int8_fil
     # The same protocol and queries; INT8 moves the features a little, so the metrics stay close.
     fp32, int8_result = runs["fp32"]["result"], runs["int8"]["result"]
     assert [s["num_queries"] for s in int8_result["splits"]] == [s["num_queries"] for s in fp32["splits"]]
-    assert abs(int8_result["mAP"] - fp32["mAP"]) < 0.05
+    assert abs(int8_result["mAP"] - fp32["mAP"]) < 0.03
 
 
 def test_int8_is_for_onnx_and_openvino_only(model, images, tmp_path: Path) -> None:

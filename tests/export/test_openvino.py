@@ -125,7 +125,13 @@ def test_bad_openvino_files_and_options_say_what_to_do(networks, irs, tmp_path, 
         load_openvino_model(lonely)
     torn = tmp_path / "torn.xml"
     shutil.copy(irs["rn"], torn)
-    shutil.copy(irs["vit-sie"].with_suffix(".bin"), torn.with_suffix(".bin"))  # another export's weights
+    shutil.copy(irs["vit-sie"].with_suffix(".bin"), torn.with_suffix(".bin"))  # another network's weights
+    with pytest.raises(ValueError, match="come from different exports"):
+        load_openvino_model(torn)
+    # Weights of the same size (the same network exported again after more training): refused too.
+    weights = bytearray(irs["rn"].with_suffix(".bin").read_bytes())
+    weights[len(weights) // 2 - 8 :] = bytes(reversed(weights[len(weights) // 2 - 8 :]))
+    torn.with_suffix(".bin").write_bytes(bytes(weights))
     with pytest.raises(ValueError, match="come from different exports"):
         load_openvino_model(torn)
     ckpt = str(networks["rn"].checkpoint.path)
@@ -140,3 +146,14 @@ def test_bad_openvino_files_and_options_say_what_to_do(networks, irs, tmp_path, 
     assert main([*export, str(tmp_path / "m.xml")]) == 2
     assert "pip install 'svllreid[openvino]'" in capsys.readouterr().err
     assert not (tmp_path / "m.xml").exists()
+
+
+def test_int8_calibration_with_side_info_feeds_every_camera_id(networks, crops) -> None:  # noqa: F811
+    from svllreid.export.int8 import calibration_batches
+
+    trained = networks["vit-sie"]  # SIE on 3 cameras
+    batches = calibration_batches(trained, crops[:20], side_info=True)
+    ids = np.concatenate([feed["side_info"] for feed in batches])
+    assert ids.shape == (20, 2) and sum(len(feed["images"]) for feed in batches) == 20
+    assert sorted(set(ids[:, 0].tolist())) == [-1, 0, 1, 2] and set(ids[:, 1].tolist()) == {-1}
+    assert all("side_info" not in feed for feed in calibration_batches(trained, crops[:4], side_info=False))
