@@ -190,7 +190,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         settings = run_everywhere(lambda: _backend_settings(args), info)  # before any feature is computed
         paths, pids, camids, trained = run_everywhere(lambda: _inputs(args, device), info)
         if args.backend == "faiss-ivfpq":  # settings that do not fit the gallery, refused before extraction
-            run_everywhere(lambda: _check_ivfpq(settings, len(paths), _feature_dim(trained)), info)
+            run_everywhere(lambda: _check_ivfpq(settings, len(paths), trained.feature_dim), info)
         if info.is_main:
             print(f"model: {trained.describe()}")
 
@@ -225,14 +225,6 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
         _extract_then(args, trained, paths, info, write)
     return 0
-
-
-def _feature_dim(model: IndexingModel) -> int:
-    from svllreid.inference.onnx_backend import ExportedModel
-
-    if isinstance(model, ExportedModel):
-        return model.feature_dim
-    return int(model.model.feature_dim)  # type: ignore[arg-type]  # a ReIDModel's int attribute
 
 
 def _check_ivfpq(settings: dict[str, int], images: int, dim: int) -> None:

@@ -362,10 +362,7 @@ def _write(
         import onnx
 
         if fmt == "onnx":
-            props = {entry.key: entry.value for entry in proto.metadata_props}
-            props |= {METADATA_KEY: json.dumps(written), **calibration_props(calibration)}
-            onnx.helper.set_model_props(proto, props)
-            data = proto.SerializeToString()
+            data = _with_metadata(proto, written, calibration)
             got, checked_with = _run_onnx(data, check), "onnxruntime (CPU)"
         else:
             from svllreid.export.openvino import onnx_to_openvino, run_openvino
@@ -396,11 +393,7 @@ def _write(
         written = {**written, "precision": "int8"}
         if fmt == "onnx":
             data, int8 = int8_tools.quantize_onnx_int8(module, data, batches)
-            proto = onnx.load_from_string(data)
-            props = {entry.key: entry.value for entry in proto.metadata_props}
-            props |= {METADATA_KEY: json.dumps({**written, "int8": int8}), **calibration_props(calibration)}
-            onnx.helper.set_model_props(proto, props)
-            data = proto.SerializeToString()
+            data = _with_metadata(onnx.load_from_string(data), {**written, "int8": int8}, calibration)
             checked_with = f"onnxruntime (CPU), the INT8 file on {int8['images']} calibration images"
         else:
             from svllreid.export.openvino import quantize_openvino_int8
@@ -431,6 +424,17 @@ def _write(
         calibration=calibration,
         int8=int8,
     )
+
+
+def _with_metadata(proto: Any, facts: Mapping[str, Any], calibration: Calibration | None) -> bytes:
+    """``proto`` (an ONNX model) serialised with the export's ``facts`` and ``calibration`` added to its
+    ``metadata_props``."""
+    import onnx
+
+    props = {entry.key: entry.value for entry in proto.metadata_props}
+    props |= {METADATA_KEY: json.dumps(facts), **calibration_props(calibration)}
+    onnx.helper.set_model_props(proto, props)
+    return bytes(proto.SerializeToString())
 
 
 #: File suffixes by format: ONNX files end in .onnx (the backends and FeatureExtractor tell them by it).

@@ -27,7 +27,13 @@ import torch
 
 from svllreid.export.int8 import int8_agreement
 from svllreid.fileio import publish
-from svllreid.inference.openvino_backend import WEIGHTS_KEY, compile_cpu, import_openvino, weights_fingerprint
+from svllreid.inference.openvino_backend import (
+    WEIGHTS_KEY,
+    CompiledSession,
+    compile_cpu,
+    import_openvino,
+    weights_fingerprint,
+)
 
 __all__ = ["NNCF_METHOD", "onnx_to_openvino", "quantize_openvino_int8", "run_openvino", "save_openvino"]
 
@@ -45,9 +51,8 @@ def onnx_to_openvino(onnx_bytes: bytes) -> Any:
 
 def run_openvino(model: Any, inputs: tuple[torch.Tensor, ...]) -> np.ndarray:
     """``model``'s first output for ``inputs`` (fed in the order of its inputs), compiled in fp32."""
-    compiled = compile_cpu(model)
     feed = {port.get_any_name(): tensor.numpy() for port, tensor in zip(model.inputs, inputs, strict=True)}
-    return np.array(compiled.create_infer_request().infer(feed)[0])
+    return CompiledSession(compile_cpu(model)).run(None, feed)[0]
 
 
 def quantize_openvino_int8(
@@ -76,8 +81,8 @@ def quantize_openvino_int8(
             subset_size=images,
             model_type=nncf.ModelType.TRANSFORMER if transformer else None,
         )
-    compiled = compile_cpu(quantized)
-    got = np.concatenate([np.array(compiled.create_infer_request().infer(feed)[0]) for feed in batches])
+    session = CompiledSession(compile_cpu(quantized))
+    got = np.concatenate([session.run(None, feed)[0] for feed in batches])
     method = NNCF_METHOD + (" (transformer scheme)" if transformer else "")
     return quantized, int8_agreement(got, module, batches, method=method)
 

@@ -100,9 +100,7 @@ class FeatureExtractor:
 
     @property
     def feature_dim(self) -> int:
-        if isinstance(self.encoder, ExportedModel):
-            return self.encoder.feature_dim
-        return int(self.encoder.model.feature_dim)
+        return int(self.encoder.feature_dim)
 
     @property
     def image_size(self) -> tuple[int, int]:

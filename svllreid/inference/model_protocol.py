@@ -67,6 +67,11 @@ class IndexingModel(FeatureModel, Protocol):
     """A :class:`FeatureModel` that also describes itself to indexes and feature files and checks that it
     makes an index's features: what ``extract``, ``index build`` and ``search --model`` need."""
 
+    @property
+    def feature_dim(self) -> int:
+        """The width of the features it gives."""
+        ...
+
     def describe(self) -> str:
         """One line for the user: the architecture, input size, training set and file."""
         ...

@@ -32,6 +32,7 @@ from svllreid.inference.onnx_backend import (
 __all__ = [
     "OPENVINO_EXTRA",
     "WEIGHTS_KEY",
+    "CompiledSession",
     "compile_cpu",
     "import_openvino",
     "is_openvino_file",
@@ -71,7 +72,7 @@ def compile_cpu(model: Any, *, threads: int | None = None) -> Any:
     return ov.Core().compile_model(model, "CPU", config)
 
 
-class _CompiledSession:
+class CompiledSession:
     """A compiled OpenVINO model with onnxruntime's ``run(None, feed)``: one infer request per call, so
     that threads (the server's) may call it at once."""
 
@@ -164,7 +165,7 @@ def load_openvino_model(path: str | Path, *, device: str = "auto", threads: int 
         raise ValueError(f"OpenVINO could not compile {path} ({type(err).__name__}: {err})") from err
     return ExportedModel.from_facts(
         path,
-        _CompiledSession(compiled),
+        CompiledSession(compiled),
         facts,
         inputs=[arg.get_any_name() for arg in model.inputs],
         feature_dim=int(model.outputs[0].get_partial_shape()[1].get_length()),

@@ -139,6 +139,11 @@ class TrainedModel:
         )
 
     @property
+    def feature_dim(self) -> int:
+        """The width of the features the network gives (f12 and f_proj)."""
+        return int(self.model.feature_dim)
+
+    @property
     def text_dim(self) -> int:
         """The width of f_proj and of the text encoder's features."""
         return int(self.model.text_encoder.output_dim)

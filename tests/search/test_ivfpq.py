@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from svllreid.errors import MissingExtraError
 from svllreid.search import GalleryIndex, IndexFileError
@@ -19,18 +18,9 @@ from svllreid.search.archive import ArchiveWriter
 from svllreid.search.index_file import MAPPED
 from svllreid.search.ivfpq import Reservoir, sample_keys
 from svllreid.search.stored import StoredPaths
-from tests.search.test_index import clustered, names, recall
+from tests.search.test_index import clustered, names, one_thread, recall  # noqa: F401 (one_thread: autouse)
 
 faiss = pytest.importorskip("faiss")
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny problems: one thread (faiss follows torch's setting) is faster on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
