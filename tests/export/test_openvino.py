@@ -124,7 +124,15 @@ def test_an_int8_ir_stays_within_its_tolerance_and_carries_the_threshold(
     assert ((got * expected).sum(1) / np.linalg.norm(got, axis=1)).min() >= INT8_MIN_COSINE
 
 
-def test_bad_openvino_files_and_options_say_what_to_do(networks, irs, tmp_path, monkeypatch, capsys) -> None:  # noqa: F811
+def test_bad_openvino_files_and_options_say_what_to_do(
+    networks,  # noqa: F811
+    irs,
+    calibrated,
+    crops,
+    tmp_path,
+    monkeypatch,
+    capsys,
+) -> None:
     lonely = tmp_path / "lonely.xml"
     shutil.copy(irs["rn"], lonely)  # without its .bin
     with pytest.raises(ValueError, match=r"lonely\.bin does not exist: an OpenVINO export is two files"):
@@ -140,6 +148,13 @@ def test_bad_openvino_files_and_options_say_what_to_do(networks, irs, tmp_path, 
     torn.with_suffix(".bin").write_bytes(bytes(weights))
     with pytest.raises(ValueError, match="come from different exports"):
         load_openvino_model(torn)
+    # An IR given where a checkpoint goes, and another network's IR given to eval, name the fix.
+    images = str(Path(crops[0]).parent)
+    assert main(["extract", "--checkpoint", str(irs["rn"]), "--images", images, "--out", str(tmp_path / "x.npz")]) == 2
+    assert f"is an OpenVINO export, not a checkpoint: pass it as --model {irs['rn']}" in capsys.readouterr().err
+    argv = ["eval", "--checkpoint", str(calibrated.checkpoint.path), "--model", str(irs["rn"]), "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "eval")]) == 2
+    assert "another network" in capsys.readouterr().err
     ckpt = str(networks["rn"].checkpoint.path)
     export = ["export", "--checkpoint", ckpt, "--format", "openvino", "--out"]
     assert main([*export, str(tmp_path / "m.xml"), "--fp16"]) == 2
