@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -197,6 +198,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         def write(feats: FileFeatures, where: str) -> None:
             _report_features(args, feats, where)
             meta = trained.index_meta(flip=args.flip, images=args.images)
+            meta["built_at"] = time.time()  # when its images joined the gallery (index remove --older-than)
             given = (("identity", pids), ("camera", camids))
             labels = {what: _label_names(feats, paths, labels) for what, labels in given}
             if any(labels.values()):
@@ -300,7 +302,7 @@ def _report_features(args: argparse.Namespace, feats: FileFeatures, where: str |
 def _print_answers(args: argparse.Namespace, search: GallerySearch, answers: list[Answer], *, text: bool) -> None:
     """Print (or ``--json``) the ranked lists and draw them with ``--out``."""
     listing = [{**answer.query, "results": answer.results, "decision": answer.decision} for answer in answers]
-    labels = search.labels
+    labels = search.label_kinds
     if args.json:
         print(json.dumps(listing, indent=2))
     else:
@@ -310,9 +312,9 @@ def _print_answers(args: argparse.Namespace, search: GallerySearch, answers: lis
         for item in listing:
             shown = repr(item["query"]) if text else item["query"]
             measure = "cosine similarity of f_proj to the text" if text else "cosine similarity"
-            print(f"query {shown}: top {len(item['results'])} of {len(search.index)} ({measure})")
+            print(f"query {shown}: top {len(item['results'])} of {search.index.size} ({measure})")
             for hit in item["results"]:
-                named = "".join(f"  {what} {hit[what]}" for what in labels)
+                named = "".join(f"  {what} {hit.get(what, '-')}" for what in labels)
                 same = ("  same " if hit["same_identity"] else "  other") if "same_identity" in hit else ""
                 print(f"  {hit['rank']:>3}  {hit['score']:.4f}{same}  {hit['path']}{named}")
     if args.out:

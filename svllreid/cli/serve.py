@@ -74,7 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     facts = service.describe()
     print(f"model: {facts['model']['description']}")
     texts = "image and text queries" if facts["queries"]["text"] else "image queries (this index takes no text)"
-    print(f"index: {args.index}: {len(service.index)} images, {texts}")
+    print(f"index: {args.index}: {service.index.size} images, {texts}")
     calibration = service.search.calibration  # what the "same" / "other" marks of photo queries follow
     print(calibration.describe() if calibration is not None else service.search.decision["message"])
     if not _is_loopback(args.host):

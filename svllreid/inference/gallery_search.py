@@ -35,6 +35,7 @@ from svllreid.inference.text_query import DescriptionEncoder
 from svllreid.inference.trained import TrainedModel, load_index_model, query_flip
 from svllreid.precision import resolve_precision
 from svllreid.search import GalleryIndex, SearchResult
+from svllreid.search.live import LiveIndex
 
 __all__ = ["HIT_KEYS", "IMAGE_BRANCH_ONLY", "Answer", "FileSearch", "GallerySearch", "Query", "QueryKind"]
 
@@ -94,7 +95,8 @@ class GallerySearch:
     """An index with the network that made it, in eval mode, ready for queries of every kind.
 
     Args:
-        index: the gallery.
+        index: the gallery: a live one (its change log applied, see :mod:`svllreid.search.live`), or an index
+            alone, which is then read with the change log of ``index_path``.
         model: the network that made the index's features (checked by the caller, see :meth:`open`).
         index_path: the index's file, for messages.
         relative_paths: give each hit's ``path`` relative to the folder the index was built from (a
@@ -106,7 +108,7 @@ class GallerySearch:
 
     def __init__(
         self,
-        index: GalleryIndex,
+        index: GalleryIndex | LiveIndex,
         model: FeatureModel,
         *,
         index_path: str | Path,
@@ -114,12 +116,11 @@ class GallerySearch:
         legacy_keys: bool = False,
         calibration: Calibration | None = None,
     ):
-        self.index = index
+        self.index = index if isinstance(index, LiveIndex) else LiveIndex(index_path, index)
         self.calibration = calibration
         self.model = model
         self.index_path = Path(index_path)
         self.flip = query_flip(index.meta)
-        self.labels = index.labels
         self.amp_dtype = resolve_precision("auto", model.device)
         self.relative_paths = relative_paths
         self.legacy_keys = legacy_keys
@@ -140,13 +141,19 @@ class GallerySearch:
         root = index.meta.get("images")
         self._root = Path(str(root)) if root else None
 
+    @property
+    def label_kinds(self) -> list[str]:
+        """The kinds of labels the gallery's images have (``identity``, ``camera``), if any."""
+        return self.index.label_kinds
+
     @functools.cached_property
     def _rows(self) -> dict[str, int]:
         """The index's row of each gallery file (absolute path), to find query files that are gallery
         images; built on the first file search, and only where the index has labels to give them."""
-        if not self.labels:
+        if not self.label_kinds:
             return {}
-        return {str(Path(path).absolute()): i for i, path in enumerate(self.index.paths)}
+        index = self.index
+        return {str(Path(path).absolute()): i for i, path in enumerate(index.paths) if index.is_live(i)}
 
     @classmethod
     def open(
@@ -175,7 +182,7 @@ class GallerySearch:
             IndexFileError: not an index file, or (``text``) one without f_proj. CheckpointError: no
                 usable checkpoint, or another network. ValueError: ``text`` with an ONNX ``model_file``.
         """
-        index = GalleryIndex.load(index_path)
+        index = LiveIndex.open(index_path)  # with the images added and removed since it was built
         if text:
             if model_file:
                 raise ValueError(IMAGE_BRANCH_ONLY)
@@ -302,7 +309,7 @@ class GallerySearch:
         for (kind, _), rows in groups.items():
             chosen = [queries[i] for i in rows]
             # A gallery query asks for one more: itself, dropped below.
-            k = min(max(q.topk for q in chosen) + (kind == "gallery"), len(self.index))
+            k = min(max(q.topk for q in chosen) + (kind == "gallery"), max(1, self.index.size))
             cut: set[str | None] = set()
             if kind == "image":
                 images = torch.stack([q.pixels for q in chosen if q.pixels is not None]).to(self.model.device)
@@ -315,7 +322,7 @@ class GallerySearch:
                 result = self.index.search_text(encoded.feats.numpy(), k)
                 cut = set(encoded.truncated)
             else:
-                result = self.index.search(self.index.feats[[q.row for q in chosen if q.row is not None]], k)
+                result = self.index.search(self.index.row_features([q.row for q in chosen if q.row is not None]), k)
             for j, (i, q) in enumerate(zip(rows, chosen, strict=True)):
                 about = {"kind": q.kind, **q.about, **({"truncated": q.text in cut} if kind == "text" else {})}
                 answers[i] = self._ranked(about, result, j, topk=q.topk, skip_row=q.row)
@@ -360,9 +367,12 @@ class GallerySearch:
         Raises:
             UploadError: 404, with the valid range.
         """
-        if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < len(self.index):
+        if isinstance(row, bool) or not isinstance(row, int) or not self.index.is_live(row):
+            gone = isinstance(row, int) and 0 <= row < len(self.index)
             raise UploadError(
-                f"no gallery image {row!r}: the index holds images 0 to {len(self.index) - 1}", status=404
+                f"no gallery image {row!r}: "
+                + ("it was removed from the gallery" if gone else f"the index holds images 0 to {len(self.index) - 1}"),
+                status=404,
             )
         return row
 
@@ -378,4 +388,4 @@ class GallerySearch:
         return path.name
 
     def _row_labels(self, row: int) -> dict[str, str]:
-        return {kind: names[row] for kind, names in self.labels.items()}
+        return self.index.row_labels(row)

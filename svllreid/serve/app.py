@@ -178,7 +178,7 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
         return JSONResponse(
             {
                 "status": "ok" if alive else "the query worker has stopped",
-                "images": len(service.index),
+                "images": service.index.size,
                 "queries": stats.queries,
                 "encoder_calls": stats.calls,
                 "largest_batch": stats.largest,
@@ -221,7 +221,7 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
         return {
             "query": answer.query,
             "results": answer.results,
-            "gallery_size": len(service.index),
+            "gallery_size": service.index.size,
             "took_ms": round(1000 * (time.perf_counter() - start), 2),
             "decision": answer.decision,
         }

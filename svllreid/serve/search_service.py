@@ -25,6 +25,7 @@ from svllreid.inference.model_protocol import IndexingModel
 from svllreid.inference.onnx_backend import ExportedModel
 from svllreid.inference.trained import TrainedModel
 from svllreid.search import GalleryIndex
+from svllreid.search.live import LiveIndex
 
 __all__ = ["MAX_TEXT_CHARS", "MAX_TOPK", "THUMBNAIL_SIDE", "Answer", "Query", "SearchService"]
 
@@ -41,7 +42,7 @@ class SearchService:
 
     def __init__(
         self,
-        index: GalleryIndex,
+        index: GalleryIndex | LiveIndex,
         trained: IndexingModel,
         *,
         index_path: str | Path,
@@ -50,7 +51,7 @@ class SearchService:
         self.search = GallerySearch(
             index, trained, index_path=index_path, relative_paths=True, legacy_keys=True, calibration=calibration
         )
-        self.index = index
+        self.index = self.search.index  # the live gallery (with the changes made since the index was built)
         self.trained = trained
 
     @property
@@ -212,11 +213,11 @@ class SearchService:
             "model": self._model_facts(),
             "index": {
                 "file": str(self.search.index_path),
-                "images": len(self.index),
+                "images": self.index.size,
                 "dim": self.index.dim,
                 "backend": self.index.backend,
                 "flip": self.search.flip,
-                "labels": sorted(self.search.labels),
+                "labels": self.search.label_kinds,
             },
             "queries": {
                 "image": True,

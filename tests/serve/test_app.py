@@ -87,7 +87,7 @@ def test_a_gallery_image_as_the_query_leaves_itself_out_and_marks_matches(client
     assert photo["results"][0]["row"] == row
     assert [r["row"] for r in answer["results"]] == [r["row"] for r in photo["results"][1:]]
     assert [r["rank"] for r in answer["results"]] == list(range(1, 9))
-    labels = service.index.labels
+    labels = service.index.base.labels
     assert answer["query"]["identity"] == labels["identity"][row] and answer["query"]["row"] == row
     assert [r["match"] for r in answer["results"]] == [
         labels["identity"][r["row"]] == labels["identity"][row] for r in answer["results"]
@@ -344,7 +344,7 @@ def test_a_gallery_past_ram_is_served_from_its_file(world: dict, service: Any) -
     file = Path(world["folder"]) / "gallery-ivfpq.index"
     GalleryIndex.build(exact.feats, exact.paths, meta=exact.meta, backend="faiss-ivfpq").save(file)
     past_ram = SearchService.open(file, device="cpu")
-    assert isinstance(past_ram.index.feats, np.memmap) and isinstance(past_ram.index.paths, StoredPaths)
+    assert isinstance(past_ram.index.base.feats, np.memmap) and isinstance(past_ram.index.base.paths, StoredPaths)
     with TestClient(create_app(past_ram)) as ivfpq_client, TestClient(create_app(service)) as exact_client:
         assert ivfpq_client.get("/api/model").json()["index"]["backend"] == "faiss-ivfpq"
         photo = world["images"][4]

@@ -157,7 +157,7 @@ def test_on_an_approximate_index_a_query_gets_its_own_answer_in_a_batch_of_other
     from svllreid.search import GalleryIndex
     from svllreid.serve.search_service import SearchService
 
-    exact = service.index
+    exact = service.index.base
     hnsw = GalleryIndex.build(exact.feats, exact.paths, meta=exact.meta, backend="faiss-hnsw", ef_search=2)
     approximate = SearchService(hnsw, service.trained, index_path=world["index"])
     photo = Path(world["images"][6]).read_bytes()
