@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from svllreid.cli.common import add_inference_args, positive_int
+from svllreid.cli.gallery import register as register_gallery
+from svllreid.cli.image_options import add_label_args, add_model_args, file_label_options
 from svllreid.fileio import check_writable
 
 if TYPE_CHECKING:  # imported by the commands themselves, so that light commands start fast
@@ -57,7 +59,7 @@ def _inputs(args: argparse.Namespace, device: torch.device) -> Inputs:
 
     check_writable(args.out)
     paths = list_images(args.images)
-    pids, camids = _labels(args, paths)
+    pids, camids = file_label_options(args, paths)
     return paths, pids, camids, _load_model(args, str(device))
 
 
@@ -108,17 +110,6 @@ def _extract_then(
         flip=args.flip,
         progress=not args.no_progress,
     )
-
-
-def _labels(args: argparse.Namespace, paths: list[str]) -> tuple[FileLabels | None, FileLabels | None]:
-    """The identity and camera labels of ``paths`` by ``--identity-folders`` / ``--pid-regex`` and
-    ``--camera-regex`` (:func:`svllreid.data.images.file_labels`); None for each not asked for."""
-    from svllreid.data.images import file_labels
-
-    if args.identity_folders and args.pid_regex:
-        raise ValueError("--identity-folders and --pid-regex are two ways to give identities; choose one")
-    pids = file_labels(paths, what="pid", pattern=args.pid_regex, root=args.images, folders=args.identity_folders)
-    return pids, file_labels(paths, what="camera", pattern=args.camera_regex)
 
 
 def _label_names(feats: FileFeatures, paths: list[str], labels: FileLabels | None) -> list[str] | None:
@@ -338,37 +329,6 @@ def _print_answers(args: argparse.Namespace, search: GallerySearch, answers: lis
         print(f"wrote {draw_ranked_lists(lists, args.out)}", file=sys.stderr if args.json else sys.stdout)
 
 
-def _add_model_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    which = parser.add_mutually_exclusive_group(required=required)
-    which.add_argument(
-        "--checkpoint",
-        help="checkpoint file, run directory, model folder or hf-hub:ORG/NAME"
-        + ("" if required else " (default: the one the index names)"),
-    )
-    which.add_argument(
-        "--model",
-        metavar="FILE.onnx|FILE.xml",
-        help="a file from 'svllreid export' run on the CPU: .onnx by onnxruntime (pip install 'svllreid[onnx]'), "
-        ".xml (OpenVINO IR, its .bin beside it) by OpenVINO (pip install 'svllreid[openvino]')",
-    )
-
-
-def _add_label_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--identity-folders",
-        action="store_true",
-        help="identity from the image's folder: --images DIR holds DIR/<identity>/*.jpg",
-    )
-    parser.add_argument(
-        "--pid-regex", default=None, help="identity from the file name, e.g. '^(\\d+)_' (group 'pid', else the first)"
-    )
-    parser.add_argument(
-        "--camera-regex",
-        default=None,
-        help="camera from the file name, e.g. '_c(\\d+)' or '_(left|right)' (group 'cam', else the first)",
-    )
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     extract = subparsers.add_parser(
         "extract",
@@ -377,11 +337,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(one path a line) and save them as .npz: 'feats' [N, D], 'paths' [N] and, with --pid-regex / "
         "--camera-regex, 'pids' / 'camids' for 'svllreid eval-features'.",
     )
-    _add_model_args(extract)
+    add_model_args(extract)
     extract.add_argument("--images", required=True, help="folder of images or text file of image paths")
     extract.add_argument("--out", required=True, help="output .npz file")
     extract.add_argument("--flip", action="store_true", help="add the features of horizontally flipped images")
-    _add_label_args(extract)
+    add_label_args(extract)
     extract.add_argument("--skip-unreadable", action="store_true", help="leave out unreadable images (listed)")
     add_inference_args(extract)
     extract.set_defaults(func=cmd_extract)
@@ -397,7 +357,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "save them, with the paths and the model's description, as one index file. Exact search by default; "
         "faiss backends (pip install faiss-cpu) for large galleries.",
     )
-    _add_model_args(build)
+    add_model_args(build)
     build.add_argument("--images", required=True, help="folder of gallery images or text file of paths")
     build.add_argument("--out", required=True, help="index file to write")
     build.add_argument(
@@ -419,10 +379,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     tuning.add_argument("--train-size", type=positive_int, help="faiss-ivfpq: features sampled to train on")
     build.add_argument("--flip", action="store_true", help="add the features of horizontally flipped images")
-    _add_label_args(build)
+    add_label_args(build)
     build.add_argument("--skip-unreadable", action="store_true", help="leave out unreadable images (listed)")
     add_inference_args(build)
     build.set_defaults(func=cmd_index_build)
+
+    register_gallery(index_cmds)  # index add / remove / compact
 
     search = subparsers.add_parser(
         "search",
@@ -447,7 +409,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     search.add_argument("--topk", type=positive_int, default=10, help="results per query (default 10)")
     search.add_argument("--out", default=None, help="write the ranked lists as a PNG picture")
-    _add_model_args(search, required=False)
+    add_model_args(search, required=False)
     search.add_argument("--json", action="store_true", help="print JSON")
     search.add_argument(
         "--no-compiled",

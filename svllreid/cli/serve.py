@@ -25,6 +25,17 @@ def _megabytes(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, e.g. 2; got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds; got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     """An argparse type: a TCP port, 1-65535."""
     if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 65535:
@@ -70,7 +81,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     _check_free(args.host, args.port)
     service = SearchService.open(args.index, args.checkpoint, args.device, model_file=args.model)
-    app = create_app(service, max_upload_bytes=int(args.max_upload_mb * 2**20), max_batch=args.max_batch)
+    app = create_app(
+        service,
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        max_batch=args.max_batch,
+        refresh_seconds=args.refresh_seconds,
+    )
     facts = service.describe()
     print(f"model: {facts['model']['description']}")
     texts = "image and text queries" if facts["queries"]["text"] else "image queries (this index takes no text)"
@@ -95,7 +111,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a web page and JSON API to search an index by photo or description",
         description="Load an index and its model once and serve a search page: drop or choose a photo, or "
         "type a description, and browse the ranked gallery; click a result to search with it. The JSON API: "
-        "POST /api/search, GET /api/image/ROW, GET /api/thumbnail/ROW, GET /api/model, GET /healthz. "
+        "POST /api/search, GET /api/image/ROW, GET /api/thumbnail/ROW, GET /api/model, POST /api/gallery, "
+        "DELETE /api/gallery/ROW, GET /healthz; GET /openapi.json describes them. "
         f"Needs the serve extra: {SERVE_EXTRA}.",
     )
     serve.add_argument("--index", required=True, help="index file from 'svllreid index build'")
@@ -120,5 +137,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     serve.add_argument(
         "--max-batch", type=positive_int, default=32, help="most queries encoded in one call (default 32)"
+    )
+    serve.add_argument(
+        "--refresh-seconds",
+        type=_seconds,
+        default=2.0,
+        help="how often to pick up images added or removed by 'svllreid index add / remove / compact' (default 2)",
     )
     serve.set_defaults(func=cmd_serve)

@@ -19,7 +19,7 @@ the model is uncalibrated; description scores are on another scale and get no de
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -256,6 +256,32 @@ class GallerySearch:
         result = self.index.search_text(encoded.feats.numpy(), topk)
         answers = [self._ranked({"query": text, "kind": "text"}, result, i, topk=topk) for i, text in enumerate(texts)]
         return answers, encoded.truncated
+
+    def add_files(
+        self,
+        paths: Sequence[str],
+        *,
+        labels: Mapping[str, Sequence[str | None]] | None = None,
+        skip_unreadable: bool = False,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        progress: bool = False,
+    ) -> tuple[list[int], FileFeatures]:
+        """Encode image files as the index's were (its network, its flip setting) and add them to the live
+        gallery (:meth:`svllreid.search.live.LiveIndex.add`); ``labels`` give kind -> one name (or None) per
+        file of ``paths``. Returns the new rows, in the order of the features' readable paths, and the features.
+
+        Raises:
+            ValueError: unreadable files without ``skip_unreadable`` (nothing is added), or none readable.
+        """
+        features = extract_model_features(
+            self.model, paths, batch_size=batch_size, num_workers=num_workers, flip=self.flip, progress=progress
+        )
+        features.check_readable(skip_unreadable=skip_unreadable)
+        position = {path: i for i, path in enumerate(paths)}
+        read = [position[path] for path in features.paths]
+        kept = {kind: [names[i] for i in read] for kind, names in (labels or {}).items()}
+        return self.index.add(features.paths, features.feats.numpy(), kept), features
 
     def _text_encoder(self) -> DescriptionEncoder:
         if self._descriptions is None:

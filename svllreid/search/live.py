@@ -31,7 +31,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, overload
@@ -433,7 +433,7 @@ class LiveIndex:
         self,
         paths: Sequence[str | os.PathLike[str]],
         feats: Any,
-        labels: dict[str, Sequence[str | None]] | None = None,
+        labels: Mapping[str, Sequence[str | None]] | None = None,
     ) -> list[int]:
         """Add images: their ``paths``, ``[B, D]`` features (re-normalised here) made by the gallery's network
         as the index file's were, and optional ``labels`` (kind -> one name or None per image). Written to

@@ -8,11 +8,19 @@
     GET  /api/thumbnail/{row}  the same as a JPEG of at most 256 pixels a side
     GET  /api/model            what the model and the index are, which queries they take, and its ``decision``:
                                the same-identity threshold of :mod:`svllreid.inference.calibration`, or none
+    POST /api/gallery          add images to the gallery: form fields ``image`` (one or more files), optional
+                               ``identity`` and ``camera``; answered 201 with their rows once they are searched
+    DELETE /api/gallery/{row}  remove gallery image ``row``: never returned or served again
     GET  /healthz              liveness, with the counts of queries and batches
 
 Every error is JSON ``{"error": message}`` with a 4xx status for bad requests; a failure of the server
 itself is a 500 with a short message, the details going to the server's log only. Request bodies are
 limited in size before they are read.
+
+The gallery is live (:mod:`svllreid.search.live`): images added or removed here, or by ``svllreid index
+add / remove / compact`` in another process (seen within ``refresh_seconds``), are searched from then on
+without a restart. Images and thumbnails are served with ``Cache-Control: private, no-cache`` and an ETag,
+because a row may show another image once the gallery is compacted.
 """
 
 from __future__ import annotations
@@ -26,15 +34,18 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from svllreid.errors import MissingExtraError, UploadError
 from svllreid.serve.batching import QueryBatcher
+from svllreid.serve.live_gallery import REFRESH_SECONDS, GalleryWatcher, ThumbnailCache
 from svllreid.serve.search_service import Answer, Query, SearchService
 
 __all__ = [
     "DECODING_AT_ONCE",
     "DEFAULT_TOPK",
+    "GALLERY_FIELDS",
+    "MAX_GALLERY_FILES",
     "MAX_UPLOAD_BYTES",
     "SEARCH_FIELDS",
     "UPLOAD_TYPES",
@@ -64,6 +75,12 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 #: What ``POST /api/search`` reads; anything else is refused by name.
 SEARCH_FIELDS = ("image", "text", "gallery", "topk")
+#: What ``POST /api/gallery`` reads.
+GALLERY_FIELDS = ("image", "identity", "camera")
+#: Most images one ``POST /api/gallery`` adds.
+MAX_GALLERY_FILES = 32
+#: How served images may be cached: by this client only, checked again each time (see the module docstring).
+_CACHING = "private, no-cache"
 #: Image types a file upload may declare, if it declares one (browsers send ``application/octet-stream``
 #: for unknown files, some clients nothing; the bytes are checked by decoding either way).
 UPLOAD_TYPES = ("image/", "application/octet-stream")
@@ -124,16 +141,27 @@ def search_page() -> str:
     return resources.files("svllreid.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
-def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_batch: int = 32) -> FastAPI:
-    """The app over ``service``; its queries run on one :class:`QueryBatcher` worker, started here and
-    stopped when the app shuts down."""
+def create_app(
+    service: SearchService,
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    max_batch: int = 32,
+    refresh_seconds: float = REFRESH_SECONDS,
+) -> FastAPI:
+    """The app over ``service``; its queries run on one :class:`QueryBatcher` worker, and a
+    :class:`GalleryWatcher` picks up the changes other processes make to the gallery every
+    ``refresh_seconds``; both start with the app and stop when it shuts down."""
     batcher: QueryBatcher[Query, Answer] = QueryBatcher(service.answer, max_batch=max_batch)
+    thumbnails = ThumbnailCache(service.thumbnail, service.index)
+    watcher = GalleryWatcher(service.index, thumbnails.forget_removed, refresh_seconds)
 
     decoding = CapacityLimiter(DECODING_AT_ONCE)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
+        watcher.start()
         yield
+        watcher.stop()
         await run_in_threadpool(batcher.close)
 
     # No /docs: FastAPI's page loads its scripts from a CDN, which an offline server cannot reach.
@@ -195,15 +223,56 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
     def image(row: str) -> FileResponse:  # a plain def: FastAPI runs it off the event loop (it stats a file)
         path = service.image_file(_row(row))
         media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return FileResponse(path, media_type=media, headers={"Cache-Control": "max-age=3600"})
-
-    thumbnails = functools.lru_cache(maxsize=4096)(service.thumbnail)
+        return FileResponse(path, media_type=media, headers={"Cache-Control": _CACHING})
 
     @app.get("/api/thumbnail/{row}")
-    def thumbnail(row: str) -> Response:  # off the event loop, as image()
+    def thumbnail(row: str, request: Request) -> Response:  # off the event loop, as image()
         number = _row(row)
-        service.image_file(number)  # a file that left the disk is a 404, cached or not
-        return Response(thumbnails(number), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+        service.image_file(number)  # a removed image, or a file that left the disk, is a 404, cached or not
+        tag = f'"{service.index.generation}-{number}"'
+        headers = {"Cache-Control": _CACHING, "ETag": tag}
+        if tag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        return Response(thumbnails.get(number), media_type="image/jpeg", headers=headers)
+
+    @app.post("/api/gallery", status_code=201)
+    async def add_to_gallery(request: Request) -> Any:
+        start = time.perf_counter()
+        try:
+            files, identity, camera = await _read_gallery_form(request, service)
+        except ClientDisconnect:
+            log.info("a client disconnected before its images were read")
+            return Response(status_code=400)
+        stored: list[Any] = []
+        try:
+            for upload in files:
+                data = await upload.read()
+                async with decoding:
+                    stored.append(await run_in_threadpool(service.store_upload, data))
+            try:  # encoded by the worker that owns the network, between two batches of queries
+                adding = batcher.run(lambda: service.add_stored(stored, identity, camera))
+            except RuntimeError as err:
+                return _error(f"the server cannot change the gallery now ({err}); restart it", 503)
+            rows = await asyncio.wrap_future(adding)
+        except BaseException:
+            for path in stored:  # nothing was added: nothing is kept
+                path.unlink(missing_ok=True)
+            raise
+        return JSONResponse(
+            {
+                "rows": rows,
+                "gallery_size": service.index.size,
+                "took_ms": round(1000 * (time.perf_counter() - start), 2),
+            },
+            status_code=201,
+        )
+
+    @app.delete("/api/gallery/{row}")
+    def remove_from_gallery(row: str) -> dict[str, Any]:  # off the event loop: it writes the log
+        number = _row(row)
+        service.remove(number)
+        thumbnails.forget_removed()
+        return {"removed": number, "gallery_size": service.index.size}
 
     @app.post("/api/search")
     async def search(request: Request) -> Any:
@@ -288,6 +357,43 @@ async def _read_query(request: Request, service: SearchService, decoding: Capaci
     data = await upload.read()
     async with decoding:  # a few at a time: a small file can decode to tens of megapixels
         return await run_in_threadpool(service.image_query, data, topk, filename=upload.filename or "")
+
+
+async def _read_gallery_form(
+    request: Request, service: SearchService
+) -> tuple[list[UploadFile], str | None, str | None]:
+    """The images and labels of a ``POST /api/gallery``, checked (the images are decoded later).
+
+    Raises:
+        UploadError: another content type, an unknown field, no image, too many, or a bad label.
+    """
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "multipart/form-data":
+        raise UploadError(
+            "POST /api/gallery takes a multipart/form-data form: one or more 'image' files, and optional 'identity' "
+            f"and 'camera' names; got {kind or 'no content type'}",
+            415,
+        )
+    form = await request.form(max_files=MAX_GALLERY_FILES, max_fields=2 * len(GALLERY_FIELDS), max_part_size=64 * 1024)
+    unknown = sorted(set(form) - set(GALLERY_FIELDS))
+    if unknown:
+        raise UploadError(f"unknown field {unknown[0]!r}; the fields are {', '.join(GALLERY_FIELDS)}")
+    files = form.getlist("image")
+    if not files:
+        raise UploadError("give one or more images to add, as 'image' file fields")
+    if not all(isinstance(f, UploadFile) for f in files):
+        raise UploadError("'image' must be a file upload (multipart/form-data), not a text field")
+    for upload in files:
+        declared = (upload.content_type or "").lower()  # type: ignore[union-attr]
+        if declared and not declared.startswith(UPLOAD_TYPES):
+            raise UploadError(f"an upload is {declared}, not an image; choose photos", 415)
+    labels = []
+    for name in ("identity", "camera"):
+        values = form.getlist(name)
+        if len(values) > 1 or (values and not isinstance(values[0], str)):
+            raise UploadError(f"give {name!r} once, as text: it applies to every image of the request")
+        labels.append(service.check_label(values[0] if values else None, name))  # type: ignore[arg-type]
+    return cast("list[UploadFile]", files), labels[0], labels[1]
 
 
 def _integer(value: Any, name: str, *, status: int = 400) -> int:

@@ -3,7 +3,9 @@ it is free, takes every query that is waiting (up to ``max_batch``) and runs the
 
 A query that finds the worker idle runs at once, alone; queries that arrive while it is busy wait for
 the running batch only, and then share the next. So batching adds no delay of its own, and under load
-the batches grow by themselves. The network is only ever used from the worker thread.
+the batches grow by themselves. The network is only ever used from the worker thread: other work that
+needs it (encoding images added to the gallery) is handed to the worker with :meth:`QueryBatcher.run` and
+runs between two batches, so queries wait for it at most as long as for one batch.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["BatchStats", "Q", "QueryBatcher", "R"]
 
@@ -22,6 +24,23 @@ log = logging.getLogger(__name__)
 
 Q = TypeVar("Q")
 R = TypeVar("R")
+T = TypeVar("T")
+
+
+@dataclass
+class _Job:
+    """Work for the worker thread besides queries (:meth:`QueryBatcher.run`)."""
+
+    work: Callable[[], Any]
+    future: Future[Any]
+
+    def execute(self) -> None:
+        if not self.future.set_running_or_notify_cancel():
+            return
+        try:
+            self.future.set_result(self.work())
+        except Exception as err:  # the job's own failure, for its caller: the worker lives on
+            self.future.set_exception(err)
 
 
 @dataclass
@@ -44,7 +63,7 @@ class QueryBatcher(Generic[Q, R]):
         self._answer = answer
         self.max_batch = max_batch
         self.stats = BatchStats()
-        self._waiting: queue.SimpleQueue[tuple[Q, Future[R]] | None] = queue.SimpleQueue()
+        self._waiting: queue.SimpleQueue[tuple[Q, Future[R]] | _Job | None] = queue.SimpleQueue()
         self._closed = False
         self._lock = threading.Lock()  # submit's check and put against close's sentinel
         self._worker = threading.Thread(target=self._work, name="svllreid-queries", daemon=True)
@@ -68,6 +87,20 @@ class QueryBatcher(Generic[Q, R]):
             self._waiting.put((query, future))
         return future
 
+    def run(self, job: Callable[[], T]) -> Future[T]:
+        """Run ``job()`` on the worker thread, alone, after the batch now running; the future gets its result
+        or its exception.
+
+        Raises:
+            RuntimeError: after :meth:`close`, or when the worker has stopped.
+        """
+        future: Future[T] = Future()
+        with self._lock:
+            if self._closed or not self.alive:
+                raise RuntimeError("the query batcher is closed" if self._closed else "the query worker has stopped")
+            self._waiting.put(_Job(job, future))
+        return future
+
     def close(self, timeout: float = 10.0) -> None:
         """Finish the queries already queued, then stop the worker."""
         with self._lock:
@@ -88,16 +121,21 @@ class QueryBatcher(Generic[Q, R]):
                     item = self._waiting.get_nowait()
                 except queue.Empty:
                     break
-                if item is not None and item[1].set_running_or_notify_cancel():
-                    item[1].set_exception(RuntimeError("the query worker has stopped"))
+                future = item.future if isinstance(item, _Job) else item[1] if item is not None else None
+                if future is not None and future.set_running_or_notify_cancel():
+                    future.set_exception(RuntimeError("the query worker has stopped"))
 
     def _serve(self) -> None:
         while True:
             item = self._waiting.get()
             if item is None:
                 return
+            if isinstance(item, _Job):
+                item.execute()
+                continue
             batch = [item]
             stop = False
+            job: _Job | None = None
             while len(batch) < self.max_batch:
                 try:
                     more = self._waiting.get_nowait()
@@ -106,8 +144,13 @@ class QueryBatcher(Generic[Q, R]):
                 if more is None:
                     stop = True
                     break
+                if isinstance(more, _Job):  # after the queries that came before it
+                    job = more
+                    break
                 batch.append(more)
             self._run(batch)
+            if job is not None:
+                job.execute()
             if stop:
                 return
 

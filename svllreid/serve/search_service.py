@@ -13,21 +13,23 @@ svllreid 0.1's keys ``index`` and ``name`` for one more release.
 from __future__ import annotations
 
 import io
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
 from svllreid.data.uploads import decode_upload
 from svllreid.errors import UploadError
+from svllreid.fileio import atomic_write_bytes
 from svllreid.inference.calibration import Calibration
 from svllreid.inference.gallery_search import Answer, GallerySearch, Query
 from svllreid.inference.model_protocol import IndexingModel
 from svllreid.inference.onnx_backend import ExportedModel
 from svllreid.inference.trained import TrainedModel
 from svllreid.search import GalleryIndex
-from svllreid.search.live import LiveIndex
+from svllreid.search.live import LiveIndex, uploads_folder
 
-__all__ = ["MAX_TEXT_CHARS", "MAX_TOPK", "THUMBNAIL_SIDE", "Answer", "Query", "SearchService"]
+__all__ = ["MAX_LABEL_CHARS", "MAX_TEXT_CHARS", "MAX_TOPK", "THUMBNAIL_SIDE", "Answer", "Query", "SearchService"]
 
 #: Most results one query may ask for.
 MAX_TOPK = 200
@@ -35,6 +37,10 @@ MAX_TOPK = 200
 MAX_TEXT_CHARS = 2000
 #: Longest side of a thumbnail.
 THUMBNAIL_SIDE = 256
+#: Longest identity or camera name of an added image.
+MAX_LABEL_CHARS = 200
+#: The file suffix of each image format an added image may have.
+_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "GIF": ".gif", "TIFF": ".tif"}
 
 
 class SearchService:
@@ -129,6 +135,60 @@ class SearchService:
         return self.search.answer(queries)
 
     # ------------------------------------------------------------------------------------------------
+    # Changing the gallery (its change log: :mod:`svllreid.search.live`)
+    # ------------------------------------------------------------------------------------------------
+
+    def store_upload(self, data: bytes) -> Path:
+        """Check an image uploaded for the gallery (decoded as a query image is) and store its bytes, under a
+        new random name, in the index's :func:`~svllreid.search.live.uploads_folder`; returns the file.
+
+        Raises:
+            UploadError: not an accepted image (see :func:`decode_upload`).
+        """
+        from PIL import Image
+
+        decode_upload(data, self.trained.image_size, self.trained.interpolation)
+        with Image.open(io.BytesIO(data)) as image:
+            suffix = _SUFFIXES.get(str(image.format), ".img")
+        folder = uploads_folder(self.search.index_path)
+        folder.mkdir(exist_ok=True)
+        return atomic_write_bytes(folder / f"{uuid.uuid4().hex}{suffix}", data)
+
+    @staticmethod
+    def check_label(value: str | None, name: str) -> str | None:
+        """An added image's ``identity`` or ``camera`` name, or None when not given.
+
+        Raises:
+            UploadError: too long, or with control characters.
+        """
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if len(value) > MAX_LABEL_CHARS or not value.isprintable():
+            raise UploadError(f"{name!r} must be a printable name of at most {MAX_LABEL_CHARS} characters")
+        return value
+
+    def add_stored(self, paths: Sequence[Path], identity: str | None = None, camera: str | None = None) -> list[int]:
+        """Encode stored images with the network (call it on the thread that owns it) and add them to the
+        live gallery with their labels; returns their rows.
+
+        Raises:
+            ValueError: a file that cannot be read (nothing is added).
+        """
+        labels = {kind: [name] * len(paths) for kind, name in (("identity", identity), ("camera", camera)) if name}
+        rows, _ = self.search.add_files([str(p) for p in paths], labels=labels)
+        return rows
+
+    def remove(self, row: int) -> None:
+        """Remove gallery image ``row``: never returned or served again (its stored file, if the server
+        stored it, is deleted).
+
+        Raises:
+            UploadError: no such row, or removed already (404).
+        """
+        self.index.remove([self.check_row(row)])
+
+    # ------------------------------------------------------------------------------------------------
     # The gallery's images
     # ------------------------------------------------------------------------------------------------
 
@@ -214,6 +274,10 @@ class SearchService:
             "index": {
                 "file": str(self.search.index_path),
                 "images": self.index.size,
+                "rows": len(self.index),
+                "added": self.index.added,
+                "removed": self.index.removed,
+                "generation": self.index.generation,
                 "dim": self.index.dim,
                 "backend": self.index.backend,
                 "flip": self.search.flip,

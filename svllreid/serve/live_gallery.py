@@ -1,0 +1,99 @@
+"""What keeps a served gallery current: a thread that picks up the changes other processes make to the
+index (``svllreid index add / remove / compact``), and a thumbnail cache that forgets removed images.
+
+Thumbnails are kept in memory only, at most :data:`THUMBNAILS` of them, least recently used first out,
+for as long as the server runs; an image's thumbnail leaves the cache when the image leaves the gallery,
+and the whole cache is emptied when the gallery is compacted (its rows are numbered afresh).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+from svllreid.search.live import LiveIndex
+
+__all__ = ["REFRESH_SECONDS", "THUMBNAILS", "GalleryWatcher", "ThumbnailCache"]
+
+log = logging.getLogger(__name__)
+
+#: Thumbnails kept in memory (about 10 KB each).
+THUMBNAILS = 4096
+#: How often the server looks for changes made by other processes, by default.
+REFRESH_SECONDS = 2.0
+
+
+class ThumbnailCache:
+    """Thumbnails by gallery row, made by ``make(row)`` when missing; safe to use from several threads."""
+
+    def __init__(self, make: Callable[[int], bytes], index: LiveIndex, maxsize: int = THUMBNAILS):
+        self._make = make
+        self._index = index
+        self._maxsize = maxsize
+        self._items: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, row: int) -> bytes:
+        """The thumbnail of ``row`` (made now, without the lock, if it is not kept)."""
+        key = (self._index.generation, row)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        data = self._make(row)
+        with self._lock:
+            if self._index.is_live(row) and key[0] == self._index.generation:  # not removed while it was made
+                self._items[key] = data
+                while len(self._items) > self._maxsize:
+                    self._items.popitem(last=False)
+        return data
+
+    def forget_removed(self) -> int:
+        """Drop the thumbnails of rows no longer in the gallery, and all of them after a compaction; returns
+        how many were dropped."""
+        generation = self._index.generation
+        with self._lock:
+            gone = [key for key in self._items if key[0] != generation or not self._index.is_live(key[1])]
+            for key in gone:
+                del self._items[key]
+        return len(gone)
+
+
+class GalleryWatcher:
+    """A daemon thread that calls ``index.refresh()`` every ``interval`` seconds and, when the gallery
+    changed, ``on_change()``; a failed refresh is logged and tried again at the next tick."""
+
+    def __init__(self, index: LiveIndex, on_change: Callable[[], object], interval: float = REFRESH_SECONDS):
+        self.index = index
+        self.interval = interval
+        self._on_change = on_change
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="svllreid-gallery", daemon=True)
+
+    def start(self) -> GalleryWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _watch(self) -> None:
+        failing = False
+        while not self._stop.wait(self.interval):
+            try:
+                if self.index.refresh():
+                    self._on_change()
+                failing = False
+            except Exception as err:  # a log being rewritten, a disk error: the gallery stays as it was
+                if not failing:
+                    log.error(
+                        "could not read the changes to %s; serving the gallery as it was", self.index.path, exc_info=err
+                    )
+                failing = True
