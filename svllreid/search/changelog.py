@@ -237,7 +237,7 @@ class ChangeLog:
         return LogState(state.id, state.offset + len(record))
 
 
-def base_fingerprint(n: int, dim: int, backend: str, meta: dict[str, Any], paths: Sequence[str]) -> str:
+def base_fingerprint(n: int, dim: int, *, backend: str, meta: dict[str, Any], paths: Sequence[str]) -> str:
     """Which gallery a log's changes apply to: a digest of the index's size, width, backend, network, build
     time or compaction, and first and last paths (rebuilding the index gives another one)."""
     live = meta.get("live") if isinstance(meta.get("live"), dict) else {}

@@ -158,7 +158,7 @@ class LiveIndex:
         self._buffer = np.empty((0, base.dim), np.float32)
         return _Snapshot(
             base=base,
-            fingerprint=base_fingerprint(len(base), base.dim, base.backend, base.meta, base.paths),
+            fingerprint=base_fingerprint(len(base), base.dim, backend=base.backend, meta=base.meta, paths=base.paths),
             base_labels=base.labels,
             added=self._buffer,
             added_paths=[],
@@ -530,7 +530,9 @@ class LiveIndex:
             }
             built, note = self._rebuilt(snap, keep, [listed[int(r)] for r in keep], meta)
             failpoint("compact-written")
-            fingerprint = base_fingerprint(len(built), built.dim, built.backend, built.meta, built.paths)
+            fingerprint = base_fingerprint(
+                len(built), built.dim, backend=built.backend, meta=built.meta, paths=built.paths
+            )
             self.log.reset(fingerprint)
             failpoint("compact-log-reset")
             dropped = np.flatnonzero(snap.dead)

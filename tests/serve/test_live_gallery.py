@@ -190,3 +190,33 @@ def test_queries_are_answered_while_the_gallery_changes(live: dict, world: dict)
     assert len(seen) >= 6 and {status for status, _ in seen} == {200}
     assert {size for _, size in seen} <= {58, 59, 60, 61}
     assert np.all(np.array([size for _, size in seen]) >= 58)
+
+
+def test_the_index_commands_say_what_they_did_and_refuse_what_would_lose_the_gallery(
+    live: dict, world: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    index = str(live["index"])
+    capsys.readouterr()
+    # The gallery's own list again: every image is already there, none is added twice.
+    listed = str(Path(world["folder"]) / "gallery.txt")
+    assert main(["index", "add", "--index", index, "--images", listed, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "58 of 58 images are already in the gallery" in out and LiveIndex.open(index).added == 0
+    gallery_folder = str(Path(world["images"][0]).parent)
+    assert main(["index", "remove", "--index", index, "--paths", gallery_folder, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would remove" in out and "nothing changed" in out and LiveIndex.open(index).removed == 0
+    assert main(["index", "remove", "--index", index, "--older-than", "1d"]) == 0  # built seconds ago
+    assert "nothing to remove" in capsys.readouterr().out
+    assert main(["index", "remove", "--index", index, "--older-than", "2999-01-01"]) == 2
+    assert "would remove every image" in capsys.readouterr().err and LiveIndex.open(index).size == 58
+    assert main(["index", "remove", "--index", index, "--rows", "3", "999"]) == 0
+    out = capsys.readouterr().out
+    assert "rows 999" in out and "removed 1 image:" in out and "57 images (0 added and 1 removed" in out
+    with pytest.raises(SystemExit):
+        main(["index", "remove", "--index", index, "--older-than", "yesterday"])
+    assert "an age such as 30d" in capsys.readouterr().err
+    assert main(["index", "compact", "--index", index]) == 0
+    assert "57 images (1 removed ones dropped)" in capsys.readouterr().out
+    assert main(["index", "compact", "--index", index]) == 0
+    assert "nothing to compact" in capsys.readouterr().out
