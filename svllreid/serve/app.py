@@ -10,6 +10,9 @@
                                the same-identity threshold of :mod:`svllreid.inference.calibration`, or none
     GET  /healthz              liveness, with the counts of queries and batches
 
+With tokens (:mod:`svllreid.serve.access`), every route but the page, ``/healthz`` and the schema needs
+``Authorization: Bearer <token>``: the read role for all the routes above; without, all are open.
+
 Every error is JSON ``{"error": message}`` with a 4xx status for bad requests; a failure of the server
 itself is a 500 with a short message, the details going to the server's log only. Request bodies are
 limited in size before they are read.
@@ -31,10 +34,12 @@ from typing import Any
 from svllreid.errors import MissingExtraError, UploadError
 from svllreid.serve.batching import QueryBatcher
 from svllreid.serve.search_service import Answer, Query, SearchService
+from svllreid.serve.tokens import Role, Tokens
 
 __all__ = [
     "DECODING_AT_ONCE",
     "DEFAULT_TOPK",
+    "IMAGE_CACHE",
     "MAX_UPLOAD_BYTES",
     "SEARCH_FIELDS",
     "UPLOAD_TYPES",
@@ -53,6 +58,8 @@ try:
     from starlette.datastructures import UploadFile
     from starlette.exceptions import HTTPException
     from starlette.requests import ClientDisconnect
+
+    from svllreid.serve.access import install, refusals, require
 except ImportError as err:  # pragma: no cover - the message is tested through the command line
     raise MissingExtraError(
         f"svllreid serve needs FastAPI, uvicorn and python-multipart: pip install 'svllreid[serve]' ({err})"
@@ -68,6 +75,9 @@ SEARCH_FIELDS = ("image", "text", "gallery", "topk")
 #: for unknown files, some clients nothing; the bytes are checked by decoding either way).
 UPLOAD_TYPES = ("image/", "application/octet-stream")
 DEFAULT_TOPK = 12
+#: Gallery images may stay an hour in the browser's cache, in no shared one (a proxy's): they show people,
+#: and with tokens they are only for those who hold one.
+IMAGE_CACHE = "private, max-age=3600"
 #: Uploads decoded at the same time (each may take a few hundred MB for a 50-megapixel image).
 DECODING_AT_ONCE = 2
 
@@ -124,9 +134,16 @@ def search_page() -> str:
     return resources.files("svllreid.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
-def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_batch: int = 32) -> FastAPI:
+def create_app(
+    service: SearchService,
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    max_batch: int = 32,
+    tokens: Tokens | None = None,
+) -> FastAPI:
     """The app over ``service``; its queries run on one :class:`QueryBatcher` worker, started here and
-    stopped when the app shuts down."""
+    stopped when the app shuts down. With ``tokens`` that hold a token, the API needs one
+    (:mod:`svllreid.serve.access`); without, it is open."""
     batcher: QueryBatcher[Query, Answer] = QueryBatcher(service.answer, max_batch=max_batch)
 
     decoding = CapacityLimiter(DECODING_AT_ONCE)
@@ -140,6 +157,7 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
     app = FastAPI(title="svllreid", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.batcher = batcher
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
+    install(app, tokens or Tokens())
 
     @app.exception_handler(UploadError)
     async def bad_upload(request: Request, err: UploadError) -> JSONResponse:
@@ -186,26 +204,26 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
             status_code=200 if alive else 503,
         )
 
-    @app.get("/api/model")
+    @app.get("/api/model", dependencies=[require(Role.READ)], responses=refusals(Role.READ))
     async def model() -> dict[str, Any]:
         # The same-identity threshold the answers to photos follow, or why there is none.
         return {**service.describe(), "decision": service.search.decision}
 
-    @app.get("/api/image/{row}")
+    @app.get("/api/image/{row}", dependencies=[require(Role.READ)], responses=refusals(Role.READ))
     def image(row: str) -> FileResponse:  # a plain def: FastAPI runs it off the event loop (it stats a file)
         path = service.image_file(_row(row))
         media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return FileResponse(path, media_type=media, headers={"Cache-Control": "max-age=3600"})
+        return FileResponse(path, media_type=media, headers={"Cache-Control": IMAGE_CACHE})
 
     thumbnails = functools.lru_cache(maxsize=4096)(service.thumbnail)
 
-    @app.get("/api/thumbnail/{row}")
+    @app.get("/api/thumbnail/{row}", dependencies=[require(Role.READ)], responses=refusals(Role.READ))
     def thumbnail(row: str) -> Response:  # off the event loop, as image()
         number = _row(row)
         service.image_file(number)  # a file that left the disk is a 404, cached or not
-        return Response(thumbnails(number), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+        return Response(thumbnails(number), media_type="image/jpeg", headers={"Cache-Control": IMAGE_CACHE})
 
-    @app.post("/api/search")
+    @app.post("/api/search", dependencies=[require(Role.READ)], responses=refusals(Role.READ))
     async def search(request: Request) -> Any:
         start = time.perf_counter()
         try:
