@@ -8,11 +8,13 @@ import hmac
 import logging
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.serve.conftest import serving
+from svllreid.cli import main
+from tests.serve.conftest import free_port, serving
 
 READ = "R3ad-t0ken-abcdefghijklmnop"
 WRITE = "Wr1te-t0ken-qrstuvwxyz0123"
@@ -460,3 +462,118 @@ def test_behind_a_trusted_proxy_the_forwarded_client_is_throttled(
     assert httpx.get(url, headers={**bearer(READ), "X-Forwarded-For": MALLORY}).status_code == 429
     assert httpx.get(url, headers={**bearer(READ), "X-Forwarded-For": ALICE}).status_code == 200
     assert httpx.get(url, headers=bearer(READ)).status_code == 200  # the proxy itself, 127.0.0.1
+
+
+# The command line.
+
+
+@pytest.fixture
+def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading the model fails the test: the checks must come before it. No token in the environment."""
+    from svllreid.serve.search_service import SearchService
+
+    def loaded(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(SearchService, "open", loaded)
+    monkeypatch.delenv("SVLLREID_TOKEN", raising=False)
+    monkeypatch.delenv("SVLLREID_WRITE_TOKEN", raising=False)
+
+
+def serve(tmp_path: Path, *options: str) -> int:
+    return main(["serve", "--index", str(tmp_path / "none.npz"), "--port", str(free_port()), *options])
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1", "example.org"])
+def test_the_cli_refuses_another_address_than_loopback_without_a_token(
+    no_model: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], host: str
+) -> None:
+    assert serve(tmp_path, "--host", host) == 2
+    err = capsys.readouterr().err
+    assert f"refusing to listen on {host} without a token" in err and "export SVLLREID_TOKEN=$(" in err
+    assert "secrets.token_urlsafe(32)" in err and "--insecure-no-auth" in err
+
+
+def test_the_cli_warns_loudly_with_insecure_no_auth(
+    no_model: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(AssertionError, match="the model was loaded"):  # it goes on to load the model
+        serve(tmp_path, "--host", "0.0.0.0", "--insecure-no-auth")
+    err = capsys.readouterr().err
+    assert "WARNING: --insecure-no-auth: listening on 0.0.0.0 WITHOUT ACCESS CONTROL" in err
+    assert "download every image" in err
+
+
+@pytest.mark.parametrize(
+    ("options", "environment", "message"),
+    [
+        (["--token", "short"], {}, "--token is 5 characters long; a token needs at least 16"),
+        ([], {"SVLLREID_TOKEN": ""}, "SVLLREID_TOKEN is 0 characters long"),
+        ([], {"SVLLREID_WRITE_TOKEN": "still-too-short"}, "SVLLREID_WRITE_TOKEN is 15 characters long"),
+        (["--write-token", READ], {"SVLLREID_TOKEN": READ}, "the write token equals the read token"),
+        (["--insecure-no-auth"], {"SVLLREID_TOKEN": READ}, "--insecure-no-auth turns access control off"),
+    ],
+)
+def test_the_cli_refuses_bad_tokens_before_the_model_loads(
+    no_model: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    options: list[str],
+    environment: dict[str, str],
+    message: str,
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert serve(tmp_path, *options) == 2
+    err = capsys.readouterr().err
+    assert message in err and READ not in err
+
+
+def test_the_cli_serves_with_the_environments_tokens_behind_the_given_proxies(
+    service: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tokens from the environment reach the app (which then needs them), the proxies reach uvicorn,
+    and nothing suggests the command line is where tokens go."""
+    import uvicorn
+
+    from svllreid.serve.search_service import SearchService
+
+    ran: dict[str, Any] = {}
+    monkeypatch.setattr(SearchService, "open", lambda *args, **kwargs: service)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.update(app=app, **options))
+    monkeypatch.setenv("SVLLREID_TOKEN", READ)
+    monkeypatch.setenv("SVLLREID_WRITE_TOKEN", WRITE)
+    assert serve(tmp_path, "--host", "0.0.0.0", "--forwarded-allow-ips", "10.0.0.2") == 0
+    out, err = capsys.readouterr()
+    assert ran["proxy_headers"] is True and ran["forwarded_allow_ips"] == "10.0.0.2" and ran["host"] == "0.0.0.0"
+    assert "access: a token is needed" in out and "TLS reverse proxy" in err and "visible to other users" not in err
+    app = ran["app"]
+    try:
+        client = client_of(app)
+        assert_error(client.get("/api/model"), 401)
+        assert client.get("/api/model", headers=bearer(READ)).status_code == 200
+    finally:
+        app.state.batcher.close()
+    assert READ not in out + err
+
+
+def test_a_token_on_the_command_line_gets_a_note_about_ps(
+    service: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    from svllreid.serve.search_service import SearchService
+
+    ran: dict[str, Any] = {}
+    monkeypatch.setattr(SearchService, "open", lambda *args, **kwargs: service)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: ran.update(app=app, **options))
+    monkeypatch.delenv("SVLLREID_TOKEN", raising=False)
+    monkeypatch.delenv("SVLLREID_WRITE_TOKEN", raising=False)
+    try:
+        assert serve(tmp_path, "--token", READ) == 0
+    finally:
+        ran["app"].state.batcher.close()
+    err = capsys.readouterr().err
+    assert "note: --token is visible to other users of this machine (ps); prefer SVLLREID_TOKEN" in err
+    assert ran["forwarded_allow_ips"] is None  # uvicorn's own default: $FORWARDED_ALLOW_IPS, else loopback
