@@ -13,6 +13,9 @@
     DELETE /api/gallery/{row}  remove gallery image ``row``: never returned or served again
     GET  /healthz              liveness, with the counts of queries and batches
 
+With tokens (:mod:`svllreid.serve.access`), every route but the page, ``/healthz`` and the schema needs
+``Authorization: Bearer <token>``: the read role for all the routes above; without, all are open.
+
 Every error is JSON ``{"error": message}`` with a 4xx status for bad requests; a failure of the server
 itself is a 500 with a short message, the details going to the server's log only. Request bodies are
 limited in size before they are read.
@@ -40,11 +43,13 @@ from svllreid.errors import MissingExtraError, UploadError
 from svllreid.serve.batching import QueryBatcher
 from svllreid.serve.live_gallery import REFRESH_SECONDS, GalleryWatcher, ThumbnailCache
 from svllreid.serve.search_service import Answer, Query, SearchService
+from svllreid.serve.tokens import Role, Tokens
 
 __all__ = [
     "DECODING_AT_ONCE",
     "DEFAULT_TOPK",
     "GALLERY_FIELDS",
+    "IMAGE_CACHE",
     "MAX_GALLERY_FILES",
     "MAX_UPLOAD_BYTES",
     "SEARCH_FIELDS",
@@ -64,6 +69,8 @@ try:
     from starlette.datastructures import UploadFile
     from starlette.exceptions import HTTPException
     from starlette.requests import ClientDisconnect
+
+    from svllreid.serve.access import install, refusals, require
 except ImportError as err:  # pragma: no cover - the message is tested through the command line
     raise MissingExtraError(
         f"svllreid serve needs FastAPI, uvicorn and python-multipart: pip install 'svllreid[serve]' ({err})"
@@ -79,12 +86,14 @@ SEARCH_FIELDS = ("image", "text", "gallery", "topk")
 GALLERY_FIELDS = ("image", "identity", "camera")
 #: Most images one ``POST /api/gallery`` adds.
 MAX_GALLERY_FILES = 32
-#: How served images may be cached: by this client only, checked again each time (see the module docstring).
-_CACHING = "private, no-cache"
 #: Image types a file upload may declare, if it declares one (browsers send ``application/octet-stream``
 #: for unknown files, some clients nothing; the bytes are checked by decoding either way).
 UPLOAD_TYPES = ("image/", "application/octet-stream")
 DEFAULT_TOPK = 12
+#: Gallery images may stay in the browser's cache, in no shared one (a proxy's): they show people, and with
+#: tokens they are only for those who hold one; checked again each time by their ETag, since a compaction
+#: gives a row another image.
+IMAGE_CACHE = "private, no-cache"
 #: Uploads decoded at the same time (each may take a few hundred MB for a 50-megapixel image).
 DECODING_AT_ONCE = 2
 
@@ -147,10 +156,12 @@ def create_app(
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     max_batch: int = 32,
     refresh_seconds: float = REFRESH_SECONDS,
+    tokens: Tokens | None = None,
 ) -> FastAPI:
     """The app over ``service``; its queries run on one :class:`QueryBatcher` worker, and a
     :class:`GalleryWatcher` picks up the changes other processes make to the gallery every
-    ``refresh_seconds``; both start with the app and stop when it shuts down."""
+    ``refresh_seconds``; both start with the app and stop when it shuts down. With ``tokens`` that hold a
+    token, the API needs one (:mod:`svllreid.serve.access`); without, it is open."""
     batcher: QueryBatcher[Query, Answer] = QueryBatcher(service.answer, max_batch=max_batch)
     thumbnails = ThumbnailCache(service.thumbnail, service.index)
     watcher = GalleryWatcher(service.index, thumbnails.forget_removed, refresh_seconds)
@@ -168,6 +179,7 @@ def create_app(
     app = FastAPI(title="svllreid", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.batcher = batcher
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
+    install(app, tokens or Tokens())
 
     @app.exception_handler(UploadError)
     async def bad_upload(request: Request, err: UploadError) -> JSONResponse:
@@ -214,28 +226,28 @@ def create_app(
             status_code=200 if alive else 503,
         )
 
-    @app.get("/api/model")
+    @app.get("/api/model", dependencies=[require(Role.READ)], responses=refusals(Role.READ))
     async def model() -> dict[str, Any]:
         # The same-identity threshold the answers to photos follow, or why there is none.
         return {**service.describe(), "decision": service.search.decision}
 
-    @app.get("/api/image/{row}")
+    @app.get("/api/image/{row}", dependencies=[require(Role.READ)], responses=refusals(Role.READ))
     def image(row: str) -> FileResponse:  # a plain def: FastAPI runs it off the event loop (it stats a file)
         path = service.image_file(_row(row))
         media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return FileResponse(path, media_type=media, headers={"Cache-Control": _CACHING})
+        return FileResponse(path, media_type=media, headers={"Cache-Control": IMAGE_CACHE})
 
-    @app.get("/api/thumbnail/{row}")
+    @app.get("/api/thumbnail/{row}", dependencies=[require(Role.READ)], responses=refusals(Role.READ))
     def thumbnail(row: str, request: Request) -> Response:  # off the event loop, as image()
         number = _row(row)
         service.image_file(number)  # a removed image, or a file that left the disk, is a 404, cached or not
         tag = f'"{service.index.generation}-{number}"'
-        headers = {"Cache-Control": _CACHING, "ETag": tag}
+        headers = {"Cache-Control": IMAGE_CACHE, "ETag": tag}
         if tag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
         return Response(thumbnails.get(number), media_type="image/jpeg", headers=headers)
 
-    @app.post("/api/gallery", status_code=201)
+    @app.post("/api/gallery", status_code=201, dependencies=[require(Role.WRITE)], responses=refusals(Role.WRITE))
     async def add_to_gallery(request: Request) -> Any:
         start = time.perf_counter()
         try:
@@ -267,14 +279,14 @@ def create_app(
             status_code=201,
         )
 
-    @app.delete("/api/gallery/{row}")
+    @app.delete("/api/gallery/{row}", dependencies=[require(Role.WRITE)], responses=refusals(Role.WRITE))
     def remove_from_gallery(row: str) -> dict[str, Any]:  # off the event loop: it writes the log
         number = _row(row)
         service.remove(number)
         thumbnails.forget_removed()
         return {"removed": number, "gallery_size": service.index.size}
 
-    @app.post("/api/search")
+    @app.post("/api/search", dependencies=[require(Role.READ)], responses=refusals(Role.READ))
     async def search(request: Request) -> Any:
         start = time.perf_counter()
         try:

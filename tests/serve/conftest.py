@@ -65,13 +65,14 @@ def wait_until_up(port: int, timeout: float = 180.0, process: Any = None) -> Non
 
 
 @contextmanager
-def serving(service: Any) -> Iterator[dict[str, Any]]:
-    """The app over ``service`` under uvicorn on a free localhost port, in a thread of this process."""
+def serving(service: Any, **options: Any) -> Iterator[dict[str, Any]]:
+    """The app over ``service`` (``options`` for :func:`create_app`, e.g. ``tokens``) under uvicorn on a
+    free localhost port, in a thread of this process."""
     import uvicorn
 
     from svllreid.serve.app import create_app
 
-    app = create_app(service, max_upload_bytes=256 * 1024)
+    app = create_app(service, **{"max_upload_bytes": 256 * 1024, **options})
     port = free_port()
     # log_config=None: uvicorn's records reach the root logger, where the tests' caplog sees them.
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="info"))

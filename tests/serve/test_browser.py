@@ -144,7 +144,9 @@ def test_photo_then_description_then_a_clicked_result(served: str, browser: Any,
     assert clicked not in [h.get_attribute("data-index") for h in hits()]
     classes = [h.get_attribute("class") for h in hits()]
     assert all("match" in c or "miss" in c for c in classes) and any("match" in c for c in classes)
-    assert find("query-image").get_attribute("src").endswith(f"/api/thumbnail/{clicked}")
+    query_image = find("query-image")  # its thumbnail, fetched as the results' are
+    wait_for(lambda: (query_image.get_attribute("src") or "").startswith("blob:"), "the query's thumbnail")
+    assert query_image.get_attribute("data-row") == clicked
     shot = screenshot(browser, "3-clicked", tmp_path)
     assert pixels_near(shot, GREEN) > 300 and pixels_near(shot, RED) > 300  # the borders are drawn
     assert not find("error").is_displayed()
@@ -243,3 +245,64 @@ def test_a_calibrated_model_marks_its_hits_same_or_other(served_calibrated: str,
     assert "no same-identity decision for a description" in find("decision").text
     assert find("decision").get_attribute("class") == "muted"
     assert browser.find_elements(By.CSS_SELECTOR, "[data-testid=same-identity]") == []
+
+
+READ_TOKEN = "browser-test-read-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def served_with_token(service: Any) -> Iterator[str]:
+    """The index served with a read token, in this process."""
+    from svllreid.serve.tokens import Tokens
+
+    with serving(service, tokens=Tokens(read=READ_TOKEN)) as server:
+        yield server["url"]
+
+
+def test_the_page_asks_for_the_token_once_and_sends_it(served_with_token: str, browser: Any, world: dict,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def find(testid: str) -> Any:
+        return browser.find_element(By.CSS_SELECTOR, f"[data-testid={testid}]")
+
+    def wait_for(condition: Any, what: str) -> None:
+        WebDriverWait(browser, 30).until(lambda _: condition(), message=f"the page did not show {what}")
+
+    def enter(token: str) -> None:
+        find("token").send_keys(token)
+        find("token-submit").click()
+
+    browser.get(served_with_token)
+    wait_for(lambda: find("token-form").is_displayed(), "the form that asks for the token")
+    assert "needs a token" in find("token-message").text
+    shot = screenshot(browser, "6-token", tmp_path)
+    backdrop = (148, 152, 157)  # the page's #f6f8fa under the form's rgba(29, 35, 43, .45)
+    assert pixels_near(shot, backdrop, 12) > 500_000 and pixels_near(shot, (255, 255, 255), 3) > 30_000
+
+    # A wrong token: asked again, with the server's reason.
+    enter("not-the-token-but-long-enough")
+    wait_for(lambda: "did not accept" in find("token-message").text, "that the token was wrong")
+    assert find("token-form").is_displayed() and "not one of the server's" in find("token-message").text
+
+    # The right one: the page loads, keeps it for this tab, and every call carries it (thumbnails too).
+    enter(READ_TOKEN)
+    about = browser.find_element(By.ID, "about")
+    wait_for(lambda: "58 gallery images" in about.text, "the model's description")
+    assert not find("token-form").is_displayed()
+    assert browser.execute_script("return sessionStorage.getItem('svllreid.token')") == READ_TOKEN
+    find("text").send_keys(world["captions"][0].caption)
+    find("search-text").click()
+    wait_for(lambda: "for the description" in find("status").text, "results for the description")
+    script = "return [...document.querySelectorAll('[data-testid=hit] img')]"
+    loaded = script + ".every(i => i.src.startsWith('blob:') && i.complete && i.naturalWidth > 0)"
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "[data-testid=hit]")) == 12, "12 results")
+    wait_for(lambda: browser.execute_script(loaded), "the thumbnails, fetched with the token")
+    shot = screenshot(browser, "7-token-results", tmp_path)
+    assert shot.std() > 20 and pixels_near(shot, backdrop, 12) < 1000  # pictures, and the form gone
+
+    # Reloaded, the page does not ask again.
+    browser.get(served_with_token)
+    wait_for(lambda: "58 gallery images" in browser.find_element(By.ID, "about").text, "the model's description")
+    assert not find("token-form").is_displayed()

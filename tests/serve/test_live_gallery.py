@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -164,8 +163,8 @@ def test_changes_made_by_other_processes_are_seen_without_a_restart(
 
 
 def test_queries_are_answered_while_the_gallery_changes(live: dict, world: dict) -> None:
-    """Readers query all the time while images are added and removed: every answer is a 200 and a whole
-    gallery (its size is one the changes made: 58 plus whole additions minus whole removals)."""
+    """Readers query all the time while images are added (4 at a time) and removed (1 at a time): every
+    answer is a 200 over one of the galleries the changes made, never one with part of an addition."""
     client = live["client"]
     stop = threading.Event()
     seen: list[tuple[int, int]] = []
@@ -180,7 +179,7 @@ def test_queries_are_answered_while_the_gallery_changes(live: dict, world: dict)
         reader.start()
     try:
         for i in range(3):
-            added = client.post("/api/gallery", files=[("image", photo(world["images"][i]))] * 2)
+            added = client.post("/api/gallery", files=[("image", photo(world["images"][i]))] * 4)
             assert added.status_code == 201, added.text
             assert client.delete(f"/api/gallery/{added.json()['rows'][0]}").status_code == 200
     finally:
@@ -188,8 +187,7 @@ def test_queries_are_answered_while_the_gallery_changes(live: dict, world: dict)
         for reader in readers:
             reader.join()
     assert len(seen) >= 6 and {status for status, _ in seen} == {200}
-    assert {size for _, size in seen} <= {58, 59, 60, 61}
-    assert np.all(np.array([size for _, size in seen]) >= 58)
+    assert {size for _, size in seen} <= {58, 62, 61, 65, 64, 68, 67}
 
 
 def test_the_index_commands_say_what_they_did_and_refuse_what_would_lose_the_gallery(

@@ -66,6 +66,9 @@ def test_a_port_in_use_is_reported_before_the_model_loads(tmp_path: Path, capsys
     assert f"cannot listen on 127.0.0.1:{port}" in err and "choose another port with --port" in err
 
 
-def test_a_host_that_is_no_address_here_is_reported_before_the_model_loads(tmp_path: Path, capsys) -> None:
+def test_a_host_that_is_no_address_here_is_reported_before_the_model_loads(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SVLLREID_TOKEN", "a-token-for-another-address")  # another address than loopback needs one
     assert main(["serve", "--index", str(tmp_path / "i.npz"), "--host", "no-such-host.invalid"]) == 2
     assert "--host no-such-host.invalid is not an address of this machine" in capsys.readouterr().err
