@@ -306,3 +306,71 @@ def test_the_page_asks_for_the_token_once_and_sends_it(served_with_token: str, b
     browser.get(served_with_token)
     wait_for(lambda: "58 gallery images" in browser.find_element(By.ID, "about").text, "the model's description")
     assert not find("token-form").is_displayed()
+
+
+WRITE_TOKEN = "browser-test-write-token-9876543210"
+
+
+@pytest.fixture(scope="module")
+def served_live(world: dict[str, Any], service: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A copy of the index (the world's is never changed) served with read and write tokens, in this process,
+    looking for changes from other processes every 0.2 s."""
+    from svllreid.search import GalleryIndex
+    from svllreid.serve.search_service import SearchService
+    from svllreid.serve.tokens import Tokens
+
+    copy = GalleryIndex.load(world["index"]).save(tmp_path_factory.mktemp("live-page") / "gallery.npz")
+    live = SearchService(GalleryIndex.load(copy), service.trained, index_path=copy)
+    with serving(live, tokens=Tokens(read=READ_TOKEN, write=WRITE_TOKEN), refresh_seconds=0.2) as server:
+        yield {**server, "index": copy}
+
+
+def test_the_page_follows_a_gallery_that_changes_while_it_is_open(served_live: dict, browser: Any, world: dict,
+                                                                   tmp_path: Path) -> None:  # fmt: skip
+    """The user enters the token and searches by photo; an operator adds a copy of that photo to the gallery,
+    then removes it: each time the page says the gallery changed and shows the results as they are now."""
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def find(testid: str) -> Any:
+        return browser.find_element(By.CSS_SELECTOR, f"[data-testid={testid}]")
+
+    def rows() -> list[str]:
+        return [hit.get_attribute("data-index") for hit in browser.find_elements(By.CSS_SELECTOR, "[data-testid=hit]")]
+
+    def wait_for(condition: Any, what: str) -> None:
+        WebDriverWait(browser, 30).until(lambda _: condition(), message=f"the page did not show {what}")
+
+    url, write = served_live["url"], {"Authorization": f"Bearer {WRITE_TOKEN}"}
+    browser.get(url)
+    wait_for(lambda: find("token-form").is_displayed(), "the form that asks for the token")
+    find("token").send_keys(READ_TOKEN)
+    find("token-submit").click()
+    about = browser.find_element(By.ID, "about")
+    wait_for(lambda: "58 gallery images" in about.text, "the model's description")
+    photo = next(p for p in world["images"] if Path(p).name.startswith("0004_c3"))
+    find("file").send_keys(photo)
+    wait_for(lambda: len(rows()) == 12, "12 results for the photo")
+    assert "58" not in rows() and not find("gallery-note").is_displayed()
+
+    # An operator adds a copy of the photo: the page sees it within seconds and asks its query again.
+    added = httpx.post(f"{url}/api/gallery", files={"image": (Path(photo).name, Path(photo).read_bytes())},
+                       data={"identity": "4", "camera": "9"}, headers=write, timeout=60)  # fmt: skip
+    assert added.status_code == 201 and added.json()["rows"] == [58], added.text
+    wait_for(lambda: "59 gallery images" in about.text, "the new gallery size")
+    wait_for(lambda: "58" in rows()[:2], "the added copy among the first results")
+    note = find("gallery-note")
+    assert note.is_displayed() and "59 images now" in note.text and "results are updated" in note.text
+    card = browser.find_element(By.CSS_SELECTOR, "[data-testid=hit][data-index='58']")
+    assert "1.0000" in card.text and "id 4 · cam 9" in card.text
+    screenshot(browser, "8-gallery-grew", tmp_path)
+
+    # Then removes it: gone from the results, and its thumbnail from the server.
+    assert httpx.delete(f"{url}/api/gallery/58", headers=write, timeout=60).status_code == 200
+    wait_for(lambda: "58 gallery images" in about.text, "the smaller gallery")
+    wait_for(lambda: "58" not in rows() and len(rows()) == 12, "the results without the removed copy")
+    assert "58 images now" in find("gallery-note").text
+    read = {"Authorization": f"Bearer {READ_TOKEN}"}
+    assert httpx.get(f"{url}/api/thumbnail/58", headers=read, timeout=60).status_code == 404
+    screenshot(browser, "9-gallery-shrank", tmp_path)
