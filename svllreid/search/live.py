@@ -42,7 +42,7 @@ from svllreid.search.changelog import Change, ChangeLog, LogState, base_fingerpr
 from svllreid.search.index import GalleryIndex, SearchResult, _as_matrix, _top_k, _unit_rows
 from svllreid.search.index_file import absolute
 
-__all__ = ["CompactReport", "LiveIndex", "uploads_folder"]
+__all__ = ["CompactReport", "LiveIndex", "RenumberedError", "uploads_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,10 @@ def uploads_folder(index_path: str | os.PathLike[str]) -> Path:
     """Where images added through ``svllreid serve`` are stored: ``INDEX.images/`` beside the index file."""
     path = Path(index_path)
     return path.with_name(path.name + ".images")
+
+
+class RenumberedError(ValueError):
+    """Rows numbered before a compaction, given after it (they may name other images now)."""
 
 
 @dataclass(frozen=True)
@@ -463,12 +467,25 @@ class LiveIndex:
         before = self._write(change)
         return list(range(before.rows, before.rows + len(unit)))
 
-    def remove(self, rows: Sequence[int]) -> list[int]:
+    def remove(self, rows: Sequence[int], *, generation: str | None = None) -> list[int]:
         """Remove the images ``rows`` (those still in the gallery; others are ignored): written to the log and
         never returned again. Files of removed images that ``svllreid serve`` stored (in
-        :func:`uploads_folder`) are deleted. Returns the rows removed."""
+        :func:`uploads_folder`) are deleted. Returns the rows removed.
+
+        Args:
+            generation: the :attr:`generation` the rows were numbered in; when another process has compacted
+                the gallery since (its rows renumbered), nothing is removed.
+
+        Raises:
+            RenumberedError: ``generation`` is not the gallery's any more.
+        """
         with self._lock:
-            snap = self._refreshed()
+            self._refreshed()
+            if generation is not None and generation != self.generation:
+                raise RenumberedError(
+                    f"{self.path} was compacted since those rows were numbered, and its rows are numbered afresh: "
+                    "search again for the images to remove"
+                )
             wanted = sorted({int(r) for r in rows if self.is_live(int(r))})
             if not wanted:
                 return []
@@ -478,7 +495,6 @@ class LiveIndex:
             for row in wanted:
                 if paths[row].startswith(uploads + os.sep):
                     Path(paths[row]).unlink(missing_ok=True)
-            del snap
             return wanted
 
     def rows_of(self, paths: Sequence[str | os.PathLike[str]]) -> dict[str, list[int]]:

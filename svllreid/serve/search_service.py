@@ -27,7 +27,7 @@ from svllreid.inference.model_protocol import IndexingModel
 from svllreid.inference.onnx_backend import ExportedModel
 from svllreid.inference.trained import TrainedModel
 from svllreid.search import GalleryIndex
-from svllreid.search.live import LiveIndex, uploads_folder
+from svllreid.search.live import LiveIndex, RenumberedError, uploads_folder
 
 __all__ = ["MAX_LABEL_CHARS", "MAX_TEXT_CHARS", "MAX_TOPK", "THUMBNAIL_SIDE", "Answer", "Query", "SearchService"]
 
@@ -184,9 +184,14 @@ class SearchService:
         stored it, is deleted).
 
         Raises:
-            UploadError: no such row, or removed already (404).
+            UploadError: no such row, or removed already (404); the gallery compacted by another process
+                just now, its rows renumbered (409).
         """
-        self.index.remove([self.check_row(row)])
+        generation = self.index.generation  # what the row was checked against
+        try:
+            self.index.remove([self.check_row(row)], generation=generation)
+        except RenumberedError as err:
+            raise UploadError(str(err), status=409) from None
 
     # ------------------------------------------------------------------------------------------------
     # The gallery's images

@@ -20,7 +20,7 @@ import pytest
 from svllreid.errors import IndexFileError
 from svllreid.search import GalleryIndex
 from svllreid.search.changelog import FAILPOINT_ENV, ChangeLog
-from svllreid.search.live import LiveIndex, uploads_folder
+from svllreid.search.live import LiveIndex, RenumberedError, uploads_folder
 
 D = 8
 BACKENDS = ["exact", "faiss-flat", "faiss-ivf", "faiss-hnsw", "faiss-ivfpq"]
@@ -302,3 +302,15 @@ def test_a_writer_killed_at_random_moments_never_damages_the_gallery(tmp_path: P
         removals = (rows - size) - (start_rows - start_size)
         assert part == 0 and additions >= 1, (start_rows, rows)  # no part of an addition
         assert removals in (additions, additions - 1), (additions, removals)
+
+
+def test_rows_numbered_before_a_compaction_remove_nothing_after_it(tmp_path: Path) -> None:
+    path = build(tmp_path, n=10)
+    server, operator = LiveIndex.open(path), LiveIndex.open(path)
+    seen = server.generation
+    operator.remove([0])
+    operator.compact()  # row 3 is now the image that was row 4
+    with pytest.raises(RenumberedError, match="compacted since those rows were numbered"):
+        server.remove([3], generation=seen)
+    assert server.size == 9 and server.paths[3] == str(tmp_path / "base004.jpg")
+    assert server.remove([3], generation=server.generation) == [3]
