@@ -64,8 +64,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from svllreid.serve.app import create_app
+        from svllreid.serve.telemetry import log_access_to_stderr
     except ImportError as err:
-        raise MissingExtraError(f"svllreid serve needs FastAPI, uvicorn and python-multipart: {SERVE_EXTRA}") from err
+        raise MissingExtraError(
+            f"svllreid serve needs FastAPI, uvicorn, python-multipart and prometheus-client: {SERVE_EXTRA}"
+        ) from err
     from svllreid.serve.search_service import SearchService
 
     _check_free(args.host, args.port)
@@ -85,7 +88,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"serving on http://{shown}:{args.port}/  (Ctrl+C stops)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
+    # One JSON line per request on stderr, whatever --verbose; uvicorn's own access line would be a second.
+    log_access_to_stderr()
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning", access_log=False)
     return 0
 
 

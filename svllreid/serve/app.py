@@ -9,10 +9,12 @@
     GET  /api/model            what the model and the index are, which queries they take, and its ``decision``:
                                the same-identity threshold of :mod:`svllreid.inference.calibration`, or none
     GET  /healthz              liveness, with the counts of queries and batches
+    GET  /metrics              Prometheus metrics (:mod:`svllreid.serve.telemetry`)
 
 Every error is JSON ``{"error": message}`` with a 4xx status for bad requests; a failure of the server
 itself is a 500 with a short message, the details going to the server's log only. Request bodies are
-limited in size before they are read.
+limited in size before they are read. Every request is counted, timed and logged in one JSON line
+(:class:`svllreid.serve.telemetry.RequestTelemetry`).
 """
 
 from __future__ import annotations
@@ -53,9 +55,12 @@ try:
     from starlette.datastructures import UploadFile
     from starlette.exceptions import HTTPException
     from starlette.requests import ClientDisconnect
+
+    from svllreid.serve.telemetry import METRICS_CONTENT_TYPE, RequestTelemetry, Telemetry
 except ImportError as err:  # pragma: no cover - the message is tested through the command line
     raise MissingExtraError(
-        f"svllreid serve needs FastAPI, uvicorn and python-multipart: pip install 'svllreid[serve]' ({err})"
+        "svllreid serve needs FastAPI, uvicorn, python-multipart and prometheus-client: "
+        f"pip install 'svllreid[serve]' ({err})"
     ) from err
 
 log = logging.getLogger(__name__)
@@ -110,6 +115,14 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+class _MeasuredApp(FastAPI):
+    """FastAPI with :class:`RequestTelemetry` around all of it: outside the layer that answers an
+    exception with a 500 too, so that a 500 is measured and logged as it was sent."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestTelemetry(super().build_middleware_stack(), self.state.telemetry)
+
+
 def _too_large(limit: int) -> str:
     return f"the request is larger than the server's limit of {limit / 2**20:g} MiB; send a smaller image"
 
@@ -126,8 +139,11 @@ def search_page() -> str:
 
 def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_batch: int = 32) -> FastAPI:
     """The app over ``service``; its queries run on one :class:`QueryBatcher` worker, started here and
-    stopped when the app shuts down."""
-    batcher: QueryBatcher[Query, Answer] = QueryBatcher(service.answer, max_batch=max_batch)
+    stopped when the app shuts down. ``app.state.telemetry`` holds its metrics."""
+    batcher: QueryBatcher[Query, Answer]
+    # The gallery's size is read at each scrape, through the service: the gallery may change.
+    telemetry = Telemetry(gallery_size=lambda: len(service.index), queue_depth=lambda: batcher.waiting)
+    batcher = QueryBatcher(telemetry.timed(service.answer), max_batch=max_batch)
 
     decoding = CapacityLimiter(DECODING_AT_ONCE)
 
@@ -137,8 +153,9 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
         await run_in_threadpool(batcher.close)
 
     # No /docs: FastAPI's page loads its scripts from a CDN, which an offline server cannot reach.
-    app = FastAPI(title="svllreid", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = _MeasuredApp(title="svllreid", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.batcher = batcher
+    app.state.telemetry = telemetry
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
 
     @app.exception_handler(UploadError)
@@ -185,6 +202,10 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
             },
             status_code=200 if alive else 503,
         )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(telemetry.exposition(), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/api/model")
     async def model() -> dict[str, Any]:
