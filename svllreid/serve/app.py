@@ -33,6 +33,7 @@ from typing import Any
 from svllreid.errors import MissingExtraError, UploadError
 from svllreid.serve.batching import QueryBatcher
 from svllreid.serve.search_service import Answer, Query, SearchService
+from svllreid.version import __version__
 
 __all__ = [
     "DECODING_AT_ONCE",
@@ -56,6 +57,18 @@ try:
     from starlette.exceptions import HTTPException
     from starlette.requests import ClientDisconnect
 
+    from svllreid.serve.api_schema import (
+        DEFAULT_TOPK,
+        SEARCH_REQUEST,
+        Health,
+        ModelFacts,
+        Row,
+        SearchAnswer,
+        errors,
+        returns,
+        returns_content,
+        without_validation_errors,
+    )
     from svllreid.serve.telemetry import METRICS_CONTENT_TYPE, RequestTelemetry, Telemetry
 except ImportError as err:  # pragma: no cover - the message is tested through the command line
     raise MissingExtraError(
@@ -72,7 +85,6 @@ SEARCH_FIELDS = ("image", "text", "gallery", "topk")
 #: Image types a file upload may declare, if it declares one (browsers send ``application/octet-stream``
 #: for unknown files, some clients nothing; the bytes are checked by decoding either way).
 UPLOAD_TYPES = ("image/", "application/octet-stream")
-DEFAULT_TOPK = 12
 #: Uploads decoded at the same time (each may take a few hundred MB for a 50-megapixel image).
 DECODING_AT_ONCE = 2
 
@@ -115,12 +127,18 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-class _MeasuredApp(FastAPI):
-    """FastAPI with :class:`RequestTelemetry` around all of it: outside the layer that answers an
-    exception with a 500 too, so that a 500 is measured and logged as it was sent."""
+class _ServeApp(FastAPI):
+    """FastAPI with :class:`RequestTelemetry` around all of it (outside the layer that answers an
+    exception with a 500 too, so that a 500 is measured and logged as it was sent), and a schema
+    without the 422 answers this app never gives."""
 
     def build_middleware_stack(self) -> ASGIApp:
         return RequestTelemetry(super().build_middleware_stack(), self.state.telemetry)
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            self.openapi_schema = without_validation_errors(super().openapi())
+        return self.openapi_schema
 
 
 def _too_large(limit: int) -> str:
@@ -153,7 +171,16 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
         await run_in_threadpool(batcher.close)
 
     # No /docs: FastAPI's page loads its scripts from a CDN, which an offline server cannot reach.
-    app = _MeasuredApp(title="svllreid", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # /openapi.json stays: the contract that clients are generated from (svllreid.serve.api_schema).
+    app = _ServeApp(
+        title="svllreid",
+        summary="Search a gallery of people by photo, description or one of its images.",
+        version=__version__,
+        lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name,  # operationId: the function's name
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.batcher = batcher
     app.state.telemetry = telemetry
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
@@ -184,11 +211,23 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
         log.error("request %s %s failed", request.method, request.url.path, exc_info=err)
         return _error("the server could not answer this request; its log has the details", 500)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get(
+        "/",
+        response_class=Response,
+        responses={200: returns_content("text/html", description="The search page."), **errors(500)},
+    )
     async def page() -> HTMLResponse:
         return HTMLResponse(search_page())
 
-    @app.get("/healthz")
+    @app.get(
+        "/healthz",
+        response_model=None,
+        responses={
+            200: returns(Health, "The server answers queries."),
+            503: returns(Health, "The query worker has stopped: the server must be restarted."),
+            **errors(500),
+        },
+    )
     async def healthz() -> JSONResponse:
         stats = batcher.stats
         alive = batcher.alive
@@ -203,30 +242,64 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
             status_code=200 if alive else 503,
         )
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: returns_content(METRICS_CONTENT_TYPE, description="Prometheus's text format."), **errors(500)},
+    )
     async def metrics() -> Response:
         return Response(telemetry.exposition(), media_type=METRICS_CONTENT_TYPE)
 
-    @app.get("/api/model")
+    @app.get(
+        "/api/model",
+        response_model=None,
+        responses={200: returns(ModelFacts, "The model, the index and the queries they take."), **errors(500)},
+    )
     async def model() -> dict[str, Any]:
         # The same-identity threshold the answers to photos follow, or why there is none.
         return {**service.describe(), "decision": service.search.decision}
 
-    @app.get("/api/image/{row}")
-    def image(row: str) -> FileResponse:  # a plain def: FastAPI runs it off the event loop (it stats a file)
+    @app.get(
+        "/api/image/{row}",
+        response_class=FileResponse,
+        responses={
+            200: returns_content(
+                "image/*",
+                "application/octet-stream",  # a file whose name has no image extension
+                description="The image's file as stored.",
+            ),
+            **errors(404, 500),
+        },
+    )
+    def image(row: Row) -> FileResponse:  # a plain def: FastAPI runs it off the event loop (it stats a file)
         path = service.image_file(_row(row))
         media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media, headers={"Cache-Control": "max-age=3600"})
 
     thumbnails = functools.lru_cache(maxsize=4096)(service.thumbnail)
 
-    @app.get("/api/thumbnail/{row}")
-    def thumbnail(row: str) -> Response:  # off the event loop, as image()
+    @app.get(
+        "/api/thumbnail/{row}",
+        response_class=Response,
+        responses={
+            200: returns_content("image/jpeg", description="The image as a JPEG of at most 256 pixels a side."),
+            **errors(404, 500),
+        },
+    )
+    def thumbnail(row: Row) -> Response:  # off the event loop, as image()
         number = _row(row)
         service.image_file(number)  # a file that left the disk is a 404, cached or not
         return Response(thumbnails(number), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
-    @app.post("/api/search")
+    @app.post(
+        "/api/search",
+        response_model=None,
+        responses={
+            200: returns(SearchAnswer, "The ranked gallery."),
+            **errors(400, 404, 409, 413, 415, 500, 503),
+        },
+        openapi_extra=SEARCH_REQUEST,  # the body is read by hand (_read_query): JSON, multipart or urlencoded
+    )
     async def search(request: Request) -> Any:
         start = time.perf_counter()
         try:
