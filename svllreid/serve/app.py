@@ -370,6 +370,12 @@ async def _read_query(request: Request, service: SearchService, decoding: Capaci
     if asked[0] == "text":
         if not isinstance(fields["text"], str):
             raise UploadError("'text' must be a string: the description")
+        # JSON can spell a lone surrogate (\ud800): the answer, which repeats the text, could not be sent.
+        if not _encodable(fields["text"]):
+            raise UploadError(
+                "'text' is not valid Unicode: it holds a lone surrogate (a \\ud800-\\udfff escape without its pair); "
+                "send the description as UTF-8 text"
+            )
         return service.text_query(fields["text"], topk)
     if asked[0] == "gallery":
         return service.gallery_query(_integer(fields["gallery"], "gallery", status=404), topk)
@@ -382,6 +388,15 @@ async def _read_query(request: Request, service: SearchService, decoding: Capaci
     data = await upload.read()
     async with decoding:  # a few at a time: a small file can decode to tens of megapixels
         return await run_in_threadpool(service.image_query, data, topk, filename=upload.filename or "")
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (a lone surrogate, which JSON can spell, cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _integer(value: Any, name: str, *, status: int = 400) -> int:

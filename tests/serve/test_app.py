@@ -203,6 +203,7 @@ def test_bad_queries_get_a_4xx_and_a_message(client: Any, files: dict, data: dic
         (b"\xff\xfe", "application/json", 400, "not valid JSON"),
         (b'["a man"]', "application/json", 400, "must be an object"),
         (b'{"text": 5}', "application/json", 400, "'text' must be a string"),
+        (rb'{"text": "a man \ud800"}', "application/json", 400, "'text' is not valid Unicode"),  # was a 500
         (b'{"gallery": true}', "application/json", 404, "must be a whole number"),
         (b'{"image": "aGVsbG8="}', "application/json", 415, "multipart/form-data upload"),
         (b'{"text": "a man", "topk": ' + b"9" * 5000 + b"}", "application/json", 400, "not valid JSON"),
