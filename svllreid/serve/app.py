@@ -400,7 +400,10 @@ def _encodable(text: str) -> bool:
 
 
 def _integer(value: Any, name: str, *, status: int = 400) -> int:
-    """A whole number from JSON or a form field: ASCII digits only, at most 12 of them."""
+    """A whole number from JSON or a form field: ASCII digits only, at most 12 of them; in JSON also a
+    number with no fraction (``5.0``: JSON Schema's integers, as the API's schema declares, include it)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 10**12:
+        value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**12:
         return value
     text = value.strip() if isinstance(value, str) else None

@@ -94,6 +94,20 @@ def test_a_gallery_image_as_the_query_leaves_itself_out_and_marks_matches(client
     ]
 
 
+def test_json_numbers_without_a_fraction_are_whole_numbers(client: Any) -> None:
+    """As the schema's "integer" says (JSON Schema counts 5.0 as one): they were refused with a 400."""
+    text = client.post("/api/search", json={"text": "a man", "topk": 3.0})
+    gallery = client.post(
+        "/api/search", content=b'{"gallery": 4.0, "topk": 2e0}', headers={"content-type": "application/json"}
+    )
+    assert text.status_code == gallery.status_code == 200, (text.text, gallery.text)
+    assert len(text.json()["results"]) == 3 and len(gallery.json()["results"]) == 2
+    assert gallery.json()["query"]["row"] == 4
+    for fraction in (b'{"text": "a man", "topk": 2.5}', b'{"gallery": 4.5}', b'{"gallery": 1e12}'):
+        answer = client.post("/api/search", content=fraction, headers={"content-type": "application/json"})
+        assert answer.status_code in (400, 404) and "must be a whole number" in answer.json()["error"]
+
+
 def test_topk_beyond_the_gallery_returns_the_whole_gallery(client: Any) -> None:
     answer = client.post("/api/search", json={"text": "a person", "topk": 200}).json()
     assert len(answer["results"]) == 58
