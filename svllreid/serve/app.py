@@ -25,7 +25,7 @@ import json
 import logging
 import mimetypes
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -145,8 +145,8 @@ def _too_large(limit: int) -> str:
     return f"the request is larger than the server's limit of {limit / 2**20:g} MiB; send a smaller image"
 
 
-def _error(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(message: str, status: int, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 @functools.cache
@@ -198,7 +198,7 @@ def create_app(service: SearchService, *, max_upload_bytes: int = MAX_UPLOAD_BYT
         message = err.detail if isinstance(err.detail, str) else "bad request"
         if err.status_code == 404:
             message = f"no such page or API: {request.url.path}; the API is under /api (see GET /api/model)"
-        return _error(message, err.status_code)
+        return _error(message, err.status_code, err.headers)  # a 405's Allow: the methods the path takes
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:

@@ -263,6 +263,17 @@ def test_unknown_pages_and_methods_answer_in_json(client: Any) -> None:
     assert client.get("/docs").status_code == 404  # its scripts would come from a CDN
 
 
+@pytest.mark.parametrize(
+    ("method", "url", "allowed"), [("DELETE", "/api/search", "POST"), ("TRACE", "/api/image/3", "GET")]
+)
+def test_a_method_a_route_does_not_take_is_a_405_that_names_the_ones_it_does(
+    client: Any, method: str, url: str, allowed: str
+) -> None:
+    """RFC 9110 requires the Allow header of a 405 (it was dropped with the JSON error)."""
+    answer = client.request(method, url)
+    assert answer.status_code == 405 and answer.headers["allow"] == allowed and set(answer.json()) == {"error"}
+
+
 def test_a_failure_inside_the_server_is_a_500_without_a_trace(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     batcher = client.app.state.batcher
 
