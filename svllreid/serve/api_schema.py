@@ -112,10 +112,12 @@ def returns_content(*media_types: str, description: str) -> dict[str, Any]:
     }
 
 
-def media(schema: dict[str, Any], *, file_types: dict[str, str] | None = None) -> dict[str, Any]:
-    """One media type of a request body: its ``schema``, and the types each file part of a form may
-    declare (``{"image": IMAGE_TYPES}``)."""
+def media(schema: dict[str, Any], *, file_types: dict[str, str] | None = None, example: Any = None) -> dict[str, Any]:
+    """One media type of a request body: its ``schema``, the types each file part of a form may declare
+    (``{"image": IMAGE_TYPES}``), and an ``example`` body for client authors (the tests send it)."""
     declared: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        declared["example"] = example
     if file_types:
         declared["encoding"] = {field: {"contentType": types} for field, types in file_types.items()}
     return declared
@@ -199,8 +201,12 @@ SEARCH_REQUEST = request_body(
         "multipart/form-data": media(
             _one_query("SearchForm", image=IMAGE_FILE, text=_TEXT, gallery=_GALLERY), file_types={"image": IMAGE_TYPES}
         ),
-        "application/x-www-form-urlencoded": media(_one_query("SearchFields", text=_TEXT, gallery=_GALLERY)),
-        "application/json": media(_one_query("SearchJSON", text=_TEXT, gallery=_GALLERY)),
+        "application/x-www-form-urlencoded": media(
+            _one_query("SearchFields", text=_TEXT, gallery=_GALLERY), example={"gallery": 0, "topk": 5}
+        ),
+        "application/json": media(
+            _one_query("SearchJSON", text=_TEXT, gallery=_GALLERY), example={"text": "a man in a blue coat", "topk": 5}
+        ),
     },
 )
 

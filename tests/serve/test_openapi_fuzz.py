@@ -1,18 +1,19 @@
 """``/openapi.json`` tells the truth. It declares each route's body, answers and errors (and none of
-FastAPI's 422s, which the app never gives), and answers that fuzzing cannot reach (a calibrated
-model's) match it. Then Schemathesis generates requests for every route and method from the schema,
-valid ones and invalid ones (wrong types, missing or unknown fields, out-of-range values), sends them
-to the app in process, and checks every answer: never a 5xx, a status the schema declares for the
-route, a content type it declares for that status, a body that matches its schema.
+FastAPI's 422s, which the app never gives), its example bodies work, and answers that fuzzing cannot
+reach (a calibrated model's) match it. Then Schemathesis runs as ``schemathesis run`` does, on the app
+in process: the schema's examples, its edge cases (each boundary, missing or wrong-typed field and
+content type, and the methods a route does not take), then generated requests, valid and invalid, for
+every route. Every answer is checked: never a 5xx; a status, a content type and a body that the schema
+declares; a 405 with its Allow header.
 
-Bounded and reproducible: :data:`EXAMPLES` requests per route and kind of data, derandomized and
-without Hypothesis's example database, so that the run takes seconds and CI finds what any machine
-finds. ``SVLLREID_FUZZ_EXAMPLES=2000`` fuzzes longer by hand."""
+Bounded and reproducible: a fixed seed, deterministic generation and no example database, and
+:data:`EXAMPLES` generated requests per route, so that the run takes seconds and CI finds what any
+machine finds. ``SVLLREID_FUZZ_EXAMPLES=2000`` fuzzes longer by hand."""
 
 from __future__ import annotations
 
 import os
-import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,19 +22,20 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis", reason="the schema fuzz test needs schemathesis (the dev extra)")
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from schemathesis import GenerationMode  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.engine import Status, events  # noqa: E402
 
-#: What every answer is checked for.
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-#: Generated requests per route and kind of data (valid, invalid).
+#: What every answer is checked for: no 5xx; a status, a content type and a body the schema declares for
+#: it; and a 405 with an Allow header for a method that a route does not take.
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+    "unsupported_method",
+)
+#: Generated requests per route in the fuzzing phase (valid and invalid), after the schema's edge cases.
 EXAMPLES = int(os.environ.get("SVLLREID_FUZZ_EXAMPLES", "50"))
+SEED = 29
 #: Every route, as the schema lists it: a route that the app gains must be declared, and is fuzzed.
 ROUTES = {
     "GET /",
@@ -92,6 +94,9 @@ def test_the_schema_declares_each_routes_bodies_answers_and_errors(client: Any) 
     for kind in ("application/json", "application/x-www-form-urlencoded"):
         schema = body["content"][kind]["schema"]
         assert set(schema["properties"]) == {"text", "gallery", "topk"} and schema["additionalProperties"] is False
+        example = body["content"][kind]["example"]  # for client authors: it must work
+        sent = client.post("/api/search", **{"json" if kind == "application/json" else "data": example})
+        assert sent.status_code == 200 and len(sent.json()["results"]) == example["topk"]
     assert client.get("/docs").status_code == client.get("/redoc").status_code == 404  # scripts from a CDN
 
 
@@ -121,56 +126,45 @@ def api_headers() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def api_schema(service: Any, api_headers: dict[str, str]) -> Iterator[Any]:
-    """The schema that an app of its own publishes (over the session's gallery, with the 256 KiB body
-    limit of the other tests), bound to that app."""
+def fuzzed_app(service: Any) -> Iterator[Any]:
+    """An app of its own over the session's gallery, with the 256 KiB body limit of the other tests."""
     from svllreid.serve.app import create_app
 
     app = create_app(service, max_upload_bytes=256 * 1024)
-    yield schemathesis.openapi.from_asgi("/openapi.json", app, headers=dict(api_headers))  # it adds its own
+    yield app
     app.state.batcher.close()
 
 
-def fuzz(operation: Any, mode: GenerationMode, headers: dict[str, str]) -> int:
-    """Send :data:`EXAMPLES` requests of ``mode`` to ``operation`` and check each answer; the number sent.
-
-    Raises:
-        FailureGroup: the failed checks of the smallest request that Hypothesis found to fail them, with a
-            curl command that sends it.
-    """
-    sent = 0
-
-    @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        derandomize=True,  # the same requests on every run and machine
-        database=None,  # and no replay of another run's failures
-        suppress_health_check=list(HealthCheck),  # image bodies are large and slow to generate, on purpose
+def test_every_route_answers_as_its_schema_says(fuzzed_app: Any, api_headers: dict[str, str]) -> None:
+    """Schemathesis's run, as ``schemathesis run`` makes it: the schema's edge cases first (each
+    boundary and missing or wrong-typed field, the methods a route does not take), then fuzzing."""
+    config = schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            "headers": api_headers,
+            "generation": {"max-examples": EXAMPLES, "deterministic": True, "database": "none"},
+            "phases": {"stateful": {"enabled": False}},  # no links between the routes to follow
+            "checks": {"enabled": False, **{check: {"enabled": True} for check in CHECKS}},
+        }
     )
-    def send(case: Any) -> None:
-        nonlocal sent
-        sent += 1
-        case.call_and_validate(headers=dict(headers), checks=CHECKS)
-
-    send()
-    return sent
-
-
-def test_every_route_answers_as_its_schema_says(api_schema: Any, api_headers: dict[str, str]) -> None:
-    operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert {operation.label for operation in operations} == ROUTES
+    schema = schemathesis.openapi.from_asgi("/openapi.json", fuzzed_app, headers=dict(api_headers), config=config)
+    assert {result.ok().label for result in schema.get_all_operations()} == ROUTES
+    sent: Counter[str] = Counter()
     failures: list[str] = []
-    for operation in operations:
-        # A route that takes nothing has no invalid request to make (Hypothesis would call it unsatisfiable).
-        parts = (operation.path_parameters, operation.query, operation.headers, operation.body)
-        modes = list(GenerationMode) if any(len(part) for part in parts) else [GenerationMode.POSITIVE]
-        for mode in modes:
-            start = time.perf_counter()
-            try:
-                sent = fuzz(operation, mode, api_headers)
-            except (Exception, BaseExceptionGroup) as err:  # every route is fuzzed; the failures are listed together
-                failures.append(f"{operation.label} ({mode.value} data): {err}")
-                continue
-            print(f"{operation.label}: {sent} {mode.value} requests in {time.perf_counter() - start:.2f} s")
-    assert not failures, "\n\n".join(failures)
+    for event in schemathesis.engine.from_schema(schema).execute():
+        if isinstance(event, events.ScenarioFinished):
+            sent[f"{event.label} ({event.phase.value})"] += len(event.recorder.cases)
+            for checks in event.recorder.checks.values():
+                for check in checks:
+                    if check.status == Status.FAILURE and check.failure_info is not None:
+                        failure = check.failure_info.failure
+                        failures.append(
+                            f"{event.label}: {check.name}: {failure.title}\n{failure.message}\n"
+                            f"{check.failure_info.code_sample}"
+                        )
+        elif isinstance(event, (events.NonFatalError, events.FatalError)):
+            failures.append(f"{getattr(event, 'label', 'the run')}: {event.info.format()}")
+    print(f"{sum(sent.values())} requests:", ", ".join(f"{name}: {count}" for name, count in sent.items() if count))
+    assert not failures, "\n\n".join(dict.fromkeys(failures))  # each distinct failure once
+    assert all(sent[f"{route} (fuzzing)"] for route in ROUTES), sent
+    assert sent["POST /api/search (examples)"] == 2  # the schema's example bodies
