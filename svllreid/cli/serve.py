@@ -100,7 +100,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a web page and JSON API to search an index by photo or description",
         description="Load an index and its model once and serve a search page: drop or choose a photo, or "
         "type a description, and browse the ranked gallery; click a result to search with it. The JSON API: "
-        "POST /api/search, GET /api/image/ROW, GET /api/thumbnail/ROW, GET /api/model, GET /healthz. "
+        "POST /api/search, GET /api/image/ROW, GET /api/thumbnail/ROW, GET /api/model, GET /healthz; GET /metrics "
+        "(Prometheus) and GET /openapi.json (the API's contract); one JSON access-log line per request on stderr. "
         f"Needs the serve extra: {SERVE_EXTRA}.",
     )
     serve.add_argument("--index", required=True, help="index file from 'svllreid index build'")

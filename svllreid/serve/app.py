@@ -10,6 +10,7 @@
                                the same-identity threshold of :mod:`svllreid.inference.calibration`, or none
     GET  /healthz              liveness, with the counts of queries and batches
     GET  /metrics              Prometheus metrics (:mod:`svllreid.serve.telemetry`)
+    GET  /openapi.json         the API's contract: every route's request and answers (:mod:`svllreid.serve.api_schema`)
 
 Every error is JSON ``{"error": message}`` with a 4xx status for bad requests; a failure of the server
 itself is a 500 with a short message, the details going to the server's log only. Request bodies are
