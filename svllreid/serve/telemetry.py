@@ -193,13 +193,21 @@ def route_template(scope: Scope) -> str:
     """
     route = scope.get("route")
     if route is None and "app" in scope:
+        partial = None  # as the router does: a route that takes the method first, else one of the path
         for candidate in getattr(getattr(scope["app"], "router", None), "routes", ()):
             match, _ = candidate.matches(scope)
-            if match is not Match.NONE:
+            if match is Match.FULL:
                 route = candidate
                 break
+            if match is Match.PARTIAL and partial is None:
+                partial = candidate
+        route = route or partial
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else UNMATCHED
+
+
+class _AccessLines(logging.StreamHandler[IO[str]]):
+    """The handler :func:`log_access_to_stderr` installs (a class of its own, to find it again)."""
 
 
 def log_access_to_stderr(stream: IO[str] | None = None) -> logging.Handler:
@@ -209,11 +217,10 @@ def log_access_to_stderr(stream: IO[str] | None = None) -> logging.Handler:
     Returns:
         The handler (to remove it again, as tests do).
     """
-    for old in [h for h in access_log.handlers if getattr(h, "_svllreid_access", False)]:
+    for old in [h for h in access_log.handlers if isinstance(h, _AccessLines)]:
         access_log.removeHandler(old)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _AccessLines(stream or sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    handler._svllreid_access = True  # type: ignore[attr-defined]
     access_log.addHandler(handler)
     access_log.setLevel(logging.INFO)
     access_log.propagate = False  # one line each, even where the root logger has a handler too

@@ -109,6 +109,23 @@ def test_metrics_count_requests_by_route_template_and_status_and_time_the_encode
     assert requests_of(scrape(fresh), "GET", "/metrics", 200) == 1
 
 
+def test_a_request_answered_before_routing_gets_the_route_the_router_would_have_chosen() -> None:
+    from fastapi import FastAPI
+
+    from svllreid.serve.telemetry import route_template
+
+    app = FastAPI()
+    app.get("/x/{name}")(lambda name: name)
+    app.post("/x/stats")(lambda: 0)
+
+    def scope(method: str, path: str) -> dict[str, Any]:
+        return {"type": "http", "method": method, "path": path, "root_path": "", "headers": [], "app": app}
+
+    assert route_template(scope("POST", "/x/stats")) == "/x/stats"  # the route that takes the method
+    assert route_template(scope("PUT", "/x/stats")) == "/x/{name}"  # none does: the first of the path (a 405)
+    assert route_template(scope("GET", "/y")) == "unmatched"
+
+
 def test_the_queue_depth_counts_the_queries_waiting_for_the_worker(fresh: Any, service: Any) -> None:
     batcher = fresh.app.state.batcher
     real = batcher._answer
