@@ -137,8 +137,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from svllreid.serve.app import create_app
+        from svllreid.serve.telemetry import log_access_to_stderr
     except ImportError as err:
-        raise MissingExtraError(f"svllreid serve needs FastAPI, uvicorn and python-multipart: {SERVE_EXTRA}") from err
+        raise MissingExtraError(
+            f"svllreid serve needs FastAPI, uvicorn, python-multipart and prometheus-client: {SERVE_EXTRA}"
+        ) from err
     from svllreid.serve.search_service import SearchService
 
     tokens = _access(args)
@@ -172,11 +175,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"serving on http://{shown}:{args.port}/  (Ctrl+C stops)", flush=True)
+    # One JSON line per request on stderr, whatever --verbose; uvicorn's own access line would be a second.
+    log_access_to_stderr()
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
         log_level="info" if args.verbose else "warning",
+        access_log=False,
         proxy_headers=True,
         forwarded_allow_ips=args.forwarded_allow_ips,  # None: $FORWARDED_ALLOW_IPS, else 127.0.0.1 and ::1
     )
@@ -190,7 +196,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Load an index and its model once and serve a search page: drop or choose a photo, or "
         "type a description, and browse the ranked gallery; click a result to search with it. The JSON API: "
         "POST /api/search, GET /api/image/ROW, GET /api/thumbnail/ROW, GET /api/model, POST /api/gallery, "
-        "DELETE /api/gallery/ROW, GET /healthz; GET /openapi.json describes them. "
+        "DELETE /api/gallery/ROW, GET /healthz; GET /metrics (Prometheus) and GET /openapi.json (the API's "
+        "contract); one JSON access-log line per request on stderr. "
         f"With a token ({TOKEN_ENV}), the API needs 'Authorization: Bearer TOKEN' (the page asks for it); "
         f"without, the server only listens on this machine. Needs the serve extra: {SERVE_EXTRA}.",
     )

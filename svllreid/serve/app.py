@@ -12,13 +12,16 @@
                                ``identity`` and ``camera``; answered 201 with their rows once they are searched
     DELETE /api/gallery/{row}  remove gallery image ``row``: never returned or served again
     GET  /healthz              liveness, with the counts of queries and batches
+    GET  /metrics              Prometheus metrics (:mod:`svllreid.serve.telemetry`)
+    GET  /openapi.json         the API's contract: every route's request and answers (:mod:`svllreid.serve.api_schema`)
 
 With tokens (:mod:`svllreid.serve.access`), every route but the page, ``/healthz`` and the schema needs
 ``Authorization: Bearer <token>``: the read role for all the routes above; without, all are open.
 
 Every error is JSON ``{"error": message}`` with a 4xx status for bad requests; a failure of the server
 itself is a 500 with a short message, the details going to the server's log only. Request bodies are
-limited in size before they are read.
+limited in size before they are read. Every request is counted, timed and logged in one JSON line
+(:class:`svllreid.serve.telemetry.RequestTelemetry`).
 
 The gallery is live (:mod:`svllreid.search.live`): images added or removed here, or by ``svllreid index
 add / remove / compact`` in another process (seen within ``refresh_seconds``), are searched from then on
@@ -34,7 +37,7 @@ import json
 import logging
 import mimetypes
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any, cast
@@ -44,6 +47,7 @@ from svllreid.serve.batching import QueryBatcher
 from svllreid.serve.live_gallery import REFRESH_SECONDS, GalleryWatcher, ThumbnailCache
 from svllreid.serve.search_service import Answer, Query, SearchService
 from svllreid.serve.tokens import Role, Tokens
+from svllreid.version import __version__
 
 __all__ = [
     "DECODING_AT_ONCE",
@@ -71,9 +75,26 @@ try:
     from starlette.requests import ClientDisconnect
 
     from svllreid.serve.access import install, refusals, require
+    from svllreid.serve.api_schema import (
+        DEFAULT_TOPK,
+        GALLERY_REQUEST,
+        SEARCH_REQUEST,
+        GalleryAdded,
+        GalleryRemoved,
+        Health,
+        ModelFacts,
+        Row,
+        SearchAnswer,
+        errors,
+        returns,
+        returns_content,
+        without_validation_errors,
+    )
+    from svllreid.serve.telemetry import METRICS_CONTENT_TYPE, RequestTelemetry, Telemetry
 except ImportError as err:  # pragma: no cover - the message is tested through the command line
     raise MissingExtraError(
-        f"svllreid serve needs FastAPI, uvicorn and python-multipart: pip install 'svllreid[serve]' ({err})"
+        "svllreid serve needs FastAPI, uvicorn, python-multipart and prometheus-client: "
+        f"pip install 'svllreid[serve]' ({err})"
     ) from err
 
 log = logging.getLogger(__name__)
@@ -89,7 +110,6 @@ MAX_GALLERY_FILES = 32
 #: Image types a file upload may declare, if it declares one (browsers send ``application/octet-stream``
 #: for unknown files, some clients nothing; the bytes are checked by decoding either way).
 UPLOAD_TYPES = ("image/", "application/octet-stream")
-DEFAULT_TOPK = 12
 #: Gallery images may stay in the browser's cache, in no shared one (a proxy's): they show people, and with
 #: tokens they are only for those who hold one; checked again each time by their ETag, since a compaction
 #: gives a row another image.
@@ -136,12 +156,26 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+class _ServeApp(FastAPI):
+    """FastAPI with :class:`RequestTelemetry` around all of it (outside the layer that answers an
+    exception with a 500 too, so that a 500 is measured and logged as it was sent), and a schema
+    without the 422 answers this app never gives."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestTelemetry(super().build_middleware_stack(), self.state.telemetry)
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            self.openapi_schema = without_validation_errors(super().openapi())
+        return self.openapi_schema
+
+
 def _too_large(limit: int) -> str:
     return f"the request is larger than the server's limit of {limit / 2**20:g} MiB; send a smaller image"
 
 
-def _error(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(message: str, status: int, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 @functools.cache
@@ -161,8 +195,12 @@ def create_app(
     """The app over ``service``; its queries run on one :class:`QueryBatcher` worker, and a
     :class:`GalleryWatcher` picks up the changes other processes make to the gallery every
     ``refresh_seconds``; both start with the app and stop when it shuts down. With ``tokens`` that hold a
-    token, the API needs one (:mod:`svllreid.serve.access`); without, it is open."""
-    batcher: QueryBatcher[Query, Answer] = QueryBatcher(service.answer, max_batch=max_batch)
+    token, the API needs one (:mod:`svllreid.serve.access`); without, it is open. ``app.state.telemetry``
+    holds its metrics."""
+    batcher: QueryBatcher[Query, Answer]
+    # The gallery's size is read at each scrape, through the service: the gallery may change.
+    telemetry = Telemetry(gallery_size=lambda: service.index.size, queue_depth=lambda: batcher.waiting)
+    batcher = QueryBatcher(telemetry.timed(service.answer), max_batch=max_batch)
     thumbnails = ThumbnailCache(service.thumbnail, service.index)
     watcher = GalleryWatcher(service.index, thumbnails.forget_removed, refresh_seconds)
 
@@ -176,8 +214,18 @@ def create_app(
         await run_in_threadpool(batcher.close)
 
     # No /docs: FastAPI's page loads its scripts from a CDN, which an offline server cannot reach.
-    app = FastAPI(title="svllreid", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # /openapi.json stays: the contract that clients are generated from (svllreid.serve.api_schema).
+    app = _ServeApp(
+        title="svllreid",
+        summary="Search a gallery of people by photo, description or one of its images.",
+        version=__version__,
+        lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name,  # operationId: the function's name
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.batcher = batcher
+    app.state.telemetry = telemetry
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
     install(app, tokens or Tokens())
 
@@ -194,7 +242,7 @@ def create_app(
         message = err.detail if isinstance(err.detail, str) else "bad request"
         if err.status_code == 404:
             message = f"no such page or API: {request.url.path}; the API is under /api (see GET /api/model)"
-        return _error(message, err.status_code)
+        return _error(message, err.status_code, err.headers)  # a 405's Allow: the methods the path takes
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
@@ -207,11 +255,23 @@ def create_app(
         log.error("request %s %s failed", request.method, request.url.path, exc_info=err)
         return _error("the server could not answer this request; its log has the details", 500)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get(
+        "/",
+        response_class=Response,
+        responses={200: returns_content("text/html", description="The search page."), **errors(500)},
+    )
     async def page() -> HTMLResponse:
         return HTMLResponse(search_page())
 
-    @app.get("/healthz")
+    @app.get(
+        "/healthz",
+        response_model=None,
+        responses={
+            200: returns(Health, "The server answers queries."),
+            503: returns(Health, "The query worker has stopped: the server must be restarted."),
+            **errors(500),
+        },
+    )
     async def healthz() -> JSONResponse:
         stats = batcher.stats
         alive = batcher.alive
@@ -226,19 +286,64 @@ def create_app(
             status_code=200 if alive else 503,
         )
 
-    @app.get("/api/model", dependencies=[require(Role.READ)], responses=refusals(Role.READ))
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        dependencies=[require(Role.READ)],
+        responses={
+            200: returns_content(METRICS_CONTENT_TYPE, description="Prometheus's text format."),
+            **errors(500),
+            **refusals(Role.READ),
+        },
+    )
+    async def metrics() -> Response:
+        return Response(telemetry.exposition(), media_type=METRICS_CONTENT_TYPE)
+
+    @app.get(
+        "/api/model",
+        response_model=None,
+        dependencies=[require(Role.READ)],
+        responses={
+            200: returns(ModelFacts, "The model, the index and the queries they take."),
+            **errors(500),
+            **refusals(Role.READ),
+        },
+    )
     async def model() -> dict[str, Any]:
         # The same-identity threshold the answers to photos follow, or why there is none.
         return {**service.describe(), "decision": service.search.decision}
 
-    @app.get("/api/image/{row}", dependencies=[require(Role.READ)], responses=refusals(Role.READ))
-    def image(row: str) -> FileResponse:  # a plain def: FastAPI runs it off the event loop (it stats a file)
+    @app.get(
+        "/api/image/{row}",
+        response_class=FileResponse,
+        dependencies=[require(Role.READ)],
+        responses={
+            200: returns_content(
+                "image/*",
+                "application/octet-stream",  # a file whose name has no image extension
+                description="The image's file as stored.",
+            ),
+            **errors(404, 500),
+            **refusals(Role.READ),
+        },
+    )
+    def image(row: Row) -> FileResponse:  # a plain def: FastAPI runs it off the event loop (it stats a file)
         path = service.image_file(_row(row))
         media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media, headers={"Cache-Control": IMAGE_CACHE})
 
-    @app.get("/api/thumbnail/{row}", dependencies=[require(Role.READ)], responses=refusals(Role.READ))
-    def thumbnail(row: str, request: Request) -> Response:  # off the event loop, as image()
+    @app.get(
+        "/api/thumbnail/{row}",
+        response_class=Response,
+        dependencies=[require(Role.READ)],
+        responses={
+            200: returns_content("image/jpeg", description="The image as a JPEG of at most 256 pixels a side."),
+            304: {"description": "Not modified: the thumbnail the client holds (If-None-Match) is this row's."},
+            **errors(404, 500),
+            **refusals(Role.READ),
+        },
+    )
+    def thumbnail(row: Row, request: Request) -> Response:  # off the event loop, as image()
         number = _row(row)
         service.image_file(number)  # a removed image, or a file that left the disk, is a 404, cached or not
         tag = f'"{service.index.generation}-{number}"'
@@ -247,7 +352,18 @@ def create_app(
             return Response(status_code=304, headers=headers)
         return Response(thumbnails.get(number), media_type="image/jpeg", headers=headers)
 
-    @app.post("/api/gallery", status_code=201, dependencies=[require(Role.WRITE)], responses=refusals(Role.WRITE))
+    @app.post(
+        "/api/gallery",
+        status_code=201,
+        response_model=None,
+        dependencies=[require(Role.WRITE)],
+        responses={
+            201: returns(GalleryAdded, "The images were added; they are searched from now on."),
+            **errors(400, 413, 415, 500, 503),
+            **refusals(Role.WRITE),
+        },
+        openapi_extra=GALLERY_REQUEST,  # the form is read by hand (_read_gallery_form)
+    )
     async def add_to_gallery(request: Request) -> Any:
         start = time.perf_counter()
         try:
@@ -279,14 +395,33 @@ def create_app(
             status_code=201,
         )
 
-    @app.delete("/api/gallery/{row}", dependencies=[require(Role.WRITE)], responses=refusals(Role.WRITE))
-    def remove_from_gallery(row: str) -> dict[str, Any]:  # off the event loop: it writes the log
+    @app.delete(
+        "/api/gallery/{row}",
+        response_model=None,
+        dependencies=[require(Role.WRITE)],
+        responses={
+            200: returns(GalleryRemoved, "The image was removed: it is never returned or served again."),
+            **errors(404, 409, 500),
+            **refusals(Role.WRITE),
+        },
+    )
+    def remove_from_gallery(row: Row) -> dict[str, Any]:  # off the event loop: it writes the log
         number = _row(row)
         service.remove(number)
         thumbnails.forget_removed()
         return {"removed": number, "gallery_size": service.index.size}
 
-    @app.post("/api/search", dependencies=[require(Role.READ)], responses=refusals(Role.READ))
+    @app.post(
+        "/api/search",
+        response_model=None,
+        dependencies=[require(Role.READ)],
+        responses={
+            200: returns(SearchAnswer, "The ranked gallery."),
+            **errors(400, 404, 409, 413, 415, 500, 503),
+            **refusals(Role.READ),
+        },
+        openapi_extra=SEARCH_REQUEST,  # the body is read by hand (_read_query): JSON, multipart or urlencoded
+    )
     async def search(request: Request) -> Any:
         start = time.perf_counter()
         try:
@@ -357,6 +492,12 @@ async def _read_query(request: Request, service: SearchService, decoding: Capaci
     if asked[0] == "text":
         if not isinstance(fields["text"], str):
             raise UploadError("'text' must be a string: the description")
+        # JSON can spell a lone surrogate (\ud800): the answer, which repeats the text, could not be sent.
+        if not _encodable(fields["text"]):
+            raise UploadError(
+                "'text' is not valid Unicode: it holds a lone surrogate (a \\ud800-\\udfff escape without its pair); "
+                "send the description as UTF-8 text"
+            )
         return service.text_query(fields["text"], topk)
     if asked[0] == "gallery":
         return service.gallery_query(_integer(fields["gallery"], "gallery", status=404), topk)
@@ -408,8 +549,20 @@ async def _read_gallery_form(
     return cast("list[UploadFile]", files), labels[0], labels[1]
 
 
+def _encodable(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (a lone surrogate, which JSON can spell, cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _integer(value: Any, name: str, *, status: int = 400) -> int:
-    """A whole number from JSON or a form field: ASCII digits only, at most 12 of them."""
+    """A whole number from JSON or a form field: ASCII digits only, at most 12 of them; in JSON also a
+    number with no fraction (``5.0``: JSON Schema's integers, as the API's schema declares, include it)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 10**12:
+        value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**12:
         return value
     text = value.strip() if isinstance(value, str) else None

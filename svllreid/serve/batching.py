@@ -74,6 +74,11 @@ class QueryBatcher(Generic[Q, R]):
         """Whether the worker still answers queries."""
         return self._worker.is_alive()
 
+    @property
+    def waiting(self) -> int:
+        """Queries queued and not yet taken by the worker (a metric's reading: it may change at once)."""
+        return self._waiting.qsize()
+
     def submit(self, query: Q) -> Future[R]:
         """Queue ``query``; the future gets its result, or the exception its answer raised.
 

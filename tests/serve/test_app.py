@@ -94,6 +94,20 @@ def test_a_gallery_image_as_the_query_leaves_itself_out_and_marks_matches(client
     ]
 
 
+def test_json_numbers_without_a_fraction_are_whole_numbers(client: Any) -> None:
+    """As the schema's "integer" says (JSON Schema counts 5.0 as one): they were refused with a 400."""
+    text = client.post("/api/search", json={"text": "a man", "topk": 3.0})
+    gallery = client.post(
+        "/api/search", content=b'{"gallery": 4.0, "topk": 2e0}', headers={"content-type": "application/json"}
+    )
+    assert text.status_code == gallery.status_code == 200, (text.text, gallery.text)
+    assert len(text.json()["results"]) == 3 and len(gallery.json()["results"]) == 2
+    assert gallery.json()["query"]["row"] == 4
+    for fraction in (b'{"text": "a man", "topk": 2.5}', b'{"gallery": 4.5}', b'{"gallery": 1e12}'):
+        answer = client.post("/api/search", content=fraction, headers={"content-type": "application/json"})
+        assert answer.status_code in (400, 404) and "must be a whole number" in answer.json()["error"]
+
+
 def test_topk_beyond_the_gallery_returns_the_whole_gallery(client: Any) -> None:
     answer = client.post("/api/search", json={"text": "a person", "topk": 200}).json()
     assert len(answer["results"]) == 58
@@ -203,6 +217,7 @@ def test_bad_queries_get_a_4xx_and_a_message(client: Any, files: dict, data: dic
         (b"\xff\xfe", "application/json", 400, "not valid JSON"),
         (b'["a man"]', "application/json", 400, "must be an object"),
         (b'{"text": 5}', "application/json", 400, "'text' must be a string"),
+        (rb'{"text": "a man \ud800"}', "application/json", 400, "'text' is not valid Unicode"),  # was a 500
         (b'{"gallery": true}', "application/json", 404, "must be a whole number"),
         (b'{"image": "aGVsbG8="}', "application/json", 415, "multipart/form-data upload"),
         (b'{"text": "a man", "topk": ' + b"9" * 5000 + b"}", "application/json", 400, "not valid JSON"),
@@ -246,6 +261,17 @@ def test_unknown_pages_and_methods_answer_in_json(client: Any) -> None:
     wrong = client.get("/api/search")
     assert wrong.status_code == 405 and set(wrong.json()) == {"error"}
     assert client.get("/docs").status_code == 404  # its scripts would come from a CDN
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "allowed"), [("DELETE", "/api/search", "POST"), ("TRACE", "/api/image/3", "GET")]
+)
+def test_a_method_a_route_does_not_take_is_a_405_that_names_the_ones_it_does(
+    client: Any, method: str, url: str, allowed: str
+) -> None:
+    """RFC 9110 requires the Allow header of a 405 (it was dropped with the JSON error)."""
+    answer = client.request(method, url)
+    assert answer.status_code == 405 and answer.headers["allow"] == allowed and set(answer.json()) == {"error"}
 
 
 def test_a_failure_inside_the_server_is_a_500_without_a_trace(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
