@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from svllreid.cli import main
 from svllreid.search import GalleryIndex
@@ -74,6 +75,10 @@ def test_images_added_through_the_api_are_stored_searched_and_labelled(live: dic
     assert tops[59]["score"] == pytest.approx(1.0, abs=1e-4)
     assert client.get("/api/model").json()["index"]["images"] == 60
     assert client.get("/healthz").json()["images"] == 60
+    scraped = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    assert scraped["svllreid_gallery_images"].samples[0].value == 60
+    added_ok = [s for s in scraped["svllreid_http_requests"].samples if s.labels.get("route") == "/api/gallery"]
+    assert any(s.labels["status"] == "201" and s.value == 1 for s in added_ok)
     thumb = client.get("/api/thumbnail/58")
     assert thumb.status_code == 200 and Image.open(io.BytesIO(thumb.content)).size[1] <= 256
     assert client.get("/api/image/58").content == data.getvalue()

@@ -157,7 +157,7 @@ def test_the_gallery_size_is_read_at_each_scrape() -> None:
     telemetry = Telemetry(gallery_size=lambda: size[0], queue_depth=lambda: 0)
     families = {f.name: f for f in text_string_to_metric_families(telemetry.exposition().decode())}
     assert families["svllreid_gallery_images"].samples[0].value == 58
-    size[0] = 61  # another engineer's live gallery grows: the next scrape says so
+    size[0] = 61  # the live gallery grows: the next scrape says so
     families = {f.name: f for f in text_string_to_metric_families(telemetry.exposition().decode())}
     assert families["svllreid_gallery_images"].samples[0].value == 61
 
