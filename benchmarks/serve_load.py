@@ -1,6 +1,7 @@
 """Load on ``svllreid serve``: latency and throughput of image and text queries from concurrent clients,
 with and without images being added to and removed from the gallery at the same time, against the same
-queries made one ``svllreid search`` process at a time.
+queries made one ``svllreid search`` process at a time; and, run by hand, a soak of the read/write mix
+that watches the server's memory and file descriptors.
 
 The script draws a synthetic world (``svllreid data synth``'s generator: people with captions), takes
 its first ``--gallery`` images as the gallery, writes a checkpoint of the tiny ViT whose CLIP is the
@@ -33,6 +34,29 @@ measures:
 It prints measured numbers only, and the server's own count of encoder calls (how far it batched).
 
     python benchmarks/serve_load.py --gallery 10000 --clients 1 4 16 --requests 40 --readers 16 --writers 2
+
+``--soak SECONDS`` runs the read/write mix instead (readers and writers as above, without a bound on
+requests) for that long: no single-client queries, levels or CLI. Before the mix starts and then every
+``--sample-seconds`` it records the server process's resident memory (``VmRSS`` and ``RssAnon``, the
+heap's part, of ``/proc/PID/status``; psutil's RSS where there is no ``/proc``) and open file descriptors,
+the gallery's images and rows ever numbered (``GET /api/model``), the size of its change log, the requests
+done and failed so far, the readers' latency since the sample before and the load average. The readers
+and writers then stop (the writers removing what they hold) and a last sample is taken, the gallery back
+at its first size. The verdict, against the targets:
+
+* no failed request;
+* resident memory: the last sample no more than the first at or after ``--warmup-seconds``, plus the
+  gallery's own growth (its change in images times a feature's bytes) plus ``--rss-slack-mb`` for the
+  allocator's noise; with the least-squares slope over those samples in MiB per 1000 requests, and the
+  rows removed meanwhile (the live gallery keeps them numbered, and the features of added ones in memory,
+  until it is compacted);
+* descriptors: no more after the load than before it, both with no client connected (each count the
+  fewest of three reads 50 ms apart, so that a file open for a moment is not taken for growth), with the
+  kinds of any new ones.
+
+Run by hand, not in CI:
+
+    python benchmarks/serve_load.py --gallery 10000 --soak 600 --sample-seconds 30 --readers 16 --writers 2
 """
 
 from __future__ import annotations
@@ -120,16 +144,18 @@ def percentiles(ms: list[float]) -> dict[str, float]:
 
 
 class Tally:
-    """Requests of one kind made by several threads: their latencies (ms), and the failures by cause
-    (``HTTP 503``, a transport error's name, an answer that does not say what it should)."""
+    """Requests of one kind made by several threads: when each ended, its latency (ms), and the failures
+    by cause (``HTTP 503``, a transport error's name, an answer that does not say what it should)."""
 
     def __init__(self) -> None:
+        self.ends: list[float] = []
         self.ms: list[float] = []
         self.failures: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def record(self, ms: float, failure: str | None) -> None:
         with self._lock:
+            self.ends.append(time.perf_counter())
             self.ms.append(ms)
             if failure is not None:
                 self.failures[failure] += 1
@@ -141,6 +167,11 @@ class Tally:
     @property
     def failed(self) -> int:
         return sum(self.failures.values())
+
+    def since(self, moment: float) -> list[float]:
+        """Latencies of the requests that ended at ``moment`` (``time.perf_counter()``) or later."""
+        with self._lock:
+            return [ms for end, ms in zip(self.ends, self.ms, strict=True) if end >= moment]
 
 
 class Queries:
@@ -174,13 +205,17 @@ def read_loop(
     queries: Queries,
     c: int,
     tallies: dict[str, Tally],
-    requests: int,
+    requests: int | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Client ``c``: ``requests`` queries on one keep-alive connection, alternating image and text."""
+    """Client ``c``: ``requests`` queries (else until ``stop``) on one keep-alive connection, alternating
+    image and text."""
     with httpx.Client(base_url=url, timeout=60, headers=bearer(token)) as client:
-        for i in range(requests):
+        i = 0
+        while (requests is None or i < requests) and not (stop is not None and stop.is_set()):
             kind = "image" if (i + c) % 2 == 0 else "text"
-            tallies[kind].record(*queries.send(client, kind, c * requests + i))
+            tallies[kind].record(*queries.send(client, kind, c * (requests or 1009) + i))
+            i += 1
 
 
 class Uploads:
@@ -381,6 +416,177 @@ def read_write_level(
     }
 
 
+def process_usage(pid: int) -> dict[str, Any]:
+    """Resident memory (MiB: ``VmRSS``, and ``RssAnon``, the heap's part) and open file descriptors of process
+    ``pid``, from /proc; psutil's RSS and descriptor count where there is no /proc (no ``RssAnon`` then).
+    The descriptors are the fewest of three counts 50 ms apart: a file open for a moment (the change log
+    while it is read) is not growth."""
+    proc = Path(f"/proc/{pid}")
+    if proc.is_dir():
+        fields = dict(line.split(":", 1) for line in (proc / "status").read_text().splitlines() if ":" in line)
+        rss, anon = (int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "RssAnon"))
+        fds = []
+        for attempt in range(3):
+            fds.append(sum(1 for _ in (proc / "fd").iterdir()))
+            if attempt < 2:
+                time.sleep(0.05)
+        return {"rss_mb": rss, "anon_mb": anon, "fds": min(fds)}
+    try:
+        import psutil
+    except ImportError:
+        raise SystemExit("--soak reads the server's memory from /proc (Linux), or needs psutil installed") from None
+    server = psutil.Process(pid)
+    fds = []
+    for attempt in range(3):
+        fds.append(server.num_fds())
+        if attempt < 2:
+            time.sleep(0.05)
+    return {"rss_mb": server.memory_info().rss / 2**20, "anon_mb": None, "fds": min(fds)}
+
+
+def descriptor_kinds(pid: int) -> dict[str, int]:
+    """What process ``pid`` has open, counted by kind (``socket``, ``pipe``, ``anon_inode:...``) or path;
+    empty where there is no /proc."""
+    kinds: Counter[str] = Counter()
+    folder = Path(f"/proc/{pid}/fd")
+    if not folder.is_dir():
+        return {}
+    for fd in folder.iterdir():
+        try:
+            target = str(fd.readlink())
+        except OSError:  # closed since it was listed
+            continue
+        kinds[target.split(":[")[0]] += 1
+    return dict(kinds)
+
+
+def soak(
+    url: str,
+    tokens: dict[str, str],
+    server: subprocess.Popen[bytes],
+    index: Path,
+    queries: Queries,
+    uploads: Uploads,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """The read/write mix for ``args.soak`` seconds with a sample every ``args.sample_seconds`` (and one before
+    it starts, and one after it stops), and the verdict against the targets. A server that exits ends the
+    soak at the next sample."""
+    pid = server.pid
+    reads = {"image": Tally(), "text": Tally()}
+    writing = Writers(url, tokens["write"], uploads, args.writers)
+    stop = threading.Event()
+    log = index.with_name(index.name + ".log")
+    with httpx.Client(base_url=url, timeout=30, headers=bearer(tokens["read"])) as client:
+        dim = int(client.get("/api/model").json()["index"]["dim"])
+
+        def counts() -> dict[str, int]:
+            return {
+                "reads": reads["image"].done + reads["text"].done,
+                "reads_failed": reads["image"].failed + reads["text"].failed,
+                "writes": writing.adds.done + writing.removes.done,
+                "writes_failed": writing.adds.failed + writing.removes.failed,
+            }
+
+        def sample(start: float, previous: float) -> dict[str, Any]:
+            now = time.perf_counter()
+            latest = reads["image"].since(previous) + reads["text"].since(previous)
+            images: int | None
+            rows: int | None
+            try:
+                facts = client.get("/api/model").json()["index"]
+                images, rows = int(facts["images"]), int(facts["rows"])
+            except (httpx.HTTPError, ValueError, KeyError):  # counted as the readers' failures meanwhile
+                images = rows = None
+            return {
+                "t_s": round(now - start, 1),
+                **process_usage(pid),
+                "images": images,
+                "rows": rows,
+                "log_mb": log.stat().st_size / 2**20 if log.exists() else 0.0,
+                **counts(),
+                "read_p50": percentiles(latest)["p50"],
+                "read_p99": percentiles(latest)["p99"],
+                "load_1m": os.getloadavg()[0],
+            }
+
+        start = time.perf_counter()
+        samples = [sample(start, start)]
+        kinds_before = descriptor_kinds(pid)
+        writing.start()
+        threads = [
+            threading.Thread(target=read_loop, args=(url, tokens["read"], queries, c, reads, None, stop), daemon=True)
+            for c in range(args.readers)
+        ]
+        for thread in threads:
+            thread.start()
+        taken = start
+        for k in range(1, int(args.soak // args.sample_seconds) + 1):
+            time.sleep(max(0.0, start + k * args.sample_seconds - time.perf_counter()))
+            if server.poll() is not None:
+                break
+            samples.append(sample(start, taken))
+            taken = time.perf_counter()
+        if server.poll() is None:
+            time.sleep(max(0.0, start + args.soak - time.perf_counter()))
+        stop.set()
+        for thread in threads:
+            thread.join(120)
+        writing.stop()
+        exited = (
+            None if server.poll() is None else {"code": server.returncode, "seen_at_s": time.perf_counter() - start}
+        )
+        if exited is None:
+            final = {**sample(start, taken), "after": True}
+            kinds_after = descriptor_kinds(pid)
+        else:  # nothing left to measure: the last sample taken while it ran, with the requests' counts
+            final = {**samples[-1], **counts(), "t_s": round(time.perf_counter() - start, 1), "after": True}
+            kinds_after = kinds_before
+    loaded = [s for s in samples if s["t_s"] >= args.warmup_seconds] or samples[-1:]
+    base = loaded[0]
+    fitted = [*loaded, final]
+    x = np.array([(s["reads"] + s["writes"]) / 1000 for s in fitted])
+    slope = float(np.polyfit(x, [s["rss_mb"] for s in fitted], 1)[0]) if len(set(x)) > 1 else float("nan")
+    own_mb = max(0, (final["images"] or 0) - (base["images"] or 0)) * dim * 4 / 2**20
+    # Removed rows stay numbered, and the features of added ones stay in memory, until the gallery is compacted.
+    retained = (final["rows"] or 0) - (base["rows"] or 0) - ((final["images"] or 0) - (base["images"] or 0))
+    growth = final["rss_mb"] - base["rss_mb"]
+    failed = final["reads_failed"] + final["writes_failed"]
+    new_kinds = {k: n - kinds_before.get(k, 0) for k, n in kinds_after.items() if n > kinds_before.get(k, 0)}
+    return {
+        "seconds": args.soak,
+        "sample_seconds": args.sample_seconds,
+        "warmup_seconds": args.warmup_seconds,
+        "readers": args.readers,
+        "writers": args.writers,
+        "server_pid": pid,
+        "dim": dim,
+        "samples": [*samples, final],
+        "read": summary(reads, args.soak),
+        "write": writing.summary(),
+        "verdict": {
+            "server_exited": exited,
+            "failed": failed,
+            "requests": final["reads"] + final["writes"],
+            "no_failed_request": failed == 0,
+            "baseline_t_s": base["t_s"],
+            "rss_growth_mb": growth,
+            "anon_growth_mb": (final["anon_mb"] - base["anon_mb"]) if base["anon_mb"] is not None else None,
+            "gallery_own_growth_mb": own_mb,
+            "rss_slack_mb": args.rss_slack_mb,
+            "rss_slope_mb_per_1000_requests": slope,
+            "rss_holds": exited is None and bool(growth <= own_mb + args.rss_slack_mb),
+            "removed_rows_since_baseline": retained,
+            "removed_rows_features_mb": retained * dim * 4 / 2**20,
+            "fd_growth": final["fds"] - samples[0]["fds"],
+            "fds_most_under_load": max(s["fds"] for s in samples),
+            "fds_hold": exited is None and bool(final["fds"] <= samples[0]["fds"]),
+            "new_descriptors": new_kinds,
+            "gallery_back_at_start": final["images"] == samples[0]["images"],
+        },
+    }
+
+
 def cli_times(index: Path, photos: list[str], captions: list[str], count: int, env: dict[str, str]) -> dict[str, Any]:
     """Seconds of one ``svllreid search`` process per query, image and text."""
     base = [sys.executable, "-m", "svllreid", "search", "--index", str(index), "--topk", "10", "--json"]
@@ -417,8 +623,20 @@ def main() -> None:
     parser.add_argument(
         "--writers", type=int, default=2, help="writers of the read/write level (default 2; 0: no such level)"
     )
+    parser.add_argument(
+        "--soak", type=float, default=None, metavar="SECONDS", help="run the read/write mix this long instead"
+    )
+    parser.add_argument("--sample-seconds", type=float, default=30.0, help="soak: seconds between samples (30)")
+    parser.add_argument(
+        "--warmup-seconds", type=float, default=60.0, help="soak: the first sample compared comes this late (60)"
+    )
+    parser.add_argument(
+        "--rss-slack-mb", type=float, default=8.0, help="soak: RSS growth allowed for the allocator's noise (8 MiB)"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
+    if args.soak is not None and (args.writers < 1 or args.readers < 1 or args.soak < args.sample_seconds):
+        parser.error("--soak needs --readers and --writers of at least 1, and SECONDS of at least --sample-seconds")
 
     # Two random tokens, a reader's and a writer's, for the server and its clients.
     tokens = {"read": secrets.token_urlsafe(32), "write": secrets.token_urlsafe(32)}
@@ -446,7 +664,7 @@ def main() -> None:
             stdout=log, stderr=subprocess.STDOUT,
             env={**env, "SVLLREID_TOKEN": tokens["read"], "SVLLREID_WRITE_TOKEN": tokens["write"]},
         )  # fmt: skip
-        read_write = None
+        read_write = soaked = None
         levels: list[dict[str, Any]] = []
         try:
             start = time.perf_counter()
@@ -466,27 +684,36 @@ def main() -> None:
                     queries.send(client, "image", i)
                     queries.send(client, "text", i)
                 single = {}
-                for kind in ("image", "text"):
-                    runs = [queries.send(client, kind, i) for i in range(args.single)]
-                    single[kind] = {
-                        **percentiles([ms for ms, _ in runs]),
-                        "failed": sum(f is not None for _, f in runs),
-                    }
-            top_clients = max(args.clients)
-            levels = [
-                level(url, tokens["read"], queries, n, args.requests, port, abuse=n == top_clients)
-                for n in args.clients
-            ]
-            if args.writers:
-                read_write = read_write_level(url, tokens, queries, uploads, args.readers, args.writers, args.requests)
-            health_after = health(url, tokens["read"])
+                if args.soak is None:
+                    for kind in ("image", "text"):
+                        runs = [queries.send(client, kind, i) for i in range(args.single)]
+                        single[kind] = {
+                            **percentiles([ms for ms, _ in runs]),
+                            "failed": sum(f is not None for _, f in runs),
+                        }
+            if args.soak is not None:
+                soaked = soak(url, tokens, server, index, queries, uploads, args)
+            else:
+                top_clients = max(args.clients)
+                levels = [
+                    level(url, tokens["read"], queries, n, args.requests, port, abuse=n == top_clients)
+                    for n in args.clients
+                ]
+                if args.writers:
+                    read_write = read_write_level(
+                        url, tokens, queries, uploads, args.readers, args.writers, args.requests
+                    )
+            try:
+                health_after = health(url, tokens["read"])
+            except httpx.HTTPError as err:  # the server is gone: the report says so rather than stopping here
+                health_after = {"status": f"unreachable ({type(err).__name__})"}
             alive = health_after["status"] == "ok"
         finally:
             server.terminate()
             server.wait(30)
             log.close()
         errors = server_errors((folder / "serve.log").read_text())
-        cli = cli_times(Path(as_built), photos, captions, args.cli_queries, env)
+        cli = cli_times(Path(as_built), photos, captions, args.cli_queries, env) if args.soak is None else None
 
     report: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
@@ -495,19 +722,26 @@ def main() -> None:
         "model": "svll-tiny-vit 64x32 (svll-synth CLIP), fp32, CPU",
         "setup_s": setup_s,
         "server_startup_s": startup_s,
-        "server": {"encoder_calls": health_after["encoder_calls"], "queries": health_after["queries"],
-                   "largest_batch": health_after["largest_batch"], "alive_after": alive},
+        "server": {"encoder_calls": health_after.get("encoder_calls"), "queries": health_after.get("queries"),
+                   "largest_batch": health_after.get("largest_batch"), "alive_after": alive},
         "server_log_errors": errors,
     }  # fmt: skip
-    top = max(levels, key=lambda r: r["clients"])
-    report |= {"single": single, "levels": levels, "read_write": read_write, "cli": cli,
-               "speedup_vs_cli": top["qps"] / cli["qps"]}  # fmt: skip
+    if soaked is not None:
+        report["soak"] = soaked
+    else:
+        assert cli is not None
+        top = max(levels, key=lambda r: r["clients"])
+        report |= {"single": single, "levels": levels, "read_write": read_write, "cli": cli,
+                   "speedup_vs_cli": top["qps"] / cli["qps"]}  # fmt: skip
     if args.json:
         print(json.dumps(report, indent=2))
         return
     print(f"svllreid serve under load: {args.gallery:,}-image index, {report['model']}; {report['machine']}")
     print(f"set-up {setup_s:.0f} s (world, checkpoint, index build); server ready {startup_s:.1f} s after start")
-    print_levels(report)
+    if soaked is not None:
+        print_soak(soaked)
+    else:
+        print_levels(report)
     s = report["server"]
     print(f"server: {s['queries']} queries in {s['encoder_calls']} batches (largest {s['largest_batch']}); "
           f"answering after the load: {'yes' if alive else 'no'}; load average (1 min) at the end "
@@ -567,6 +801,53 @@ def print_read_write(rw: dict[str, Any]) -> None:
 
 def failures(causes: dict[str, int]) -> str:
     return f" ({', '.join(f'{n} {cause}' for cause, n in causes.items())})" if causes else ""
+
+
+def print_soak(s: dict[str, Any]) -> None:
+    print(f"\nsoak: {s['seconds']:g} s of {s['readers']} readers and {s['writers']} writers; a sample of the server "
+          f"(process {s['server_pid']}) every {s['sample_seconds']:g} s, and one after the load stopped")  # fmt: skip
+    print(f"  {'t_s':>7} {'rss_mb':>7} {'anon_mb':>7} {'fds':>4} {'images':>7} {'rows':>7} {'log_mb':>6} {'reads':>7}"
+          f" {'failed':>6} {'writes':>6} {'failed':>6} {'rd_p50':>7} {'rd_p99':>7} {'load':>5}")  # fmt: skip
+    for r in s["samples"]:
+        t = f"{r['t_s']:.0f}" + ("*" if r.get("after") else "")
+        anon = f"{r['anon_mb']:7.1f}" if r["anon_mb"] is not None else f"{'-':>7}"
+        print(f"  {t:>7} {r['rss_mb']:7.1f} {anon} {r['fds']:4d} {r['images']!s:>7} {r['rows']!s:>7} "
+              f"{r['log_mb']:6.2f} {r['reads']:7d} {r['reads_failed']:6d} {r['writes']:6d} {r['writes_failed']:6d} "
+              f"{r['read_p50']:7.1f} {r['read_p99']:7.1f} {r['load_1m']:5.2f}")  # fmt: skip
+    print(
+        "  (*: after the readers and writers stopped, the writers having removed what they held; rd_p50/p99: "
+        "the readers' latency in ms since the sample before)"
+    )
+    r, w, v = s["read"], s["write"], s["verdict"]
+    print(f"  readers: {r['requests']} queries, {r['qps']:.1f} q/s, p50 {r['all']['p50']:.1f} p90 {r['all']['p90']:.1f}"
+          f" p99 {r['all']['p99']:.1f} ms, {r['failed']} failed{failures(r['failures'])}")  # fmt: skip
+    print(f"  writers: {w['adds']} additions ({w['images_added']} images; p50 {w['add_ms']['p50']:.1f}, p99 "
+          f"{w['add_ms']['p99']:.1f} ms), {w['removes']} removals (p50 {w['remove_ms']['p50']:.1f}, p99 "
+          f"{w['remove_ms']['p99']:.1f} ms), {w['failed']} failed{failures(w['failures'])}")  # fmt: skip
+
+    def mark(ok: bool) -> str:
+        return "holds" if ok else "DOES NOT HOLD"
+
+    print("verdict:")
+    print(f"  no failed request: {v['failed']} of {v['requests']} failed: {mark(v['no_failed_request'])}")
+    if v["server_exited"]:
+        print(f"  the server EXITED (code {v['server_exited']['code']}), seen {v['server_exited']['seen_at_s']:.0f} s "
+              "into the soak; the last row is the last sample taken while it ran: memory and descriptors are not "
+              "compared")  # fmt: skip
+        return
+    anon = f" (heap: {v['anon_growth_mb']:+.1f} MiB)" if v["anon_growth_mb"] is not None else ""
+    print(f"  RSS: {v['rss_growth_mb']:+.1f} MiB{anon} from the sample at {v['baseline_t_s']:.0f} s (the first after "
+          f"{s['warmup_seconds']:g} s of warm-up) to the last; allowed: the gallery's own growth "
+          f"{v['gallery_own_growth_mb']:.2f} MiB + {v['rss_slack_mb']:g} MiB of allocator noise; slope "
+          f"{v['rss_slope_mb_per_1000_requests']:+.2f} MiB per 1000 requests: {mark(v['rss_holds'])}")  # fmt: skip
+    new = ", ".join(f"{n} {kind}" for kind, n in v["new_descriptors"].items())
+    print(f"  (rows removed since that sample, still numbered until a compaction: {v['removed_rows_since_baseline']}; "
+          f"their {s['dim']}-d features take {v['removed_rows_features_mb']:.1f} MiB)")  # fmt: skip
+    print(f"  descriptors: {v['fd_growth']:+d} from before the load to after it, both with no client connected "
+          f"({v['fds_most_under_load']} at most under the load){f'; new: {new}' if new else ''}: "
+          f"{mark(v['fds_hold'])}")  # fmt: skip
+    if not v["gallery_back_at_start"]:
+        print("  note: the gallery did not end at its first size, so the comparison above is not like for like")
 
 
 if __name__ == "__main__":
