@@ -39,8 +39,9 @@ It prints measured numbers only, and the server's own count of encoder calls (ho
 requests) for that long: no single-client queries, levels or CLI. Before the mix starts and then every
 ``--sample-seconds`` it records the server process's resident memory (``VmRSS`` and ``RssAnon``, the
 heap's part, of ``/proc/PID/status``; psutil's RSS where there is no ``/proc``) and open file descriptors,
-the gallery's images and rows ever numbered (``GET /api/model``), the size of its change log, the requests
-done and failed so far, the readers' latency since the sample before and the load average. The readers
+the gallery's images and rows ever numbered (``GET /api/model``), the size of its change log and the
+number of added images' files the server keeps, the requests done and failed so far, the readers'
+latency since the sample before and the load average. The readers
 and writers then stop (the writers removing what they hold) and a last sample is taken, the gallery back
 at its first size. The verdict, against the targets:
 
@@ -477,6 +478,7 @@ def soak(
     writing = Writers(url, tokens["write"], uploads, args.writers)
     stop = threading.Event()
     log = index.with_name(index.name + ".log")
+    stored = index.with_name(index.name + ".images")  # where the server keeps added images' files
     with httpx.Client(base_url=url, timeout=30, headers=bearer(tokens["read"])) as client:
         dim = int(client.get("/api/model").json()["index"]["dim"])
 
@@ -504,6 +506,7 @@ def soak(
                 "images": images,
                 "rows": rows,
                 "log_mb": log.stat().st_size / 2**20 if log.exists() else 0.0,
+                "files": sum(1 for _ in stored.iterdir()) if stored.is_dir() else 0,
                 **counts(),
                 "read_p50": percentiles(latest)["p50"],
                 "read_p99": percentiles(latest)["p99"],
@@ -806,17 +809,18 @@ def failures(causes: dict[str, int]) -> str:
 def print_soak(s: dict[str, Any]) -> None:
     print(f"\nsoak: {s['seconds']:g} s of {s['readers']} readers and {s['writers']} writers; a sample of the server "
           f"(process {s['server_pid']}) every {s['sample_seconds']:g} s, and one after the load stopped")  # fmt: skip
-    print(f"  {'t_s':>7} {'rss_mb':>7} {'anon_mb':>7} {'fds':>4} {'images':>7} {'rows':>7} {'log_mb':>6} {'reads':>7}"
-          f" {'failed':>6} {'writes':>6} {'failed':>6} {'rd_p50':>7} {'rd_p99':>7} {'load':>5}")  # fmt: skip
+    print(f"  {'t_s':>7} {'rss_mb':>7} {'anon_mb':>7} {'fds':>4} {'images':>7} {'rows':>7} {'log_mb':>6}"
+          f" {'files':>5} {'reads':>7} {'failed':>6} {'writes':>6} {'failed':>6} {'rd_p50':>7} {'rd_p99':>7}"
+          f" {'load':>5}")  # fmt: skip
     for r in s["samples"]:
         t = f"{r['t_s']:.0f}" + ("*" if r.get("after") else "")
         anon = f"{r['anon_mb']:7.1f}" if r["anon_mb"] is not None else f"{'-':>7}"
         print(f"  {t:>7} {r['rss_mb']:7.1f} {anon} {r['fds']:4d} {r['images']!s:>7} {r['rows']!s:>7} "
-              f"{r['log_mb']:6.2f} {r['reads']:7d} {r['reads_failed']:6d} {r['writes']:6d} {r['writes_failed']:6d} "
-              f"{r['read_p50']:7.1f} {r['read_p99']:7.1f} {r['load_1m']:5.2f}")  # fmt: skip
+              f"{r['log_mb']:6.2f} {r['files']:5d} {r['reads']:7d} {r['reads_failed']:6d} {r['writes']:6d} "
+              f"{r['writes_failed']:6d} {r['read_p50']:7.1f} {r['read_p99']:7.1f} {r['load_1m']:5.2f}")  # fmt: skip
     print(
-        "  (*: after the readers and writers stopped, the writers having removed what they held; rd_p50/p99: "
-        "the readers' latency in ms since the sample before)"
+        "  (*: after the readers and writers stopped, the writers having removed what they held; files: the added "
+        "images' files the server keeps; rd_p50/p99: the readers' latency in ms since the sample before)"
     )
     r, w, v = s["read"], s["write"], s["verdict"]
     print(f"  readers: {r['requests']} queries, {r['qps']:.1f} q/s, p50 {r['all']['p50']:.1f} p90 {r['all']['p90']:.1f}"
