@@ -508,8 +508,9 @@ def soak(
                 "log_mb": log.stat().st_size / 2**20 if log.exists() else 0.0,
                 "files": sum(1 for _ in stored.iterdir()) if stored.is_dir() else 0,
                 **counts(),
-                "read_p50": percentiles(latest)["p50"],
-                "read_p99": percentiles(latest)["p99"],
+                # None, not NaN, before the first query: --json writes standard JSON
+                "read_p50": percentiles(latest)["p50"] if latest else None,
+                "read_p99": percentiles(latest)["p99"] if latest else None,
                 "load_1m": os.getloadavg()[0],
             }
 
@@ -807,6 +808,9 @@ def failures(causes: dict[str, int]) -> str:
 
 
 def print_soak(s: dict[str, Any]) -> None:
+    def ms(value: float | None) -> str:
+        return f"{value:7.1f}" if value is not None else f"{'-':>7}"
+
     print(f"\nsoak: {s['seconds']:g} s of {s['readers']} readers and {s['writers']} writers; a sample of the server "
           f"(process {s['server_pid']}) every {s['sample_seconds']:g} s, and one after the load stopped")  # fmt: skip
     print(f"  {'t_s':>7} {'rss_mb':>7} {'anon_mb':>7} {'fds':>4} {'images':>7} {'rows':>7} {'log_mb':>6}"
@@ -817,7 +821,7 @@ def print_soak(s: dict[str, Any]) -> None:
         anon = f"{r['anon_mb']:7.1f}" if r["anon_mb"] is not None else f"{'-':>7}"
         print(f"  {t:>7} {r['rss_mb']:7.1f} {anon} {r['fds']:4d} {r['images']!s:>7} {r['rows']!s:>7} "
               f"{r['log_mb']:6.2f} {r['files']:5d} {r['reads']:7d} {r['reads_failed']:6d} {r['writes']:6d} "
-              f"{r['writes_failed']:6d} {r['read_p50']:7.1f} {r['read_p99']:7.1f} {r['load_1m']:5.2f}")  # fmt: skip
+              f"{r['writes_failed']:6d} {ms(r['read_p50'])} {ms(r['read_p99'])} {r['load_1m']:5.2f}")  # fmt: skip
     print(
         "  (*: after the readers and writers stopped, the writers having removed what they held; files: the added "
         "images' files the server keeps; rd_p50/p99: the readers' latency in ms since the sample before)"
