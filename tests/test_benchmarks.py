@@ -106,6 +106,7 @@ def test_serve_load_benchmark_measures_the_server_and_the_cli():
     pytest.importorskip("fastapi")
     cmd = [sys.executable, str(REPO / "benchmarks" / "serve_load.py"), "--json", "--gallery", "200"]
     cmd += ["--clients", "1", "3", "--requests", "4", "--single", "3", "--cli-queries", "1"]
+    cmd += ["--readers", "2", "--writers", "1"]
     report = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300).stdout)
     assert report["gallery"] == 200
     assert [r["clients"] for r in report["levels"]] == [1, 3]
@@ -115,9 +116,24 @@ def test_serve_load_benchmark_measures_the_server_and_the_cli():
     assert report["levels"][0]["abuse"] is None and report["levels"][1]["abuse"]["disconnects"] > 0
     assert report["single"]["image"]["failed"] == report["single"]["text"]["failed"] == 0
     assert report["cli"]["queries"] == 2 and report["cli"]["image_s"] > 0
+    # The read/write level: the same 2 readers read-only, then while a writer adds and removes images.
+    rw = report["read_write"]
+    assert (rw["readers"], rw["writers"]) == (2, 1)
+    for readers in (rw["read_only"], rw["read"]):
+        assert readers["requests"] == 8 and readers["failed"] == 0 and readers["qps"] > 0
+        assert 0 < readers["all"]["p50"] <= readers["all"]["p90"] <= readers["all"]["p99"]
+    assert rw["p99_ratio"] == pytest.approx(rw["read"]["all"]["p99"] / rw["read_only"]["all"]["p99"])
+    assert rw["p99_target_holds"] == (rw["p99_ratio"] < 3)
+    write = rw["write"]
+    assert write["adds"] >= 1 and write["failed"] == 0 and write["failures"] == {}
+    assert write["removes"] == write["images_added"] >= write["adds"]  # every image it added, one by one
+    assert 0 < write["add_ms"]["p50"] <= write["add_ms"]["p99"] and write["remove_ms"]["p50"] > 0
+    # At most its previous addition and its new one (1 and 2 images, in turn) are in the gallery at once.
+    assert rw["gallery_before"] == rw["gallery_after"] == 200 < rw["gallery_largest"] <= 203
     server = report["server"]
-    assert server["alive_after"] and server["queries"] == 10 + 6 + 16  # warm-up, one at a time, the levels
-    assert 0 < server["encoder_calls"] <= server["queries"]
+    # warm-up, one at a time, the levels, the read/write level's readers without and with the writer
+    assert server["alive_after"] and server["queries"] == 10 + 6 + 16 + 8 + 8
+    assert 0 < server["encoder_calls"] <= server["queries"] and report["server_log_errors"] == []
 
 
 @pytest.mark.slow
