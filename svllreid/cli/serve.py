@@ -159,6 +159,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         refresh_seconds=args.refresh_seconds,
         tokens=tokens,
+        auto_compact=not args.no_auto_compact,
     )
     facts = service.describe()
     print(f"model: {facts['model']['description']}")
@@ -233,6 +234,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=_seconds,
         default=2.0,
         help="how often to pick up images added or removed by 'svllreid index add / remove / compact' (default 2)",
+    )
+    serve.add_argument(
+        "--no-auto-compact",
+        action="store_true",
+        help="never compact the gallery itself (by default it does once a quarter of its rows, and at least 1000, are "
+        "removed images, which renumbers the rows); run 'svllreid index compact' off-peak instead",
     )
     access = serve.add_argument_group("access control")
     access.add_argument(

@@ -75,11 +75,14 @@ class Query:
 class Answer:
     """The ranked gallery of one query: ``query`` (what was asked, with its labels where known),
     ``results`` (hits, see :data:`HIT_KEYS`) and ``decision`` (the threshold the hits' ``same_identity``
-    follows, or why there is none: :func:`svllreid.inference.calibration.decision`)."""
+    follows, or why there is none: :func:`svllreid.inference.calibration.decision`) and ``generation``: the
+    numbering of the gallery's rows the hits' rows are in (:attr:`svllreid.search.live.LiveIndex.generation`),
+    or one before it, never after."""
 
     query: dict[str, Any]
     results: list[dict[str, Any]]
     decision: dict[str, Any] = field(default_factory=dict)
+    generation: str = ""
 
 
 @dataclass
@@ -325,6 +328,9 @@ class GallerySearch:
         """The ranked gallery of each query, in order: one image-encoder call for all image queries and
         one text-encoder call for all descriptions (on an approximate index, one per ``topk``)."""
         answers: list[Answer | None] = [None] * len(queries)
+        # Read before searching: should a compaction renumber the rows meanwhile, a removal that quotes it is
+        # refused (stale), where one read after could quote new numbers for old rows.
+        generation = self.index.generation
         # An approximate index searches more widely for a larger k (HNSW's efSearch grows with it), so
         # there a query is only batched with queries asking for as many results: each gets the answer
         # it would get alone. Exact search ranks the same whatever k.
@@ -351,7 +357,9 @@ class GallerySearch:
                 result = self.index.search(self.index.row_features([q.row for q in chosen if q.row is not None]), k)
             for j, (i, q) in enumerate(zip(rows, chosen, strict=True)):
                 about = {"kind": q.kind, **q.about, **({"truncated": q.text in cut} if kind == "text" else {})}
-                answers[i] = self._ranked(about, result, j, topk=q.topk, skip_row=q.row)
+                answer = self._ranked(about, result, j, topk=q.topk, skip_row=q.row)
+                answer.generation = generation
+                answers[i] = answer
         return [a for a in answers if a is not None]
 
     # ------------------------------------------------------------------------------------------------

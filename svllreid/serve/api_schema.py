@@ -270,6 +270,9 @@ class SearchAnswer(TypedDict):
     gallery_size: int
     took_ms: Annotated[float, Field(description="Time from reading the request to the answer, in milliseconds.")]
     decision: Decision
+    generation: Annotated[
+        str, Field(description="The numbering the rows are in: give it to DELETE /api/gallery/{row}.")
+    ]
 
 
 @with_config(_FORBID)
@@ -371,6 +374,9 @@ class GalleryAdded(TypedDict):
     """The rows of the images added, in the order they were sent."""
 
     rows: list[int]
+    generation: Annotated[
+        str, Field(description="The numbering the rows are in: give it to DELETE /api/gallery/{row}.")
+    ]
     gallery_size: int
     took_ms: float
 

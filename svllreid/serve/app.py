@@ -40,7 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 from svllreid.errors import MissingExtraError, UploadError
 from svllreid.serve.batching import QueryBatcher
@@ -67,6 +67,7 @@ __all__ = [
 try:
     from anyio import CapacityLimiter
     from fastapi import FastAPI, Request
+    from fastapi import Query as QueryParameter
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
@@ -191,18 +192,20 @@ def create_app(
     max_batch: int = 32,
     refresh_seconds: float = REFRESH_SECONDS,
     tokens: Tokens | None = None,
+    auto_compact: bool = True,
 ) -> FastAPI:
     """The app over ``service``; its queries run on one :class:`QueryBatcher` worker, and a
     :class:`GalleryWatcher` picks up the changes other processes make to the gallery every
-    ``refresh_seconds``; both start with the app and stop when it shuts down. With ``tokens`` that hold a
-    token, the API needs one (:mod:`svllreid.serve.access`); without, it is open. ``app.state.telemetry``
-    holds its metrics."""
+    ``refresh_seconds`` and, with ``auto_compact``, compacts it when removed images pile up
+    (:mod:`svllreid.serve.live_gallery`); both start with the app and stop when it shuts down. With
+    ``tokens`` that hold a token, the API needs one (:mod:`svllreid.serve.access`); without, it is open.
+    ``app.state.telemetry`` holds its metrics."""
     batcher: QueryBatcher[Query, Answer]
     # The gallery's size is read at each scrape, through the service: the gallery may change.
     telemetry = Telemetry(gallery_size=lambda: service.index.size, queue_depth=lambda: batcher.waiting)
     batcher = QueryBatcher(telemetry.timed(service.answer), max_batch=max_batch)
     thumbnails = ThumbnailCache(service.thumbnail, service.index)
-    watcher = GalleryWatcher(service.index, thumbnails.forget_removed, refresh_seconds)
+    watcher = GalleryWatcher(service.index, thumbnails.forget_removed, refresh_seconds, compact=auto_compact)
 
     decoding = CapacityLimiter(DECODING_AT_ONCE)
 
@@ -225,6 +228,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.batcher = batcher
+    app.state.watcher = watcher
     app.state.telemetry = telemetry
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
     install(app, tokens or Tokens())
@@ -377,6 +381,7 @@ def create_app(
                 data = await upload.read()
                 async with decoding:
                     stored.append(await run_in_threadpool(service.store_upload, data))
+            generation = service.index.generation  # read before: see GallerySearch.answer
             try:  # encoded by the worker that owns the network, between two batches of queries
                 adding = batcher.run(lambda: service.add_stored(stored, identity, camera))
             except RuntimeError as err:
@@ -389,6 +394,7 @@ def create_app(
         return JSONResponse(
             {
                 "rows": rows,
+                "generation": generation,
                 "gallery_size": service.index.size,
                 "took_ms": round(1000 * (time.perf_counter() - start), 2),
             },
@@ -401,13 +407,23 @@ def create_app(
         dependencies=[require(Role.WRITE)],
         responses={
             200: returns(GalleryRemoved, "The image was removed: it is never returned or served again."),
-            **errors(404, 409, 500),
+            **errors(400, 404, 409, 500),
             **refusals(Role.WRITE),
         },
     )
-    def remove_from_gallery(row: Row) -> dict[str, Any]:  # off the event loop: it writes the log
+    def remove_from_gallery(  # off the event loop: it writes the log
+        row: Row,
+        generation: Annotated[
+            str | None,
+            QueryParameter(
+                max_length=64,
+                description="The generation the row came with (a search's or an addition's answer): after a "
+                "compaction renumbered the rows, the removal is refused (409) rather than removing another image.",
+            ),
+        ] = None,
+    ) -> dict[str, Any]:
         number = _row(row)
-        service.remove(number)
+        service.remove(number, generation)
         thumbnails.forget_removed()
         return {"removed": number, "gallery_size": service.index.size}
 
@@ -440,6 +456,7 @@ def create_app(
             "gallery_size": service.index.size,
             "took_ms": round(1000 * (time.perf_counter() - start), 2),
             "decision": answer.decision,
+            "generation": answer.generation,
         }
 
     return app

@@ -1,5 +1,12 @@
 """What keeps a served gallery current: a thread that picks up the changes other processes make to the
-index (``svllreid index add / remove / compact``), and a thumbnail cache that forgets removed images.
+index (``svllreid index add / remove / compact``) and compacts the gallery when removed images pile up,
+and a thumbnail cache that forgets removed images.
+
+Removed images keep their rows, in memory and in the change log, until the gallery is compacted: a server
+whose images come and go would grow without end. So the watcher compacts the gallery itself once the
+removed rows reach :data:`AUTO_COMPACT_SHARE` of all rows (and at least :data:`AUTO_COMPACT_MIN`), in its
+own thread: searches go on meanwhile, on the gallery as it was. Rows are numbered afresh then; clients that
+remove images by row pass the ``generation`` their rows came with, and a stale one removes nothing.
 
 Thumbnails are kept in memory only, at most :data:`THUMBNAILS` of them, least recently used first out,
 for as long as the server runs; an image's thumbnail leaves the cache when the image leaves the gallery,
@@ -15,7 +22,15 @@ from collections.abc import Callable
 
 from svllreid.search.live import LiveIndex
 
-__all__ = ["REFRESH_SECONDS", "THUMBNAILS", "GalleryWatcher", "ThumbnailCache"]
+__all__ = [
+    "AUTO_COMPACT_MIN",
+    "AUTO_COMPACT_SHARE",
+    "REFRESH_SECONDS",
+    "THUMBNAILS",
+    "GalleryWatcher",
+    "ThumbnailCache",
+    "wants_compaction",
+]
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +38,15 @@ log = logging.getLogger(__name__)
 THUMBNAILS = 4096
 #: How often the server looks for changes made by other processes, by default.
 REFRESH_SECONDS = 2.0
+#: The share of rows removed, and the fewest removed rows, at which the server compacts the gallery.
+AUTO_COMPACT_SHARE = 0.25
+AUTO_COMPACT_MIN = 1000
+
+
+def wants_compaction(index: LiveIndex) -> bool:
+    """Whether ``index`` holds enough removed rows to compact it (see the module docstring)."""
+    removed = index.removed
+    return removed >= AUTO_COMPACT_MIN and removed >= AUTO_COMPACT_SHARE * len(index) and index.size > 0
 
 
 class ThumbnailCache:
@@ -65,12 +89,22 @@ class ThumbnailCache:
 
 
 class GalleryWatcher:
-    """A daemon thread that calls ``index.refresh()`` every ``interval`` seconds and, when the gallery
-    changed, ``on_change()``; a failed refresh is logged and tried again at the next tick."""
+    """A daemon thread that calls ``index.refresh()`` every ``interval`` seconds, compacts the gallery when
+    :func:`wants_compaction` (unless ``compact`` is False) and, when the gallery changed, calls
+    ``on_change()``; a failed refresh or compaction is logged and tried again at the next tick."""
 
-    def __init__(self, index: LiveIndex, on_change: Callable[[], object], interval: float = REFRESH_SECONDS):
+    def __init__(
+        self,
+        index: LiveIndex,
+        on_change: Callable[[], object],
+        interval: float = REFRESH_SECONDS,
+        *,
+        compact: bool = True,
+    ):
         self.index = index
         self.interval = interval
+        self.compact = compact
+        self.compactions = 0
         self._on_change = on_change
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="svllreid-gallery", daemon=True)
@@ -88,12 +122,25 @@ class GalleryWatcher:
         failing = False
         while not self._stop.wait(self.interval):
             try:
-                if self.index.refresh():
+                changed = self.index.refresh()
+                if self.compact and wants_compaction(self.index):
+                    report = self.index.compact()
+                    self.compactions += 1
+                    changed = True
+                    log.info(
+                        "compacted %s: %d images kept, %d removed ones dropped",
+                        self.index.path,
+                        report.kept,
+                        report.dropped,
+                    )
+                if changed:
                     self._on_change()
                 failing = False
             except Exception as err:  # a log being rewritten, a disk error: the gallery stays as it was
                 if not failing:
                     log.error(
-                        "could not read the changes to %s; serving the gallery as it was", self.index.path, exc_info=err
+                        "could not read or compact the changes to %s; serving the gallery as it was",
+                        self.index.path,
+                        exc_info=err,
                     )
                 failing = True

@@ -179,15 +179,21 @@ class SearchService:
         rows, _ = self.search.add_files([str(p) for p in paths], labels=labels)
         return rows
 
-    def remove(self, row: int) -> None:
-        """Remove gallery image ``row``: never returned or served again (its stored file, if the server
-        stored it, is deleted).
+    def remove(self, row: int, generation: str | None = None) -> None:
+        """Remove gallery image ``row``, numbered in ``generation`` (default: the gallery's now): never
+        returned or served again (its stored file, if the server stored it, is deleted).
 
         Raises:
-            UploadError: no such row, or removed already (404); the gallery compacted by another process
-                just now, its rows renumbered (409).
+            UploadError: no such row, or removed already (404); a ``generation`` that is not the gallery's
+                any more, or a compaction just now (409): its rows were numbered afresh.
         """
-        generation = self.index.generation  # what the row was checked against
+        if generation is not None and generation != self.index.generation:
+            raise UploadError(
+                "the gallery was compacted since that row was given, and its rows are numbered afresh: search "
+                "again for the image to remove",
+                status=409,
+            )
+        generation = self.index.generation  # what the row is checked against
         try:
             self.index.remove([self.check_row(row)], generation=generation)
         except RenumberedError as err:

@@ -336,8 +336,9 @@ def test_the_page_follows_a_gallery_that_changes_while_it_is_open(served_live: d
     def find(testid: str) -> Any:
         return browser.find_element(By.CSS_SELECTOR, f"[data-testid={testid}]")
 
-    def rows() -> list[str]:
-        return [hit.get_attribute("data-index") for hit in browser.find_elements(By.CSS_SELECTOR, "[data-testid=hit]")]
+    def rows() -> list[str]:  # read in one go: the page replaces its results when the gallery changes
+        script = "return [...document.querySelectorAll('[data-testid=hit]')].map(h => h.dataset.index)"
+        return list(browser.execute_script(script))
 
     def wait_for(condition: Any, what: str) -> None:
         WebDriverWait(browser, 30).until(lambda _: condition(), message=f"the page did not show {what}")

@@ -223,3 +223,39 @@ def test_the_index_commands_say_what_they_did_and_refuse_what_would_lose_the_gal
     assert "57 images (1 removed ones dropped)" in capsys.readouterr().out
     assert main(["index", "compact", "--index", index]) == 0
     assert "nothing to compact" in capsys.readouterr().out
+
+
+def test_a_removal_quoting_rows_of_before_a_compaction_removes_nothing(live: dict, world: dict) -> None:
+    client = live["client"]
+    answer = client.post("/api/search", data={"gallery": "7", "topk": "3"}).json()
+    seen, target = answer["generation"], answer["results"][0]["row"]
+    added = client.post("/api/gallery", files={"image": photo(world["images"][1])}).json()
+    assert added["generation"] == seen and added["rows"] == [58]
+    assert client.delete("/api/gallery/3").status_code == 200
+    assert main(["index", "compact", "--index", str(live["index"])]) == 0  # another process renumbers the rows
+    stale = client.delete(f"/api/gallery/{target}", params={"generation": seen})
+    assert stale.status_code == 409 and "numbered afresh" in stale.json()["error"]
+    until(lambda: client.get("/api/model").json()["index"]["generation"] != seen)
+    assert client.get("/healthz").json()["images"] == 58
+    now = client.post("/api/search", data={"gallery": "7", "topk": "3"}).json()["generation"]
+    assert client.delete(f"/api/gallery/{target}", params={"generation": now}).status_code == 200
+
+
+def test_the_server_compacts_the_gallery_when_removed_images_pile_up(
+    live: dict, world: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Images that come and go would otherwise keep their rows (memory, the change log) for ever."""
+    from svllreid.serve import live_gallery
+
+    monkeypatch.setattr(live_gallery, "AUTO_COMPACT_MIN", 4)
+    monkeypatch.setattr(live_gallery, "AUTO_COMPACT_SHARE", 0.05)
+    client = live["client"]
+    before = client.get("/api/model").json()["index"]["generation"]
+    rows = client.post("/api/gallery", files=[("image", photo(world["images"][2]))] * 4).json()["rows"]
+    for row in rows:  # 4 of 62 rows removed: past the (lowered) thresholds
+        assert client.delete(f"/api/gallery/{row}").status_code == 200
+    until(lambda: client.get("/api/model").json()["index"]["generation"] != before)
+    facts = client.get("/api/model").json()["index"]
+    assert (facts["images"], facts["rows"], facts["removed"]) == (58, 58, 0)
+    assert client.app.state.watcher.compactions == 1
+    assert len(search_photo(client, world["images"][2], topk=60)["results"]) == 58

@@ -89,11 +89,13 @@ def test_the_schema_declares_each_routes_bodies_answers_and_errors(client: Any) 
         ("/api/thumbnail/{row}", "get"),
         ("/api/gallery/{row}", "delete"),
     ):
-        (row,) = paths[path][method]["parameters"]
+        row = paths[path][method]["parameters"][0]
         assert row["in"] == "path" and row["schema"]["pattern"] == "^[0-9]{1,12}$"
+    generation = paths["/api/gallery/{row}"]["delete"]["parameters"][1]
+    assert generation["in"] == "query" and generation["name"] == "generation" and not generation["required"]
     assert set(paths["/api/image/{row}"]["get"]["responses"]) == {"200", "404", "500"}
     assert set(paths["/api/thumbnail/{row}"]["get"]["responses"]) == {"200", "304", "404", "500"}
-    assert set(paths["/api/gallery/{row}"]["delete"]["responses"]) == {"200", "404", "409", "500"}
+    assert set(paths["/api/gallery/{row}"]["delete"]["responses"]) == {"200", "400", "404", "409", "500"}
     adding = paths["/api/gallery"]["post"]
     assert set(adding["responses"]) == {"201", "400", "413", "415", "500", "503"}
     gallery_form = adding["requestBody"]["content"]["multipart/form-data"]
