@@ -77,6 +77,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,15 @@ class Uploads:
         return [self.images[(at + j) % len(self.images)] for j in range(self.count(w, i))]
 
 
+@dataclass(frozen=True)
+class Held:
+    """An image a writer added: its row, the generation that row is numbered in, and its upload."""
+
+    row: int
+    generation: str
+    upload: tuple[str, bytes]
+
+
 class Writers:
     """``count`` writer threads, each with its own keep-alive connection: add images, then remove the rows its
     previous addition added, until :meth:`stop` (each adds at least once); then each removes what it holds,
@@ -242,6 +252,7 @@ class Writers:
         self.url, self.token, self.uploads = url, token, uploads
         self.adds, self.removes = Tally(), Tally()
         self.images_added = 0
+        self.relocated = 0  # removals whose rows a compaction had renumbered: found again by their photo
         self.largest_gallery = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -261,24 +272,26 @@ class Writers:
             thread.join(300)
 
     def _loop(self, w: int) -> None:
-        held: list[int] = []
+        held: list[Held] = []
         with httpx.Client(base_url=self.url, timeout=60, headers=bearer(self.token)) as client:
             self._started.wait(120)
             i = 0
             while i == 0 or not self._stop.is_set():
-                rows = self._add(client, w, i)
-                for row in held:
-                    self._remove(client, row)
-                held = rows
+                added = self._add(client, w, i)
+                for image in held:
+                    self._remove(client, w, image)
+                held = added
                 i += 1
-            for row in held:
-                self._remove(client, row)
+            for image in held:
+                self._remove(client, w, image)
 
-    def _add(self, client: httpx.Client, w: int, i: int) -> list[int]:
-        files = [("image", (name, data, "image/jpeg")) for name, data in self.uploads.pick(w, i)]
+    def _add(self, client: httpx.Client, w: int, i: int) -> list[Held]:
+        picked = self.uploads.pick(w, i)
+        files = [("image", (name, data, "image/jpeg")) for name, data in picked]
         labels = {"identity": f"load writer {w}", "camera": "load"}
         start = time.perf_counter()
         rows: list[int] = []
+        added: list[Held] = []
         try:
             answer = client.post("/api/gallery", files=files, data=labels)
             if answer.status_code != 201:
@@ -286,6 +299,7 @@ class Writers:
             else:
                 body = answer.json()
                 rows = [int(r) for r in body["rows"]]
+                added = [Held(row, str(body["generation"]), upload) for row, upload in zip(rows, picked, strict=False)]
                 failure = None if len(rows) == len(files) else f"{len(rows)} rows for {len(files)} images"
                 with self._lock:
                     self.largest_gallery = max(self.largest_gallery, int(body["gallery_size"]))
@@ -293,25 +307,53 @@ class Writers:
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as err:  # a transport error, a malformed answer
             failure = type(err).__name__
         self.adds.record(1000 * (time.perf_counter() - start), failure)
-        return rows
+        return added
 
-    def _remove(self, client: httpx.Client, row: int) -> None:
+    def _remove(self, client: httpx.Client, w: int, image: Held) -> None:
+        """Remove an image by the row and generation its addition gave; when the server has compacted the
+        gallery since (409: rows renumbered), find the image again by its photo and remove it there."""
         start = time.perf_counter()
+        row = image.row
         try:
-            answer = client.delete(f"/api/gallery/{row}")
-            if answer.status_code != 200:
-                failure: str | None = f"HTTP {answer.status_code}"
+            answer = client.delete(f"/api/gallery/{row}", params={"generation": image.generation})
+            if answer.status_code == 409:
+                with self._lock:
+                    self.relocated += 1
+                found = self._find(client, w, image)
+                if found is None:
+                    answer = None
+                else:
+                    row = found.row
+                    answer = client.delete(f"/api/gallery/{row}", params={"generation": found.generation})
+            if answer is None:
+                failure: str | None = "lost: not found after a compaction"
+            elif answer.status_code != 200:
+                failure = f"HTTP {answer.status_code}"
             else:
                 failure = None if answer.json().get("removed") == row else "another row removed"
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as err:  # a transport error, a malformed answer
             failure = type(err).__name__
         self.removes.record(1000 * (time.perf_counter() - start), failure)
 
+    def _find(self, client: httpx.Client, w: int, image: Held) -> Held | None:
+        """The image's row now: the search by its own photo whose hit has this writer's label and a cosine
+        of 1 (the same bytes, encoded alike)."""
+        name, data = image.upload
+        answer = client.post("/api/search", files={"image": (name, data, "image/jpeg")}, data={"topk": "5"})
+        if answer.status_code != 200:
+            return None
+        body = answer.json()
+        for hit in body["results"]:
+            if hit.get("identity") == f"load writer {w}" and hit["score"] > 0.9999:
+                return Held(int(hit["row"]), str(body["generation"]), image.upload)
+        return None
+
     def summary(self) -> dict[str, Any]:
         return {
             "adds": self.adds.done,
             "images_added": self.images_added,
             "removes": self.removes.done,
+            "relocated": self.relocated,
             "failed": self.adds.failed + self.removes.failed,
             "failures": dict(self.adds.failures + self.removes.failures),
             "add_ms": percentiles(self.adds.ms),
@@ -795,7 +837,8 @@ def print_read_write(rw: dict[str, Any]) -> None:
     w = rw["write"]
     print(f"  writers: {w['adds']} additions ({w['images_added']} images; p50 {w['add_ms']['p50']:.1f}, p99 "
           f"{w['add_ms']['p99']:.1f}), {w['removes']} removals (p50 {w['remove_ms']['p50']:.1f}, p99 "
-          f"{w['remove_ms']['p99']:.1f}), {w['failed']} failed{failures(w['failures'])}")  # fmt: skip
+          f"{w['remove_ms']['p99']:.1f}; {w['relocated']} found again after a compaction), {w['failed']} failed"
+          f"{failures(w['failures'])}")  # fmt: skip
     if rw["read"]["failed"] or rw["read_only"]["failed"]:
         print(f"  readers' failures: {failures(rw['read_only']['failures'])} read-only, "
               f"{failures(rw['read']['failures'])} with writers")  # fmt: skip
@@ -831,7 +874,8 @@ def print_soak(s: dict[str, Any]) -> None:
           f" p99 {r['all']['p99']:.1f} ms, {r['failed']} failed{failures(r['failures'])}")  # fmt: skip
     print(f"  writers: {w['adds']} additions ({w['images_added']} images; p50 {w['add_ms']['p50']:.1f}, p99 "
           f"{w['add_ms']['p99']:.1f} ms), {w['removes']} removals (p50 {w['remove_ms']['p50']:.1f}, p99 "
-          f"{w['remove_ms']['p99']:.1f} ms), {w['failed']} failed{failures(w['failures'])}")  # fmt: skip
+          f"{w['remove_ms']['p99']:.1f} ms; {w['relocated']} found again after a compaction), {w['failed']} failed"
+          f"{failures(w['failures'])}")  # fmt: skip
 
     def mark(ok: bool) -> str:
         return "holds" if ok else "DOES NOT HOLD"
