@@ -31,7 +31,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, overload
@@ -413,10 +413,25 @@ class LiveIndex:
             at += len(feats)
         return self._buffer
 
-    def _write(self, change: Change) -> _Snapshot:
-        """Append ``change`` to the log (under the lock, after the changes of other processes), apply it."""
+    def _write(
+        self, make: Callable[[_Snapshot], Change | None], generation: str | None = None
+    ) -> tuple[_Snapshot, Change | None]:
+        """Under the lock, after the changes of other processes: ``make(snapshot)`` the change (None: nothing
+        to write), append it to the log and apply it; returns the snapshot it was made on, and the change.
+
+        Raises:
+            RenumberedError: ``generation`` is given and the gallery's rows are numbered in another one.
+        """
         with self._lock, self.log.locked():
             snap = self._snap = self._read_log(self._refreshed())
+            if generation is not None and generation != snap.fingerprint:
+                raise RenumberedError(
+                    f"{self.path} was compacted since those rows were numbered, and its rows are numbered afresh: "
+                    "search again for the images to remove"
+                )
+            change = make(snap)
+            if change is None:
+                return snap, None
             header = self.log.header()
             if header is None or header.get("base") != snap.fingerprint or snap.log is None:
                 self.log.reset(snap.fingerprint)  # no log yet, or one of another build: this gallery's starts
@@ -426,7 +441,7 @@ class LiveIndex:
             assert snap.log is not None
             state = self.log.append(change, snap.log)
             self._snap = self._applied(snap, [change], state)
-            return snap
+            return snap, change
 
     def _refreshed(self) -> _Snapshot:
         if _file_id(self.path) != self._file_id:
@@ -464,7 +479,7 @@ class LiveIndex:
         base_dir = Path(absolute(self.path)).parent
         stored = tuple(os.path.relpath(absolute(p), base_dir) for p in listed)
         change = Change("add", time.time(), paths=stored, feats=unit, labels=names)
-        before = self._write(change)
+        before, _ = self._write(lambda snap: change)
         return list(range(before.rows, before.rows + len(unit)))
 
     def remove(self, rows: Sequence[int], *, generation: str | None = None) -> list[int]:
@@ -479,23 +494,22 @@ class LiveIndex:
         Raises:
             RenumberedError: ``generation`` is not the gallery's any more.
         """
-        with self._lock:
-            self._refreshed()
-            if generation is not None and generation != self.generation:
-                raise RenumberedError(
-                    f"{self.path} was compacted since those rows were numbered, and its rows are numbered afresh: "
-                    "search again for the images to remove"
-                )
-            wanted = sorted({int(r) for r in rows if self.is_live(int(r))})
-            if not wanted:
-                return []
-            self._write(Change("remove", time.time(), rows=tuple(wanted)))
-            uploads = str(uploads_folder(absolute(self.path)))
-            paths = _RowPaths(self._snap)
-            for row in wanted:
-                if paths[row].startswith(uploads + os.sep):
-                    Path(paths[row]).unlink(missing_ok=True)
-            return wanted
+        # Rows are numbered in the generation of now, unless the caller says which: a compaction by another
+        # process or thread before the lock is taken then refuses the removal instead of renumbering it.
+        generation = self.generation if generation is None else generation
+        uploads = str(uploads_folder(absolute(self.path))) + os.sep
+        files: list[str] = []
+
+        def removal(snap: _Snapshot) -> Change | None:
+            listed = _RowPaths(snap)
+            wanted = sorted({int(r) for r in rows if 0 <= int(r) < snap.rows and not snap.dead[int(r)]})
+            files.extend(path for path in (listed[r] for r in wanted) if path.startswith(uploads))
+            return Change("remove", time.time(), rows=tuple(wanted)) if wanted else None
+
+        _, change = self._write(removal, generation)
+        for path in files:  # the record is on disk: the images are gone whatever happens to their files
+            Path(path).unlink(missing_ok=True)
+        return list(change.rows) if change is not None else []
 
     def rows_of(self, paths: Sequence[str | os.PathLike[str]]) -> dict[str, list[int]]:
         """The living rows of each of ``paths`` (as absolute paths), to remove images by file."""

@@ -15,6 +15,8 @@ and the whole cache is emptied when the gallery is compacted (its rows are numbe
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import threading
 from collections import OrderedDict
@@ -29,6 +31,7 @@ __all__ = [
     "THUMBNAILS",
     "GalleryWatcher",
     "ThumbnailCache",
+    "release_freed_memory",
     "wants_compaction",
 ]
 
@@ -88,6 +91,18 @@ class ThumbnailCache:
         return len(gone)
 
 
+def release_freed_memory() -> bool:
+    """Give the pages the heap has freed back to the system (glibc's ``malloc_trim``), as after a compaction:
+    the old gallery's arrays are freed, but glibc keeps the pages for reuse, and a server that compacts now
+    and then would look as if it grew. False where the C library has no such call."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to do
+        return False
+    trim(0)
+    return True
+
+
 class GalleryWatcher:
     """A daemon thread that calls ``index.refresh()`` every ``interval`` seconds, compacts the gallery when
     :func:`wants_compaction` (unless ``compact`` is False) and, when the gallery changed, calls
@@ -127,6 +142,7 @@ class GalleryWatcher:
                     report = self.index.compact()
                     self.compactions += 1
                     changed = True
+                    release_freed_memory()
                     log.info(
                         "compacted %s: %d images kept, %d removed ones dropped",
                         self.index.path,

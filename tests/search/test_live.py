@@ -314,3 +314,17 @@ def test_rows_numbered_before_a_compaction_remove_nothing_after_it(tmp_path: Pat
         server.remove([3], generation=seen)
     assert server.size == 9 and server.paths[3] == str(tmp_path / "base004.jpg")
     assert server.remove([3], generation=server.generation) == [3]
+
+
+def test_a_removal_racing_a_compaction_in_another_thread_removes_nothing_it_did_not_mean(tmp_path: Path) -> None:
+    """Rows are read in the numbering of the moment the removal starts; a compaction that renumbers them
+    before the removal takes the lock makes it refuse, never remove the image that took a row."""
+    path = build(tmp_path, n=10)
+    live = LiveIndex.open(path)
+    rows = live.add([tmp_path / "a.jpg", tmp_path / "b.jpg"], features(2, 1))
+    live.remove([0])
+    seen = live.generation
+    live.compact()  # as the server's watcher thread does, between a client's answer and its removal
+    with pytest.raises(RenumberedError):
+        live.remove(rows, generation=seen)
+    assert live.size == 11 and [Path(p).name for p in live.paths][-2:] == ["a.jpg", "b.jpg"]

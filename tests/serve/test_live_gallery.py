@@ -259,3 +259,12 @@ def test_the_server_compacts_the_gallery_when_removed_images_pile_up(
     assert (facts["images"], facts["rows"], facts["removed"]) == (58, 58, 0)
     assert client.app.state.watcher.compactions == 1
     assert len(search_photo(client, world["images"][2], topk=60)["results"]) == 58
+
+
+def test_the_server_gives_freed_memory_back_after_a_compaction() -> None:
+    """glibc's malloc_trim, where the C library has it (Linux with glibc, as here); elsewhere nothing."""
+    import platform
+
+    from svllreid.serve.live_gallery import release_freed_memory
+
+    assert release_freed_memory() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
