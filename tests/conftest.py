@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -147,6 +149,20 @@ def pku_root(tmp_path: Path) -> Path:
     names = [f"{pid:03d}_{cam:02d}_{o}.jpg" for pid in (1, 2, 3, 4) for cam in (1, 2) for o in (1, 2)]
     write_images(root / "images", names)
     (root / "split.json").write_text('{"train_ids": ["001", "002"], "test_ids": ["003", "004"]}')
+    return root
+
+
+def pku_subset(root: Path, identities: int) -> Path:
+    """The first ``identities`` training and test identities of the real PKU-Reid subset (their images
+    copied, with a split.json of them): the same pedestrians, cameras and loader in a fraction of the time."""
+    split = json.loads((PKU / "split.json").read_text())
+    chosen = {key: split[key][:identities] for key in ("train_ids", "test_ids")}
+    keep = {pid for ids in chosen.values() for pid in ids}
+    (root / "images").mkdir(parents=True)
+    for image in (PKU / "images").glob("*.jpg"):
+        if image.name.split("_")[0] in keep:
+            shutil.copy(image, root / "images")
+    (root / "split.json").write_text(json.dumps(chosen))
     return root
 
 
