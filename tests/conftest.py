@@ -1,10 +1,14 @@
-"""Shared fixtures: tiny fake dataset trees with the real naming schemes."""
+"""Shared fixtures and helpers: tiny fake dataset trees with the real naming schemes, a subset of the real
+pedestrians, tiny trained runs, and scripts run in this process."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import runpy
 import shutil
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -164,6 +168,39 @@ def pku_subset(root: Path, identities: int) -> Path:
             shutil.copy(image, root / "images")
     (root / "split.json").write_text(json.dumps(chosen))
     return root
+
+
+def run_script(script: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """``python SCRIPT ARGS`` in this process: the file run as ``__main__`` with that argument list and its
+    folder first on ``sys.path``, as the interpreter runs it, and what it printed on standard output. A second
+    interpreter would spend seconds importing torch (and open_clip, onnxruntime, ...) that this one holds
+    already. Fails the test on a non-zero exit, with the end of standard error; an exception propagates
+    with its traceback. What the script may change for the whole process is put back: the environment, the
+    random generators, torch's thread count and the argument list."""
+    import random
+
+    import numpy as np
+    import torch
+
+    capsys.readouterr()  # what the test printed before is not the script's
+    environ, argv, path, threads = dict(os.environ), sys.argv, list(sys.path), torch.get_num_threads()
+    states = random.getstate(), np.random.get_state()
+    sys.argv = [str(script), *args]
+    sys.path.insert(0, str(script.parent))
+    try:
+        with torch.random.fork_rng():
+            runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as stopped:
+        if stopped.code not in (None, 0):
+            pytest.fail(f"{script.name} exited with {stopped.code}: {capsys.readouterr().err[-3000:]}")
+    finally:
+        sys.argv, sys.path[:] = argv, path
+        os.environ.clear()
+        os.environ.update(environ)
+        torch.set_num_threads(threads)
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+    return capsys.readouterr().out
 
 
 @pytest.fixture(scope="session")
