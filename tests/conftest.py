@@ -9,11 +9,16 @@ import os
 import runpy
 import shutil
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from PIL import Image
+
+if TYPE_CHECKING:
+    from svllreid.export.exporter import ExportReport
+    from svllreid.inference.trained import TrainedModel
 
 #: The real pedestrians of the repository (CC BY-NC-SA 4.0, data/pku-reid-subset/LICENSE.md).
 PKU = Path(__file__).resolve().parents[1] / "data" / "pku-reid-subset"
@@ -201,6 +206,41 @@ def run_script(script: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> 
         random.setstate(states[0])
         np.random.set_state(states[1])
     return capsys.readouterr().out
+
+
+@pytest.fixture(scope="session")
+def networks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrainedModel]:
+    """Two untrained tiny networks saved as training saves them (tests/inference/test_query_encoder.py): the
+    ViT with SIE on 3 cameras and the ResNet. One pair for the session: the export, ONNX, OpenVINO and
+    BoxMOT tests only read them."""
+    from svllreid.inference.trained import load_trained_model
+    from tests.inference.test_query_encoder import write_tiny_checkpoint
+
+    folder = tmp_path_factory.mktemp("networks")
+    vit = write_tiny_checkpoint(folder / "vit.safetensors", "svll-tiny-vit", num_cameras=3, sie="camera")
+    rn = write_tiny_checkpoint(folder / "rn.safetensors", "svll-tiny-rn")
+    return {"vit-sie": load_trained_model(vit, "cpu"), "rn": load_trained_model(rn, "cpu")}
+
+
+@pytest.fixture(scope="session")
+def exports(networks: dict[str, TrainedModel], tmp_path_factory: pytest.TempPathFactory) -> Callable[..., ExportReport]:
+    """``exports(name, fmt, side_info=False)``: the report of :func:`networks` ``[name]`` exported as ``fmt``
+    (``export_image_branch``), each combination written once in the session. An export takes seconds,
+    and several test files check the same one; they only read the file."""
+    from svllreid.export.exporter import export_image_branch
+
+    folder = tmp_path_factory.mktemp("exports")
+    written: dict[tuple[str, str, bool], ExportReport] = {}
+
+    def export(name: str, fmt: str, side_info: bool = False) -> ExportReport:
+        key = (name, fmt, side_info)
+        if key not in written:
+            suffix = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}[fmt]
+            out = folder / f"{name}{'-side-info' if side_info else ''}{suffix}"
+            written[key] = export_image_branch(networks[name], out, fmt=fmt, side_info=side_info)
+        return written[key]
+
+    return export
 
 
 @pytest.fixture(scope="session")
