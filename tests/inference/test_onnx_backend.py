@@ -15,7 +15,6 @@ from PIL import Image
 import svllreid
 from svllreid.cli import main
 from svllreid.errors import CheckpointError, MissingExtraError
-from svllreid.export.exporter import export_image_branch
 from svllreid.inference.onnx_backend import load_onnx_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning")]
@@ -149,8 +148,8 @@ def test_files_of_the_wrong_kind_name_the_right_option(networks, exported, photo
     assert f"pass it as --model {exported['rn']}" in capsys.readouterr().err
 
 
-def test_side_info_ids_outside_the_network_are_refused(networks, tmp_path) -> None:
-    path = export_image_branch(networks["vit-sie"], tmp_path / "sie.onnx", fmt="onnx", side_info=True).path
+def test_side_info_ids_outside_the_network_are_refused(exports) -> None:
+    path = exports("vit-sie", "onnx", True).path
     model = load_onnx_model(path)  # 3 cameras, camera SIE
     images = torch.zeros(2, 3, 64, 32)
     assert model.model.encode_image(images, torch.tensor([2, -1])).shape == (2, 192)
