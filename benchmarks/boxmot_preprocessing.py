@@ -46,29 +46,42 @@ def opencv_like_resize(image: Image.Image, size: tuple[int, int]) -> torch.Tenso
     return resized[0].round().clamp(0, 255) / 255  # OpenCV returns uint8
 
 
-def encoder(model, *, after_bn: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The test feature (f12 and f_proj, L2-normalised) before or after the BNNecks, cameras unknown."""
+def encoder(model) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """The test feature (f12 and f_proj, L2-normalised) before and after the BNNecks, cameras unknown: one
+    pass of the network for both."""
 
-    def encode(batch: torch.Tensor) -> torch.Tensor:
+    def encode(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         unknown = torch.full((len(batch),), -1, dtype=torch.long)
         feats = model.image_features(batch, unknown, unknown)
         f12, proj = feats.f12, feats.f_proj
-        if after_bn:
-            f12, proj = model.neck.bn(f12), model.neck_proj.bn(proj)
-        return F.normalize(torch.cat([f12, proj], dim=1), dim=1)
+        before = F.normalize(torch.cat([f12, proj], dim=1), dim=1)
+        after = F.normalize(torch.cat([model.neck.bn(f12), model.neck_proj.bn(proj)], dim=1), dim=1)
+        return before, after
 
     return encode
 
 
-def features(encode, paths, *, size, resize: Resize, stats) -> torch.Tensor:
+def graph(module: torch.nn.Module) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """An exported graph's output, which is its only feature."""
+
+    def encode(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = module(batch)
+        return out, out
+
+    return encode
+
+
+def features(encode, images: list[Image.Image], *, size, resize: Resize, stats) -> tuple[torch.Tensor, torch.Tensor]:
     mean = torch.tensor(stats[0]).view(3, 1, 1)
     std = torch.tensor(stats[1]).view(3, 1, 1)
-    rows = []
+    before, after = [], []
     with torch.no_grad():
-        for start in range(0, len(paths), 64):
-            batch = torch.stack([(resize(Image.open(p), size) - mean) / std for p in paths[start : start + 64]])
-            rows.append(encode(batch))
-    return torch.cat(rows)
+        for start in range(0, len(images), 64):
+            batch = torch.stack([(resize(image, size) - mean) / std for image in images[start : start + 64]])
+            rows = encode(batch)
+            before.append(rows[0])
+            after.append(rows[1])
+    return torch.cat(before), torch.cat(after)
 
 
 def main() -> None:
@@ -106,28 +119,40 @@ def main() -> None:
     imagenet = (IMAGENET_MEAN, IMAGENET_STD)
     test_filter = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}[trained.interpolation]
     svllreid_resize = pil_resize(test_filter)
-    before, after = encoder(model, after_bn=False), encoder(model, after_bn=True)
+    network, onnx_route = encoder(model), graph(BoxmotInput(trained).eval())
+    # name -> (encoder, input size, resize, statistics, whether the features are after the BNNecks)
     variants = {
-        "svllreid (PIL bilinear antialiased, own statistics, before BNNeck)": (before, size, svllreid_resize, own),
-        "bicubic instead of bilinear": (before, size, pil_resize(Image.Resampling.BICUBIC), own),
-        "bilinear without antialiasing (OpenCV's, BoxMOT)": (before, size, opencv_like_resize, own),
-        "ImageNet statistics instead of the network's": (before, size, svllreid_resize, imagenet),
-        "features after the BNNecks (BoxMOT's CLIP builder)": (after, size, svllreid_resize, own),
-        "BoxMOT's .pt route: OpenCV resize, ImageNet, after BNNeck": (after, size, opencv_like_resize, imagenet),
+        "svllreid (PIL bilinear antialiased, own statistics, before BNNeck)": (network, size, svllreid_resize, own, 0),
+        "bicubic instead of bilinear": (network, size, pil_resize(Image.Resampling.BICUBIC), own, 0),
+        "bilinear without antialiasing (OpenCV's, BoxMOT)": (network, size, opencv_like_resize, own, 0),
+        "ImageNet statistics instead of the network's": (network, size, svllreid_resize, imagenet, 0),
+        "features after the BNNecks (BoxMOT's CLIP builder)": (network, size, svllreid_resize, own, 1),
+        "BoxMOT's .pt route: OpenCV resize, ImageNet, after BNNeck": (network, size, opencv_like_resize, imagenet, 1),
         # What the --format boxmot ONNX graph computes from BoxMOT's 256x128 ImageNet-normalised crops.
         "--format boxmot ONNX: BoxMOT's crops, the graph's adapter": (
-            BoxmotInput(trained).eval(),
+            onnx_route,
             BOXMOT_INPUT,
             opencv_like_resize,
             imagenet,
+            0,
         ),
     }
     samples = {s.path: s for split in dataset.splits for s in split.query + split.gallery}
     paths = sorted(samples)
     row = {p: i for i, p in enumerate(paths)}
+    # Each image decoded once, and one pass of the network per input (the features before and after the
+    # BNNecks come from the same pass): the variants differ only in what follows.
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            images.append(image.convert("RGB"))
+    passes: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
     rows = []
-    for name, (encode, input_size, resize, stats) in variants.items():
-        feats = features(encode, paths, size=input_size, resize=resize, stats=stats)
+    for name, (encode, input_size, resize, stats, after_bn) in variants.items():
+        key = (encode, input_size, resize, stats)
+        if key not in passes:
+            passes[key] = features(encode, images, size=input_size, resize=resize, stats=stats)
+        feats = passes[key][after_bn]
         maps = []
         for split in dataset.splits:
             q = torch.tensor([row[s.path] for s in split.query])

@@ -1,13 +1,24 @@
-"""Shared fixtures: tiny fake dataset trees with the real naming schemes."""
+"""Shared fixtures and helpers: tiny fake dataset trees with the real naming schemes, a subset of the real
+pedestrians, tiny trained runs, and scripts run in this process."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+import json
+import os
+import runpy
+import shutil
+import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from PIL import Image
+
+if TYPE_CHECKING:
+    from svllreid.export.exporter import ExportReport
+    from svllreid.inference.trained import TrainedModel
 
 #: The real pedestrians of the repository (CC BY-NC-SA 4.0, data/pku-reid-subset/LICENSE.md).
 PKU = Path(__file__).resolve().parents[1] / "data" / "pku-reid-subset"
@@ -148,6 +159,88 @@ def pku_root(tmp_path: Path) -> Path:
     write_images(root / "images", names)
     (root / "split.json").write_text('{"train_ids": ["001", "002"], "test_ids": ["003", "004"]}')
     return root
+
+
+def pku_subset(root: Path, identities: int) -> Path:
+    """The first ``identities`` training and test identities of the real PKU-Reid subset (their images
+    copied, with a split.json of them): the same pedestrians, cameras and loader in a fraction of the time."""
+    split = json.loads((PKU / "split.json").read_text())
+    chosen = {key: split[key][:identities] for key in ("train_ids", "test_ids")}
+    keep = {pid for ids in chosen.values() for pid in ids}
+    (root / "images").mkdir(parents=True)
+    for image in (PKU / "images").glob("*.jpg"):
+        if image.name.split("_")[0] in keep:
+            shutil.copy(image, root / "images")
+    (root / "split.json").write_text(json.dumps(chosen))
+    return root
+
+
+def run_script(script: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """``python SCRIPT ARGS`` in this process: the file run as ``__main__`` with that argument list and its
+    folder first on ``sys.path``, as the interpreter runs it, and what it printed on standard output. A second
+    interpreter would spend seconds importing torch (and open_clip, onnxruntime, ...) that this one holds
+    already. Fails the test on a non-zero exit, with the end of standard error; an exception propagates
+    with its traceback. What the script may change for the whole process is put back: the environment, the
+    random generators, torch's thread count and the argument list."""
+    import random
+
+    import numpy as np
+    import torch
+
+    capsys.readouterr()  # what the test printed before is not the script's
+    environ, argv, path, threads = dict(os.environ), sys.argv, list(sys.path), torch.get_num_threads()
+    states = random.getstate(), np.random.get_state()
+    sys.argv = [str(script), *args]
+    sys.path.insert(0, str(script.parent))
+    try:
+        with torch.random.fork_rng():
+            runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as stopped:
+        if stopped.code not in (None, 0):
+            pytest.fail(f"{script.name} exited with {stopped.code}: {capsys.readouterr().err[-3000:]}")
+    finally:
+        sys.argv, sys.path[:] = argv, path
+        os.environ.clear()
+        os.environ.update(environ)
+        torch.set_num_threads(threads)
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+    return capsys.readouterr().out
+
+
+@pytest.fixture(scope="session")
+def networks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrainedModel]:
+    """Two untrained tiny networks saved as training saves them (tests/inference/test_query_encoder.py): the
+    ViT with SIE on 3 cameras and the ResNet. One pair for the session: the export, ONNX, OpenVINO and
+    BoxMOT tests only read them."""
+    from svllreid.inference.trained import load_trained_model
+    from tests.inference.test_query_encoder import write_tiny_checkpoint
+
+    folder = tmp_path_factory.mktemp("networks")
+    vit = write_tiny_checkpoint(folder / "vit.safetensors", "svll-tiny-vit", num_cameras=3, sie="camera")
+    rn = write_tiny_checkpoint(folder / "rn.safetensors", "svll-tiny-rn")
+    return {"vit-sie": load_trained_model(vit, "cpu"), "rn": load_trained_model(rn, "cpu")}
+
+
+@pytest.fixture(scope="session")
+def exports(networks: dict[str, TrainedModel], tmp_path_factory: pytest.TempPathFactory) -> Callable[..., ExportReport]:
+    """``exports(name, fmt, side_info=False)``: the report of :func:`networks` ``[name]`` exported as ``fmt``
+    (``export_image_branch``), each combination written once in the session. An export takes seconds,
+    and several test files check the same one; they only read the file."""
+    from svllreid.export.exporter import export_image_branch
+
+    folder = tmp_path_factory.mktemp("exports")
+    written: dict[tuple[str, str, bool], ExportReport] = {}
+
+    def export(name: str, fmt: str, side_info: bool = False) -> ExportReport:
+        key = (name, fmt, side_info)
+        if key not in written:
+            suffix = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt"}[fmt]
+            out = folder / f"{name}{'-side-info' if side_info else ''}{suffix}"
+            written[key] = export_image_branch(networks[name], out, fmt=fmt, side_info=side_info)
+        return written[key]
+
+    return export
 
 
 @pytest.fixture(scope="session")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from svllreid.cli import main
+from tests.conftest import run_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,13 +60,12 @@ def test_demo_recipe_is_shipped_and_valid(capsys) -> None:
 
 
 @pytest.mark.slow
-def test_ablation_script_runs(tmp_path: Path) -> None:
-    cmd = [sys.executable, str(REPO / "benchmarks" / "ablation.py"), "--dataset", "synthetic", "--seeds", "1"]
-    cmd += ["--variants", "1", "5", "--out", str(tmp_path / "abl"), f"data.root={tmp_path / 'syn'}"]
-    cmd += [q for q in QUICK if not q.startswith("data.options")] + ["data.options={ids: 20, cameras: 2, seed: 0}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| image-only (ID + triplet) |" in proc.stdout and "| SVLL-ReID (both) |" in proc.stdout
+def test_ablation_script_runs(tmp_path: Path, capsys) -> None:
+    args = ["--dataset", "synthetic", "--seeds", "1"]
+    args += ["--variants", "1", "5", "--out", str(tmp_path / "abl"), f"data.root={tmp_path / 'syn'}"]
+    args += [q for q in QUICK if not q.startswith("data.options")] + ["data.options={ids: 20, cameras: 2, seed: 0}"]
+    printed = run_script(REPO / "benchmarks" / "ablation.py", *args, capsys=capsys)
+    assert "| image-only (ID + triplet) |" in printed and "| SVLL-ReID (both) |" in printed
     results = json.loads((tmp_path / "abl" / "ablation.json").read_text())["results"]
     assert len(results["before training (starting network)"]) == 1 and len(results["SVLL-ReID (both)"]) == 1
     assert 0 <= results["SVLL-ReID (both)"][0]["mAP"] <= 1

@@ -25,7 +25,6 @@ from svllreid.export.boxmot import (
 )
 from svllreid.inference.checkpoint import Checkpoint
 from svllreid.inference.trained import TrainedModel
-from tests.export.test_export import networks  # noqa: F401 (the fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning")]
 
@@ -125,7 +124,7 @@ def boxmot_crops(images_uint8: torch.Tensor) -> torch.Tensor:
     return (images_uint8.float() / 255 - mean) / std
 
 
-def test_the_onnx_file_takes_boxmot_crops_and_gives_the_network_features(networks, tmp_path) -> None:  # noqa: F811
+def test_the_onnx_file_takes_boxmot_crops_and_gives_the_network_features(networks, tmp_path) -> None:
     trained = networks["vit-sie"]  # 64×32 with SIE: BoxMOT's CLIP builder cannot hold it
     written = export_boxmot(trained, tmp_path)
     assert written.kind == "onnx" and written.path.name.startswith("osnet_x0_25_") and "clip" not in written.path.name
@@ -146,7 +145,7 @@ def test_the_onnx_file_takes_boxmot_crops_and_gives_the_network_features(network
     assert float(np.abs(got - expected).max()) <= 1e-5
 
 
-def test_the_command_writes_the_boxmot_file(networks, tmp_path, capsys) -> None:  # noqa: F811
+def test_the_command_writes_the_boxmot_file(networks, tmp_path, capsys) -> None:
     ckpt = str(networks["rn"].checkpoint.path)
     assert main(["export", "--checkpoint", ckpt, "--format", "boxmot", "--out", str(tmp_path / "for-boxmot")]) == 0
     printed = capsys.readouterr().out
@@ -157,7 +156,7 @@ def test_the_command_writes_the_boxmot_file(networks, tmp_path, capsys) -> None:
     assert "takes no --fp16" in capsys.readouterr().err
 
 
-def test_the_openvino_route_writes_the_folder_boxmot_opens(networks, tmp_path, capsys) -> None:  # noqa: F811
+def test_the_openvino_route_writes_the_folder_boxmot_opens(networks, tmp_path, capsys) -> None:
     ov = pytest.importorskip("openvino", reason="the OpenVINO route needs the openvino extra")
     trained = networks["rn"]
     argv = ["export", "--checkpoint", str(trained.checkpoint.path), "--format", "boxmot", "--boxmot-route"]

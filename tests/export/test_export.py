@@ -4,6 +4,7 @@ state their preprocessing, and refuse what they cannot do with a message."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,19 +18,10 @@ from svllreid.errors import ExportError, MissingExtraError
 from svllreid.export import exporter as export_module
 from svllreid.export.exporter import export_image_branch, read_export_facts
 from svllreid.inference.checkpoint import write_checkpoint
-from svllreid.inference.trained import TrainedModel, load_trained_model
-from tests.inference.test_query_encoder import write_tiny_checkpoint
+from svllreid.inference.trained import TrainedModel
 
 # Each ONNX export takes seconds; torch's deprecation notices of TorchScript are not ours to show.
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning")]
-
-
-@pytest.fixture(scope="module")
-def networks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TrainedModel]:
-    folder = tmp_path_factory.mktemp("export")
-    vit = write_tiny_checkpoint(folder / "vit.safetensors", "svll-tiny-vit", num_cameras=3, sie="camera")
-    rn = write_tiny_checkpoint(folder / "rn.safetensors", "svll-tiny-rn")
-    return {"vit-sie": load_trained_model(vit, "cpu"), "rn": load_trained_model(rn, "cpu")}
 
 
 def network_features(trained: TrainedModel, images: torch.Tensor, cameras: torch.Tensor | None) -> np.ndarray:
@@ -65,10 +57,10 @@ def run_export(path: Path, images: torch.Tensor, cameras: torch.Tensor | None) -
         ("rn", "openvino", False),
     ],
 )
-def test_the_export_gives_the_network_features_at_batches_1_2_and_7(networks, tmp_path, name, fmt, side_info):
+def test_the_export_gives_the_network_features_at_batches_1_2_and_7(networks, exports, name, fmt, side_info):
     trained = networks[name]
-    path = tmp_path / {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.pt"}[fmt]
-    report = export_image_branch(trained, path, fmt=fmt, side_info=side_info)
+    report = exports(name, fmt, side_info)  # written once in the session: other test files check it too
+    path = report.path
     assert report.inputs == (["images", "side_info"] if side_info else ["images"])
     exporters = {"onnx": "torch.export", "openvino": "torch.export, then openvino.convert_model"}
     assert report.exporter == exporters.get(fmt, "torch.jit.trace")
@@ -81,11 +73,10 @@ def test_the_export_gives_the_network_features_at_batches_1_2_and_7(networks, tm
         assert float(np.abs(got - network_features(trained, images, cameras)).max()) <= 1e-5, batch
 
 
-def test_the_file_states_its_preprocessing_and_network(networks, tmp_path) -> None:
+def test_the_file_states_its_preprocessing_and_network(networks, exports) -> None:
     trained = networks["vit-sie"]
-    export_image_branch(trained, tmp_path / "m.onnx", fmt="onnx")
-    export_image_branch(trained, tmp_path / "m.pt", fmt="torchscript", side_info=True)
-    onnx_facts, script_facts = read_export_facts(tmp_path / "m.onnx"), read_export_facts(tmp_path / "m.pt")
+    onnx_file, script_file = exports("vit-sie", "onnx").path, exports("vit-sie", "torchscript", True).path
+    onnx_facts, script_facts = read_export_facts(onnx_file), read_export_facts(script_file)
     for facts in (onnx_facts, script_facts):
         pre = facts["preprocessing"]
         assert pre["image_size"] == [64, 32] and pre["mean"] == trained.config.data.pixel_mean
@@ -94,7 +85,7 @@ def test_the_file_states_its_preprocessing_and_network(networks, tmp_path) -> No
         assert "L2-normalised" in facts["output"]
     assert onnx_facts["side_info"] == "fixed as unknown (-1)"  # single input: the file says so
     assert script_facts["side_info"] == "input side_info" and "side_info" in script_facts["inputs"]
-    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["images"] and session.get_inputs()[0].shape[0] == "batch"
 
 
@@ -171,7 +162,7 @@ def test_the_command_prints_what_it_wrote(networks, tmp_path, capsys) -> None:
     assert metadata["path"] == str(out) and metadata["max_abs_diff"] <= 1e-5
 
 
-def test_the_readme_onnxruntime_snippet_gives_the_extract_features(networks, tmp_path, monkeypatch) -> None:
+def test_the_readme_onnxruntime_snippet_gives_the_extract_features(networks, exports, tmp_path, monkeypatch) -> None:
     """The deployment page's snippet (docs/DEPLOY.md), run as written on an exported file, normalises once
     and matches extract."""
     from PIL import Image
@@ -181,7 +172,7 @@ def test_the_readme_onnxruntime_snippet_gives_the_extract_features(networks, tmp
     page = (Path(__file__).resolve().parents[2] / "docs" / "DEPLOY.md").read_text()
     snippet = next(b for b in page.split("```python\n")[1:] if "ort.InferenceSession(" in b).split("```")[0]
     trained = networks["rn"]
-    export_image_branch(trained, tmp_path / "market-svll.onnx", fmt="onnx")
+    shutil.copy(exports("rn", "onnx").path, tmp_path / "market-svll.onnx")  # the name the snippet opens
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (150, 70, 3), dtype=np.uint8)).save(tmp_path / "person.jpg")
     monkeypatch.chdir(tmp_path)

@@ -24,16 +24,14 @@ from svllreid.inference.gallery_search import IMAGE_BRANCH_ONLY
 from svllreid.inference.openvino_backend import load_openvino_model
 from svllreid.inference.trained import TrainedModel, load_trained_model
 from tests.export.test_calibration_export import calibration_for
-from tests.export.test_export import networks  # noqa: F401 (the fixture)
 
 pytest.importorskip("openvino", reason="OpenVINO files need the openvino extra")
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning")]
 
 
 @pytest.fixture(scope="module")
-def irs(networks, tmp_path_factory) -> dict[str, Path]:  # noqa: F811
-    folder = tmp_path_factory.mktemp("openvino")
-    return {name: export_image_branch(t, folder / f"{name}.xml", fmt="openvino").path for name, t in networks.items()}
+def irs(networks, exports) -> dict[str, Path]:
+    return {name: exports(name, "openvino").path for name in networks}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +41,7 @@ def crops(verification_run: Any) -> list[str]:
     return [str(p) for p in sorted(folder.glob("*.jpg"))]
 
 
-def test_extract_and_search_with_the_ir_equal_the_checkpoint(networks, irs, crops, tmp_path, capsys) -> None:  # noqa: F811
+def test_extract_and_search_with_the_ir_equal_the_checkpoint(networks, irs, crops, tmp_path, capsys) -> None:
     images = tmp_path / "images"
     images.mkdir()
     for path in crops[:8]:
@@ -80,7 +78,7 @@ def test_extract_and_search_with_the_ir_equal_the_checkpoint(networks, irs, crop
     assert IMAGE_BRANCH_ONLY in capsys.readouterr().err
 
 
-def test_the_ir_states_its_facts_and_runs_in_the_feature_extractor(networks, irs, crops) -> None:  # noqa: F811
+def test_the_ir_states_its_facts_and_runs_in_the_feature_extractor(networks, irs, crops) -> None:
     trained = networks["rn"]
     facts = read_export_facts(irs["rn"])
     assert facts["identity"]["weights_sha256"] == trained.weights_digest() and facts["precision"] == "fp32"
@@ -125,7 +123,7 @@ def test_an_int8_ir_stays_within_its_tolerance_and_carries_the_threshold(
 
 
 def test_bad_openvino_files_and_options_say_what_to_do(
-    networks,  # noqa: F811
+    networks,
     irs,
     calibrated,
     crops,
@@ -169,7 +167,7 @@ def test_bad_openvino_files_and_options_say_what_to_do(
     assert not (tmp_path / "m.xml").exists()
 
 
-def test_int8_calibration_with_side_info_feeds_every_camera_id(networks, crops) -> None:  # noqa: F811
+def test_int8_calibration_with_side_info_feeds_every_camera_id(networks, crops) -> None:
     from svllreid.export.int8 import calibration_batches
 
     trained = networks["vit-sie"]  # SIE on 3 cameras

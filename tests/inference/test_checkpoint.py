@@ -61,6 +61,27 @@ def test_round_trip_model_optimizer_rng(tmp_path, model):
     assert again[0] == expected[0] and again[1] == expected[1] and torch.equal(again[2], expected[2])
 
 
+def test_tensors_that_share_memory_are_written_as_copies_and_the_rest_as_they_are(tmp_path) -> None:
+    """Tied weights (one tensor under two names) and a parameter that is a part of another's storage are
+    copied for safetensors, which refuses shared memory; the file holds every name with its values."""
+    tied = torch.nn.Module()
+    tied.encoder = torch.nn.Linear(3, 4, bias=False)
+    tied.decoder = torch.nn.Linear(4, 3, bias=False)
+    tied.decoder.weight = torch.nn.Parameter(tied.encoder.weight.T)  # a view of the encoder's weight
+    tied.head = torch.nn.Linear(3, 4, bias=False)
+    tied.head.weight = tied.encoder.weight  # the same tensor under a second name
+    tied.register_buffer("part", torch.arange(10.0)[2:6])  # a part of a larger storage
+    path = write_checkpoint(tmp_path / "tied.safetensors", tied, {"stage": 2})
+    saved = read_checkpoint(path).group("model")
+    assert saved.keys() == tied.state_dict().keys()
+    for name, value in tied.state_dict().items():
+        assert torch.equal(saved[name], value), name
+    before = tied.encoder.weight.detach().clone()
+    with torch.no_grad():
+        tied.encoder.weight.add_(1.0)  # the model trains on: the file keeps what was written
+    assert torch.equal(read_checkpoint(path).group("model")["encoder.weight"], before)
+
+
 def test_failed_write_keeps_the_previous_checkpoint(tmp_path, model, monkeypatch):
     path = write_checkpoint(tmp_path / "last.safetensors", model, {"epoch": 1})
     before = path.read_bytes()

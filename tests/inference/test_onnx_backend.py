@@ -15,9 +15,7 @@ from PIL import Image
 import svllreid
 from svllreid.cli import main
 from svllreid.errors import CheckpointError, MissingExtraError
-from svllreid.export.exporter import export_image_branch
 from svllreid.inference.onnx_backend import load_onnx_model
-from tests.export.test_export import networks  # noqa: F401 (the fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning")]
 
@@ -35,9 +33,8 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def exported(networks, tmp_path_factory) -> dict[str, Path]:  # noqa: F811
-    folder = tmp_path_factory.mktemp("onnx")
-    return {name: export_image_branch(t, folder / f"{name}.onnx", fmt="onnx").path for name, t in networks.items()}
+def exported(networks, exports) -> dict[str, Path]:
+    return {name: exports(name, "onnx").path for name in networks}
 
 
 def extract(argv: list[str], out: Path) -> dict[str, np.ndarray]:
@@ -46,7 +43,7 @@ def extract(argv: list[str], out: Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-def test_extract_with_the_onnx_file_equals_extract_with_the_checkpoint(networks, exported, photos, tmp_path):  # noqa: F811
+def test_extract_with_the_onnx_file_equals_extract_with_the_checkpoint(networks, exported, photos, tmp_path):
     for name, trained in networks.items():
         torch_run = extract(["--checkpoint", str(trained.checkpoint.path), "--images", str(photos)], tmp_path / "t.npz")
         onnx_run = extract(["--model", str(exported[name]), "--images", str(photos)], tmp_path / "o.npz")
@@ -54,7 +51,7 @@ def test_extract_with_the_onnx_file_equals_extract_with_the_checkpoint(networks,
         assert float(np.abs(onnx_run["feats"] - torch_run["feats"]).max()) <= 1e-5, name
 
 
-def test_an_index_built_by_one_runtime_is_searched_by_the_other(networks, exported, photos, tmp_path, capsys):  # noqa: F811
+def test_an_index_built_by_one_runtime_is_searched_by_the_other(networks, exported, photos, tmp_path, capsys):
     trained = networks["vit-sie"]
     torch_index, onnx_index = tmp_path / "torch.index", tmp_path / "onnx.index"
     build = ["index", "build", "--images", str(photos), "--no-progress"]
@@ -83,7 +80,7 @@ def test_an_index_built_by_one_runtime_is_searched_by_the_other(networks, export
     )
 
 
-def test_the_onnx_model_refuses_other_weights(networks, exported) -> None:  # noqa: F811
+def test_the_onnx_model_refuses_other_weights(networks, exported) -> None:
     model = load_onnx_model(exported["rn"])
     identity = networks["rn"].identity()
     model.check_same_features(identity, "g.index")  # the same network and weights
@@ -93,7 +90,7 @@ def test_the_onnx_model_refuses_other_weights(networks, exported) -> None:  # no
 
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
 def test_feature_extractor_takes_every_input_kind_and_matches_extract(
-    networks,  # noqa: F811
+    networks,
     exported,
     photos,
     tmp_path,
@@ -124,7 +121,7 @@ def test_feature_extractor_takes_every_input_kind_and_matches_extract(
     assert extractor([]).shape == (0, expected["feats"].shape[1])
 
 
-def test_feature_extractor_names_what_it_cannot_take(networks, exported) -> None:  # noqa: F811
+def test_feature_extractor_names_what_it_cannot_take(networks, exported) -> None:
     extractor = svllreid.FeatureExtractor(str(exported["rn"]))
     with pytest.raises(ValueError, match="HWC uint8 with 3 channels"):
         extractor([np.zeros((10, 10), np.uint8)])
@@ -142,7 +139,7 @@ def test_feature_extractor_names_what_it_cannot_take(networks, exported) -> None
         extractor(np.zeros((64, 32, 3), np.uint8))
 
 
-def test_files_of_the_wrong_kind_name_the_right_option(networks, exported, photos, tmp_path, capsys) -> None:  # noqa: F811
+def test_files_of_the_wrong_kind_name_the_right_option(networks, exported, photos, tmp_path, capsys) -> None:
     ckpt = str(networks["rn"].checkpoint.path)
     base = ["extract", "--images", str(photos), "--out", str(tmp_path / "f.npz")]
     assert main([*base, "--model", ckpt]) == 2
@@ -151,8 +148,8 @@ def test_files_of_the_wrong_kind_name_the_right_option(networks, exported, photo
     assert f"pass it as --model {exported['rn']}" in capsys.readouterr().err
 
 
-def test_side_info_ids_outside_the_network_are_refused(networks, tmp_path) -> None:  # noqa: F811
-    path = export_image_branch(networks["vit-sie"], tmp_path / "sie.onnx", fmt="onnx", side_info=True).path
+def test_side_info_ids_outside_the_network_are_refused(exports) -> None:
+    path = exports("vit-sie", "onnx", True).path
     model = load_onnx_model(path)  # 3 cameras, camera SIE
     images = torch.zeros(2, 3, 64, 32)
     assert model.model.encode_image(images, torch.tensor([2, -1])).shape == (2, 192)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import torch
 import svllreid.metrics.rerank as rerank
 from svllreid.metrics import KReciprocal, evaluate
 from svllreid.metrics.rerank import iter_rerank_chunks, k_reciprocal_rerank
+from tests.conftest import run_script
 from tests.reference.rerank_reference import k_reciprocal_rerank_reference
 
 ATOL = 1e-5
@@ -285,12 +284,12 @@ def test_default_chunk_size() -> None:
 
 
 @pytest.mark.slow
-def test_benchmark_script_runs() -> None:
-    """The benchmark script itself (a tiny size, chunked mode): it runs and reports measurements."""
+def test_benchmark_script_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The benchmark script itself (a tiny size, chunked mode): it runs and reports measurements (the
+    script in this process, its worker in a process of its own)."""
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "rerank_speed.py"
-    cmd = [sys.executable, str(script), "--sizes", "tiny", "--mode", "chunks", "--threads", "1", "--json"]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120)
-    row = json.loads(result.stdout.strip().splitlines()[-1])
+    printed = run_script(script, "--sizes", "tiny", "--mode", "chunks", "--threads", "1", "--json", capsys=capsys)
+    row = json.loads(printed.strip().splitlines()[-1])
     assert row["size"] == "tiny 200x1000" and row["device"] == "cpu" and row["mode"] == "chunks"
     assert row["wall_s"] > 0 and row["peak_rss_gb"] > 0 and row["threads"] == 1
 

@@ -17,7 +17,7 @@ from svllreid.config import load_config
 from svllreid.errors import ConfigError
 from svllreid.inference.checkpoint import read_checkpoint
 from svllreid.training import run as run_module
-from svllreid.training.run import Run, train
+from svllreid.training.run import Run, RunResult, train
 from tests.tiny_runs import TINY, small, weights
 
 
@@ -66,10 +66,20 @@ def test_a_run_that_cannot_beat_its_start_delivers_the_start_and_says_so(tmp_pat
     assert read_checkpoint(run_dir / "checkpoints" / "model.safetensors").meta["epoch"] == 0
 
 
+@pytest.fixture(scope="module")
+def chosen(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    """A run that validates after every epoch, its validation mAP scripted to 0.30 at the start, 0.50 after
+    epoch 1 and 0.40 after epoch 2 (the evaluations run; only their mAP is replaced), with its report. One
+    run for the three tests below, which only read it."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        scripted_validation(monkeypatch, [0.30, 0.50, 0.40])
+        overrides = with_validation(tmp_path_factory.mktemp("chosen"), "chosen", **{"run.report": "true"})
+        return train(load_config(TINY, overrides), progress=False)
+
+
 @pytest.mark.slow
-def test_the_best_epoch_is_delivered_and_evaluated_on_both_splits(tmp_path, monkeypatch):
-    scripted_validation(monkeypatch, [0.30, 0.50, 0.40])  # start, epoch 1, epoch 2
-    result = train(load_config(TINY, with_validation(tmp_path, "best")), progress=False)
+def test_the_best_epoch_is_delivered_and_evaluated_on_both_splits(chosen):
+    result = chosen
     assert result.selection is not None and result.selection.best_epoch == 1
     run_dir = result.run_dir
     best = weights(run_dir / "checkpoints" / "best.safetensors")
@@ -104,9 +114,13 @@ def test_patience_stops_stage_2_and_a_resumed_run_does_not_train_on(tmp_path, mo
 
 
 @pytest.mark.slow
-def test_validating_changes_nothing_in_how_training_goes(tmp_path):
-    every = train(load_config(TINY, with_validation(tmp_path, "every", **{"eval.every": 1})), progress=False)
-    never = train(load_config(TINY, with_validation(tmp_path, "never", **{"eval.every": 0})), progress=False)
+def test_validating_changes_nothing_in_how_training_goes(chosen):
+    every = chosen  # eval.every=1
+    assert load_config(every.run_dir / "config.yaml").eval.every == 1
+    assert every.selection is not None and [e["epoch"] for e in every.selection.history] == [0, 1, 2]
+    # The same data folder and settings, never validated after the start.
+    never_overrides = with_validation(every.run_dir.parents[1], "never", **{"eval.every": 0})
+    never = train(load_config(TINY, never_overrides), progress=False)
     a = weights(every.run_dir / "checkpoints" / "last.safetensors")
     b = weights(never.run_dir / "checkpoints" / "last.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -199,7 +213,7 @@ def test_a_run_that_fails_at_its_start_leaves_no_folder_and_can_be_run_again(tmp
 
 
 @pytest.mark.slow
-def test_the_report_names_the_start_as_the_command_line_does_and_shows_the_choice(tmp_path, monkeypatch):
+def test_the_report_names_the_start_as_the_command_line_does_and_shows_the_choice(tmp_path, chosen):
     # Before: the report's table called a pretrained start "untrained", where the demo printed "pretrained only".
     plain = train(
         load_config(TINY, small(tmp_path, "plain", **{"eval.before_training": "true", "run.report": "true"})),
@@ -207,8 +221,6 @@ def test_the_report_names_the_start_as_the_command_line_does_and_shows_the_choic
     )
     html = (plain.run_dir / "report.html").read_text()
     assert "pretrained only (start)" in html and ">untrained<" not in html
-    scripted_validation(monkeypatch, [0.30, 0.50, 0.40])
-    chosen = train(load_config(TINY, with_validation(tmp_path, "chosen", **{"run.report": "true"})), progress=False)
     html = (chosen.run_dir / "report.html").read_text()
     for text in ("best: stage-2 epoch 1", "last: stage-2 epoch 2", "validation mAP", "test mean cosine", "Validation"):
         assert text in html, text
