@@ -137,6 +137,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from svllreid.serve.app import create_app
+        from svllreid.serve.live_gallery import keep_large_arrays_returnable
         from svllreid.serve.telemetry import log_access_to_stderr
     except ImportError as err:
         raise MissingExtraError(
@@ -178,6 +179,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"serving on http://{shown}:{args.port}/  (Ctrl+C stops)", flush=True)
     # One JSON line per request on stderr, whatever --verbose; uvicorn's own access line would be a second.
     log_access_to_stderr()
+    keep_large_arrays_returnable()  # a compacted gallery's freed arrays go back to the system
     uvicorn.run(
         app,
         host=args.host,

@@ -31,6 +31,7 @@ __all__ = [
     "THUMBNAILS",
     "GalleryWatcher",
     "ThumbnailCache",
+    "keep_large_arrays_returnable",
     "release_freed_memory",
     "wants_compaction",
 ]
@@ -91,15 +92,35 @@ class ThumbnailCache:
         return len(gone)
 
 
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018 - glibc's calls, or not glibc
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        return None
+    return libc
+
+
+def keep_large_arrays_returnable(threshold: int = 1 << 20) -> bool:
+    """Serve allocations of ``threshold`` bytes or more with their own mappings, which go back to the system
+    when freed. glibc does so from 128 KiB, but raises that threshold (up to 32 MiB) each time such a block
+    is freed; then a gallery's arrays, freed at each compaction, come from the heap, which keeps their pages.
+    Called once by ``svllreid serve``; False where the C library is not glibc."""
+    libc = _libc()
+    if libc is None:
+        return False
+    m_mmap_threshold = -3  # glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, threshold))
+
+
 def release_freed_memory() -> bool:
     """Give the pages the heap has freed back to the system (glibc's ``malloc_trim``), as after a compaction:
     the old gallery's arrays are freed, but glibc keeps the pages for reuse, and a server that compacts now
     and then would look as if it grew. False where the C library has no such call."""
-    try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to do
+    libc = _libc()
+    if libc is None:
         return False
-    trim(0)
+    libc.malloc_trim(0)
     return True
 
 
