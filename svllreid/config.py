@@ -525,7 +525,9 @@ def _merge(layers: Sequence[tuple[dict[str, Any], str]]) -> Config:
     for values, source in layers:
         _check_keys(values, Config, source)
         try:
-            merged = OmegaConf.merge(merged, _dataset_options_first(merged, values))
+            # Into ``merged`` itself: OmegaConf.merge would first deep-copy the whole config, once per layer
+            # (two thirds of the time of a load with a dozen overrides). The layer is a fresh container.
+            merged = OmegaConf.unsafe_merge(merged, _dataset_options_first(merged, values))
         except OmegaConfBaseException as err:
             raise ConfigError(f"invalid value in {source}: {_omegaconf_message(err)}") from err
     try:

@@ -341,6 +341,9 @@ def _write(
     check_suffix(out, fmt)
     calibration = checkpoint_calibration(trained)  # a sidecar of other weights fails before the export
     start = time.perf_counter()
+    # The INT8 calibration images, read before the export too: one that is no image fails in milliseconds,
+    # not after seconds of exporting and checking the fp32 graph.
+    batches = calibration_batches(trained, int8_images, side_info) if int8_images is not None else []
     precision = "fp16" if fp16 else "fp32"
     dtype = torch.float16 if fp16 else torch.float32
     size = input_size or trained.image_size
@@ -389,7 +392,6 @@ def _write(
         )
     int8 = None
     if int8_images is not None:  # the fp32 graph is right: quantise it, and check the INT8 file in turn
-        batches = calibration_batches(trained, int8_images, side_info)
         written = {**written, "precision": "int8"}
         if fmt == "onnx":
             data, int8 = int8_tools.quantize_onnx_int8(module, data, batches)

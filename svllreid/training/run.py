@@ -224,6 +224,7 @@ class Run:
         """``cfg`` with its ``auto`` settings settled and ``dataset`` as :func:`prepare_data` made them;
         ``resumed``: the checkpoint a resumed run continues (its logs are cut back to it)."""
         self.cfg = cfg
+        self._config_dict: tuple[Config, dict[str, Any]] | None = None  # see config_dict()
         self.run_dir = run_dir
         self.dist = dist
         self.device, self.amp_dtype = training_device(cfg, dist)
@@ -256,13 +257,20 @@ class Run:
         return self.cfg.run.batch_semantics == "global"
 
     # --- checkpoints -------------------------------------------------------------------------------
+    def config_dict(self) -> dict[str, Any]:
+        """``config_to_dict(self.cfg)``, made once per config: every checkpoint holds it, and OmegaConf takes
+        tens of milliseconds to build it (a third of a tiny run's checkpoint writes)."""
+        if self._config_dict is None or self._config_dict[0] is not self.cfg:
+            self._config_dict = (self.cfg, config_to_dict(self.cfg))
+        return self._config_dict[1]
+
     def meta(self, stage: int, epoch: int) -> dict[str, Any]:
         ds = self.dataset
         return {
             "spec": self.model.spec.to_dict(),
             # The activation is not in the spec (OpenAI weights switch QuickGELU on); inference needs it.
             "quick_gelu": bool(getattr(self.model.load_report, "quick_gelu", False)),
-            "config": config_to_dict(self.cfg),
+            "config": self.config_dict(),
             "dataset": {"name": ds.name, "root": ds.root, "kind": ds.kind, "num_train_ids": ds.num_train_ids},
             "stage": stage,
             "epoch": epoch,

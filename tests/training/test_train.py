@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from svllreid.cli import main
 from svllreid.config import load_config
@@ -126,9 +125,10 @@ def _ddp_worker(rank: int, world: int, runs: list[tuple[int, list[str], str]]) -
         torch.save({k: v.detach().clone() for k, v in result.model.named_parameters()}, Path(out) / f"rank{rank}.pt")
 
 
-@pytest.fixture(scope="module")
-def ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A 2-process gloo run of each batch semantics, in one spawn."""
+def ddp_run_plan(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[dict[str, Path], list[tuple[int, list[str], str]]]:
+    """A 2-process gloo run of each batch semantics: each run's folder, and :func:`_ddp_worker`'s runs."""
     folders = {semantics: tmp_path_factory.mktemp(f"ddp-{semantics}") for semantics in DDP_SEMANTICS}
     runs = []
     for semantics, folder in folders.items():
@@ -138,8 +138,13 @@ def ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         overrides = small(folder, "ddp", **{"run.batch_semantics": semantics, **extra})
         load_config(TINY, overrides)  # fail fast on a bad override, before spawning
         runs.append((_free_port(), overrides, str(folder)))
-    mp.spawn(_ddp_worker, args=(2, runs), nprocs=2, join=True)
-    return folders
+    return folders, runs
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(ddp_launch) -> dict[str, Path]:
+    """The runs of :func:`ddp_run_plan`, made by the folder's DDP launch (tests/training/conftest.py)."""
+    return ddp_launch.runs
 
 
 @pytest.mark.slow
