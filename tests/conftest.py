@@ -246,7 +246,8 @@ def exports(networks: dict[str, TrainedModel], tmp_path_factory: pytest.TempPath
 @pytest.fixture(scope="session")
 def verification_run(tmp_path_factory: pytest.TempPathFactory):
     """A tiny trained run with a validation split (5 of its 20 synthetic identities held out), shared by
-    the verification and calibration tests: the :class:`svllreid.training.run.RunResult`."""
+    the tests that need a trained network and only read it (verification, calibration, INT8 and OpenVINO
+    exports, model folders): the :class:`svllreid.training.run.RunResult`."""
     from svllreid.config import load_config
     from svllreid.training.run import train
     from tests.tiny_runs import TINY, small

@@ -7,6 +7,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import huggingface_hub
 import numpy as np
@@ -15,22 +16,18 @@ import yaml
 
 import svllreid
 from svllreid.cli import main
-from svllreid.config import load_config
 from svllreid.errors import CheckpointError, ExportError
 from svllreid.inference.extractor import FeatureExtractor
 from svllreid.inference.trained import load_trained_model
-from svllreid.training.run import train
-from tests.tiny_runs import TINY, small
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny run with an eval.json (the untrained start evaluated too)."""
-    tmp = tmp_path_factory.mktemp("pretrained")
-    overrides = small(tmp, "run", **{"stage1.epochs": 1, "stage2.epochs": 1, "eval.before_training": "true"})
-    return train(load_config(TINY, overrides), progress=False).run_dir
+def run(verification_run: Any) -> Path:
+    """The session's tiny run (tests/conftest.py), which these tests only read: its eval.json holds the start
+    evaluated too."""
+    return verification_run.run_dir
 
 
 @pytest.fixture(scope="module")
