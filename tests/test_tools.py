@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,11 +32,9 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def other_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A checkpoint of another network (a tiny ViT), trained for one stage-2 epoch."""
-    tmp = tmp_path_factory.mktemp("other")
-    cfg = load_config(TINY, [*small_with(tmp, "vit", "svll-tiny-vit"), "stage2.epochs=1"])
-    return train(cfg, progress=False).run_dir
+def other_run(verification_run: Any) -> Path:
+    """A checkpoint of another network: the session's tiny ViT run (tests/conftest.py), which is only read."""
+    return verification_run.run_dir
 
 
 @pytest.fixture
