@@ -13,7 +13,8 @@ from tests.tiny_runs import TINY, small
 
 
 def _base(tmp_path: Path) -> list[str]:
-    values = small(tmp_path, "unused", **{"data.validation_ids": 3, "stage2.ids_per_batch": 4})
+    # One stage-1 epoch: tune searches stage-2 settings, and every trial trains stage 1 again.
+    values = small(tmp_path, "unused", **{"data.validation_ids": 3, "stage2.ids_per_batch": 4, "stage1.epochs": 1})
     return [v for v in values if not v.startswith(("run.name=", "run.output_dir="))]
 
 
