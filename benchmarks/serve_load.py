@@ -42,22 +42,27 @@ heap's part, of ``/proc/PID/status``; psutil's RSS where there is no ``/proc``) 
 the gallery's images and rows ever numbered (``GET /api/model``), the size of its change log and the
 number of added images' files the server keeps, the requests done and failed so far, the readers'
 latency since the sample before and the load average. The readers
-and writers then stop (the writers removing what they hold) and a last sample is taken, the gallery back
-at its first size. The verdict, against the targets:
+and writers then stop (the writers removing what they hold) and a sample is taken, the gallery back at its
+first size in images. The benchmark then compacts the gallery as an operator would (``svllreid index
+compact``, its own process), waits for the server to reload it, and takes the last sample. The verdict,
+against the targets:
 
 * no failed request;
-* resident memory: the last sample no more than the first at or after ``--warmup-seconds``, plus the
-  gallery's own growth (its change in images times a feature's bytes) plus ``--rss-slack-mb`` for the
-  allocator's noise; with the least-squares slope over those samples in MiB per 1000 requests, and the
-  rows removed meanwhile (the live gallery keeps them numbered, and the features of added ones in memory,
-  until it is compacted);
+* resident memory: the live gallery keeps removed rows numbered, and added images' features in memory,
+  until it is compacted, so the server's memory rises between compactions and falls at each (the server
+  compacts on its own once enough rows are removed). The last sample, the gallery compacted back to its
+  first size, is compared with the first sample at or after ``--warmup-seconds`` that follows one of the
+  server's compactions (the first at or after it when none came): no more than it, plus the gallery's own
+  growth (its change in images times a feature's bytes), plus ``--rss-slack-mb`` for the allocator's noise.
+  It prints the memory after each compaction, and their least-squares slope with the last sample in MiB
+  per 1000 requests: a leak makes them climb;
 * descriptors: no more after the load than before it, both with no client connected (each count the
   fewest of three reads 50 ms apart, so that a file open for a moment is not taken for growth), with the
   kinds of any new ones.
 
 Run by hand, not in CI:
 
-    python benchmarks/serve_load.py --gallery 10000 --soak 600 --sample-seconds 30 --readers 16 --writers 2
+    python benchmarks/serve_load.py --gallery 10000 --soak 1800 --sample-seconds 30 --readers 16 --writers 2
 """
 
 from __future__ import annotations
@@ -511,10 +516,11 @@ def soak(
     queries: Queries,
     uploads: Uploads,
     args: argparse.Namespace,
+    env: dict[str, str],
 ) -> dict[str, Any]:
     """The read/write mix for ``args.soak`` seconds with a sample every ``args.sample_seconds`` (and one before
-    it starts, and one after it stops), and the verdict against the targets. A server that exits ends the
-    soak at the next sample."""
+    it starts, one after it stops, and one after the gallery was then compacted), and the verdict against the
+    targets. A server that exits ends the soak at the next sample."""
     pid = server.pid
     reads = {"image": Tally(), "text": Tally()}
     writing = Writers(url, tokens["write"], uploads, args.writers)
@@ -582,20 +588,27 @@ def soak(
         exited = (
             None if server.poll() is None else {"code": server.returncode, "seen_at_s": time.perf_counter() - start}
         )
+        compacted: dict[str, Any] | None = None
         if exited is None:
-            final = {**sample(start, taken), "after": True}
+            stopped = {**sample(start, taken), "after": True}
             kinds_after = descriptor_kinds(pid)
+            compacted = compact_served(client, index, start, sample, env)
         else:  # nothing left to measure: the last sample taken while it ran, with the requests' counts
-            final = {**samples[-1], **counts(), "t_s": round(time.perf_counter() - start, 1), "after": True}
+            stopped = {**samples[-1], **counts(), "t_s": round(time.perf_counter() - start, 1), "after": True}
             kinds_after = kinds_before
+    final = compacted or stopped
     loaded = [s for s in samples if s["t_s"] >= args.warmup_seconds] or samples[-1:]
-    base = loaded[0]
-    fitted = [*loaded, final]
+    # Removed rows stay numbered, and the features of added ones stay in memory, until the gallery is compacted:
+    # memory rises between compactions and falls at each by the gallery's own doing. So the last sample, taken
+    # after the gallery was compacted back to its first size, is compared with the first sample at or after the
+    # warm-up that follows one of the server's own compactions (rows fell since the sample before), the state
+    # closest to a compacted gallery; and the samples that follow compactions are fitted for the trend.
+    troughs = [s for s, before in zip(samples[1:], samples, strict=False) if s in loaded and fell(before, s)]
+    base = troughs[0] if troughs else loaded[0]
+    fitted = [*troughs, final] if troughs and compacted is not None else [*loaded, final]
     x = np.array([(s["reads"] + s["writes"]) / 1000 for s in fitted])
     slope = float(np.polyfit(x, [s["rss_mb"] for s in fitted], 1)[0]) if len(set(x)) > 1 else float("nan")
     own_mb = max(0, (final["images"] or 0) - (base["images"] or 0)) * dim * 4 / 2**20
-    # Removed rows stay numbered, and the features of added ones stay in memory, until the gallery is compacted.
-    retained = (final["rows"] or 0) - (base["rows"] or 0) - ((final["images"] or 0) - (base["images"] or 0))
     growth = final["rss_mb"] - base["rss_mb"]
     failed = final["reads_failed"] + final["writes_failed"]
     new_kinds = {k: n - kinds_before.get(k, 0) for k, n in kinds_after.items() if n > kinds_before.get(k, 0)}
@@ -607,7 +620,7 @@ def soak(
         "writers": args.writers,
         "server_pid": pid,
         "dim": dim,
-        "samples": [*samples, final],
+        "samples": [*samples, stopped, *([compacted] if compacted is not None else [])],
         "read": summary(reads, args.soak),
         "write": writing.summary(),
         "verdict": {
@@ -616,14 +629,19 @@ def soak(
             "requests": final["reads"] + final["writes"],
             "no_failed_request": failed == 0,
             "baseline_t_s": base["t_s"],
+            "baseline_after_compaction": bool(troughs),
+            "baseline_rows_held_beyond_images": (base["rows"] or 0) - (base["images"] or 0),
+            "compacted_at_end": compacted is not None,
+            "slope_over_troughs": bool(troughs) and compacted is not None,
+            "trough_rss_mb": [(s["t_s"], s["rss_mb"]) for s in troughs],
             "rss_growth_mb": growth,
             "anon_growth_mb": (final["anon_mb"] - base["anon_mb"]) if base["anon_mb"] is not None else None,
             "gallery_own_growth_mb": own_mb,
             "rss_slack_mb": args.rss_slack_mb,
             "rss_slope_mb_per_1000_requests": slope,
             "rss_holds": exited is None and bool(growth <= own_mb + args.rss_slack_mb),
-            "removed_rows_since_baseline": retained,
-            "removed_rows_features_mb": retained * dim * 4 / 2**20,
+            "stopped_rss_growth_mb": stopped["rss_mb"] - loaded[0]["rss_mb"],
+            "stopped_rows_held_beyond_images": (stopped["rows"] or 0) - (stopped["images"] or 0),
             "fd_growth": final["fds"] - samples[0]["fds"],
             "fds_most_under_load": max(s["fds"] for s in samples),
             "fds_hold": exited is None and bool(final["fds"] <= samples[0]["fds"]),
@@ -631,6 +649,31 @@ def soak(
             "gallery_back_at_start": final["images"] == samples[0]["images"],
         },
     }
+
+
+def fell(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether the gallery was compacted between two samples: fewer rows numbered after than before."""
+    return before["rows"] is not None and after["rows"] is not None and after["rows"] < before["rows"]
+
+
+def compact_served(
+    client: httpx.Client, index: Path, start: float, sample: Any, env: dict[str, str]
+) -> dict[str, Any] | None:
+    """Compact the served gallery as an operator would (``svllreid index compact``, its own process), wait until
+    the server has reloaded it (as many rows as images, up to 60 s), and sample the server then: the sample,
+    marked ``compacted``, or None when the server did not reload it in time."""
+    subprocess.run(
+        [sys.executable, "-m", "svllreid", "index", "compact", "--index", str(index)],
+        check=True, capture_output=True, env=env,
+    )  # fmt: skip
+    deadline = time.perf_counter() + 60
+    while time.perf_counter() < deadline:
+        facts = client.get("/api/model").json()["index"]
+        if int(facts["rows"]) == int(facts["images"]):
+            time.sleep(1.0)  # the old snapshot's arrays go once the searches holding them end
+            return {**sample(start, time.perf_counter()), "after": True, "compacted": True}
+        time.sleep(0.5)
+    return None
 
 
 def cli_times(index: Path, photos: list[str], captions: list[str], count: int, env: dict[str, str]) -> dict[str, Any]:
@@ -738,7 +781,7 @@ def main() -> None:
                             "failed": sum(f is not None for _, f in runs),
                         }
             if args.soak is not None:
-                soaked = soak(url, tokens, server, index, queries, uploads, args)
+                soaked = soak(url, tokens, server, index, queries, uploads, args, env)
             else:
                 top_clients = max(args.clients)
                 levels = [
@@ -860,14 +903,15 @@ def print_soak(s: dict[str, Any]) -> None:
           f" {'files':>5} {'reads':>7} {'failed':>6} {'writes':>6} {'failed':>6} {'rd_p50':>7} {'rd_p99':>7}"
           f" {'load':>5}")  # fmt: skip
     for r in s["samples"]:
-        t = f"{r['t_s']:.0f}" + ("*" if r.get("after") else "")
+        t = f"{r['t_s']:.0f}" + ("c" if r.get("compacted") else "*" if r.get("after") else "")
         anon = f"{r['anon_mb']:7.1f}" if r["anon_mb"] is not None else f"{'-':>7}"
         print(f"  {t:>7} {r['rss_mb']:7.1f} {anon} {r['fds']:4d} {r['images']!s:>7} {r['rows']!s:>7} "
               f"{r['log_mb']:6.2f} {r['files']:5d} {r['reads']:7d} {r['reads_failed']:6d} {r['writes']:6d} "
               f"{r['writes_failed']:6d} {ms(r['read_p50'])} {ms(r['read_p99'])} {r['load_1m']:5.2f}")  # fmt: skip
     print(
-        "  (*: after the readers and writers stopped, the writers having removed what they held; files: the added "
-        "images' files the server keeps; rd_p50/p99: the readers' latency in ms since the sample before)"
+        "  (*: after the readers and writers stopped, the writers having removed what they held; c: then after "
+        "`svllreid index compact` and the server's reload; files: the added images' files the server keeps; "
+        "rd_p50/p99: the readers' latency in ms since the sample before)"
     )
     r, w, v = s["read"], s["write"], s["verdict"]
     print(f"  readers: {r['requests']} queries, {r['qps']:.1f} q/s, p50 {r['all']['p50']:.1f} p90 {r['all']['p90']:.1f}"
@@ -888,13 +932,24 @@ def print_soak(s: dict[str, Any]) -> None:
               "compared")  # fmt: skip
         return
     anon = f" (heap: {v['anon_growth_mb']:+.1f} MiB)" if v["anon_growth_mb"] is not None else ""
-    print(f"  RSS: {v['rss_growth_mb']:+.1f} MiB{anon} from the sample at {v['baseline_t_s']:.0f} s (the first after "
-          f"{s['warmup_seconds']:g} s of warm-up) to the last; allowed: the gallery's own growth "
-          f"{v['gallery_own_growth_mb']:.2f} MiB + {v['rss_slack_mb']:g} MiB of allocator noise; slope "
-          f"{v['rss_slope_mb_per_1000_requests']:+.2f} MiB per 1000 requests: {mark(v['rss_holds'])}")  # fmt: skip
+    base = (
+        f"the first after {s['warmup_seconds']:g} s of warm-up that follows one of the server's compactions, "
+        f"{v['baseline_rows_held_beyond_images']} removed rows still held"
+        if v["baseline_after_compaction"]
+        else f"the first after {s['warmup_seconds']:g} s of warm-up; no compaction came after it"
+    )
+    last = "the gallery compacted after the load" if v["compacted_at_end"] else "the last (NOT compacted: no reload)"
+    fit = "the samples after compactions and the last" if v["slope_over_troughs"] else "the samples from it"
+    print(f"  RSS: {v['rss_growth_mb']:+.1f} MiB{anon} from the sample at {v['baseline_t_s']:.0f} s ({base}) to "
+          f"{last}; allowed: the gallery's own growth {v['gallery_own_growth_mb']:.2f} MiB + {v['rss_slack_mb']:g} "
+          f"MiB of allocator noise; slope over {fit} {v['rss_slope_mb_per_1000_requests']:+.2f} MiB per 1000 "
+          f"requests: {mark(v['rss_holds'])}")  # fmt: skip
+    if v["trough_rss_mb"]:
+        troughs = ", ".join(f"{rss:.1f} at {t:.0f} s" for t, rss in v["trough_rss_mb"])
+        print(f"  (RSS after each of the server's compactions since the warm-up: {troughs})")
+    print(f"  (before the compaction, just after the load: {v['stopped_rss_growth_mb']:+.1f} MiB from the first "
+          f"sample after the warm-up, {v['stopped_rows_held_beyond_images']} removed rows still held)")  # fmt: skip
     new = ", ".join(f"{n} {kind}" for kind, n in v["new_descriptors"].items())
-    print(f"  (rows removed since that sample, still numbered until a compaction: {v['removed_rows_since_baseline']}; "
-          f"their {s['dim']}-d features take {v['removed_rows_features_mb']:.1f} MiB)")  # fmt: skip
     print(f"  descriptors: {v['fd_growth']:+d} from before the load to after it, both with no client connected "
           f"({v['fds_most_under_load']} at most under the load){f'; new: {new}' if new else ''}: "
           f"{mark(v['fds_hold'])}")  # fmt: skip
