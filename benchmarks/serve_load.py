@@ -50,12 +50,15 @@ against the targets:
 * no failed request;
 * resident memory: the live gallery keeps removed rows numbered, and added images' features in memory,
   until it is compacted, so the server's memory rises between compactions and falls at each (the server
-  compacts on its own once enough rows are removed). The last sample, the gallery compacted back to its
-  first size, is compared with the first sample at or after ``--warmup-seconds`` that follows one of the
-  server's compactions (the first at or after it when none came): no more than it, plus the gallery's own
-  growth (its change in images times a feature's bytes), plus ``--rss-slack-mb`` for the allocator's noise.
-  It prints the memory after each compaction, and their least-squares slope with the last sample in MiB
-  per 1000 requests: a leak makes them climb;
+  compacts on its own once enough rows are removed). What counts is the level just after compactions: the
+  samples at or after ``--warmup-seconds`` that follow one of the server's compactions (the gallery's
+  generation changed since the sample before), split by time into an earlier and a later half. Against the
+  earlier half's median (one sample can read several MiB off), the later half's median and the sample after
+  the final compaction may each be no higher than the gallery's own growth (its change in images times a
+  feature's bytes) plus ``--rss-slack-mb`` for the allocator's noise. With fewer than two compactions the
+  reference is the first sample at or after the warm-up, and only the compacted one is compared; when the
+  final compaction fails, the report says why and that check is not made. It prints the level after each
+  compaction and its least-squares slope in MiB per 1000 requests: a leak makes it climb;
 * descriptors: no more after the load than before it, both with no client connected (each count the
   fewest of three reads 50 ms apart, so that a file open for a moment is not taken for growth), with the
   kinds of any new ones.
@@ -543,16 +546,18 @@ def soak(
             latest = reads["image"].since(previous) + reads["text"].since(previous)
             images: int | None
             rows: int | None
+            generation: str | None
             try:
                 facts = client.get("/api/model").json()["index"]
-                images, rows = int(facts["images"]), int(facts["rows"])
+                images, rows, generation = int(facts["images"]), int(facts["rows"]), str(facts["generation"])
             except (httpx.HTTPError, ValueError, KeyError):  # counted as the readers' failures meanwhile
-                images = rows = None
+                images = rows = generation = None
             return {
                 "t_s": round(now - start, 1),
                 **process_usage(pid),
                 "images": images,
                 "rows": rows,
+                "generation": generation,
                 "log_mb": log.stat().st_size / 2**20 if log.exists() else 0.0,
                 "files": sum(1 for _ in stored.iterdir()) if stored.is_dir() else 0,
                 **counts(),
@@ -589,27 +594,19 @@ def soak(
             None if server.poll() is None else {"code": server.returncode, "seen_at_s": time.perf_counter() - start}
         )
         compacted: dict[str, Any] | None = None
+        compaction: dict[str, Any] | None = None
         if exited is None:
             stopped = {**sample(start, taken), "after": True}
-            kinds_after = descriptor_kinds(pid)
-            compacted = compact_served(client, index, start, sample, env)
+            compacted, compaction = compact_served(client, index, stopped["generation"], start, sample, env)
+            if server.poll() is not None:  # it died while the gallery was compacted or reloaded
+                exited = {"code": server.returncode, "seen_at_s": time.perf_counter() - start}
+                compacted = None
+            kinds_after = descriptor_kinds(pid) if exited is None else kinds_before
         else:  # nothing left to measure: the last sample taken while it ran, with the requests' counts
             stopped = {**samples[-1], **counts(), "t_s": round(time.perf_counter() - start, 1), "after": True}
             kinds_after = kinds_before
     final = compacted or stopped
-    loaded = [s for s in samples if s["t_s"] >= args.warmup_seconds] or samples[-1:]
-    # Removed rows stay numbered, and the features of added ones stay in memory, until the gallery is compacted:
-    # memory rises between compactions and falls at each by the gallery's own doing. So the last sample, taken
-    # after the gallery was compacted back to its first size, is compared with the first sample at or after the
-    # warm-up that follows one of the server's own compactions (rows fell since the sample before), the state
-    # closest to a compacted gallery; and the samples that follow compactions are fitted for the trend.
-    troughs = [s for s, before in zip(samples[1:], samples, strict=False) if s in loaded and fell(before, s)]
-    base = troughs[0] if troughs else loaded[0]
-    fitted = [*troughs, final] if troughs and compacted is not None else [*loaded, final]
-    x = np.array([(s["reads"] + s["writes"]) / 1000 for s in fitted])
-    slope = float(np.polyfit(x, [s["rss_mb"] for s in fitted], 1)[0]) if len(set(x)) > 1 else float("nan")
-    own_mb = max(0, (final["images"] or 0) - (base["images"] or 0)) * dim * 4 / 2**20
-    growth = final["rss_mb"] - base["rss_mb"]
+    memory = memory_verdict(samples, compacted, warmup_seconds=args.warmup_seconds, dim=dim, slack_mb=args.rss_slack_mb)
     failed = final["reads_failed"] + final["writes_failed"]
     new_kinds = {k: n - kinds_before.get(k, 0) for k, n in kinds_after.items() if n > kinds_before.get(k, 0)}
     return {
@@ -628,20 +625,15 @@ def soak(
             "failed": failed,
             "requests": final["reads"] + final["writes"],
             "no_failed_request": failed == 0,
-            "baseline_t_s": base["t_s"],
-            "baseline_after_compaction": bool(troughs),
-            "baseline_rows_held_beyond_images": (base["rows"] or 0) - (base["images"] or 0),
-            "compacted_at_end": compacted is not None,
-            "slope_over_troughs": bool(troughs) and compacted is not None,
-            "trough_rss_mb": [(s["t_s"], s["rss_mb"]) for s in troughs],
-            "rss_growth_mb": growth,
-            "anon_growth_mb": (final["anon_mb"] - base["anon_mb"]) if base["anon_mb"] is not None else None,
-            "gallery_own_growth_mb": own_mb,
-            "rss_slack_mb": args.rss_slack_mb,
-            "rss_slope_mb_per_1000_requests": slope,
-            "rss_holds": exited is None and bool(growth <= own_mb + args.rss_slack_mb),
-            "stopped_rss_growth_mb": stopped["rss_mb"] - loaded[0]["rss_mb"],
-            "stopped_rows_held_beyond_images": (stopped["rows"] or 0) - (stopped["images"] or 0),
+            "compaction": compaction,
+            **memory,
+            "rss_holds": None if exited is not None else memory["rss_holds"],
+            "stopped_rss_mb": stopped["rss_mb"],
+            "stopped_rows_held_beyond_images": (
+                stopped["rows"] - stopped["images"]
+                if stopped["rows"] is not None and stopped["images"] is not None
+                else None
+            ),
             "fd_growth": final["fds"] - samples[0]["fds"],
             "fds_most_under_load": max(s["fds"] for s in samples),
             "fds_hold": exited is None and bool(final["fds"] <= samples[0]["fds"]),
@@ -651,36 +643,107 @@ def soak(
     }
 
 
-def fell(before: dict[str, Any], after: dict[str, Any]) -> bool:
-    """Whether the gallery was compacted between two samples: fewer rows numbered after than before."""
-    return before["rows"] is not None and after["rows"] is not None and after["rows"] < before["rows"]
+def memory_verdict(
+    samples: list[dict[str, Any]],
+    compacted: dict[str, Any] | None,
+    *,
+    warmup_seconds: float,
+    dim: int,
+    slack_mb: float,
+) -> dict[str, Any]:
+    """The soak's memory target from its samples (the first taken before the load, the others under it) and
+    ``compacted``, the sample after the gallery was compacted at the end (None when it was not).
+
+    The live gallery holds removed rows and added images' features until it is compacted, so RSS rises
+    between compactions and falls at each: what counts is the level just after compactions. The samples
+    at or after ``warmup_seconds`` that follow one of the server's compactions (another ``generation`` than
+    the last sample that read one) are split into an earlier and a later half by time; their medians, not
+    one sample each (one sample can read several MiB off), give:
+
+    * ``trend``: the later median less the earlier one (two compactions at least);
+    * ``end``: the compacted sample less the earlier median (the first sample at or after the warm-up when
+      fewer than two compactions came), the state the gallery started from.
+
+    Each is allowed the gallery's own growth (its change in images times a feature's float32 bytes) plus
+    ``slack_mb``. ``rss_holds`` is whether every check that could be made holds, None when none could."""
+    troughs = []
+    known: str | None = None  # the generation of the last sample that read one
+    for sample in samples:
+        moved = known is not None and sample["generation"] not in (None, known)
+        if moved and sample["t_s"] >= warmup_seconds:
+            troughs.append(sample)
+        known = sample["generation"] or known
+    loaded = [x for x in samples if x["t_s"] >= warmup_seconds] or samples[-1:]
+    half = len(troughs) // 2
+    early, late = (troughs[:half], troughs[half:]) if half else ([loaded[0]], [])
+
+    def median(key: str, among: list[dict[str, Any]]) -> float | None:
+        values = [x[key] for x in among if x[key] is not None]
+        return float(np.median(values)) if values else None
+
+    def own_mb(images_after: float | None, images_before: float | None) -> float:
+        if images_after is None or images_before is None:
+            return 0.0
+        return max(0.0, images_after - images_before) * dim * 4 / 2**20
+
+    reference = float(np.median([x["rss_mb"] for x in early]))
+    checks: dict[str, dict[str, Any]] = {}
+    if late:
+        growth = float(np.median([x["rss_mb"] for x in late])) - reference
+        own = own_mb(median("images", late), median("images", early))
+        checks["trend"] = {"growth_mb": growth, "gallery_own_mb": own, "holds": growth <= own + slack_mb}
+    if compacted is not None:
+        growth = compacted["rss_mb"] - reference
+        own = own_mb(compacted["images"], median("images", early))
+        checks["end"] = {"growth_mb": growth, "gallery_own_mb": own, "holds": growth <= own + slack_mb}
+    x = [(t["reads"] + t["writes"]) / 1000 for t in troughs]
+    slope = float(np.polyfit(x, [t["rss_mb"] for t in troughs], 1)[0]) if len(set(x)) > 1 else None
+    return {
+        "compactions_after_warmup": len(troughs),
+        "trough_rss_mb": [(t["t_s"], t["rss_mb"]) for t in troughs],
+        "reference": "troughs" if half else "first after warm-up",
+        "reference_rss_mb": reference,
+        "reference_t_s": [x["t_s"] for x in early],
+        "later_t_s": [x["t_s"] for x in late],
+        "checks": checks,
+        "rss_slack_mb": slack_mb,
+        # None, not NaN, where there is no slope: --json writes standard JSON
+        "trough_slope_mb_per_1000_requests": slope,
+        "rss_holds": all(c["holds"] for c in checks.values()) if checks else None,
+    }
 
 
 def compact_served(
-    client: httpx.Client, index: Path, start: float, sample: Any, env: dict[str, str]
-) -> dict[str, Any] | None:
-    """Compact the served gallery as an operator would (``svllreid index compact``, its own process), wait until
-    the server has reloaded it (as many rows as images, up to 60 s), and sample the server then: the sample,
-    marked ``compacted``, or None when the compaction failed or the server did not reload it in time (the
-    verdict then compares the sample before, and says so; the soak's figures are kept either way)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "svllreid", "index", "compact", "--index", str(index)],
-        capture_output=True, text=True, env=env,
-    )  # fmt: skip
+    client: httpx.Client, index: Path, generation: str | None, start: float, sample: Any, env: dict[str, str]
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Compact the served gallery as an operator would (``svllreid index compact``, its own process, up to 10
+    minutes), wait until the server has reloaded it (another generation than ``generation``, and as many
+    rows as images, up to 60 s), and sample the server then: the sample, marked ``compacted``, or None when
+    the compaction failed or the server did not reload it in time; and what happened (``ok``, ``reason``,
+    ``seconds``), kept in the report either way."""
+    began = time.perf_counter()
+
+    def outcome(ok: bool, reason: str | None) -> dict[str, Any]:
+        return {"ok": ok, "reason": reason, "seconds": round(time.perf_counter() - began, 1)}
+
+    command = [sys.executable, "-m", "svllreid", "index", "compact", "--index", str(index)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    except (subprocess.TimeoutExpired, OSError) as err:
+        return None, outcome(False, f"svllreid index compact: {type(err).__name__}: {err}")
     if done.returncode != 0:
-        print(f"svllreid index compact failed after the soak:\n{done.stderr.strip()}", file=sys.stderr)
-        return None
+        return None, outcome(False, f"svllreid index compact exited {done.returncode}: {done.stderr.strip()[-2000:]}")
     deadline = time.perf_counter() + 60
     while time.perf_counter() < deadline:
         try:
             facts = client.get("/api/model").json()["index"]
-        except (httpx.HTTPError, ValueError, KeyError):
-            return None
-        if int(facts["rows"]) == int(facts["images"]):
+        except (httpx.HTTPError, ValueError, KeyError) as err:
+            return None, outcome(False, f"the server did not answer after the compaction: {type(err).__name__}")
+        if facts.get("generation") != generation and int(facts["rows"]) == int(facts["images"]):
             time.sleep(1.0)  # the old snapshot's arrays go once the searches holding them end
-            return {**sample(start, time.perf_counter()), "after": True, "compacted": True}
+            return {**sample(start, time.perf_counter()), "after": True, "compacted": True}, outcome(True, None)
         time.sleep(0.5)
-    return None
+    return None, outcome(False, "the server did not reload the compacted gallery within 60 s")
 
 
 def cli_times(index: Path, photos: list[str], captions: list[str], count: int, env: dict[str, str]) -> dict[str, Any]:
@@ -724,7 +787,7 @@ def main() -> None:
     )
     parser.add_argument("--sample-seconds", type=float, default=30.0, help="soak: seconds between samples (30)")
     parser.add_argument(
-        "--warmup-seconds", type=float, default=60.0, help="soak: the first sample compared comes this late (60)"
+        "--warmup-seconds", type=float, default=60.0, help="soak: compactions this early are not compared (60)"
     )
     parser.add_argument(
         "--rss-slack-mb", type=float, default=8.0, help="soak: RSS growth allowed for the allocator's noise (8 MiB)"
@@ -905,7 +968,8 @@ def print_soak(s: dict[str, Any]) -> None:
         return f"{value:7.1f}" if value is not None else f"{'-':>7}"
 
     print(f"\nsoak: {s['seconds']:g} s of {s['readers']} readers and {s['writers']} writers; a sample of the server "
-          f"(process {s['server_pid']}) every {s['sample_seconds']:g} s, and one after the load stopped")  # fmt: skip
+          f"(process {s['server_pid']}) every {s['sample_seconds']:g} s, one after the load stopped and one after the "
+          f"gallery was then compacted")  # fmt: skip
     print(f"  {'t_s':>7} {'rss_mb':>7} {'anon_mb':>7} {'fds':>4} {'images':>7} {'rows':>7} {'log_mb':>6}"
           f" {'files':>5} {'reads':>7} {'failed':>6} {'writes':>6} {'failed':>6} {'rd_p50':>7} {'rd_p99':>7}"
           f" {'load':>5}")  # fmt: skip
@@ -938,34 +1002,39 @@ def print_soak(s: dict[str, Any]) -> None:
               "into the soak; the last row is the last sample taken while it ran: memory and descriptors are not "
               "compared")  # fmt: skip
         return
-    anon = f" (heap: {v['anon_growth_mb']:+.1f} MiB)" if v["anon_growth_mb"] is not None else ""
-    base = (
-        f"the first after {s['warmup_seconds']:g} s of warm-up that follows one of the server's compactions, "
-        f"{v['baseline_rows_held_beyond_images']} removed rows still held"
-        if v["baseline_after_compaction"]
-        else f"the first after {s['warmup_seconds']:g} s of warm-up; no compaction came after it"
-    )
-    last = (
-        "the gallery compacted after the load"
-        if v["compacted_at_end"]
-        else "the last (NOT compacted: the compaction failed or the server did not reload it)"
-    )
-    fit = "the samples after compactions and the last" if v["slope_over_troughs"] else "the samples from it"
-    print(f"  RSS: {v['rss_growth_mb']:+.1f} MiB{anon} from the sample at {v['baseline_t_s']:.0f} s ({base}) to "
-          f"{last}; allowed: the gallery's own growth {v['gallery_own_growth_mb']:.2f} MiB + {v['rss_slack_mb']:g} "
-          f"MiB of allocator noise; slope over {fit} {v['rss_slope_mb_per_1000_requests']:+.2f} MiB per 1000 "
-          f"requests: {mark(v['rss_holds'])}")  # fmt: skip
+
+    def verdict_of(ok: bool | None) -> str:
+        return "cannot tell" if ok is None else mark(ok)
+
+    after = f"the server's {v['compactions_after_warmup']} compactions since {s['warmup_seconds']:g} s of warm-up"
+    print(f"  no growth in RSS beyond the gallery's own: {verdict_of(v['rss_holds'])}; the level after {after}:")
     if v["trough_rss_mb"]:
-        troughs = ", ".join(f"{rss:.1f} at {t:.0f} s" for t, rss in v["trough_rss_mb"])
-        print(f"  (RSS after each of the server's compactions since the warm-up: {troughs})")
-    print(f"  (before the compaction, just after the load: {v['stopped_rss_growth_mb']:+.1f} MiB from the first "
-          f"sample after the warm-up, {v['stopped_rows_held_beyond_images']} removed rows still held)")  # fmt: skip
+        print("    " + ", ".join(f"{rss:.1f} at {t:.0f} s" for t, rss in v["trough_rss_mb"]) + " (MiB)")
+    if v["trough_slope_mb_per_1000_requests"] is not None:
+        print(f"    least-squares slope: {v['trough_slope_mb_per_1000_requests']:+.4f} MiB per 1000 requests")
+    reference = (
+        f"the median of the earlier half of those ({', '.join(f'{t:.0f}' for t in v['reference_t_s'])} s)"
+        if v["reference"] == "troughs"
+        else f"the first sample after the warm-up ({v['reference_t_s'][0]:.0f} s; fewer than two compactions)"
+    )
+    print(f"    reference: {v['reference_rss_mb']:.1f} MiB, {reference}")
+    names = {"trend": "the later half's median", "end": "the gallery compacted after the load"}
+    for name, check in v["checks"].items():
+        print(f"    {names[name]}: {check['growth_mb']:+.1f} MiB; allowed: the gallery's own growth "
+              f"{check['gallery_own_mb']:.2f} MiB + {v['rss_slack_mb']:g} MiB of allocator noise: "
+              f"{mark(check['holds'])}")  # fmt: skip
+    c = v["compaction"]
+    if c is not None and not c["ok"]:
+        print(f"    the gallery was NOT compacted after the load ({c['seconds']:.0f} s): {c['reason']}")
+    elif c is not None:
+        print(f"    (compacted and reloaded in {c['seconds']:.1f} s; just before, {v['stopped_rss_mb']:.1f} MiB with "
+              f"{v['stopped_rows_held_beyond_images']} removed rows still held)")  # fmt: skip
     new = ", ".join(f"{n} {kind}" for kind, n in v["new_descriptors"].items())
     print(f"  descriptors: {v['fd_growth']:+d} from before the load to after it, both with no client connected "
           f"({v['fds_most_under_load']} at most under the load){f'; new: {new}' if new else ''}: "
           f"{mark(v['fds_hold'])}")  # fmt: skip
     if not v["gallery_back_at_start"]:
-        print("  note: the gallery did not end at its first size, so the comparison above is not like for like")
+        print("  note: the gallery did not end at its first size in images")
 
 
 if __name__ == "__main__":

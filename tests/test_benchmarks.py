@@ -258,3 +258,58 @@ def test_search_speed_past_ram_builds_and_serves_each_size_in_its_own_processes(
     extrapolated = report["extrapolated"]
     assert extrapolated["n"] == 100_000_000 and "recall" not in extrapolated
     assert extrapolated["file_gb"] > rows[-1]["file_gb"]
+
+
+def _soak_sample(t_s: float, rss_mb: float, generation: str | None, requests: int, images: int = 100) -> dict:
+    return {"t_s": t_s, "rss_mb": rss_mb, "generation": generation, "images": images, "reads": requests, "writes": 0}
+
+
+def test_the_soaks_memory_verdict_reads_the_level_after_compactions(monkeypatch):
+    """benchmarks/serve_load.py's memory target: the saw-tooth of a live gallery (up between compactions, down at
+    each) holds, even with one low reading among the levels after compactions; a level that climbs by 1 MiB a
+    compaction does not; a failed sample does not hide a compaction; without two compactions or the final
+    compacted sample nothing can be told."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import serve_load
+
+    def run(levels: list[float], peak: float = 6.0, gaps: frozenset[int] = frozenset()) -> list[dict]:
+        samples = [_soak_sample(0, 800.0, "g0", 0)]
+        for k, level in enumerate(levels, start=1):  # a compaction, then a sample at the top of the cycle
+            generation = None if k in gaps else f"g{k}"
+            samples.append(_soak_sample(100 * k, level, generation, 2000 * k))
+            samples.append(_soak_sample(100 * k + 50, level + peak, None if k in gaps else f"g{k}", 2000 * k + 1000))
+        return samples
+
+    flat = [900.0, 900.5, 887.0, 901.0, 900.2, 900.8, 900.4, 900.9]  # 887: one reading off by 13 MiB
+    verdict = serve_load.memory_verdict(
+        run(flat), _soak_sample(900, 901.5, "end", 20000), warmup_seconds=60, dim=8, slack_mb=8.0
+    )
+    assert verdict["compactions_after_warmup"] == 8 and verdict["reference"] == "troughs"
+    assert verdict["reference_t_s"] == [100, 200, 300, 400] and verdict["later_t_s"] == [500, 600, 700, 800]
+    assert verdict["reference_rss_mb"] == pytest.approx(900.25)
+    assert verdict["checks"]["trend"]["growth_mb"] == pytest.approx(900.6 - 900.25)
+    assert verdict["checks"]["end"]["growth_mb"] == pytest.approx(901.5 - 900.25)
+    assert verdict["rss_holds"] is True
+
+    leaking = [900.0 + 1.5 * k for k in range(12)]
+    verdict = serve_load.memory_verdict(
+        run(leaking), _soak_sample(1300, 918.0, "end", 30000), warmup_seconds=60, dim=8, slack_mb=8.0
+    )
+    assert verdict["checks"]["trend"]["growth_mb"] == pytest.approx(9.0) and not verdict["checks"]["trend"]["holds"]
+    assert verdict["rss_holds"] is False
+    assert verdict["trough_slope_mb_per_1000_requests"] == pytest.approx(1.5 / 2)
+
+    # The sample after compaction 3 could not read the generation: compaction 4 is still seen as one, and the
+    # warm-up leaves out compaction 1.
+    verdict = serve_load.memory_verdict(run(flat, gaps=frozenset({3})), None, warmup_seconds=150, dim=8, slack_mb=8.0)
+    assert [t for t, _ in verdict["trough_rss_mb"]] == [200, 400, 500, 600, 700, 800]
+    assert set(verdict["checks"]) == {"trend"}  # no compacted sample at the end
+
+    one = serve_load.memory_verdict(run([900.0]), None, warmup_seconds=60, dim=8, slack_mb=8.0)
+    assert one["reference"] == "first after warm-up" and one["checks"] == {} and one["rss_holds"] is None
+    assert one["trough_slope_mb_per_1000_requests"] is None
+    # The gallery's own growth is allowed: 8 images more of 2**17 float32 each is 4 MiB.
+    grown = serve_load.memory_verdict(
+        run([900.0]), _soak_sample(300, 911.0, "end", 5000, images=108), warmup_seconds=60, dim=2**17, slack_mb=8.0
+    )
+    assert grown["checks"]["end"]["gallery_own_mb"] == pytest.approx(4.0) and grown["rss_holds"] is True
