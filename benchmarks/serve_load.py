@@ -590,16 +590,20 @@ def soak(
         for thread in threads:
             thread.join(120)
         writing.stop()
-        exited = (
-            None if server.poll() is None else {"code": server.returncode, "seen_at_s": time.perf_counter() - start}
-        )
+
+        def exit_seen() -> dict[str, Any] | None:
+            return (
+                None if server.poll() is None else {"code": server.returncode, "seen_at_s": time.perf_counter() - start}
+            )
+
+        exited = exit_seen()
         compacted: dict[str, Any] | None = None
         compaction: dict[str, Any] | None = None
         if exited is None:
             stopped = {**sample(start, taken), "after": True}
             compacted, compaction = compact_served(client, index, stopped["generation"], start, sample, env)
-            if server.poll() is not None:  # it died while the gallery was compacted or reloaded
-                exited = {"code": server.returncode, "seen_at_s": time.perf_counter() - start}
+            exited = exit_seen()  # it may have died while the gallery was compacted or reloaded
+            if exited is not None:
                 compacted = None
             kinds_after = descriptor_kinds(pid) if exited is None else kinds_before
         else:  # nothing left to measure: the last sample taken while it ran, with the requests' counts

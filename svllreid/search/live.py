@@ -85,6 +85,9 @@ class _Snapshot:
     def size(self) -> int:
         return len(self.dead) - int(self.dead.sum())
 
+    def is_live(self, row: int) -> bool:
+        return 0 <= row < self.rows and not bool(self.dead[row])
+
 
 @dataclass(frozen=True)
 class CompactReport:
@@ -240,8 +243,7 @@ class LiveIndex:
 
     def is_live(self, row: int) -> bool:
         """Whether ``row`` is an image of the gallery now (not removed, not out of range)."""
-        snap = self._snap
-        return 0 <= row < snap.rows and not bool(snap.dead[row])
+        return self._snap.is_live(row)
 
     @property
     def label_kinds(self) -> list[str]:
@@ -502,7 +504,7 @@ class LiveIndex:
 
         def removal(snap: _Snapshot) -> Change | None:
             listed = _RowPaths(snap)
-            wanted = sorted({int(r) for r in rows if 0 <= int(r) < snap.rows and not snap.dead[int(r)]})
+            wanted = sorted({int(r) for r in rows if snap.is_live(int(r))})
             files.extend(path for path in (listed[r] for r in wanted) if path.startswith(uploads))
             return Change("remove", time.time(), rows=tuple(wanted)) if wanted else None
 
